@@ -1,0 +1,220 @@
+"""GitHub Issues: a case is an issue, each entry one comment (or several numbered comments when long).
+
+Binding, in order: the thread already recorded in `case.bindings[<name>]`; `case.labels["github.issue"]`
+(an issue number or URL, e.g. given by the alert); an issue we created earlier for this case (found by the
+hidden `<!-- sharedctx:case:<id> -->` marker among recent issues carrying our labels, so `bind` is safe to
+repeat after an ambiguous create); otherwise a new issue with the configured labels.
+
+Rate limits: content-creating requests (issue, comment) go through a token bucket sized to GitHub's
+guidance (80/min, 500/h). A secondary-limit answer (403/429 + `retry-after`, else >= 60 s) or an exhausted
+primary budget (`x-ratelimit-remaining: 0` until `x-ratelimit-reset`) raises `Retryable(retry_after=...)`
+and holds the bucket so the other threads using this backend back off too.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any, ClassVar
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..config import BackendSettings
+from ..errors import Rejected
+from ..model import Author, CaseRecord, Entry, ExternalRef
+from ..render import CASE_MARK, RESOLVED_MARK, CopyPart, assemble, github_part, human_markdown, parse_github
+from ..render import render_parts
+from .base import HumanItem, Hit, ReadBack, ThreadRef
+from .http import Pacer, call, new_client, parse_retry_after, secret
+
+SERVICE = "GitHub"
+AUTH_HINT = (
+    "Check that the token in the configured environment variable is valid and may write issues in the repo "
+    "(fine-grained token: Issues read/write, Metadata read; classic: `repo` or `public_repo`)."
+)
+ISSUE_URL = re.compile(r"/issues/(\d+)/?$")
+
+
+class GitHubOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    repo: str = Field(pattern=r"^[\w.-]+/[\w.-]+$", description="owner/name")
+    token: str = Field(description='secret reference, e.g. "env:GITHUB_TOKEN"')
+    base_url: str = Field("https://api.github.com", description="GitHub Enterprise: https://HOST/api/v3")
+    labels: list[str] = Field(default_factory=lambda: ["sharedctx", "incident"])
+    max_comment_chars: int = Field(65_000, ge=2_000, le=65_536, description="GitHub's limit is 65,536")
+    per_minute: int = Field(80, ge=1, description="content-creating requests per minute (GitHub guidance)")
+    per_hour: int = Field(500, ge=1, description="content-creating requests per hour (GitHub guidance)")
+    max_block: float = Field(2.0, ge=0, description="longest pacing wait spent blocking; longer -> Retryable")
+    timeout: float = Field(30.0, gt=0)
+
+
+class GitHubBackend:
+    """Entries as GitHub issue comments; the hidden HTML comment carries the machine copy."""
+
+    type: ClassVar[str] = "github"
+    Options: ClassVar[type[GitHubOptions]] = GitHubOptions
+
+    def __init__(self, name: str, options: GitHubOptions, *, client: httpx.Client | None = None) -> None:
+        self.name = name
+        self.options = options
+        self._client = client or new_client(options.timeout)
+        self._owns_client = client is None
+        self._api = f"{options.base_url.rstrip('/')}/repos/{options.repo}"
+        self.pacer = Pacer([(options.per_minute, 60.0), (options.per_hour, 3600.0)], max_block=options.max_block)
+
+    @classmethod
+    def from_settings(cls, settings: BackendSettings, *, client: httpx.Client | None = None) -> GitHubBackend:
+        return cls(settings.name, GitHubOptions.model_validate(settings.options), client=client)
+
+    # ---- HTTP -------------------------------------------------------------------------------------
+    def _rate_limited(self, resp: httpx.Response) -> float | None:
+        if resp.status_code not in (403, 429):
+            return None
+        wait = parse_retry_after(resp.headers.get("retry-after"))
+        if wait is None and resp.headers.get("x-ratelimit-remaining") == "0":
+            wait = max(1.0, float(resp.headers.get("x-ratelimit-reset", "0") or 0) - time.time())
+        if wait is None and (resp.status_code == 429 or "rate limit" in resp.text.lower()):
+            wait = 60.0  # GitHub: without retry-after, wait at least one minute
+        if wait is not None:
+            self.pacer.hold(wait)
+        return wait
+
+    def _call(self, method: str, path: str, *, not_found: str | None = None, **kw: Any) -> Any:
+        headers = {
+            "Authorization": f"Bearer {secret(self.options.token, service=SERVICE)}",
+            "Accept": "application/vnd.github+json",
+            "X-GitHub-Api-Version": "2022-11-28",
+        }
+        if method != "GET":
+            self.pacer.acquire()
+        url = path if path.startswith("http") else self._api + path
+        return call(self._client, method, url, service=SERVICE, auth_hint=AUTH_HINT, not_found=not_found,
+                    is_rate_limited=self._rate_limited, headers=headers, **kw)
+
+    def _gone(self, thread: ThreadRef) -> str:
+        return f"issue #{thread.id} in {self.options.repo} no longer exists (deleted, transferred or hidden)"
+
+    def _comments(self, thread: ThreadRef) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            batch = self._call("GET", f"/issues/{thread.id}/comments", not_found=self._gone(thread),
+                               params={"per_page": 100, "page": page})
+            out += batch or []
+            if not batch or len(batch) < 100:
+                return out
+            page += 1
+
+    # ---- Backend -----------------------------------------------------------------------------------
+    def bind(self, case: CaseRecord) -> ThreadRef:
+        bound = case.bindings.get(self.name)
+        if bound and bound.get("id"):
+            return ThreadRef.model_validate({"backend": self.name, **bound})
+        given = case.labels.get("github.issue")
+        if given:
+            m = ISSUE_URL.search(given)
+            number = m.group(1) if m else given.strip().lstrip("#")
+            if not number.isdigit():
+                raise Rejected(f"label github.issue={given!r} is neither an issue number nor an issue URL")
+            issue = self._call("GET", f"/issues/{number}",
+                               not_found=f"issue #{number} given for case {case.id} does not exist")
+            return self._thread(issue)
+        mark = f"<!-- {CASE_MARK}:{case.id} -->"
+        recent = self._call("GET", "/issues", params={"labels": ",".join(self.options.labels), "state": "all",
+                                                      "sort": "created", "direction": "desc", "per_page": 100})
+        for issue in recent or []:
+            if mark in (issue.get("body") or ""):
+                return self._thread(issue)
+        body = (f"Incident case `{case.id}` ({case.severity}{', ' + case.service if case.service else ''}), "
+                f"opened by sharedctx. Agents and people append to this thread.\n\n{mark}")
+        issue = self._call("POST", "/issues", json={"title": f"[{case.severity}] {case.title}"[:256],
+                                                     "body": body, "labels": self.options.labels})
+        return self._thread(issue)
+
+    def _thread(self, issue: dict[str, Any]) -> ThreadRef:
+        return ThreadRef(backend=self.name, id=str(issue["number"]), url=issue.get("html_url"),
+                         repo=self.options.repo)
+
+    def render(self, entry: Entry) -> list[str]:
+        return render_parts(entry, human_markdown(entry), self.options.max_comment_chars, github_part, len)
+
+    def _parts(self, thread: ThreadRef, entry_id: str) -> dict[int, CopyPart]:
+        found: dict[int, CopyPart] = {}
+        for c in self._comments(thread):
+            p = parse_github(c.get("body") or "")
+            if p and p[0] == entry_id:
+                found.setdefault(p[1], CopyPart(*p, external_id=str(c["id"]), url=c.get("html_url")))
+        return found
+
+    def append(self, thread: ThreadRef, entry: Entry) -> ExternalRef:
+        parts = self.render(entry)
+        # A multi-part entry may have been half-written before a failure: send only the missing parts.
+        have = self._parts(thread, entry.id) if len(parts) > 1 else {}
+        ids: list[str] = []
+        urls: list[str | None] = []
+        for k, body in enumerate(parts, 1):
+            if k in have:
+                ids.append(have[k].external_id)
+                urls.append(have[k].url)
+                continue
+            c = self._call("POST", f"/issues/{thread.id}/comments", json={"body": body}, not_found=self._gone(thread))
+            ids.append(str(c["id"]))
+            urls.append(c.get("html_url"))
+        return ExternalRef(backend=self.name, id=ids[0], url=urls[0], parts=ids)
+
+    def lookup(self, thread: ThreadRef, entry_id: str) -> ExternalRef | None:
+        found = self._parts(thread, entry_id)
+        if not found or len(found) != next(iter(found.values())).total:
+            return None  # none, or only some parts: `append` sends the missing ones
+        ordered = [found[k] for k in sorted(found)]
+        return ExternalRef(backend=self.name, id=ordered[0].external_id, url=ordered[0].url,
+                           parts=[p.external_id for p in ordered])
+
+    def read_back(self, thread: ThreadRef, since: str | None = None) -> ReadBack:
+        after = int(since) if since and since.isdigit() else 0
+        parts: list[CopyPart] = []
+        humans: list[HumanItem] = []
+        last = after
+        for c in self._comments(thread):
+            cid, body = int(c["id"]), c.get("body") or ""
+            last = max(last, cid)
+            p = parse_github(body)
+            if p:
+                parts.append(CopyPart(*p, external_id=str(cid), url=c.get("html_url"), position=cid))
+            elif cid > after and f"<!-- {RESOLVED_MARK}" not in body and f"<!-- {CASE_MARK}" not in body:
+                login = (c.get("user") or {}).get("login") or "unknown"
+                humans.append(HumanItem(backend=self.name, external_id=str(cid), url=c.get("html_url"),
+                                        author=Author(kind="human", name=login), at=c["created_at"],
+                                        text=body, raw={"author_association": c.get("author_association")}))
+        got = assemble(parts)
+        entries = [e for e in got.entries if max(int(p.external_id) for p in got.refs[e.id]) > after]
+        return ReadBack(entries=entries, humans=humans, cursor=str(last) if last else since)
+
+    def search(self, text: str, limit: int = 20) -> list[Hit]:
+        q = f"{text} repo:{self.options.repo} is:issue" + "".join(f' label:"{lb}"' for lb in self.options.labels[:1])
+        data = self._call("GET", f"{self.options.base_url.rstrip('/')}/search/issues",
+                          params={"q": q, "per_page": max(1, min(limit, 100))})
+        hits = []
+        for item in (data or {}).get("items", [])[:limit]:
+            m = re.search(rf"<!-- {CASE_MARK}:(\S+) -->", item.get("body") or "")
+            hits.append(Hit(backend=self.name, case_id=m.group(1) if m else None, thread_id=str(item["number"]),
+                            title=item.get("title", ""), snippet=(item.get("body") or "")[:200],
+                            url=item.get("html_url")))
+        return hits
+
+    def resolve(self, thread: ThreadRef, summary: Entry) -> None:
+        issue = self._call("GET", f"/issues/{thread.id}", not_found=self._gone(thread))
+        if issue.get("state") == "closed":
+            return
+        mark = f"<!-- {RESOLVED_MARK}:{summary.id} -->"
+        if not any(mark in (c.get("body") or "") for c in self._comments(thread)):
+            body = f"**Resolved** — {summary.title} (summary entry `{summary.id}`)\n\n{mark}"
+            self._call("POST", f"/issues/{thread.id}/comments", json={"body": body}, not_found=self._gone(thread))
+        self._call("PATCH", f"/issues/{thread.id}", json={"state": "closed", "state_reason": "completed"},
+                   not_found=self._gone(thread))
+
+    def close(self) -> None:
+        if self._owns_client:
+            self._client.close()
+

@@ -1,0 +1,242 @@
+"""The HTTP seam shared by the connectors: one place that turns transport failures and status codes into
+the classified `BackendError`s the delivery worker acts on, plus Retry-After parsing and write pacing.
+
+Why one place: the worker decides what to do from the exception *type*, so every connector must classify
+the same situation the same way (a 429 is `Retryable` everywhere, a timeout on a POST is `Ambiguous`
+everywhere). Connectors only add the words that help an operator ("check GITHUB_TOKEN's scopes").
+
+Garbage bodies (HTML from a proxy or captive portal, truncated JSON) are classified as:
+- on a 2xx answer to a write: `Ambiguous` - the service (or something in front of it) may have applied it;
+- on a 2xx answer to a read, or on a 5xx: `Retryable` - typically a transient proxy/maintenance page;
+- on a 4xx: `Rejected` with the status, because retrying the same request cannot help.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from ..errors import Ambiguous, AuthFailed, Rejected, Retryable
+
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+DEFAULT_RETRY_AFTER_429 = 30.0
+MAX_ERROR_TEXT = 300
+
+
+class UnreadableResponse(Ambiguous):
+    """The service answered with a body that is not the JSON it documents (HTML, truncated text)."""
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """`Retry-After` is either delta-seconds or an HTTP-date (RFC 9110 10.2.3); None when absent/unparsable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def error_text(resp: httpx.Response) -> str:
+    """The service's own error message, from whichever JSON shape it uses, kept short for `outbox status`."""
+    try:
+        data = resp.json()
+    except (ValueError, UnicodeDecodeError):
+        return _snippet(resp.text)
+    parts: list[str] = []
+    if isinstance(data, dict):
+        err = data.get("error")
+        if isinstance(err, dict):  # ServiceNow {"error": {"message","detail"}} / PagerDuty {"error": {...}}
+            parts += [str(err.get("message") or ""), str(err.get("detail") or "")]
+            parts += [str(e) for e in err.get("errors") or []]
+        elif isinstance(err, str):
+            parts.append(err)
+        if data.get("message"):  # GitHub basic-error / validation-error
+            parts.append(str(data["message"]))
+        for e in data.get("errors") or []:
+            parts.append(str(e.get("message") or e.get("code") or e) if isinstance(e, dict) else str(e))
+        parts += [str(m) for m in data.get("errorMessages") or []]  # Jira
+        if isinstance(data.get("errors"), dict):
+            parts += [f"{k}: {v}" for k, v in data["errors"].items()]
+    text = "; ".join(p for p in parts if p and p != "None")
+    return _snippet(text or resp.text)
+
+
+def _snippet(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_ERROR_TEXT else text[: MAX_ERROR_TEXT - 1] + "…"
+
+
+def send(client: httpx.Client, method: str, url: str, *, service: str, **kwargs: Any) -> httpx.Response:
+    """Send one request; map transport failures. A failure after a write was sent is `Ambiguous`."""
+    is_write = method.upper() in WRITE_METHODS
+    try:
+        return client.request(method, url, **kwargs)
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+        # Nothing reached the service: safe to simply try again later.
+        raise Retryable(f"{service}: could not connect ({type(exc).__name__}: {exc})") from exc
+    except (httpx.ReadTimeout, httpx.WriteTimeout, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+        msg = f"{service}: {method} {url} failed after sending ({type(exc).__name__})"
+        if is_write:
+            raise Ambiguous(msg + "; it may have been applied - reconcile before re-sending") from exc
+        raise Retryable(msg) from exc
+    except httpx.TransportError as exc:
+        raise Retryable(f"{service}: transport error ({type(exc).__name__}: {exc})") from exc
+
+
+def check(
+    resp: httpx.Response,
+    *,
+    service: str,
+    auth_hint: str,
+    not_found: str | None = None,
+    is_rate_limited: Callable[[httpx.Response], float | None] | None = None,
+) -> httpx.Response:
+    """Raise the classified error for a non-2xx answer; return the response otherwise.
+
+    `is_rate_limited` lets a service say that a 403 is really a rate limit (GitHub) and for how long.
+    `not_found` is the sentence to use for a 404 (e.g. "the bound issue #42 was deleted or moved").
+    """
+    status = resp.status_code
+    if 200 <= status < 300:
+        return resp
+    what = f"{service}: {resp.request.method} {resp.request.url.path} -> {status}"
+    if is_rate_limited is not None:
+        wait = is_rate_limited(resp)
+        if wait is not None:
+            raise Retryable(f"{what} rate limited: {error_text(resp)}", retry_after=wait)
+    if status == 429:
+        wait = parse_retry_after(resp.headers.get("retry-after"))
+        raise Retryable(f"{what} rate limited: {error_text(resp)}", retry_after=wait or DEFAULT_RETRY_AFTER_429)
+    if status in (401, 403):
+        kind = "refused our credentials" if status == 401 else "denied permission"
+        raise AuthFailed(f"{service} {kind} ({status}: {error_text(resp)}). {auth_hint}")
+    if status >= 500 or status == 408:
+        raise Retryable(f"{what}: {error_text(resp)}", retry_after=parse_retry_after(resp.headers.get("retry-after")))
+    if status == 404 and not_found:
+        raise Rejected(f"{service}: {not_found} (404: {error_text(resp)})")
+    raise Rejected(f"{what}, the service will not accept this request: {error_text(resp)}")
+
+
+def json_of(resp: httpx.Response, *, service: str) -> Any:
+    """The JSON body of a 2xx answer, or a classified error when it is not JSON (see module docstring)."""
+    ctype = resp.headers.get("content-type", "")
+    try:
+        if "json" not in ctype:
+            raise ValueError(f"content-type {ctype or 'missing'}")
+        return resp.json()
+    except (ValueError, UnicodeDecodeError) as exc:
+        what = (
+            f"{service}: {resp.request.method} {resp.request.url.path} answered {resp.status_code} with "
+            f"{ctype or 'no content-type'} instead of JSON ({exc}; starts {_snippet(resp.text[:80])!r}) - "
+            "a proxy, captive portal or maintenance page in front of the service?"
+        )
+        if resp.request.method.upper() in WRITE_METHODS:
+            raise UnreadableResponse(what + " The write may have been applied.") from None
+        raise Retryable(what) from None
+
+
+def call(
+    client: httpx.Client,
+    method: str,
+    url: str,
+    *,
+    service: str,
+    auth_hint: str,
+    not_found: str | None = None,
+    is_rate_limited: Callable[[httpx.Response], float | None] | None = None,
+    **kwargs: Any,
+) -> Any:
+    """send + check + json_of: the one call most connector methods need. Returns None for 204."""
+    resp = send(client, method, url, service=service, **kwargs)
+    check(resp, service=service, auth_hint=auth_hint, not_found=not_found, is_rate_limited=is_rate_limited)
+    if resp.status_code == 204 or not resp.content:
+        return None
+    return json_of(resp, service=service)
+
+
+def dumps(data: Any) -> bytes:
+    return json.dumps(data, ensure_ascii=False).encode("utf-8")
+
+
+class Pacer:
+    """A thread-safe token bucket for content-creating requests (GitHub: <= 80/min and <= 500/h).
+
+    `acquire()` blocks briefly when a token is close; when the wait would be long it raises `Retryable`
+    with the wait, so the worker reschedules instead of parking a thread. `hold(seconds)` records a
+    server-side "slow down" (secondary limit) so every thread using this pacer backs off together.
+    """
+
+    def __init__(
+        self,
+        limits: list[tuple[int, float]],
+        *,
+        max_block: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        # Each limit is (capacity, period seconds); a bucket starts full (GitHub counts from zero too).
+        self._buckets = [[float(cap), float(cap), cap / period] for cap, period in limits]
+        self._lock = threading.Lock()
+        self._clock, self._sleep = clock, sleep
+        self._last = clock()
+        self._held_until = 0.0
+        self.max_block = max_block
+
+    def _refill(self, now: float) -> None:
+        elapsed = max(0.0, now - self._last)
+        self._last = now
+        for b in self._buckets:
+            b[0] = min(b[1], b[0] + elapsed * b[2])
+
+    def _wait(self, now: float) -> float:
+        waits = [max(0.0, (1.0 - b[0]) / b[2]) for b in self._buckets]
+        return max([self._held_until - now, *waits, 0.0])
+
+    def acquire(self) -> None:
+        while True:
+            with self._lock:
+                now = self._clock()
+                self._refill(now)
+                wait = self._wait(now)
+                if wait <= 0:
+                    for b in self._buckets:
+                        b[0] -= 1.0
+                    return
+            if wait > self.max_block:
+                raise Retryable(f"pacing content creation: next slot in {wait:.1f}s", retry_after=wait)
+            self._sleep(wait)
+
+    def hold(self, seconds: float) -> None:
+        with self._lock:
+            self._held_until = max(self._held_until, self._clock() + seconds)
+
+
+def secret(ref: str, *, service: str) -> str:
+    """Resolve an `env:NAME` secret at use time. A missing variable stops the backend (`AuthFailed`)
+    with the variable's name, instead of a retry storm of requests without credentials."""
+    from ..config import Secret
+    from ..errors import ConfigError
+
+    try:
+        return Secret(ref).get()
+    except ConfigError as exc:
+        raise AuthFailed(f"{service}: no credentials - {exc.message}") from None
+
+
+def new_client(timeout: float) -> httpx.Client:
+    """The client a connector builds when none is injected (tests inject one with a MockTransport)."""
+    return httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=False,
+                        headers={"User-Agent": "sharedctx/0.1 (+https://github.com/sharedctx)"})
