@@ -1,0 +1,63 @@
+"""Backends: where entries are delivered for humans to read. One module per target, one shape.
+
+Adding a target = one module + one line in `BACKEND_TYPES`. Modules are imported on first use so a
+process that only needs `local` never imports the HTTP connectors.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import ValidationError
+
+from ..config import BackendSettings
+from ..errors import ConfigError
+from .base import Backend, Hit, HumanItem, ReadBack, ThreadRef
+
+BACKEND_TYPES: dict[str, str] = {
+    "local": "sharedctx.backends.local:LocalBackend",
+    "github": "sharedctx.backends.github:GitHubBackend",
+    "pagerduty": "sharedctx.backends.pagerduty:PagerDutyBackend",
+    "servicenow": "sharedctx.backends.servicenow:ServiceNowBackend",
+    "jira": "sharedctx.backends.jira:JiraBackend",
+}
+
+__all__ = ["BACKEND_TYPES", "Backend", "Hit", "HumanItem", "ReadBack", "ThreadRef", "backend_class", "make_backend"]
+
+
+def backend_class(type_name: str) -> Any:
+    try:
+        module_name, _, cls_name = BACKEND_TYPES[type_name].partition(":")
+    except KeyError:
+        raise ConfigError(
+            f"backends: unknown type {type_name!r}; known types are {', '.join(sorted(BACKEND_TYPES))}"
+        ) from None
+    return getattr(importlib.import_module(module_name), cls_name)
+
+
+def make_backend(
+    settings: BackendSettings, *, client: httpx.Client | None = None, base_dir: Path | None = None
+) -> Backend:
+    """Build a backend from its `[[backends]]` table; option errors name `backends.<name>.<key>`."""
+    cls = backend_class(settings.type)
+    options_cls = getattr(cls, "Options", None)
+    if options_cls is None:
+        raise ConfigError(f"backend type {settings.type!r} declares no Options model")
+    try:
+        options = options_cls.model_validate(settings.options)
+    except ValidationError as exc:
+        details = "; ".join(
+            f"backends.{settings.name}.{'.'.join(str(p) for p in e['loc'])}: "
+            + ("unknown option" if e["type"] == "extra_forbidden" else e["msg"])
+            for e in exc.errors()
+        )
+        raise ConfigError(f"invalid options for backend {settings.name!r} (type {settings.type}): {details}") from None
+    if settings.type == "local":
+        backend: Backend = cls(settings.name, options, base_dir=base_dir)
+    else:
+        backend = cls(settings.name, options, client=client)
+    return backend
+

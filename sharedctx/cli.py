@@ -1,0 +1,412 @@
+"""`sharedctx`: the command line, one verb per API call. Tables for people, `--json` for scripts.
+
+Exit codes: 0 ok · 1 unexpected error · 2 usage error · 3 not found · 4 invalid input or config ·
+5 `verify` found a broken chain · 6 store or backend failure.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .config import CONFIG_NAME
+from .context import SharedContext
+from .errors import (
+    BackendError,
+    CaseNotFound,
+    ConfigError,
+    EntryNotFound,
+    InvalidEntry,
+    SharedCtxError,
+    StoreError,
+)
+from .model import Entry, EntryKind, format_ts, utcnow
+from .store.base import SearchFilters
+
+app = typer.Typer(
+    name="sharedctx",
+    help="Shared, durable, searchable context for AI agents that work incidents together.\n\n"
+    "Every command works in the current directory: with no sharedctx.toml, the journal is "
+    ".sharedctx/sharedctx.db and cases are also written as Markdown under .sharedctx/cases/.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+    pretty_exceptions_enable=False,
+)
+case_app = typer.Typer(help="Open, list, show and resolve cases (incidents).", no_args_is_help=True)
+outbox_app = typer.Typer(help="See and steer delivery to backends: status, dead letters, retries.")
+app.add_typer(case_app, name="case")
+app.add_typer(outbox_app, name="outbox")
+
+out = Console()
+err = Console(stderr=True)
+EXIT = {CaseNotFound: 3, EntryNotFound: 3, InvalidEntry: 4, ConfigError: 4, StoreError: 6, BackendError: 6}
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help=f"config file (default: $SHAREDCTX_CONFIG or ./{CONFIG_NAME})")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable JSON output")]
+_state: dict[str, Any] = {"config": None}
+
+
+@app.callback()
+def _main(config: ConfigOpt = None) -> None:
+    _state["config"] = config
+
+
+@contextmanager
+def context(*, worker: bool = False) -> Iterator[SharedContext]:
+    """Open the context for one command, turning our errors into a message and an exit code."""
+    try:
+        with SharedContext.open(_state["config"], worker=worker) as ctx:
+            yield ctx
+    except SharedCtxError as exc:
+        code = next((c for cls, c in EXIT.items() if isinstance(exc, cls)), 1)
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        raise typer.Exit(code) from None
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def parse_since(value: str | None) -> datetime | None:
+    """`2h`, `30m`, `7d` ago, or an ISO-8601 time."""
+    if not value:
+        return None
+    m = re.fullmatch(r"(\d+)\s*([smhdw])", value.strip())
+    if m:
+        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[m.group(2)]
+        return utcnow() - timedelta(**{unit: int(m.group(1))})
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise typer.BadParameter(f"{value!r}: use 30m, 2h, 7d, or an ISO time like 2026-11-25T10:00Z") from None
+    return parsed
+
+
+def entry_table(entries: list[Entry], title: str | None = None) -> Table:
+    t = Table(title=title, show_lines=False, title_justify="left")
+    for col in ("#", "time", "author", "kind", "title"):
+        t.add_column(col, overflow="fold")
+    for e in entries:
+        t.add_row(str(e.seq), format_ts(e.ts)[11:19], f"{e.author.kind}:{e.author.name}", e.kind.value, e.title)
+    return t
+
+
+def _read_body(body: str | None, body_file: Path | None) -> str:
+    if body_file is not None:
+        raw = sys.stdin.buffer.read() if str(body_file) == "-" else body_file.read_bytes()
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidEntry(f"--body-file is not valid UTF-8 (byte {exc.start}); nothing was recorded") from None
+    return body or ""
+
+
+# -- init --------------------------------------------------------------------------------------------
+STARTER = """\
+# sharedctx configuration. Every key is optional; these are the defaults.
+# Secrets are never written here: use "env:VARIABLE" references.
+
+# Where the journal lives: a SQLite file (default) or a PostgreSQL URL for several agents/workers.
+store = ".sharedctx/sharedctx.db"
+# store = "postgresql://sharedctx@db.internal:5432/sharedctx"
+
+# Who this process writes as when an entry names no author.
+[agent]
+name = "operator"
+kind = "human"          # primary | partner | human | system
+
+# Delivery to backends happens behind record(), in a background worker.
+[worker]
+enabled = true          # run the worker inside processes that open the context
+max_attempts = 8        # then the delivery goes to dead letters (`sharedctx outbox list --dead`)
+base_delay = 1.0        # seconds; doubles per attempt, with jitter; Retry-After wins when given
+max_delay = 300.0
+concurrency = 4         # deliveries in flight per backend
+
+# Where humans read cases. Add as many as you like; each gets every entry, in order.
+[[backends]]
+type = "local"          # Markdown files you can `cat`
+path = ".sharedctx/cases"
+
+# [[backends]]
+# type = "github"
+# repo = "acme/payments"
+# token = "env:GITHUB_TOKEN"
+"""
+
+
+@app.command()
+def init(
+    path: Annotated[Path, typer.Option(help="where to write the config")] = Path(CONFIG_NAME),
+    force: Annotated[bool, typer.Option(help="overwrite an existing file")] = False,
+) -> None:
+    """Write a commented starter **sharedctx.toml**."""
+    if path.exists() and not force:
+        err.print(f"[red]error:[/] {path} exists; use --force to overwrite it")
+        raise typer.Exit(4)
+    path.write_text(STARTER, encoding="utf-8")
+    out.print(f"wrote {path}")
+
+
+# -- cases -------------------------------------------------------------------------------------------
+@case_app.command("open")
+def case_open(
+    title: str,
+    service: Annotated[str, typer.Option(help="the affected service")] = "",
+    severity: Annotated[str, typer.Option(help="critical | warning | info")] = "warning",
+    fingerprint: Annotated[str | None, typer.Option(help="dedupe key: an open case with it is reused")] = None,
+    label: Annotated[list[str] | None, typer.Option(help="key=value, repeatable (e.g. github.issue=42)")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Open a case (or find the open case with the same fingerprint)."""
+    labels = dict(item.split("=", 1) for item in (label or []) if "=" in item)
+    with context() as ctx:
+        case = ctx.open_case(title, service=service, severity=severity, fingerprint=fingerprint, labels=labels)
+        if as_json:
+            emit_json({**case.info.model_dump(mode="json"), "created": case.created})
+        else:
+            verb = "opened" if case.created else "found open case"
+            out.print(f"{verb} [bold]{case.id}[/] {case.title}")
+
+
+@case_app.command("list")
+def case_list(
+    status: Annotated[str | None, typer.Option(help="open | mitigated | resolved")] = None,
+    service: Annotated[str | None, typer.Option()] = None,
+    limit: int = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """List cases, newest first."""
+    with context() as ctx:
+        cases = ctx.cases(status=status, service=service, limit=limit)
+        if as_json:
+            emit_json([c.model_dump(mode="json") for c in cases])
+            return
+        t = Table()
+        for col in ("id", "status", "severity", "service", "entries", "title"):
+            t.add_column(col, overflow="fold")
+        for c in cases:
+            t.add_row(c.id, c.status.value, c.severity, c.service, str(c.last_seq), c.title)
+        out.print(t)
+
+
+@case_app.command("show")
+def case_show(case_id: str, as_json: JsonOpt = False) -> None:
+    """Show a case: status, where it lives in each backend, and its timeline."""
+    with context() as ctx:
+        case = ctx.find_case(case_id)
+        info, entries = case.info, case.timeline()
+        if as_json:
+            emit_json({"case": info.model_dump(mode="json"), "entries": [e.model_dump(mode="json") for e in entries]})
+            return
+        out.print(f"[bold]{info.title}[/]  ({info.id})")
+        out.print(f"status {info.status.value} · severity {info.severity} · service {info.service or '-'}")
+        for name, thread in info.bindings.items():
+            out.print(f"  {name}: {thread.get('url') or thread.get('id')}")
+        out.print(entry_table(entries))
+
+
+@case_app.command("resolve")
+def case_resolve(
+    case_id: str,
+    summary: str,
+    author: Annotated[str | None, typer.Option(help="kind:name, e.g. human:alice")] = None,
+) -> None:
+    """Record the resolution of a case; backends close their threads."""
+    with context() as ctx:
+        entry = ctx.find_case(case_id).resolve(summary, author=author)
+        out.print(f"resolved {case_id} (entry {entry.seq})")
+
+
+# -- record / timeline / search / verify ---------------------------------------------------------------
+@app.command()
+def record(
+    case_id: str,
+    kind: Annotated[str, typer.Argument(help=", ".join(k.value for k in EntryKind))],
+    title: str,
+    body: Annotated[str | None, typer.Argument(help="Markdown body")] = None,
+    body_file: Annotated[Path | None, typer.Option(help="read the body from a file, or - for stdin")] = None,
+    evidence: Annotated[
+        list[str] | None, typer.Option(help='JSON, repeatable: {"type":"metric","source":"prometheus",...}')
+    ] = None,
+    author: Annotated[str | None, typer.Option(help="kind:name, e.g. primary:triage-bot")] = None,
+    ref: Annotated[str | None, typer.Option(help="id of an earlier entry this one answers or corrects")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Append an entry to a case's journal. Durable when the command returns."""
+    with context() as ctx:
+        try:
+            ev = [json.loads(e) for e in evidence or []]
+        except json.JSONDecodeError as exc:
+            raise InvalidEntry(f"--evidence is not valid JSON: {exc}") from None
+        entry = ctx.find_case(case_id).record(
+            kind, title, _read_body(body, body_file), evidence=ev, author=author, ref=ref
+        )
+        if as_json:
+            emit_json(entry.model_dump(mode="json"))
+        else:
+            out.print(f"recorded #{entry.seq} {entry.kind.value} in {entry.case_id} ({entry.id})")
+
+
+@app.command()
+def timeline(
+    case_id: str,
+    since: Annotated[int, typer.Option(help="only entries after this sequence number")] = 0,
+    kind: Annotated[list[str] | None, typer.Option(help="only these kinds (repeatable)")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print a case's entries in order."""
+    with context() as ctx:
+        case = ctx.find_case(case_id)
+        entries = case.timeline(since=since, kinds=kind)
+        if as_json:
+            emit_json([e.model_dump(mode="json") for e in entries])
+        else:
+            out.print(entry_table(entries, title=f"{case.info.title} ({case.id})"))
+
+
+@app.command()
+def search(
+    text: Annotated[str, typer.Argument(help='words, "exact phrases"')] = "",
+    service: Annotated[str | None, typer.Option()] = None,
+    kind: Annotated[list[str] | None, typer.Option(help="entry kinds (repeatable)")] = None,
+    author: Annotated[str | None, typer.Option(help="author kind: primary | partner | human | system")] = None,
+    since: Annotated[str | None, typer.Option(help="30m, 2h, 7d, or an ISO time")] = None,
+    limit: int = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search every case's history."""
+    filters = SearchFilters(service=service, kinds=kind, author_kind=author, since=parse_since(since))
+    with context() as ctx:
+        rows = ctx.search(text, filters, limit=limit)
+        if as_json:
+            emit_json([{**r.model_dump(mode="json")} for r in rows])
+            return
+        for r in rows:
+            out.print(
+                f"[bold]{r.entry.case_id}[/] #{r.entry.seq} [cyan]{r.entry.kind.value}[/] "
+                f"{r.service} · {r.entry.title}"
+            )
+            out.print("   " + r.snippet.replace("[", "[bold yellow]", -1).replace("]", "[/]", -1), highlight=False)
+        if not rows:
+            out.print("no matches")
+
+
+@app.command()
+def verify(case_id: Annotated[str | None, typer.Argument(help="a case; default: every case")] = None,
+           as_json: JsonOpt = False) -> None:
+    """Check the hash chain; say exactly which entry breaks it. Exit 5 if any does."""
+    with context() as ctx:
+        reports = ctx.verify(ctx.find_case(case_id).id if case_id else None)
+    if as_json:
+        emit_json([r.model_dump(mode="json") for r in reports])
+    else:
+        for r in reports:
+            if r.ok:
+                out.print(f"[green]ok[/]   {r.case_id}: {r.entries} entries, chain intact")
+            for issue in r.issues:
+                out.print(f"[red]FAIL[/] {r.case_id} entry #{issue.seq} ({issue.entry_id}): {issue.problem}")
+    if not all(r.ok for r in reports):
+        raise typer.Exit(5)
+
+
+# -- outbox / worker ----------------------------------------------------------------------------------
+@outbox_app.command("status")
+def outbox_status(as_json: JsonOpt = False) -> None:
+    """Per backend: pending, delivered, dead, and whether it is stopped (and why)."""
+    with context() as ctx:
+        counts = ctx.store.outbox_counts()
+        rows = []
+        for name in ctx.backend_names:
+            st = ctx.store.get_backend_state(name)
+            c = counts.get(name, {})
+            rows.append({"backend": name, **{k: c.get(k, 0) for k in ("pending", "delivered", "dead")},
+                         "state": st.state, "reason": st.reason})
+    if as_json:
+        emit_json(rows)
+        return
+    t = Table()
+    for col in ("backend", "state", "pending", "delivered", "dead", "why"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        state = "[red]stopped[/]" if r["state"] == "stopped" else "[green]running[/]"
+        t.add_row(str(r["backend"]), state, str(r["pending"]), str(r["delivered"]), str(r["dead"]), str(r["reason"] or ""))
+    out.print(t)
+
+
+@outbox_app.command("list")
+def outbox_list(
+    dead: Annotated[bool, typer.Option("--dead", help="only dead letters")] = False,
+    backend: Annotated[str | None, typer.Option()] = None,
+    limit: int = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    """List deliveries (pending by default; --dead for dead letters with their reasons)."""
+    with context() as ctx:
+        rows = ctx.store.list_deliveries(state="dead" if dead else "pending", backend=backend, limit=limit)
+    if as_json:
+        emit_json([d.model_dump(mode="json") for d in rows])
+        return
+    t = Table()
+    for col in ("id", "backend", "case", "#", "attempts", "last error"):
+        t.add_column(col, overflow="fold")
+    for d in rows:
+        t.add_row(str(d.id), d.backend, d.case_id, str(d.seq), str(d.attempts), d.last_error or "")
+    out.print(t)
+
+
+@outbox_app.command("retry")
+def outbox_retry(
+    backend: Annotated[str | None, typer.Option(help="only this backend (also restarts it if stopped)")] = None,
+    delivery_id: Annotated[list[int] | None, typer.Option("--id", help="only these deliveries")] = None,
+) -> None:
+    """Requeue dead letters, and restart backends stopped by an auth failure."""
+    with context() as ctx:
+        n = ctx.store.requeue_dead(backend=backend, ids=delivery_id)
+        restarted = []
+        for name in [backend] if backend else ctx.backend_names:
+            if ctx.store.get_backend_state(name).state == "stopped":
+                ctx.store.set_backend_state(name, "running", None)
+                restarted.append(name)
+    out.print(f"requeued {n} dead deliveries" + (f"; restarted {', '.join(restarted)}" if restarted else ""))
+
+
+@app.command()
+def worker(
+    once: Annotated[bool, typer.Option("--once", help="deliver what is due now, then exit")] = False,
+) -> None:
+    """Run the delivery worker in the foreground (Ctrl-C to stop)."""
+    with context(worker=False) as ctx:
+        if once:
+            n = ctx.worker.run_once()
+            out.print(f"handled {n} deliveries")
+            return
+        ctx.worker.on_event = lambda what, d, detail: err.print(f"{what:9} {d.backend} {d.case_id}#{d.seq} {detail}")
+        ctx.worker.start()
+        err.print(f"delivering to {', '.join(ctx.backend_names)}; Ctrl-C to stop")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            err.print("stopping")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""`sharedctx.toml` -> typed settings.
+
+Found via `--config`, then `$SHAREDCTX_CONFIG`, then `./sharedctx.toml`; with none, the embedded
+defaults (SQLite in `./.sharedctx/`, one `local` backend) so a fresh clone works with no set-up.
+Secrets are only ever references (`token = "env:GITHUB_TOKEN"`): a literal secret in the file is
+refused, because config files get committed, pasted into tickets and shown in screenshares.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+CONFIG_ENV = "SHAREDCTX_CONFIG"
+CONFIG_NAME = "sharedctx.toml"
+SECRET_KEYS = re.compile(r"(token|password|passwd|secret|api_key|apikey|private_key|credential)s?$", re.I)
+
+
+class Secret:
+    """A secret held by reference. Its `repr`/`str` never show the value, so it cannot leak into logs."""
+
+    __slots__ = ("ref",)
+
+    def __init__(self, ref: str) -> None:
+        self.ref = ref
+
+    def get(self) -> str:
+        """The value, read from the environment at the moment it is needed."""
+        if not self.ref.startswith("env:"):
+            raise ConfigError(f"secret reference {self.ref!r} must look like 'env:NAME'")
+        name = self.ref[4:]
+        value = os.environ.get(name)
+        if value is None:
+            raise ConfigError(f"environment variable {name} is not set (referenced as {self.ref!r})")
+        return value
+
+    def __repr__(self) -> str:
+        return f"Secret({self.ref!r})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other.ref == self.ref
+
+    def __hash__(self) -> int:
+        return hash(self.ref)
+
+
+def check_no_literal_secrets(data: Any, path: str = "") -> None:
+    """Refuse `token = "ghp_..."`: secrets must be `env:NAME` references."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            where = f"{path}.{key}" if path else str(key)
+            if isinstance(value, str) and SECRET_KEYS.search(str(key)) and not value.startswith("env:"):
+                raise ConfigError(
+                    f"{where}: a literal secret is not allowed in the config file. Put the value in an "
+                    f'environment variable and write {key} = "env:VARIABLE_NAME" instead.'
+                )
+            check_no_literal_secrets(value, where)
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            check_no_literal_secrets(value, f"{path}[{i}]")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AgentIdentity(_Section):
+    """Who this process writes as by default (the Python API and CLI)."""
+
+    name: str = "operator"
+    kind: Literal["primary", "partner", "human", "system"] = "human"
+
+
+class WorkerSettings(_Section):
+    enabled: bool = Field(True, description="run the delivery worker inside processes that open the context")
+    max_attempts: int = Field(8, ge=1)
+    base_delay: float = Field(1.0, gt=0, description="first retry delay in seconds; doubles each attempt")
+    max_delay: float = Field(300.0, gt=0)
+    lease_seconds: float = Field(60.0, gt=0, description="how long a claimed delivery is held by a worker")
+    concurrency: int = Field(4, ge=1, description="deliveries in flight per backend")
+    poll_interval: float = Field(0.5, gt=0)
+
+
+class BackendSettings(BaseModel):
+    """`[[backends]]`: a `type`, an optional `name` (defaults to the type), and the type's own options."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+    name: str = ""
+
+    @model_validator(mode="after")
+    def _default_name(self) -> BackendSettings:
+        if not self.name:
+            self.name = self.type
+        return self
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class PartnerSettings(_Section):
+    """`[[partners]]`: a partner agent the primary may call over the direct channel."""
+
+    name: str
+    transport: Literal["stdio", "http", "api"] = "stdio"
+    command: list[str] | None = None
+    url: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict, description="header -> 'env:NAME' reference")
+    timeout: float = Field(30.0, gt=0)
+    env: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _transport_target(self) -> PartnerSettings:
+        if self.transport == "stdio" and not self.command:
+            raise ValueError("a stdio partner needs `command` (a list, e.g. ['python', '-m', 'x'])")
+        if self.transport in ("http", "api") and not self.url:
+            raise ValueError(f"a {self.transport} partner needs `url`")
+        return self
+
+
+class WritePolicy(_Section):
+    kinds: list[str] | None = Field(None, description="entry kinds this identity may write (None: all)")
+    max_per_hour: int | None = Field(None, ge=1)
+    needs_decision: list[str] = Field(default_factory=list, description="kinds held until a human decides")
+
+
+class AgentSettings(_Section):
+    """`[[agents]]`: an identity that may use the shared-context MCP server."""
+
+    name: str
+    role: Literal["primary", "partner", "human-readonly"]
+    token: Secret | None = None
+    policy: WritePolicy = Field(default_factory=WritePolicy)
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _secret(cls, v: Any) -> Any:
+        return Secret(v) if isinstance(v, str) else v
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8765, ge=0, le=65535)
+    max_alert_bytes: int = Field(1_000_000, ge=1024)
+
+
+class Config(BaseModel):
+    """The whole configuration. Unknown top-level keys are errors, so typos do not pass silently."""
+
+    model_config = ConfigDict(extra="forbid")
+    store: str = ".sharedctx/sharedctx.db"
+    agent: AgentIdentity = Field(default_factory=AgentIdentity)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    backends: list[BackendSettings] = Field(default_factory=lambda: [BackendSettings(type="local")])
+    partners: list[PartnerSettings] = Field(default_factory=list)
+    agents: list[AgentSettings] = Field(default_factory=list)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    redact: dict[str, Any] = Field(default_factory=dict, description="[redact] patterns = [...]")
+    search: dict[str, Any] = Field(default_factory=dict)
+    humans: dict[str, Any] = Field(default_factory=dict)
+    base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
+
+    @model_validator(mode="after")
+    def _unique_backends(self) -> Config:
+        seen: set[str] = set()
+        for b in self.backends:
+            if b.name in seen:
+                raise ValueError(f"two backends are named {b.name!r}; give one a distinct `name`")
+            seen.add(b.name)
+        return self
+
+    def path(self, value: str | Path) -> Path:
+        """Resolve a path from the config relative to the config file's folder."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
+
+    @property
+    def store_url(self) -> str:
+        if self.store.startswith(("postgresql://", "postgres://")):
+            return self.store
+        if self.store == ":memory:":
+            return self.store
+        return str(self.path(self.store.removeprefix("sqlite:///")))
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; `sharedctx init` writes a commented example)"
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict[str, Any], *, base_dir: Path | None = None, source: str = "<config>") -> Config:
+    check_no_literal_secrets(data)
+    try:
+        cfg = Config.model_validate({**data, "base_dir": base_dir or Path.cwd()})
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from None
+    return cfg
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Load from an explicit path, `$SHAREDCTX_CONFIG`, or `./sharedctx.toml`; else the defaults."""
+    candidate = path or os.environ.get(CONFIG_ENV)
+    if candidate is None and Path(CONFIG_NAME).exists():
+        candidate = CONFIG_NAME
+    if candidate is None:
+        return Config(base_dir=Path.cwd())
+    p = Path(candidate)
+    if not p.exists():
+        raise ConfigError(f"config file {p} does not exist (create one with `sharedctx init`)")
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p} is not UTF-8 text: {exc}") from None
+    return parse_config(data, base_dir=p.resolve().parent, source=str(p))

@@ -1,0 +1,346 @@
+"""The Python API: `SharedContext` (one journal + its backends) and `Case` (one incident).
+
+    ctx = SharedContext.open()                     # sharedctx.toml, or the embedded defaults
+    case = ctx.open_case("Checkout 5xx spike", service="checkout", fingerprint="alert:abc")
+    case.record("finding", "p99 latency up 8x", "Since 10:02, after deploy 4411", evidence=[...])
+    case.resolve("Rolled back deploy 4411; error rate back to baseline")
+
+`record()` validates, redacts and appends locally in one transaction (entry, search index, one
+outbox row per backend) and returns; it never does network I/O. Delivery happens behind, in the
+worker. From asyncio code use `await case.arecord(...)`, which runs the same call in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from .backends import make_backend
+from .backends.base import Backend
+from .config import Config, load_config
+from .delivery import Worker
+from .errors import CaseNotFound, EntryNotFound, InvalidEntry
+from .model import (
+    MAX_BODY_BYTES,
+    MAX_EVIDENCE_ITEMS,
+    MAX_TITLE_CHARS,
+    Author,
+    CaseRecord,
+    CaseStatus,
+    Entry,
+    EntryDraft,
+    EntryKind,
+    Evidence,
+    VerifyReport,
+)
+from .store.base import SearchFilters, SearchRow, Store, open_store, verify_entries
+
+
+class Redacts(Protocol):
+    def redact_draft(self, draft: EntryDraft) -> EntryDraft: ...
+
+
+def _text(value: str | bytes, what: str) -> str:
+    """Accept str or UTF-8 bytes; refuse invalid UTF-8 (including lone surrogates) by name."""
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidEntry(f"{what} is not valid UTF-8 (byte {exc.start}); nothing was recorded") from None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidEntry(f"{what} is not valid UTF-8 (position {exc.start}); nothing was recorded") from None
+    return value
+
+
+def _kind(kind: str | EntryKind) -> EntryKind:
+    try:
+        return EntryKind(kind)
+    except ValueError:
+        valid = ", ".join(k.value for k in EntryKind)
+        raise InvalidEntry(f"unknown entry kind {kind!r}; valid kinds: {valid}") from None
+
+
+def _evidence(items: Iterable[Evidence | Mapping[str, Any]]) -> tuple[Evidence, ...]:
+    out = []
+    for i, item in enumerate(items):
+        if isinstance(item, Evidence):
+            out.append(item)
+            continue
+        try:
+            out.append(Evidence.model_validate(item))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise InvalidEntry(f"evidence[{i}].{where}: {first['msg']}; nothing was recorded") from None
+    if len(out) > MAX_EVIDENCE_ITEMS:
+        raise InvalidEntry(f"{len(out)} evidence items; the limit is {MAX_EVIDENCE_ITEMS} per entry")
+    return tuple(out)
+
+
+class Case:
+    """A handle on one case. Cheap to create; every read goes to the store, so it is never stale."""
+
+    def __init__(self, ctx: SharedContext, record: CaseRecord, *, created: bool = False) -> None:
+        self.ctx = ctx
+        self.id = record.id
+        self._record = record
+        self.created = created  # False when `open_case` found an open case with the same fingerprint
+
+    def __repr__(self) -> str:
+        return f"<Case {self.id} {self._record.title!r} {self._record.status.value}>"
+
+    @property
+    def info(self) -> CaseRecord:
+        """The case as stored now (status, bindings, last sequence number)."""
+        self._record = self.ctx.store.get_case(self.id)
+        return self._record
+
+    @property
+    def title(self) -> str:
+        return self._record.title
+
+    @property
+    def status(self) -> CaseStatus:
+        return self.info.status
+
+    def record(
+        self,
+        kind: str | EntryKind,
+        title: str,
+        body: str | bytes = "",
+        *,
+        evidence: Iterable[Evidence | Mapping[str, Any]] = (),
+        author: Author | str | None = None,
+        ref: str | None = None,
+        trace_id: str | None = None,
+        attrs: Mapping[str, Any] | None = None,
+        status: CaseStatus | str | None = None,
+    ) -> Entry:
+        """Append one entry; durable when this returns. Raises `InvalidEntry` and records nothing if bad."""
+        return self.ctx._record(
+            self.id, kind, title, body, evidence=evidence, author=author, ref=ref,
+            trace_id=trace_id, attrs=attrs, status=status,
+        )  # fmt: skip
+
+    async def arecord(self, *args: Any, **kwargs: Any) -> Entry:
+        """`record()` for asyncio code: the same call, off the event loop."""
+        return await asyncio.to_thread(self.record, *args, **kwargs)
+
+    def timeline(
+        self, *, since: int = 0, kinds: Sequence[str] | None = None, limit: int | None = None
+    ) -> list[Entry]:
+        """Entries in sequence order, after sequence number `since`."""
+        return self.ctx.store.entries(self.id, since_seq=since, kinds=kinds, limit=limit)
+
+    def resolve(
+        self,
+        summary: str,
+        *,
+        title: str = "Resolved",
+        author: Author | str | None = None,
+        evidence: Iterable[Evidence | Mapping[str, Any]] = (),
+        trace_id: str | None = None,
+    ) -> Entry:
+        """Record the resolution; the case becomes `resolved` and each backend closes its thread."""
+        return self.record(
+            EntryKind.RESOLUTION, title, summary, author=author, evidence=evidence,
+            trace_id=trace_id, status=CaseStatus.RESOLVED,
+        )  # fmt: skip
+
+    def verify(self) -> VerifyReport:
+        """Recompute the hash chain; the report names the first entry that breaks it."""
+        return verify_entries(self.id, self.timeline())
+
+
+class SharedContext:
+    """One journal (store) plus the configured backends and, optionally, the delivery worker."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        backends: Mapping[str, Backend],
+        *,
+        redactor: Redacts | None = None,
+        worker: bool = False,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.backends = dict(backends)
+        self.backend_names = list(self.backends)
+        self.redactor = redactor
+        self.default_author = Author(kind=config.agent.kind, name=config.agent.name)
+        self.worker = Worker(store, self.backends, config.worker)
+        if worker:
+            self.worker.start()
+
+    @classmethod
+    def open(
+        cls,
+        config: Config | str | Path | None = None,
+        *,
+        worker: bool | None = None,
+        backends: Mapping[str, Backend] | None = None,
+        store: Store | None = None,
+    ) -> SharedContext:
+        """Open the journal described by `config` (a `Config`, a path, or None to search for one).
+
+        `worker=None` runs the delivery worker in this process if `[worker] enabled` (the default).
+        `backends`/`store` let tests and embedders pass ready-made ones.
+        """
+        cfg = config if isinstance(config, Config) else load_config(config)
+        from .redact import Redactor
+
+        if backends is None:
+            backends = {b.name: make_backend(b, base_dir=cfg.base_dir) for b in cfg.backends}
+        return cls(
+            cfg,
+            store or open_store(cfg.store_url),
+            backends,
+            redactor=Redactor(patterns=cfg.redact.get("patterns")),
+            worker=cfg.worker.enabled if worker is None else worker,
+        )
+
+    def close(self) -> None:
+        self.worker.stop()
+        for b in self.backends.values():
+            b.close()
+        self.store.close()
+
+    def __enter__(self) -> SharedContext:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- cases ------------------------------------------------------------------------------------
+    def open_case(
+        self,
+        title: str,
+        *,
+        service: str = "",
+        severity: str = "warning",
+        fingerprint: str | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> Case:
+        """Open a case, or return the open case with the same `fingerprint` (`case.created` is False)."""
+        title = _text(title, "title").strip()
+        if not title or len(title) > MAX_TITLE_CHARS:
+            raise InvalidEntry(f"a case title must be 1–{MAX_TITLE_CHARS} characters")
+        record, created = self.store.open_case(
+            title=title, service=service, severity=severity, fingerprint=fingerprint, labels=dict(labels or {})
+        )
+        return Case(self, record, created=created)
+
+    def case(self, case_id: str) -> Case:
+        return Case(self, self.store.get_case(case_id))
+
+    def find_case(self, ref: str) -> Case:
+        """By case id, open-case fingerprint, or an external reference (issue URL, incident id)."""
+        try:
+            return self.case(ref)
+        except CaseNotFound:
+            pass
+        found = self.store.find_open_case(ref)
+        if found:
+            return Case(self, found)
+        for rec in self.store.list_cases(limit=10_000):
+            refs = set(rec.labels.values())
+            for thread in rec.bindings.values():
+                refs.update(str(thread.get(k)) for k in ("id", "url", "number", "key") if thread.get(k))
+            if ref in refs or ref.rstrip("/") in refs:
+                return Case(self, rec)
+        raise CaseNotFound(f"no case matches {ref!r} (tried id, fingerprint, and external references)")
+
+    def cases(self, *, status: str | None = None, service: str | None = None, limit: int = 100) -> list[CaseRecord]:
+        return self.store.list_cases(status=status, service=service, limit=limit)
+
+    # -- journal ----------------------------------------------------------------------------------
+    def _record(
+        self,
+        case_id: str,
+        kind: str | EntryKind,
+        title: str,
+        body: str | bytes,
+        *,
+        evidence: Iterable[Evidence | Mapping[str, Any]],
+        author: Author | str | None,
+        ref: str | None,
+        trace_id: str | None,
+        attrs: Mapping[str, Any] | None,
+        status: CaseStatus | str | None,
+    ) -> Entry:
+        title = _text(title, "title").strip()
+        body = _text(body, "body")
+        if not title:
+            raise InvalidEntry("an entry needs a non-empty title; nothing was recorded")
+        if len(title) > MAX_TITLE_CHARS:
+            raise InvalidEntry(f"title is {len(title)} characters; the limit is {MAX_TITLE_CHARS}")
+        size = len(body.encode("utf-8"))
+        if size > MAX_BODY_BYTES:
+            raise InvalidEntry(
+                f"body is {size:,} bytes; the limit is {MAX_BODY_BYTES:,} bytes (UTF-8). Put large "
+                "data in evidence links, or split it into several entries"
+            )
+        if ref is not None:
+            try:
+                target = self.store.get_entry(ref)
+            except EntryNotFound:
+                raise InvalidEntry(f"ref {ref!r} is not an entry of this journal; nothing was recorded") from None
+            if target.case_id != case_id:
+                raise InvalidEntry(f"ref {ref!r} belongs to another case ({target.case_id})")
+        if isinstance(author, str):
+            author = Author.parse(author)
+        try:
+            draft = EntryDraft(
+                case_id=case_id, kind=_kind(kind), title=title, body=body, author=author or self.default_author,
+                evidence=_evidence(evidence), ref=ref, trace_id=trace_id, attrs=dict(attrs or {}),
+            )  # fmt: skip
+            new_status = CaseStatus(status) if status is not None else None
+        except (ValidationError, ValueError) as exc:
+            raise InvalidEntry(f"invalid entry: {exc}") from None
+        if self.redactor is not None:
+            draft = self.redactor.redact_draft(draft)
+        if new_status is None and draft.kind == EntryKind.RESOLUTION:
+            new_status = CaseStatus.RESOLVED
+        entry = self.store.append(draft, self.backend_names, new_status)
+        if self.worker.running:
+            self.worker.wake()
+        return entry
+
+    def search(
+        self, text: str, filters: SearchFilters | Mapping[str, Any] | None = None, *, limit: int = 20
+    ) -> list[SearchRow]:
+        """Full-text search over every case's entries, with structured filters."""
+        f = filters if isinstance(filters, SearchFilters) or filters is None else SearchFilters(**filters)
+        return self.store.search(text, f, limit=limit)
+
+    def verify(self, case_id: str | None = None) -> list[VerifyReport]:
+        ids = [case_id] if case_id else [c.id for c in self.store.list_cases(limit=1_000_000)]
+        return [self.case(i).verify() for i in ids]
+
+    # -- delivery ---------------------------------------------------------------------------------
+    def drain(self, timeout: float = 30.0) -> bool:
+        """Wait until nothing is due for delivery (delivered or dead); True if the outbox drained."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            counts = self.store.outbox_counts()
+            pending = sum(
+                c.get("pending", 0)
+                for name, c in counts.items()
+                if self.store.get_backend_state(name).state != "stopped"
+            )
+            if pending == 0:
+                return True
+            if not self.worker.running:
+                self.worker.run_once()
+            else:
+                time.sleep(0.02)
+        return False

@@ -1,0 +1,206 @@
+"""The Store protocol and what every store shares: building entries onto the chain, and verifying it.
+
+A store is the local, durable half of "investigate first, persist second": `append()` writes the
+entry, its full-text row and one outbox row per backend in ONE transaction and returns. Nothing in
+this interface updates or deletes an entry.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import re
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+from ..errors import ConfigError
+from ..model import (
+    GENESIS_HASH,
+    BackendState,
+    CaseRecord,
+    CaseStatus,
+    ChainIssue,
+    Delivery,
+    Entry,
+    EntryDraft,
+    VerifyReport,
+    new_id,
+    utcnow,
+)
+
+
+class SearchFilters(BaseModel):
+    """Structured filters every search understands (CLI `service:x kind:y`, API, MCP)."""
+
+    service: str | None = None
+    kinds: list[str] | None = None
+    author_kind: str | None = None
+    author: str | None = None
+    case_id: str | None = None
+    case_status: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+class SearchRow(BaseModel):
+    """One full-text match: the entry, its case's service/status, a raw relevance score, a snippet."""
+
+    entry: Entry
+    service: str
+    case_title: str
+    case_status: str
+    score: float
+    snippet: str
+
+
+class Store(Protocol):
+    url: str
+
+    def migrate(self) -> None: ...
+    def close(self) -> None: ...
+
+    # cases
+    def open_case(
+        self,
+        *,
+        title: str,
+        service: str,
+        severity: str,
+        fingerprint: str | None,
+        labels: dict[str, str],
+    ) -> tuple[CaseRecord, bool]: ...
+    def get_case(self, case_id: str) -> CaseRecord: ...
+    def find_open_case(self, fingerprint: str) -> CaseRecord | None: ...
+    def list_cases(
+        self, *, status: str | None = None, service: str | None = None, limit: int = 100
+    ) -> list[CaseRecord]: ...
+    def set_binding(self, case_id: str, backend: str, thread: dict[str, Any]) -> None: ...
+
+    # journal
+    def append(
+        self, draft: EntryDraft, backends: Sequence[str], status: CaseStatus | None = None
+    ) -> Entry: ...
+    def entries(
+        self,
+        case_id: str,
+        *,
+        since_seq: int = 0,
+        kinds: Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> list[Entry]: ...
+    def get_entry(self, entry_id: str) -> Entry: ...
+    def search(self, text: str, filters: SearchFilters | None = None, limit: int = 20) -> list[SearchRow]: ...
+    def rebuild_index(self) -> int: ...
+
+    # outbox
+    def claim(self, backend: str, owner: str, limit: int, lease_seconds: float) -> list[Delivery]: ...
+    def mark_delivered(self, delivery_id: int, external: dict[str, Any]) -> None: ...
+    def reschedule(self, delivery_id: int, *, error: str, kind: str, delay: float) -> None: ...
+    def mark_dead(self, delivery_id: int, *, error: str, kind: str) -> None: ...
+    def release(self, delivery_id: int, *, error: str, kind: str) -> None: ...
+    def outbox_counts(self) -> dict[str, dict[str, int]]: ...
+    def list_deliveries(
+        self, *, state: str | None = None, backend: str | None = None, limit: int = 100
+    ) -> list[Delivery]: ...
+    def requeue_dead(self, *, backend: str | None = None, ids: Sequence[int] | None = None) -> int: ...
+    def next_due(self, backend: str) -> float | None: ...
+
+    # backend state and read-back cursors
+    def get_backend_state(self, name: str) -> BackendState: ...
+    def set_backend_state(self, name: str, state: str, reason: str | None) -> None: ...
+    def get_cursor(self, backend: str, case_id: str) -> str | None: ...
+    def set_cursor(self, backend: str, case_id: str, cursor: str | None) -> None: ...
+
+
+def build_entry(draft: EntryDraft, seq: int, prev_hash: str) -> Entry:
+    """Place a (validated) draft on the chain. `model_construct` skips re-validation on the hot path."""
+    entry = Entry.model_construct(
+        id=new_id(),
+        case_id=draft.case_id,
+        seq=seq,
+        ts=utcnow(),
+        author=draft.author,
+        kind=draft.kind,
+        title=draft.title,
+        body=draft.body,
+        evidence=draft.evidence,
+        ref=draft.ref,
+        trace_id=draft.trace_id,
+        attrs=draft.attrs,
+        prev_hash=prev_hash,
+        hash="",
+    )
+    return entry.model_copy(update={"hash": entry.compute_hash()})
+
+
+def verify_entries(case_id: str, entries: Sequence[Entry]) -> VerifyReport:
+    """Check gap-free sequence, prev-hash links and every hash; name the first entry that breaks."""
+    issues: list[ChainIssue] = []
+    prev = GENESIS_HASH
+    expected_seq = 1
+    for e in entries:
+        if e.seq != expected_seq:
+            problem = (
+                f"sequence jumps from {expected_seq - 1} to {e.seq}: entries missing or reordered"
+                if e.seq > expected_seq
+                else f"sequence number {e.seq} repeats or goes backwards (expected {expected_seq})"
+            )
+            issues.append(ChainIssue(case_id=case_id, seq=e.seq, entry_id=e.id, problem=problem))
+        if e.prev_hash != prev:
+            issues.append(
+                ChainIssue(
+                    case_id=case_id,
+                    seq=e.seq,
+                    entry_id=e.id,
+                    problem="prev_hash does not match the previous entry's hash (an entry before it "
+                    "was removed, inserted or altered)",
+                )
+            )
+        actual = e.compute_hash()
+        if actual != e.hash:
+            issues.append(
+                ChainIssue(
+                    case_id=case_id,
+                    seq=e.seq,
+                    entry_id=e.id,
+                    problem=f"content does not match its hash (stored {e.hash[:12]}…, computed "
+                    f"{actual[:12]}…): the entry was edited after it was recorded",
+                )
+            )
+        prev = e.hash
+        expected_seq = e.seq + 1
+    return VerifyReport(case_id=case_id, entries=len(entries), ok=not issues, issues=issues)
+
+
+def read_migrations(dialect: str) -> list[tuple[int, str, str]]:
+    """(version, name, sql) for every `NNNN_name.sql` in store/migrations/<dialect>/, in order."""
+    folder = importlib.resources.files("sharedctx.store") / "migrations" / dialect
+    found = []
+    for item in folder.iterdir():
+        m = re.fullmatch(r"(\d{4})_(\w+)\.sql", item.name)
+        if m:
+            found.append((int(m.group(1)), m.group(2), item.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+def open_store(url: str) -> Store:
+    """`postgresql://…` → PostgresStore; anything else is a SQLite file path (or `:memory:`)."""
+    if url.startswith(("postgresql://", "postgres://")):
+        from .postgres import PostgresStore
+
+        return PostgresStore(url)
+    if "://" in url:
+        raise ConfigError(f"store: unsupported URL {url!r}; use a file path (SQLite) or postgresql://…")
+    from .sqlite import SQLiteStore
+
+    return SQLiteStore(url)
+
+
+_FTS_TOKEN = re.compile(r"\w+", re.UNICODE)
+
+
+def literal_terms(text: str, max_terms: int = 32) -> list[str]:
+    """Words of a user query with every operator stripped: the safe fallback for any FTS syntax."""
+    return _FTS_TOKEN.findall(text)[:max_terms]

@@ -1,0 +1,163 @@
+"""PostgreSQL store, for teams running several agents and delivery workers against one journal.
+
+Appends lock the case row (`SELECT … FOR UPDATE`) so concurrent writers queue per case, not
+globally; workers claim deliveries with `FOR UPDATE SKIP LOCKED` so any number can run at once
+without blocking each other. Full-text search uses a generated `tsvector` column (maintained with
+the write) and `ts_rank`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from ..errors import InvalidEntry, StoreError
+from ..model import CaseStatus, Entry, EntryDraft, format_ts, utcnow
+from .base import SearchFilters, SearchRow, literal_terms, read_migrations
+from .sql import ENTRY_COLS, SQLStore, filter_clauses, row_to_entry
+
+_NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+_MIGRATION_LOCK = 0x5C7C_0001  # pg_advisory_xact_lock key: one migrator at a time
+
+
+def translate(sql: str) -> str:
+    """sqlite-style `?` and `:name` placeholders -> psycopg's `%s` and `%(name)s`."""
+    return _NAMED.sub(r"%(\1)s", sql.replace("%", "%%").replace("?", "%s"))
+
+
+class _Conn:
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Any = ()) -> psycopg.Cursor[Any]:
+        return self._conn.execute(translate(sql), params or None)
+
+    def executemany(self, sql: str, params: Any) -> None:
+        with self._conn.cursor() as cur:
+            cur.executemany(translate(sql), params)
+
+
+def ts_query(text: str) -> str:
+    """A tsquery from user text: words OR-ed, `"phrases"` kept as phrases; operators are literal."""
+    parts: list[str] = []
+    for i, chunk in enumerate(text.split('"')):
+        words = literal_terms(chunk)
+        if i % 2 == 1 and words:
+            parts.append("(" + " <-> ".join(words) + ")")
+        else:
+            parts.extend(words)
+    return " | ".join(parts[:32])
+
+
+class PostgresStore(SQLStore):
+    FOR_UPDATE = " FOR UPDATE"
+    SKIP_LOCKED = " FOR UPDATE SKIP LOCKED"
+
+    def __init__(self, url: str, *, max_size: int = 8) -> None:
+        self.url = url
+        try:
+            self._pool = ConnectionPool(url, min_size=1, max_size=max_size, open=True, timeout=30)
+            self._pool.wait(timeout=10)
+        except Exception as exc:  # psycopg_pool raises PoolTimeout with the underlying reason logged
+            raise StoreError(f"cannot connect to PostgreSQL at {_redact_url(url)}: {exc}") from exc
+        self.migrate()
+
+    @contextmanager
+    def _tx(self) -> Iterator[_Conn]:
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                yield _Conn(conn)
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL error: {exc}") from exc
+
+    def _q(self, sql: str, params: Any = ()) -> list[Any]:
+        try:
+            with self._pool.connection() as conn:
+                return conn.execute(translate(sql), params or None).fetchall()
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL error: {exc}") from exc
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def schema_version(self) -> int:
+        return int(self._q("SELECT coalesce(max(version), 0) FROM schema_version")[0][0])
+
+    def migrate(self) -> None:
+        with self._pool.connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version "
+                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+            )
+            row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+            current = int(row[0]) if row else 0
+            for version, name, sql in read_migrations("postgres"):
+                if version <= current:
+                    continue
+                try:
+                    conn.execute(sql.encode())
+                except psycopg.Error as exc:
+                    raise StoreError(f"migration {version:04d}_{name} failed: {exc}") from exc
+                conn.execute(
+                    "INSERT INTO schema_version VALUES (%s, %s, %s)", (version, name, format_ts(utcnow()))
+                )
+
+    def append(self, draft: EntryDraft, backends: Sequence[str], status: CaseStatus | None = None) -> Entry:
+        return super().append(draft, backends, status)
+
+    def search(self, text: str, filters: SearchFilters | None = None, limit: int = 20) -> list[SearchRow]:
+        f = filters or SearchFilters()
+        cols = ", ".join(f"e.{c.strip()}" for c in ENTRY_COLS.split(","))
+        where, params = filter_clauses(f)
+        query = ts_query(text) if text.strip() else ""
+        if text.strip() and not query:
+            raise InvalidEntry("the search text has no searchable words")
+        if query:
+            sql = (
+                f"SELECT {cols}, c.service, c.title, c.status, ts_rank(e.tsv, q) AS score, "
+                "ts_headline('english', e.title || ' — ' || e.body, q, "
+                "'StartSel=[, StopSel=], MaxWords=30, MinWords=8') "
+                "FROM entries e JOIN cases c ON c.id = e.case_id, to_tsquery('english', ?) q "
+            )
+            where.insert(0, "e.tsv @@ q")
+            params.insert(0, query)
+            order = "score DESC"
+        else:
+            sql = (
+                f"SELECT {cols}, c.service, c.title, c.status, 0.0 AS score, substr(e.body, 1, 160) "
+                "FROM entries e JOIN cases c ON c.id = e.case_id "
+            )
+            order = "e.rowid DESC"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY {order} LIMIT ?"
+        params.append(limit)
+        rows = self._q(sql, params)
+        return [
+            SearchRow(
+                entry=row_to_entry(r[:15]),
+                service=r[15],
+                case_title=r[16],
+                case_status=r[17],
+                score=float(r[18]),
+                snippet=r[19] or "",
+            )
+            for r in rows
+        ]
+
+    def rebuild_index(self) -> int:
+        """The tsvector is a generated column; rebuilding means reindexing the GIN index."""
+        with self._pool.connection() as conn:
+            conn.execute("REINDEX INDEX entries_tsv")
+            row = conn.execute("SELECT count(*) FROM entries").fetchone()
+        return int(row[0]) if row else 0
+
+
+def _redact_url(url: str) -> str:
+    return re.sub(r"://([^:/@]+):[^@]+@", r"://\1:***@", url)

@@ -1,0 +1,414 @@
+"""What the SQLite and PostgreSQL stores share: every query that is the same SQL on both.
+
+Queries are written with `?` / `:name` placeholders; the PostgreSQL store translates them. The two
+stores differ only in connections and transactions, migrations, the claim's `SKIP LOCKED`, and
+full-text search (FTS5 BM25 vs `ts_rank`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime
+from typing import Any
+
+from ..errors import CaseNotFound, EntryNotFound
+from ..model import (
+    GENESIS_HASH,
+    BackendState,
+    CaseRecord,
+    CaseStatus,
+    Delivery,
+    Entry,
+    EntryDraft,
+    _evidence_payload,
+    format_ts,
+    new_id,
+    parse_ts,
+    utcnow,
+)
+from .base import SearchFilters, build_entry
+
+ENTRY_COLS = (
+    "id, case_id, seq, ts, author_kind, author_name, kind, title, body, evidence, ref, trace_id, attrs, "
+    "prev_hash, hash"
+)
+DELIVERY_COLS = (
+    "id, entry_id, case_id, seq, backend, state, attempts, next_attempt_at, last_error, last_error_kind, "
+    "external, created_at, delivered_at"
+)
+CASE_COLS = (
+    "id, title, service, severity, status, fingerprint, created_at, updated_at, resolved_at, "
+    "last_seq, last_hash, bindings, labels"
+)
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def row_to_entry(r: Sequence[Any]) -> Entry:
+    return Entry.model_validate(
+        {
+            "id": r[0],
+            "case_id": r[1],
+            "seq": r[2],
+            "ts": r[3],
+            "author": {"kind": r[4], "name": r[5]},
+            "kind": r[6],
+            "title": r[7],
+            "body": r[8],
+            "evidence": _json(r[9]),
+            "ref": r[10],
+            "trace_id": r[11],
+            "attrs": _json(r[12]),
+            "prev_hash": r[13],
+            "hash": r[14],
+        }
+    )
+
+
+def evidence_text(entry: Entry) -> str:
+    """What of the evidence is worth searching: summaries, queries, sources."""
+    return " ".join(" ".join(filter(None, (e.summary, e.query, e.source))) for e in entry.evidence)
+
+
+def entry_params(entry: Entry) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "case_id": entry.case_id,
+        "seq": entry.seq,
+        "ts": format_ts(entry.ts),
+        "author_kind": entry.author.kind,
+        "author_name": entry.author.name,
+        "kind": entry.kind.value,
+        "title": entry.title,
+        "body": entry.body,
+        "evidence": json.dumps([_evidence_payload(e) for e in entry.evidence], ensure_ascii=False),
+        "ref": entry.ref,
+        "trace_id": entry.trace_id,
+        "attrs": json.dumps(entry.attrs, ensure_ascii=False, sort_keys=True),
+        "prev_hash": entry.prev_hash,
+        "hash": entry.hash,
+        "evidence_text": evidence_text(entry),
+    }
+
+
+def next_status(current: str, requested: CaseStatus | None) -> str:
+    """Status only moves forward (open → mitigated → resolved); a late note never reopens a case."""
+    if requested is None:
+        return current
+    return requested.value if requested.rank > CaseStatus(current).rank else current
+
+
+def _dt(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+def filter_clauses(f: SearchFilters) -> tuple[list[str], list[Any]]:
+    """WHERE conditions (over `e` = entries, `c` = cases) for the structured search filters."""
+    where: list[str] = []
+    params: list[Any] = []
+    for cond, value in (
+        ("c.service = ?", f.service),
+        ("e.author_kind = ?", f.author_kind),
+        ("e.author_name = ?", f.author),
+        ("e.case_id = ?", f.case_id),
+        ("c.status = ?", f.case_status),
+        ("e.ts >= ?", format_ts(f.since) if f.since else None),
+        ("e.ts <= ?", format_ts(f.until) if f.until else None),
+    ):
+        if value is not None:
+            where.append(cond)
+            params.append(value)
+    if f.kinds:
+        where.append(f"e.kind IN ({','.join('?' * len(f.kinds))})")
+        params.extend(f.kinds)
+    return where, params
+
+
+class Conn:
+    """The few methods both drivers' connections offer, as the shared code uses them."""
+
+    def execute(self, sql: str, params: Any = ...) -> Any: ...
+    def executemany(self, sql: str, params: Any) -> Any: ...
+
+
+class SQLStore:
+    """Shared implementation; subclasses provide `_tx`, `_q`, `migrate`, `search`, `rebuild_index`."""
+
+    url: str
+    FOR_UPDATE = ""  # PostgreSQL: lock the case row while appending
+    SKIP_LOCKED = ""  # PostgreSQL: let concurrent workers pass over each other's claims
+
+    def _tx(self) -> AbstractContextManager[Any]:
+        raise NotImplementedError
+
+    def _q(self, sql: str, params: Any = ()) -> list[Any]:
+        raise NotImplementedError
+
+    # -- cases ------------------------------------------------------------------------------------
+    def _case(self, r: Sequence[Any]) -> CaseRecord:
+        return CaseRecord(
+            id=r[0],
+            title=r[1],
+            service=r[2],
+            severity=r[3],
+            status=r[4],
+            fingerprint=r[5],
+            created_at=parse_ts(r[6]),
+            updated_at=parse_ts(r[7]),
+            resolved_at=parse_ts(r[8]) if r[8] else None,
+            last_seq=r[9],
+            last_hash=r[10],
+            bindings=_json(r[11]),
+            labels=_json(r[12]),
+        )
+
+    def open_case(
+        self, *, title: str, service: str, severity: str, fingerprint: str | None, labels: dict[str, str]
+    ) -> tuple[CaseRecord, bool]:
+        now = format_ts(utcnow())
+        with self._tx() as c:
+            if fingerprint:
+                r = c.execute(
+                    f"SELECT {CASE_COLS} FROM cases WHERE fingerprint=? AND status<>'resolved'",
+                    (fingerprint,),
+                ).fetchone()
+                if r:
+                    return self._case(r), False
+            case_id = new_id()
+            c.execute(
+                "INSERT INTO cases (id, title, service, severity, status, fingerprint, created_at, "
+                "updated_at, last_seq, last_hash, labels) VALUES (?,?,?,?,'open',?,?,?,0,?,?)",
+                (case_id, title, service, severity, fingerprint, now, now, GENESIS_HASH, json.dumps(labels)),
+            )
+            r = c.execute(f"SELECT {CASE_COLS} FROM cases WHERE id=?", (case_id,)).fetchone()
+        return self._case(r), True
+
+    def get_case(self, case_id: str) -> CaseRecord:
+        rows = self._q(f"SELECT {CASE_COLS} FROM cases WHERE id=?", (case_id,))
+        if not rows:
+            raise CaseNotFound(f"no case with id {case_id!r} (list them with `sharedctx case list`)")
+        return self._case(rows[0])
+
+    def find_open_case(self, fingerprint: str) -> CaseRecord | None:
+        rows = self._q(
+            f"SELECT {CASE_COLS} FROM cases WHERE fingerprint=? AND status<>'resolved'", (fingerprint,)
+        )
+        return self._case(rows[0]) if rows else None
+
+    def list_cases(
+        self, *, status: str | None = None, service: str | None = None, limit: int = 100
+    ) -> list[CaseRecord]:
+        sql = f"SELECT {CASE_COLS} FROM cases WHERE 1=1"
+        params: list[Any] = []
+        if status:
+            sql += " AND status=?"
+            params.append(status)
+        if service:
+            sql += " AND service=?"
+            params.append(service)
+        sql += " ORDER BY id DESC LIMIT ?"
+        params.append(limit)
+        return [self._case(r) for r in self._q(sql, params)]
+
+    def set_binding(self, case_id: str, backend: str, thread: dict[str, Any]) -> None:
+        with self._tx() as c:
+            r = c.execute("SELECT bindings FROM cases WHERE id=?", (case_id,)).fetchone()
+            if r is None:
+                raise CaseNotFound(f"no case with id {case_id!r}")
+            bindings = _json(r[0])
+            bindings[backend] = thread
+            c.execute("UPDATE cases SET bindings=? WHERE id=?", (json.dumps(bindings), case_id))
+
+    # -- journal ----------------------------------------------------------------------------------
+    def append(self, draft: EntryDraft, backends: Sequence[str], status: CaseStatus | None = None) -> Entry:
+        now_epoch = time.time()
+        with self._tx() as c:
+            r = c.execute(
+                f"SELECT last_seq, last_hash, status, resolved_at FROM cases WHERE id=?{self.FOR_UPDATE}",
+                (draft.case_id,),
+            ).fetchone()
+            if r is None:
+                raise CaseNotFound(f"no case with id {draft.case_id!r}; nothing was recorded")
+            entry = build_entry(draft, r[0] + 1, r[1])
+            c.execute(
+                f"INSERT INTO entries ({ENTRY_COLS}, evidence_text) VALUES (:id, :case_id, :seq, :ts, "
+                ":author_kind, :author_name, :kind, :title, :body, :evidence, :ref, :trace_id, :attrs, "
+                ":prev_hash, :hash, :evidence_text)",
+                entry_params(entry),
+            )
+            if backends:
+                c.executemany(
+                    "INSERT INTO outbox (entry_id, case_id, seq, backend, next_attempt_at, created_at) "
+                    "VALUES (?,?,?,?,?,?)",
+                    [(entry.id, entry.case_id, entry.seq, b, now_epoch, now_epoch) for b in backends],
+                )
+            new = next_status(r[2], status)
+            ts = format_ts(entry.ts)
+            resolved_at = r[3] or (ts if new == "resolved" else None)
+            c.execute(
+                "UPDATE cases SET last_seq=?, last_hash=?, updated_at=?, status=?, resolved_at=? WHERE id=?",
+                (entry.seq, entry.hash, ts, new, resolved_at, entry.case_id),
+            )
+        return entry
+
+    def entries(
+        self,
+        case_id: str,
+        *,
+        since_seq: int = 0,
+        kinds: Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> list[Entry]:
+        sql = f"SELECT {ENTRY_COLS} FROM entries WHERE case_id=? AND seq>?"
+        params: list[Any] = [case_id, since_seq]
+        if kinds:
+            sql += f" AND kind IN ({','.join('?' * len(kinds))})"
+            params.extend(kinds)
+        sql += " ORDER BY seq"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return [row_to_entry(r) for r in self._q(sql, params)]
+
+    def get_entry(self, entry_id: str) -> Entry:
+        rows = self._q(f"SELECT {ENTRY_COLS} FROM entries WHERE id=?", (entry_id,))
+        if not rows:
+            raise EntryNotFound(f"no entry with id {entry_id!r}")
+        return row_to_entry(rows[0])
+
+    # -- outbox -----------------------------------------------------------------------------------
+    def _delivery(self, r: Sequence[Any]) -> Delivery:
+        return Delivery(
+            id=r[0],
+            entry_id=r[1],
+            case_id=r[2],
+            seq=r[3],
+            backend=r[4],
+            state=r[5],
+            attempts=r[6],
+            next_attempt_at=_dt(r[7]),
+            last_error=r[8],
+            last_error_kind=r[9],
+            external=_json(r[10]) if r[10] else None,
+            created_at=_dt(r[11]),
+            delivered_at=_dt(r[12]) if r[12] else None,
+        )
+
+    def claim(self, backend: str, owner: str, limit: int, lease_seconds: float) -> list[Delivery]:
+        """Lease up to `limit` deliveries that are each the head of their (case, backend) line."""
+        now = time.time()
+        with self._tx() as c:
+            rows = c.execute(
+                f"""UPDATE outbox SET lease_until = :lease, lease_owner = :owner, attempts = attempts + 1
+                WHERE id IN (
+                    SELECT o.id FROM outbox o
+                    WHERE o.state = 'pending' AND o.backend = :backend AND o.next_attempt_at <= :now
+                      AND (o.lease_until IS NULL OR o.lease_until < :now)
+                      AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.case_id = o.case_id
+                          AND p.backend = o.backend AND p.state = 'pending' AND p.seq < o.seq)
+                    ORDER BY o.next_attempt_at, o.id LIMIT :limit{self.SKIP_LOCKED})
+                RETURNING {DELIVERY_COLS}""",
+                {"lease": now + lease_seconds, "owner": owner, "backend": backend, "now": now, "limit": limit},
+            ).fetchall()
+        return sorted((self._delivery(r) for r in rows), key=lambda d: d.id)
+
+    def _update(self, sql: str, params: Any) -> None:
+        with self._tx() as c:
+            c.execute(sql, params)
+
+    def mark_delivered(self, delivery_id: int, external: dict[str, Any]) -> None:
+        self._update(
+            "UPDATE outbox SET state='delivered', delivered_at=?, external=?, lease_until=NULL, "
+            "last_error=NULL WHERE id=?",
+            (time.time(), json.dumps(external), delivery_id),
+        )
+
+    def reschedule(self, delivery_id: int, *, error: str, kind: str, delay: float) -> None:
+        self._update(
+            "UPDATE outbox SET next_attempt_at=?, last_error=?, last_error_kind=?, lease_until=NULL "
+            "WHERE id=? AND state='pending'",
+            (time.time() + delay, error, kind, delivery_id),
+        )
+
+    def mark_dead(self, delivery_id: int, *, error: str, kind: str) -> None:
+        self._update(
+            "UPDATE outbox SET state='dead', last_error=?, last_error_kind=?, lease_until=NULL WHERE id=?",
+            (error, kind, delivery_id),
+        )
+
+    def release(self, delivery_id: int, *, error: str, kind: str) -> None:
+        """Give a claimed delivery back without counting the attempt (e.g. its backend was stopped)."""
+        self._update(
+            "UPDATE outbox SET attempts=CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, "
+            "lease_until=NULL, last_error=?, last_error_kind=? WHERE id=? AND state='pending'",
+            (error, kind, delivery_id),
+        )
+
+    def outbox_counts(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for backend, state, n in self._q("SELECT backend, state, count(*) FROM outbox GROUP BY 1, 2"):
+            out.setdefault(backend, {"pending": 0, "delivered": 0, "dead": 0})[state] = n
+        return out
+
+    def list_deliveries(
+        self, *, state: str | None = None, backend: str | None = None, limit: int = 100
+    ) -> list[Delivery]:
+        sql = f"SELECT {DELIVERY_COLS} FROM outbox WHERE 1=1"
+        params: list[Any] = []
+        if state:
+            sql += " AND state=?"
+            params.append(state)
+        if backend:
+            sql += " AND backend=?"
+            params.append(backend)
+        sql += " ORDER BY id LIMIT ?"
+        params.append(limit)
+        return [self._delivery(r) for r in self._q(sql, params)]
+
+    def requeue_dead(self, *, backend: str | None = None, ids: Sequence[int] | None = None) -> int:
+        sql = "UPDATE outbox SET state='pending', attempts=0, next_attempt_at=?, lease_until=NULL WHERE state='dead'"
+        params: list[Any] = [time.time()]
+        if backend:
+            sql += " AND backend=?"
+            params.append(backend)
+        if ids:
+            sql += f" AND id IN ({','.join('?' * len(ids))})"
+            params.extend(ids)
+        with self._tx() as c:
+            return c.execute(sql, params).rowcount
+
+    def next_due(self, backend: str) -> float | None:
+        r = self._q("SELECT min(next_attempt_at) FROM outbox WHERE state='pending' AND backend=?", (backend,))
+        return float(r[0][0]) if r and r[0][0] is not None else None
+
+    # -- backend state, cursors -------------------------------------------------------------------
+    def get_backend_state(self, name: str) -> BackendState:
+        rows = self._q("SELECT state, reason, since FROM backend_state WHERE name=?", (name,))
+        if not rows:
+            return BackendState(name=name)
+        st, reason, since = rows[0]
+        return BackendState(name=name, state=st, reason=reason, since=parse_ts(since) if since else None)
+
+    def set_backend_state(self, name: str, state: str, reason: str | None) -> None:
+        self._update(
+            "INSERT INTO backend_state (name, state, reason, since) VALUES (?,?,?,?) "
+            "ON CONFLICT(name) DO UPDATE SET state=excluded.state, reason=excluded.reason, since=excluded.since",
+            (name, state, reason, format_ts(utcnow())),
+        )
+
+    def get_cursor(self, backend: str, case_id: str) -> str | None:
+        rows = self._q("SELECT cursor FROM cursors WHERE backend=? AND case_id=?", (backend, case_id))
+        return rows[0][0] if rows else None
+
+    def set_cursor(self, backend: str, case_id: str, cursor: str | None) -> None:
+        self._update(
+            "INSERT INTO cursors (backend, case_id, cursor, updated_at) VALUES (?,?,?,?) "
+            "ON CONFLICT(backend, case_id) DO UPDATE SET cursor=excluded.cursor, updated_at=excluded.updated_at",
+            (backend, case_id, cursor, format_ts(utcnow())),
+        )
+

@@ -1,0 +1,168 @@
+"""The embedded default store: one SQLite file in WAL mode, FTS5 for search.
+
+One connection per store object, guarded by a lock: SQLite allows one writer at a time anyway, and
+a single connection keeps `record()` at a few tens of microseconds. Several *processes* may share
+the file; `BEGIN IMMEDIATE` plus a busy timeout serialises their appends, which is what keeps the
+per-case sequence gap-free and the chain unforked.
+
+Durability: `synchronous=NORMAL` in WAL mode survives a killed process (the committed transaction
+is in the OS's page cache and the WAL); set `SHAREDCTX_SQLITE_SYNC=FULL` to survive power loss too.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidEntry, StoreError
+from ..model import CaseStatus, Entry, EntryDraft, format_ts, utcnow
+from .base import SearchFilters, SearchRow, literal_terms, read_migrations
+from .sql import ENTRY_COLS, SQLStore, filter_clauses, row_to_entry
+
+
+def fts_query(text: str) -> str:
+    """Quote every word so FTS5 operators in user or agent text are literal; OR them for recall.
+
+    `"exact phrase"` in the input stays a phrase. BM25 still ranks entries matching more words first.
+    """
+    parts: list[str] = []
+    for i, chunk in enumerate(text.split('"')):
+        words = literal_terms(chunk)
+        if i % 2 == 1 and words:
+            parts.append('"' + " ".join(words) + '"')
+        else:
+            parts.extend(f'"{w}"' for w in words)
+    return " OR ".join(parts[:32])
+
+
+class SQLiteStore(SQLStore):
+    """SQLite implementation of `Store`."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.url = str(path)
+        if self.url != ":memory:":
+            Path(self.url).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._conn = sqlite3.connect(
+                self.url, isolation_level=None, check_same_thread=False, timeout=30.0
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open SQLite store at {self.url}: {exc}") from exc
+        self._lock = threading.RLock()
+        c = self._conn
+        c.execute("PRAGMA journal_mode=WAL")
+        c.execute(f"PRAGMA synchronous={os.environ.get('SHAREDCTX_SQLITE_SYNC', 'NORMAL')}")
+        c.execute("PRAGMA busy_timeout=30000")
+        c.execute("PRAGMA foreign_keys=ON")
+        self.migrate()
+
+    # -- plumbing ---------------------------------------------------------------------------------
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            else:
+                self._conn.execute("COMMIT")
+
+    def _q(self, sql: str, params: Any = ()) -> list[Any]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def schema_version(self) -> int:
+        row = self._q("SELECT max(version) FROM schema_version")[0]
+        return int(row[0] or 0)
+
+    def migrate(self) -> None:
+        """Apply every migration not yet applied, each in its own transaction."""
+        with self._lock:
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version "
+                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+            )
+            for version, name, sql in read_migrations("sqlite"):
+                if version <= self.schema_version():
+                    continue
+                try:
+                    self._conn.executescript(
+                        f"BEGIN IMMEDIATE;\n{sql}\nINSERT INTO schema_version VALUES "
+                        f"({version}, '{name}', '{format_ts(utcnow())}');\nCOMMIT;"
+                    )
+                except sqlite3.Error as exc:
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
+                    if version <= self.schema_version():  # another process migrated first
+                        continue
+                    raise StoreError(f"migration {version:04d}_{name} failed: {exc}") from exc
+
+    def search(self, text: str, filters: SearchFilters | None = None, limit: int = 20) -> list[SearchRow]:
+        f = filters or SearchFilters()
+        cols = ", ".join(f"e.{c.strip()}" for c in ENTRY_COLS.split(","))
+        where: list[str] = []
+        params: list[Any] = []
+        query = fts_query(text) if text.strip() else ""
+        if query:
+            sql = (
+                f"SELECT {cols}, c.service, c.title, c.status, bm25(entries_fts, 4.0, 1.0, 1.0) AS score, "
+                "snippet(entries_fts, -1, '[', ']', '…', 16) FROM entries_fts "
+                "JOIN entries e ON e.rowid = entries_fts.rowid JOIN cases c ON c.id = e.case_id "
+            )
+            where.append("entries_fts MATCH ?")
+            params.append(query)
+            order = "score"
+        elif text.strip():
+            raise InvalidEntry("the search text has no searchable words")
+        else:
+            sql = (
+                f"SELECT {cols}, c.service, c.title, c.status, 0.0 AS score, substr(e.body, 1, 160) "
+                "FROM entries e JOIN cases c ON c.id = e.case_id "
+            )
+            order = "e.rowid DESC"
+        conds, values = filter_clauses(f)
+        where.extend(conds)
+        params.extend(values)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY {order} LIMIT ?"
+        params.append(limit)
+        try:
+            rows = self._q(sql, params)
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"search failed: {exc}") from exc
+        return [
+            SearchRow(
+                entry=row_to_entry(r[:15]),
+                service=r[15],
+                case_title=r[16],
+                case_status=r[17],
+                score=-float(r[18]),
+                snippet=r[19] or "",
+            )
+            for r in rows
+        ]
+
+    def rebuild_index(self) -> int:
+        """Rebuild the full-text index from the journal (for an index that was lost or corrupted)."""
+        with self._tx() as c:
+            c.execute("INSERT INTO entries_fts(entries_fts) VALUES ('rebuild')")
+            return int(c.execute("SELECT count(*) FROM entries").fetchone()[0])
+
+
+    def append(self, draft: EntryDraft, backends: Sequence[str], status: CaseStatus | None = None) -> Entry:
+        try:
+            return super().append(draft, backends, status)
+        except sqlite3.Error as exc:
+            raise StoreError(f"could not record the entry: {exc}") from exc
