@@ -386,3 +386,26 @@ def markdown_to_wiki(md: str) -> str:
         line = re.sub(r"\[([^\]\n]+)\]\(([^)\s]+)\)", r"[\1|\2]", line)
         out.append(line)
     return "\n".join(out)
+
+
+# ---- read-back cursors for services whose items are ordered by creation time --------------------
+class TimeCursor:
+    """`{"t": newest time seen, "ids": ids seen at that time}`: items at the same second are not lost or
+    repeated (PagerDuty, ServiceNow and Jira give second or millisecond times, not monotonic ids)."""
+
+    def __init__(self, since: str | None) -> None:
+        data = json.loads(since) if since and since.startswith("{") else {}
+        self.t: str = data.get("t", "")
+        self.ids: set[str] = set(data.get("ids", []))
+        self._new_t, self._new_ids = self.t, set(self.ids)
+
+    def is_new(self, at: str, item_id: str) -> bool:
+        """Record the item; True if it comes after the cursor. `at` must be a UTC `format_ts` string."""
+        if at > self._new_t:
+            self._new_t, self._new_ids = at, {item_id}
+        elif at == self._new_t:
+            self._new_ids.add(item_id)
+        return at > self.t or (at == self.t and item_id not in self.ids)
+
+    def next(self) -> str | None:
+        return json.dumps({"t": self._new_t, "ids": sorted(self._new_ids)}) if self._new_t else None
