@@ -253,7 +253,8 @@ def plain_part(entry: Entry, k: int, n: int, human: str, data: str) -> str:
 
 
 def wiki_part(entry: Entry, k: int, n: int, human: str, data: str) -> str:
-    return f"*{_lead(entry, k, n)}*\n\n{markdown_to_wiki(human)}\n\n{{noformat}}\nsharedctx:entry:{entry.id} part {k}/{n}\n{data}\n{{noformat}}"
+    copy = f"{{noformat}}\nsharedctx:entry:{entry.id} part {k}/{n}\n{data}\n{{noformat}}"
+    return f"*{_lead(entry, k, n)}*\n\n{markdown_to_wiki(human)}\n\n{copy}"
 
 
 def adf_part(entry: Entry, k: int, n: int, human: str, data: str) -> dict[str, Any]:

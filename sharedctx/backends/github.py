@@ -23,9 +23,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..config import BackendSettings
 from ..errors import Rejected
 from ..model import Author, CaseRecord, Entry, ExternalRef
-from ..render import CASE_MARK, RESOLVED_MARK, CopyPart, assemble, github_part, human_markdown, parse_github
-from ..render import render_parts
-from .base import HumanItem, Hit, ReadBack, ThreadRef
+from ..render import (
+    CASE_MARK,
+    RESOLVED_MARK,
+    CopyPart,
+    assemble,
+    github_part,
+    human_markdown,
+    parse_github,
+    render_parts,
+)
+from .base import Hit, HumanItem, ReadBack, ThreadRef
 from .http import Pacer, call, new_client, parse_retry_after, secret
 
 SERVICE = "GitHub"
@@ -53,7 +61,7 @@ class GitHubBackend:
     """Entries as GitHub issue comments; the hidden HTML comment carries the machine copy."""
 
     type: ClassVar[str] = "github"
-    Options: ClassVar[type[GitHubOptions]] = GitHubOptions
+    Options = GitHubOptions
 
     def __init__(self, name: str, options: GitHubOptions, *, client: httpx.Client | None = None) -> None:
         self.name = name

@@ -54,7 +54,7 @@ class PagerDutyBackend:
     """Entries as PagerDuty incident notes, with the machine copy in a trailing marked block."""
 
     type: ClassVar[str] = "pagerduty"
-    Options: ClassVar[type[PagerDutyOptions]] = PagerDutyOptions
+    Options = PagerDutyOptions
 
     def __init__(self, name: str, options: PagerDutyOptions, *, client: httpx.Client | None = None) -> None:
         self.name = name
@@ -101,7 +101,8 @@ class PagerDutyBackend:
                            f"{self.name!r} has no service_id to create one on")
         inc = self._call("POST", "/incidents", json={"incident": {
             "type": "incident", "title": f"[{case.severity}] {case.title}"[:1024], "incident_key": case.id,
-            "urgency": self.options.urgency, "service": {"id": self.options.service_id, "type": "service_reference"}}})["incident"]
+            "urgency": self.options.urgency,
+            "service": {"id": self.options.service_id, "type": "service_reference"}}})["incident"]
         return self._thread(inc)
 
     def render(self, entry: Entry) -> list[str]:

@@ -21,9 +21,17 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ..config import BackendSettings
 from ..errors import Rejected
 from ..model import Author, CaseRecord, Entry, ExternalRef, format_ts, parse_ts
-from ..render import RESOLVED_MARK, CopyPart, TimeCursor, assemble, human_markdown, parse_plain, plain_part
-from ..render import render_parts
-from .base import HumanItem, Hit, ReadBack, ThreadRef
+from ..render import (
+    RESOLVED_MARK,
+    CopyPart,
+    TimeCursor,
+    assemble,
+    human_markdown,
+    parse_plain,
+    plain_part,
+    render_parts,
+)
+from .base import Hit, HumanItem, ReadBack, ThreadRef
 from .http import call, new_client, secret
 
 SERVICE = "ServiceNow"
@@ -58,7 +66,7 @@ class ServiceNowBackend:
     """Entries as ServiceNow journal entries, with the machine copy in a trailing marked block."""
 
     type: ClassVar[str] = "servicenow"
-    Options: ClassVar[type[ServiceNowOptions]] = ServiceNowOptions
+    Options = ServiceNowOptions
 
     def __init__(self, name: str, options: ServiceNowOptions, *, client: httpx.Client | None = None) -> None:
         self.name = name
@@ -111,7 +119,8 @@ class ServiceNowBackend:
         rec = self._call("POST", "incident", json={
             "short_description": f"[{case.severity}] {case.title}"[:160], "correlation_id": case.id,
             "description": f"sharedctx case {case.id} ({case.service or 'no service'}). Agents and people append "
-                           "work notes to this incident.", "urgency": self.options.urgency, "impact": self.options.impact})
+                           "work notes to this incident.",
+            "urgency": self.options.urgency, "impact": self.options.impact})
         return self._thread(rec)
 
     def render(self, entry: Entry) -> list[str]:

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ def specs_available() -> bool:
     return (SPECS / "github.json").exists()
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_spec(name: str) -> Any:
     """Load one OpenAPI description once per test session (they are big)."""
     from openapi_core import OpenAPI

@@ -89,7 +89,8 @@ class GitHubDouble(ServiceDouble):
                       for i, n in enumerate(data.get("labels") or [])]
             issue = {
                 "id": iid, "node_id": f"I_{iid}", "url": base, "repository_url": f"{API}/repos/{self.repo}",
-                "labels_url": base + "/labels{/name}", "comments_url": base + "/comments", "events_url": base + "/events",
+                "labels_url": base + "/labels{/name}", "comments_url": base + "/comments",
+                "events_url": base + "/events",
                 "html_url": f"https://github.com/{self.repo}/issues/{number}", "number": number, "state": "open",
                 "title": data["title"], "body": data.get("body"), "user": self.bot,
                 "labels": labels, "assignee": None, "milestone": None, "locked": False, "comments": 0,
@@ -156,7 +157,8 @@ class GitHubDouble(ServiceDouble):
             want = set(filter(None, request.url.params.get("labels", "").split(",")))
             found = [i for i in self.issues.values() if want <= {lb["name"] for lb in i["labels"]}]
             found.sort(key=lambda i: i["number"], reverse=True)
-            return self.json_response(200, [self._public(i) for i in found[: int(request.url.params.get("per_page", 30))]])
+            per_page = int(request.url.params.get("per_page", 30))
+            return self.json_response(200, [self._public(i) for i in found[:per_page]])
         mi = re.fullmatch(r"/issues/(\d+)(/comments)?", rest)
         if not mi:
             return self.error(404, "Not Found")
@@ -195,7 +197,8 @@ class GitHubDouble(ServiceDouble):
         words = [w for w in q.split() if ":" not in w]
         items = []
         for i in self.issues.values():
-            hay = " ".join([i["title"], i.get("body") or ""] + [c["body"] for c in self.comments_of(i["number"])]).lower()
+            texts = [i["title"], i.get("body") or ""] + [c["body"] for c in self.comments_of(i["number"])]
+            hay = " ".join(texts).lower()
             if all(w.lower().strip('"') in hay for w in words):
                 items.append({**self._public(i), "score": 1.0})
         return self.json_response(200, {"total_count": len(items), "incomplete_results": False, "items": items,

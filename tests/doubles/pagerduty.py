@@ -85,7 +85,8 @@ class PagerDutyDouble(ServiceDouble):
         m, path = request.method, request.url.path
         if m != "GET":
             if not request.headers.get("from"):
-                return self.error(400, "You must specify a user's email address in the \"From\" header to perform this action")
+                return self.error(400, "You must specify a user's email address in the \"From\" header "
+                                  "to perform this action")
             if request.headers.get("content-type", "").split(";")[0] != "application/json":
                 return self.error(415, "Unsupported content type")
             try:
