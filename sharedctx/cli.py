@@ -196,7 +196,8 @@ def case_list(
             emit_json([c.model_dump(mode="json") for c in cases])
             return
         t = Table()
-        for col in ("id", "status", "severity", "service", "entries", "title"):
+        t.add_column("id", no_wrap=True)
+        for col in ("status", "severity", "service", "entries", "title"):
             t.add_column(col, overflow="fold")
         for c in cases:
             t.add_row(c.id, c.status.value, c.severity, c.service, str(c.last_seq), c.title)

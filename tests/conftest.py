@@ -1,0 +1,77 @@
+"""Shared fixtures. The `store` fixture runs every store test on SQLite AND on a real PostgreSQL.
+
+PostgreSQL comes from $SHAREDCTX_TEST_PG (default: the local server with trust auth). One
+throwaway database per test session; tables are truncated between tests (TRUNCATE does not fire
+the append-only row triggers, which is exactly why tests may use it and the API never does).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from sharedctx.config import Config, parse_config
+from sharedctx.context import SharedContext
+from sharedctx.store.base import Store
+from sharedctx.store.postgres import PostgresStore
+from sharedctx.store.sqlite import SQLiteStore
+from sharedctx.testing import FakeBackend
+
+PG_ADMIN = os.environ.get("SHAREDCTX_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    name = f"sharedctx_test_{uuid.uuid4().hex[:10]}"
+    try:
+        with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is required for the store suite ({PG_ADMIN}): {exc}. Start it (see .ci/run).")
+    url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    yield url
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def _pg_store(pg_url: str) -> Iterator[PostgresStore]:
+    store = PostgresStore(pg_url)
+    yield store
+    store.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "sqlite":
+        s = SQLiteStore(tmp_path / "journal.db")
+        yield s
+        s.close()
+    else:
+        pg: PostgresStore = request.getfixturevalue("_pg_store")
+        with pg._pool.connection() as conn:
+            conn.execute("TRUNCATE cases, entries, outbox, backend_state, cursors CASCADE")
+        yield pg
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    return parse_config({"store": "journal.db", "backends": [{"type": "local"}]}, base_dir=tmp_path)
+
+
+@pytest.fixture
+def fake() -> FakeBackend:
+    return FakeBackend("fake")
+
+
+@pytest.fixture
+def ctx(config: Config, store: Store, fake: FakeBackend) -> Iterator[SharedContext]:
+    """A context over the parametrised store with one in-memory backend and no background worker."""
+    c = SharedContext.open(config, store=store, backends={"fake": fake}, worker=False)
+    yield c
+    c.worker.stop()
