@@ -344,7 +344,8 @@ def outbox_status(as_json: JsonOpt = False) -> None:
         t.add_column(col, overflow="fold")
     for r in rows:
         state = "[red]stopped[/]" if r["state"] == "stopped" else "[green]running[/]"
-        t.add_row(str(r["backend"]), state, str(r["pending"]), str(r["delivered"]), str(r["dead"]), str(r["reason"] or ""))
+        counts = (str(r["pending"]), str(r["delivered"]), str(r["dead"]))
+        t.add_row(str(r["backend"]), state, *counts, str(r["reason"] or ""))
     out.print(t)
 
 

@@ -19,8 +19,10 @@ FAST = WorkerSettings(base_delay=0.001, max_delay=0.01, max_attempts=4, poll_int
 
 def record(store: Store, case_id: str, n: int, backends: list[str], kind: EntryKind = EntryKind.NOTE) -> list:
     return [
-        store.append(EntryDraft(case_id=case_id, kind=kind, title=f"entry {i}", author=Author(kind="primary", name="p")),
-                     backends)
+        store.append(
+            EntryDraft(case_id=case_id, kind=kind, title=f"entry {i}", author=Author(kind="primary", name="p")),
+            backends,
+        )
         for i in range(n)
     ]
 
