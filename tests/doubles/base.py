@@ -189,7 +189,7 @@ class ServiceDouble:
             return None
         if fault.kind == "reset":
             raise httpx.ConnectError("connection refused", request=request)
-        if fault.kind == "5xx":
+        if fault.kind in ("5xx", "status"):
             return self.error(fault.status or 502, "Server Error")
         if fault.kind == "429":
             headers = {} if fault.retry_after is None else {"retry-after": f"{fault.retry_after:g}"}

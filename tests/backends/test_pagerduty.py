@@ -1,0 +1,14 @@
+"""The pagerduty connector against its spec-checked double: the shared suite, plus what is special to it."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.backends import harness
+from tests.backends.harness import Harness
+from tests.backends.suite import *  # noqa: F403  (the shared behaviour suite)
+
+
+@pytest.fixture
+def svc(monkeypatch: pytest.MonkeyPatch) -> Harness:
+    return harness.pagerduty(monkeypatch)
