@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from typing import IO, Any
 
@@ -26,9 +26,9 @@ from mcp.client.streamable_http import streamable_http_client
 from pydantic import ValidationError
 
 from ..config import PartnerSettings, Secret
-from ..errors import PartnerBadOutput, PartnerError, PartnerTimeout, PartnerUnavailable
+from ..errors import ConfigError, PartnerBadOutput, PartnerError, PartnerTimeout, PartnerUnavailable
 from .api import CASE_HEADER
-from .models import CapabilityInfo, CapabilityInput, Finding
+from .models import CapabilityInfo, CapabilityInput, Finding, explain
 from .partner import CASE_META, TRACEPARENT_META
 from .trace import child_traceparent, current_or_new_traceparent
 
@@ -40,6 +40,8 @@ OnProgress = Callable[[float, "float | None", "str | None"], "Awaitable[None] | 
 """`on_progress(done, total, message)`, sync or async; called for each MCP progress notification."""
 
 _STDERR_TAIL = 600
+# What the MCP transports report when the connection itself is gone (not a stray message).
+_TRANSPORT_FAILURES = (httpx.HTTPError, OSError, anyio.BrokenResourceError, anyio.ClosedResourceError)
 
 
 class PartnerClient:
@@ -53,7 +55,7 @@ class PartnerClient:
         self._http: httpx.AsyncClient | None = None
         self._stderr: IO[str] | None = None
         self._inflight: set[anyio.CancelScope] = set()
-        self._broken: BaseException | None = None
+        self._broken: str | None = None
         self._caps: list[CapabilityInfo] | None = None
 
     @classmethod
@@ -83,11 +85,15 @@ class PartnerClient:
             else:
                 await self._connect_mcp(stack, headers)
         except BaseException as exc:
-            await self._close_quietly(stack)
-            if isinstance(exc, PartnerError) or not isinstance(exc, Exception):
-                raise
-            reason = f"{_describe(exc)}{self._stderr_tail()}"
-            raise PartnerUnavailable(f"partner {self.name!r}: could not connect: {reason}") from exc
+            failure: BaseException = exc
+            try:  # unwinding the transports may replace a cancellation with its real cause
+                await stack.__aexit__(type(exc), exc, exc.__traceback__)
+            except BaseException as closing:
+                failure = closing
+            if isinstance(failure, PartnerError | ConfigError) or not isinstance(failure, Exception):
+                raise failure from None
+            reason = f"{_describe(failure)}{self._stderr_tail()}"
+            raise PartnerUnavailable(f"partner {self.name!r}: could not connect: {reason}") from failure
         self._stack = stack
         return self
 
@@ -104,7 +110,11 @@ class PartnerClient:
             read, write = await stack.enter_async_context(stdio_client(params, errlog=self._stderr))
         else:
             http = await stack.enter_async_context(
-                httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(s.timeout, read=max(300.0, s.timeout)))
+                httpx.AsyncClient(
+                    headers=headers,
+                    timeout=httpx.Timeout(s.timeout, read=max(300.0, s.timeout)),
+                    transport=_WatchedTransport(self._transport_failed),
+                )
             )
             read, write, _ = await stack.enter_async_context(streamable_http_client(s.url or "", http_client=http))
         session = await stack.enter_async_context(ClientSession(read, write, message_handler=self._on_message))
@@ -121,12 +131,17 @@ class PartnerClient:
             ) from None
         self._session = session
 
+    def _transport_failed(self, reason: str) -> None:
+        self._broken = reason
+        for scope in list(self._inflight):
+            scope.cancel()
+
     async def _on_message(self, message: Any) -> None:
         """Transport errors arrive here, not at the waiting call: fail the calls instead of hanging."""
-        if isinstance(message, Exception):
-            self._broken = message
-            for scope in list(self._inflight):
-                scope.cancel()
+        if isinstance(message, _TRANSPORT_FAILURES):
+            self._transport_failed(_describe(message))
+        elif isinstance(message, Exception):  # e.g. a late answer to a call we gave up on: harmless
+            log.debug("partner %s: %s", self.name, _describe(message))
 
     async def _guarded(self, awaitable: Awaitable[Any]) -> Any:
         with anyio.CancelScope() as scope:
@@ -135,7 +150,7 @@ class PartnerClient:
                 return await awaitable
             finally:
                 self._inflight.discard(scope)
-        raise PartnerUnavailable(f"partner {self.name!r}: connection failed: {_describe(self._broken)}")
+        raise PartnerUnavailable(f"partner {self.name!r}: connection failed: {self._broken or 'unknown reason'}")
 
     async def __aexit__(self, *exc_info: object) -> None:
         stack, self._stack = self._stack, None
@@ -279,7 +294,7 @@ class PartnerClient:
         try:
             return Finding.model_validate(result.structuredContent)
         except ValidationError as exc:
-            raise PartnerBadOutput(f"{where}: the answer is not a valid Finding: {exc}") from None
+            raise PartnerBadOutput(f"{where}: the answer is not a valid Finding: {explain(exc)}") from None
 
     async def _cancel_remote(self, session: ClientSession, request_id: int, reason: str) -> None:
         """Tell the partner to stop working on a call we no longer wait for (best effort, bounded)."""
@@ -317,7 +332,7 @@ class PartnerClient:
         try:
             return Finding.model_validate_json(resp.content)
         except ValidationError as exc:
-            raise PartnerBadOutput(f"{where}: the answer is not a valid Finding: {exc}") from None
+            raise PartnerBadOutput(f"{where}: the answer is not a valid Finding: {explain(exc)}") from None
 
 
 async def ask_all(
@@ -350,6 +365,56 @@ async def ask_all(
     return results
 
 
+class _WatchedTransport(httpx.AsyncBaseTransport):
+    """Reports a failed MCP POST to the client instead of letting it crash the SDK's task group.
+
+    In mcp 1.x an HTTP error on a POST escapes into the transport's task group and cancels the
+    caller with a bare cancellation, and a response stream cut by a dying server leaves the call
+    waiting forever. Here both become `on_failure(reason)`, which fails the calls in flight with
+    `PartnerUnavailable`; the SDK is told "202 Accepted" (no answer coming) so it carries on.
+    """
+
+    def __init__(self, on_failure: Callable[[str], None]) -> None:
+        self._inner = httpx.AsyncHTTPTransport()
+        self._on_failure = on_failure
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method != "POST":
+            return await self._inner.handle_async_request(request)
+        try:
+            response = await self._inner.handle_async_request(request)
+        except httpx.TransportError as exc:
+            self._on_failure(_describe(exc))
+            return httpx.Response(202, request=request)
+        if response.status_code >= 400 and response.status_code != 404:  # 404: the SDK's "session ended"
+            body = (await response.aread())[:300].decode("utf-8", "replace")
+            await response.aclose()
+            self._on_failure(f"HTTP {response.status_code} from {request.url}: {body}")
+            return httpx.Response(202, request=request)
+        response.stream = _WatchedStream(response.stream, self._on_failure)
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class _WatchedStream(httpx.AsyncByteStream):
+    def __init__(self, inner: Any, on_failure: Callable[[str], None]) -> None:
+        self._inner = inner
+        self._on_failure = on_failure
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._inner:
+                yield chunk
+        except httpx.TransportError as exc:
+            self._on_failure(f"the answer was cut off: {_describe(exc)}")
+            raise
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
 class _AsyncProgress:
     """Adapts a sync or async `on_progress` to the SDK's async progress callback."""
 
@@ -364,9 +429,7 @@ class _AsyncProgress:
 
 def _api_error_message(resp: httpx.Response) -> str:
     try:
-        error = resp.json()["error"]
-        extra = f" (known: {', '.join(error['known'])})" if error.get("known") else ""
-        return f"{error['message']}{extra}"
+        return str(resp.json()["error"]["message"])
     except (ValueError, KeyError, TypeError):
         return resp.text[:300] or resp.reason_phrase
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..model import Evidence
 
-__all__ = ["CallContext", "CapabilityInfo", "CapabilityInput", "Finding"]
+__all__ = ["CallContext", "CapabilityInfo", "CapabilityInput", "Finding", "explain"]
 
 
 class CapabilityInput(BaseModel):
@@ -77,3 +77,13 @@ class CapabilityInfo(BaseModel):
     description: str = ""
     input_schema: dict[str, Any] | None = None
     output_schema: dict[str, Any] | None = None
+
+
+def explain(exc: ValidationError) -> str:
+    """A validation error on one line, field by field: short enough for a journal entry title."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        got = f" (got {err['input']!r})" if err["type"] != "missing" and not isinstance(err["input"], dict) else ""
+        parts.append(f"{where}: {err['msg']}{got}")
+    return "; ".join(parts)

@@ -35,7 +35,7 @@ from mcp.server.fastmcp import Context, FastMCP
 from pydantic import ValidationError
 
 from ..errors import PartnerBadOutput, PartnerError
-from .models import CallContext, CapabilityInput, Finding
+from .models import CallContext, CapabilityInput, Finding, explain
 from .trace import parse_traceparent
 
 __all__ = ["CASE_META", "TRACEPARENT_META", "Capability", "Partner", "Progress", "Recorder"]
@@ -239,7 +239,9 @@ class Partner:
         try:
             finding = result if isinstance(result, Finding) else Finding.model_validate(result)
         except ValidationError as exc:
-            raise PartnerBadOutput(f"capability {cap.name!r} returned something that is not a Finding: {exc}") from None
+            raise PartnerBadOutput(
+                f"capability {cap.name!r} returned something that is not a Finding: {explain(exc)}"
+            ) from None
         if finding.capability and finding.partner:
             return finding
         return finding.model_copy(

@@ -164,7 +164,7 @@ async def test_a_timed_out_call_is_cancelled_on_the_partner() -> None:
         return Finding(summary="late", confidence=0)
 
     async with create_connected_server_and_client_session(partner.mcp()) as session:
-        with pytest.raises(PartnerTimeout, match="no answer within 0.2s; the call was cancelled"):
+        with pytest.raises(PartnerTimeout, match=r"no answer within 0\.2s; the call was cancelled"):
             await PartnerClient.over_session("p", session).call("slow", CapabilityInput(case_id="C"), timeout=0.2)
         with anyio.fail_after(5):
             while not stopped.is_set():
@@ -215,7 +215,7 @@ async def test_a_failing_recorder_is_logged_and_the_answer_still_arrives(caplog:
 
 async def test_a_raising_capability_is_a_partner_error_naming_it() -> None:
     async with create_connected_server_and_client_session(build().mcp()) as session:
-        with pytest.raises(PartnerError, match="capability 'fail' failed: .*loki is unreachable"):
+        with pytest.raises(PartnerError, match=r"capability 'fail' failed: .*loki is unreachable"):
             await PartnerClient.over_session("t", session).call("fail", CapabilityInput(case_id="C"))
 
 
