@@ -17,6 +17,7 @@ import email.utils
 import json
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -172,11 +173,13 @@ def dumps(data: Any) -> bytes:
 
 
 class Pacer:
-    """A thread-safe token bucket for content-creating requests (GitHub: <= 80/min and <= 500/h).
+    """Thread-safe pacing of content-creating requests (GitHub guidance: <= 80/min and <= 500/h).
 
-    `acquire()` blocks briefly when a token is close; when the wait would be long it raises `Retryable`
-    with the wait, so the worker reschedules instead of parking a thread. `hold(seconds)` records a
-    server-side "slow down" (secondary limit) so every thread using this pacer backs off together.
+    A sliding-window log per limit, not a token bucket: a bucket of 80 refilling at 80/min admits up to
+    160 requests in some 60 s window, which is exactly what trips a secondary limit. `acquire()` blocks
+    briefly when the next slot is close; when the wait would be long it raises `Retryable(retry_after)`
+    so the worker reschedules instead of parking a thread. `hold(seconds)` records a server-side "slow
+    down" (secondary limit, exhausted primary budget) so every thread using this pacer backs off together.
     """
 
     def __init__(
@@ -187,33 +190,29 @@ class Pacer:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        # Each limit is (capacity, period seconds); a bucket starts full (GitHub counts from zero too).
-        self._buckets = [[float(cap), float(cap), cap / period] for cap, period in limits]
+        self._limits = [(cap, period, deque[float]()) for cap, period in limits]
         self._lock = threading.Lock()
         self._clock, self._sleep = clock, sleep
-        self._last = clock()
         self._held_until = 0.0
         self.max_block = max_block
 
-    def _refill(self, now: float) -> None:
-        elapsed = max(0.0, now - self._last)
-        self._last = now
-        for b in self._buckets:
-            b[0] = min(b[1], b[0] + elapsed * b[2])
-
     def _wait(self, now: float) -> float:
-        waits = [max(0.0, (1.0 - b[0]) / b[2]) for b in self._buckets]
-        return max([self._held_until - now, *waits, 0.0])
+        wait = self._held_until - now
+        for cap, period, log in self._limits:
+            while log and now - log[0] >= period:
+                log.popleft()
+            if len(log) >= cap:
+                wait = max(wait, log[len(log) - cap] + period - now)
+        return max(0.0, wait)
 
     def acquire(self) -> None:
         while True:
             with self._lock:
                 now = self._clock()
-                self._refill(now)
                 wait = self._wait(now)
                 if wait <= 0:
-                    for b in self._buckets:
-                        b[0] -= 1.0
+                    for _, _, log in self._limits:
+                        log.append(now)
                     return
             if wait > self.max_block:
                 raise Retryable(f"pacing content creation: next slot in {wait:.1f}s", retry_after=wait)

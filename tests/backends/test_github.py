@@ -12,3 +12,86 @@ from tests.backends.suite import *  # noqa: F403  (the shared behaviour suite)
 @pytest.fixture
 def svc(monkeypatch: pytest.MonkeyPatch) -> Harness:
     return harness.github(monkeypatch)
+
+
+def test_a_secondary_limit_403_is_retryable_after_retry_after_and_holds_the_pacer(svc: Harness) -> None:
+    from sharedctx.errors import Retryable
+    from tests.backends.conftest import make_case, make_chain
+
+    b = svc.backend
+    thread = b.bind(case := make_case())
+    resp_fault = svc.double.inject("status", status=403, method="POST")
+    resp_fault.kind = "secondary"
+    svc.double.enforce_secondary, svc.double.limits = True, [(0, 60.0)]  # next creation is over the limit
+    with pytest.raises(Retryable) as err:
+        b.append(thread, make_chain(case.id, 1)[0])
+    assert err.value.retry_after == 60
+    with pytest.raises(Retryable, match="pacing"):  # every thread of this backend now waits
+        b.pacer.acquire()
+
+
+def test_an_exhausted_primary_budget_waits_until_the_reset() -> None:
+    import time
+
+    import httpx
+
+    from sharedctx.backends.http import check
+    req = httpx.Request("POST", "https://api.github.com/repos/a/b/issues/1/comments")
+    resp = httpx.Response(403, request=req, json={"message": "API rate limit exceeded"},
+                          headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(time.time()) + 120)})
+    from sharedctx.backends.github import GitHubBackend, GitHubOptions
+    from sharedctx.errors import Retryable
+    b = GitHubBackend("gh", GitHubOptions(repo="a/b", token="env:X"), client=httpx.Client())
+    with pytest.raises(Retryable) as err:
+        check(resp, service="GitHub", auth_hint="", is_rate_limited=b._rate_limited)
+    assert 100 < (err.value.retry_after or 0) <= 120
+
+
+def test_a_plain_403_is_auth_failed_not_a_rate_limit() -> None:
+    import httpx
+
+    from sharedctx.backends.http import check
+    from sharedctx.errors import AuthFailed
+    req = httpx.Request("POST", "https://api.github.com/repos/a/b/issues/1/comments")
+    resp = httpx.Response(403, request=req, json={"message": "Resource not accessible by personal access token"})
+    with pytest.raises(AuthFailed, match="not accessible"):
+        check(resp, service="GitHub", auth_hint="", is_rate_limited=lambda r: None)
+
+
+def test_the_pacer_allows_a_burst_then_spaces_requests_and_never_exceeds_the_window() -> None:
+    from sharedctx.backends.http import Pacer
+    from sharedctx.errors import Retryable
+
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(s: float) -> None:
+        slept.append(s)
+        now[0] += s
+
+    p = Pacer([(80, 60.0), (500, 3600.0)], max_block=1.0, clock=lambda: now[0], sleep=sleep)
+    stamps = []
+    for _ in range(200):
+        try:
+            p.acquire()
+        except Retryable as err:
+            now[0] += err.retry_after or 0
+            p.acquire()
+        stamps.append(now[0])
+    assert all(sum(1 for t in stamps if s <= t < s + 60) <= 80 for s in stamps)
+    assert stamps[-1] - stamps[0] < 60 * 200 / 80  # and it sustains the allowed rate
+
+
+def test_the_double_enforces_githubs_secondary_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sharedctx.errors import Retryable
+    from tests.backends.conftest import make_case, make_chain
+
+    svc = harness.github(monkeypatch, enforce_secondary=True, per_minute=3)
+    b = svc.make(per_minute=1000)  # a connector that does not pace
+    thread = b.bind(case := make_case())
+    entries = make_chain(case.id, 3)
+    b.append(thread, entries[0])
+    b.append(thread, entries[1])
+    with pytest.raises(Retryable):
+        b.append(thread, entries[2])
+    assert svc.double.secondary_violations == 1

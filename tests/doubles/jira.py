@@ -33,7 +33,7 @@ TODO = {"self": f"{SITE}/rest/api/3/status/10000", "id": "10000", "name": "To Do
 def adf_problem(node: Any, top: bool = True) -> str | None:
     """Why Jira would refuse this ADF document, or None."""
     if not isinstance(node, dict):
-        return "ADF nodes are objects"
+        return "Comment body is not valid Atlassian Document Format" if top else "ADF nodes are objects"
     if top and (node.get("type") != "doc" or node.get("version") != 1 or not isinstance(node.get("content"), list)):
         return "Comment body is not valid Atlassian Document Format (need type=doc, version=1, content)"
     t = node.get("type")
