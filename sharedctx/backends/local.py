@@ -33,7 +33,7 @@ class LocalOptions(BaseModel):
 
 class LocalBackend:
     type: ClassVar[str] = "local"
-    Options: ClassVar[type[LocalOptions]] = LocalOptions
+    Options = LocalOptions
 
     def __init__(self, name: str, options: LocalOptions, *, base_dir: Path | None = None) -> None:
         self.name = name
