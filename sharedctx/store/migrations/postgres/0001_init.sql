@@ -18,8 +18,8 @@ CREATE TABLE cases (
 );
 CREATE UNIQUE INDEX cases_open_fingerprint ON cases (fingerprint)
     WHERE fingerprint IS NOT NULL AND status <> 'resolved';
-CREATE INDEX cases_by_status ON cases (status, updated_at);
-CREATE INDEX cases_by_service ON cases (service, updated_at);
+CREATE INDEX cases_by_status ON cases (status);
+CREATE INDEX cases_by_service ON cases (service);
 
 CREATE TABLE entries (
     rowid       BIGSERIAL PRIMARY KEY,
