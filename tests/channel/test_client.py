@@ -215,3 +215,12 @@ async def test_api_partner_not_listening_is_unavailable() -> None:
 
 def test_env_is_passed_to_stdio_partners(stdio_settings: PartnerSettings) -> None:
     assert stdio_settings.env == ENV
+
+
+async def test_clients_opened_and_closed_one_after_another_in_one_task_do_not_disturb_it(
+    stdio_settings: PartnerSettings,
+) -> None:
+    for _ in range(2):
+        async with PartnerClient(stdio_settings) as client:
+            assert (await client.call("search_logs", ASK)).partner == "telemetry"
+    await anyio.sleep(0)  # a corrupted cancel-scope stack would cancel us here

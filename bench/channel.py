@@ -1,0 +1,297 @@
+"""Round-trip latency of one partner call: our SDK beside the bare `mcp` SDK, per transport.
+
+    .venv/bin/python bench/channel.py            # ~1-2 minutes
+    .venv/bin/python bench/channel.py --quick    # fewer calls, ~30 s
+
+Transports: in-process (direct function vs `Partner.call`), MCP in-memory, MCP stdio, MCP
+Streamable HTTP, and the plain HTTP API (ours vs a bare Starlette JSON endpoint). The tool is the
+same function everywhere; "bare" is FastMCP / Starlette and a raw `ClientSession` / httpx with
+nothing of ours around them; "ours" is `Partner` served and `PartnerClient` calling. HTTP servers
+run in their own processes so the client and server do not share a GIL.
+
+Targets: ours <= 1.10x bare at p50 per transport; MCP HTTP <= 1.5x plain API at p50.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import anyio  # noqa: E402
+import httpx  # noqa: E402
+from mcp import ClientSession, StdioServerParameters  # noqa: E402
+from mcp.client.stdio import get_default_environment, stdio_client  # noqa: E402
+from mcp.client.streamable_http import streamable_http_client  # noqa: E402
+from mcp.server.fastmcp import FastMCP  # noqa: E402
+from mcp.shared.memory import create_connected_server_and_client_session  # noqa: E402
+
+from sharedctx.channel import CapabilityInput, Finding, Partner, PartnerClient  # noqa: E402
+from sharedctx.config import PartnerSettings  # noqa: E402
+from sharedctx.model import Evidence  # noqa: E402
+
+ASK = CapabilityInput(case_id="01J0CASE", service="checkout", question="why are requests failing?")
+ARGS = ASK.model_dump(mode="json", exclude_defaults=True)
+ANSWER = Finding(
+    summary="12 timeouts calling payments",
+    confidence=0.8,
+    evidence=[Evidence(type="log", source="loki", summary="upstream timeout", query='{app="checkout"}')],
+    next_steps=["check the payments deploy"],
+)
+
+
+# -- the tool, and the two ways of serving it --------------------------------------------------------
+
+
+async def analyse(inp: CapabilityInput) -> Finding:
+    """The same work for every variant: build the finding."""
+    return ANSWER.model_copy()
+
+
+def ours() -> Partner:
+    partner = Partner("telemetry")
+
+    @partner.capability
+    async def search_logs(inp: CapabilityInput) -> Finding:
+        """Search the logs."""
+        return await analyse(inp)
+
+    return partner
+
+
+def bare() -> FastMCP:
+    server = FastMCP("telemetry", log_level="WARNING")
+
+    @server.tool()
+    async def search_logs(
+        case_id: str,
+        service: str = "",
+        start: datetime | None = None,
+        end: datetime | None = None,
+        question: str = "",
+        params: dict[str, Any] | None = None,
+    ) -> Finding:
+        """Search the logs."""
+        return await analyse(CapabilityInput(case_id=case_id, service=service, question=question))
+
+    return server
+
+
+def bare_api() -> Any:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def endpoint(request: Request) -> JSONResponse:
+        inp = CapabilityInput.model_validate_json(await request.body())
+        return JSONResponse((await analyse(inp)).model_dump(mode="json"))
+
+    return Starlette(routes=[Route("/v1/capabilities/search_logs", endpoint, methods=["POST"])])
+
+
+def serve(kind: str, port: int) -> None:
+    """Server side of the bench, run in a child process."""
+    if kind == "ours-stdio":
+        ours().run_stdio()
+    elif kind == "bare-stdio":
+        bare().run("stdio")
+    else:
+        import uvicorn
+
+        app = {"ours-http": lambda: ours().http_app(), "bare-http": lambda: bare().streamable_http_app()}.get(
+            kind, bare_api
+        )()
+        uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
+# -- clients: each yields an async `call()` -------------------------------------------------------------
+
+Call = Callable[[], Awaitable[Any]]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def server_process(kind: str) -> Any:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", kind, "--port", str(port)], cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"bench server {kind} did not start") from None
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def stdio_command(kind: str) -> list[str]:
+    return [sys.executable, __file__, "--serve", kind]
+
+
+@asynccontextmanager
+async def raw_session(read: Any, write: Any) -> AsyncIterator[ClientSession]:
+    async with ClientSession(read, write) as session:
+        await session.initialize()
+        yield session
+
+
+@asynccontextmanager
+async def client(transport: str, side: str) -> AsyncIterator[Call]:
+    """A ready-to-call client for one transport and side ("ours" or "bare")."""
+    async with AsyncExitStack() as stack:
+        call: Call
+        if transport == "in-process":
+            if side == "ours":
+                partner = ours()
+                call = lambda: partner.call("search_logs", ASK)  # noqa: E731
+            else:
+                call = lambda: analyse(ASK)  # noqa: E731
+        elif transport == "plain API":
+            if side == "ours":
+                url = stack.enter_context(server_process("ours-http"))
+                settings = PartnerSettings(name="t", transport="api", url=url)
+                c = await stack.enter_async_context(PartnerClient(settings))
+                call = lambda: c.call("search_logs", ASK)  # noqa: E731
+            else:
+                url = stack.enter_context(server_process("bare-api"))
+                http = await stack.enter_async_context(httpx.AsyncClient(base_url=url))
+
+                async def call() -> Any:
+                    resp = await http.post("/v1/capabilities/search_logs", content=ASK.model_dump_json())
+                    return resp.json()
+
+        elif side == "ours":
+            if transport == "MCP in-memory":
+                session = await stack.enter_async_context(create_connected_server_and_client_session(ours().mcp()))
+                c = PartnerClient.over_session("t", session)
+            else:
+                if transport == "MCP stdio":
+                    env = {**get_default_environment(), "PYTHONPATH": str(ROOT)}
+                    settings = PartnerSettings(name="t", command=stdio_command("ours-stdio"), env=env)
+                else:
+                    url = stack.enter_context(server_process("ours-http"))
+                    settings = PartnerSettings(name="t", transport="http", url=f"{url}/mcp")
+                c = await stack.enter_async_context(PartnerClient(settings))
+            call = lambda: c.call("search_logs", ASK)  # noqa: E731
+        else:
+            if transport == "MCP in-memory":
+                session = await stack.enter_async_context(create_connected_server_and_client_session(bare()))
+            elif transport == "MCP stdio":
+                cmd = stdio_command("bare-stdio")
+                params = StdioServerParameters(command=cmd[0], args=cmd[1:], env=get_default_environment())
+                read, write = await stack.enter_async_context(stdio_client(params))
+                session = await stack.enter_async_context(raw_session(read, write))
+            else:
+                url = stack.enter_context(server_process("bare-http"))
+                read, write, _ = await stack.enter_async_context(streamable_http_client(f"{url}/mcp"))
+                session = await stack.enter_async_context(raw_session(read, write))
+            call = lambda: session.call_tool("search_logs", ARGS)  # noqa: E731
+        yield call
+
+
+# -- measuring -----------------------------------------------------------------------------------------
+
+
+async def measure(call: Call, calls: int, concurrency: int) -> list[float]:
+    """Latency (ms) of each of `calls` calls, `concurrency` of them in flight at a time."""
+    for _ in range(min(30, calls)):  # warm caches, schemas, connections
+        await call()
+    latencies: list[float] = []
+    remaining = calls
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            t0 = time.perf_counter()
+            await call()
+            latencies.append((time.perf_counter() - t0) * 1000)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(concurrency):
+            tg.start_soon(worker)
+    return latencies
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
+
+
+TRANSPORTS = ["in-process", "MCP in-memory", "MCP stdio", "MCP HTTP", "plain API"]
+
+
+async def run(calls: int, concurrencies: list[int]) -> None:
+    results: dict[tuple[str, str, int], list[float]] = {}
+    for transport in TRANSPORTS:
+        for side in ("ours", "bare"):
+            async with client(transport, side) as call:
+                for conc in concurrencies:
+                    results[transport, side, conc] = await measure(call, calls, conc)
+    print(f"\nround trip of one partner call, ms ({calls} calls per cell, {os.cpu_count()} CPUs)\n")
+    head = (
+        f"{'transport':<14} {'conc':>4} | {'ours p50':>8} {'ours p99':>8} | "
+        f"{'bare p50':>8} {'bare p99':>8} | ours/bare p50"
+    )
+    print(head)
+    print("-" * len(head))
+    for transport in TRANSPORTS:
+        for conc in concurrencies:
+            o, b = results[transport, "ours", conc], results[transport, "bare", conc]
+            ratio = pct(o, 50) / pct(b, 50)
+            flag = "" if ratio <= 1.10 or transport == "in-process" else "  (over 1.10)"
+            print(
+                f"{transport:<14} {conc:>4} | {pct(o, 50):8.3f} {pct(o, 99):8.3f} | "
+                f"{pct(b, 50):8.3f} {pct(b, 99):8.3f} | {ratio:5.2f}x{flag}"
+            )
+    print("\nMCP Streamable HTTP vs plain HTTP API at p50 (target <= 1.5x)")
+    for conc in concurrencies:
+        ours_ratio = pct(results["MCP HTTP", "ours", conc], 50) / pct(results["plain API", "ours", conc], 50)
+        bare_ratio = pct(results["MCP HTTP", "bare", conc], 50) / pct(results["plain API", "bare", conc], 50)
+        print(f"  conc {conc:>2}: ours MCP HTTP / ours API {ours_ratio:5.2f}x   bare: {bare_ratio:5.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer calls per cell (~30 s in all)")
+    parser.add_argument("--calls", type=int, default=None, help="calls per cell (default 200, --quick 60)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--serve", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.port)
+        return
+    calls = args.calls or (60 if args.quick else 200)
+    logging.disable(logging.ERROR)  # session teardown noise from the SDK, not results
+    started = time.monotonic()
+    anyio.run(run, calls, args.concurrency)
+    print(f"\n(bench took {time.monotonic() - started:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
