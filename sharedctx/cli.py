@@ -406,6 +406,56 @@ def worker(
             err.print("stopping")
 
 
+# -- demo / serve (the agents and the alert intake: sharedctx/agents, sharedctx/server.py) -------------
+@app.command()
+def demo(
+    transport: Annotated[str, typer.Option(help="how the primary reaches the partner: stdio | http")] = "stdio",
+) -> None:
+    """Send a sample alert through the whole seven-step flow, with a real partner agent process.
+
+    Works offline, in the current directory: afterwards `sharedctx case list` shows the case.
+    """
+    import asyncio
+
+    from .agents.demo import run_demo
+
+    if transport not in ("stdio", "http"):
+        raise typer.BadParameter("use stdio or http", param_hint="--transport")
+    config_path = _state["config"] or (Path(CONFIG_NAME) if Path(CONFIG_NAME).exists() else None)
+    with context(worker=True) as ctx:
+        result = asyncio.run(run_demo(ctx, transport=transport, config_path=config_path, console=out))  # type: ignore[arg-type]
+    if not result.ok:
+        err.print(f"[red]the demo did not complete:[/] case {result.case_id} is {result.status}")
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="default: [server] host, 127.0.0.1")] = None,
+    port: Annotated[int | None, typer.Option(help="default: [server] port, 8765")] = None,
+    act: Annotated[bool, typer.Option("--act", help="let runbooks act for real (default: dry run)")] = False,
+) -> None:
+    """Accept alerts (Alertmanager webhook, generic JSON) and run the primary agent on them.
+
+    POST /alerts/alertmanager · POST /alerts · GET /healthz. Partners come from `[[partners]]`.
+    """
+    import logging
+
+    import uvicorn
+
+    from .agents.primary import PrimaryAgent
+    from .server import build_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log = logging.getLogger("sharedctx.agent")
+    with context(worker=True) as ctx:
+        agent = PrimaryAgent(ctx.config.partners, dry_run=not act, on_event=lambda s, msg: log.info("%s: %s", s, msg))
+        h, p = host or ctx.config.server.host, ctx.config.server.port if port is None else port
+        err.print(f"sharedctx: alerts at http://{h}:{p}/alerts/alertmanager and /alerts; "
+                  f"partners: {', '.join(s.name for s in ctx.config.partners) or 'none'}")  # fmt: skip
+        uvicorn.run(build_app(ctx, agent=agent), host=h, port=p, log_level="warning")
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,445 @@
+"""The reference primary agent: the seven steps of an investigation as an explicit state machine.
+
+    (1) alert            recorded by the intake, which opens or finds the case
+    (2) triage           own tools: the alert itself, similar earlier cases
+    (3)+(4) consult      every `[[partners]]` entry at once; each answers with findings, or fails
+    (5) correlate        own data + partners' findings -> a cause, with a confidence
+        remediate        a runbook chosen by the reasoner (dry run by default)
+    (6) record           each step above writes its entry; then a one-screen handoff summary
+    (7) verify + close   when the alert resolves: partners re-check, then resolve the case
+
+`investigate()` runs (2)-(6) and stops at AWAITING_RECOVERY; `verify_and_close()` runs (7). Each
+state's handler returns the next state, so the flow is readable in `_HANDLERS` and a crashed or
+restarted process could resume from the recorded step. Decisions come from a `Reasoner`
+(rule-based by default); actions from runbooks. A partner that is slow, dead or answers garbage
+becomes a recorded note, and the investigation goes on with what it has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any
+
+import anyio
+
+from ..channel import CapabilityInfo, CapabilityInput, Finding, PartnerClient
+from ..channel.trace import child_traceparent, new_traceparent, parse_traceparent
+from ..config import PartnerSettings
+from ..context import Case
+from ..errors import PartnerBadOutput, PartnerTimeout, PartnerUnavailable
+from ..intake import Alert
+from ..model import Author, CaseStatus, EntryKind, Evidence, utcnow
+from .reasoning import (
+    Correlation,
+    PartnerAnswer,
+    Question,
+    Reasoner,
+    RemediationPlan,
+    RuleBasedReasoner,
+    Triage,
+    Verdict,
+)
+from .runbooks import DEFAULT_RUNBOOKS, Runbook, RunbookResult
+
+__all__ = ["Investigation", "PrimaryAgent", "Step"]
+
+log = logging.getLogger("sharedctx.agents.primary")
+
+OnEvent = Callable[[str, str], None]
+"""`on_event(step, message)`: progress for a terminal or a log; must not block."""
+
+
+class Step(StrEnum):
+    TRIAGE = "triage"
+    CONSULT = "consult"
+    CORRELATE = "correlate"
+    REMEDIATE = "remediate"
+    HANDOFF = "handoff"
+    AWAITING_RECOVERY = "awaiting-recovery"
+    VERIFY = "verify"
+    CLOSED = "closed"
+
+
+_STOPS = {Step.AWAITING_RECOVERY, Step.CLOSED}
+
+
+@dataclass
+class Investigation:
+    """Everything the agent has learned about one case so far; the state machine's memory."""
+
+    case: Case
+    alert: Alert
+    traceparent: str
+    step: Step = Step.TRIAGE
+    triage: Triage | None = None
+    answers: list[PartnerAnswer] = field(default_factory=list)
+    correlation: Correlation | None = None
+    plan: RemediationPlan | None = None
+    result: RunbookResult | None = None
+    resolved_alert: Alert | None = None
+    checks: list[PartnerAnswer] = field(default_factory=list)
+    verdict: Verdict | None = None
+    history: list[Step] = field(default_factory=list)
+
+    @property
+    def trace_id(self) -> str | None:
+        parsed = parse_traceparent(self.traceparent)
+        return parsed.trace_id if parsed else None
+
+
+def _error_kind(exc: BaseException) -> str:
+    if isinstance(exc, PartnerTimeout | TimeoutError):
+        return "timeout"
+    if isinstance(exc, PartnerUnavailable):
+        return "unavailable"
+    if isinstance(exc, PartnerBadOutput):
+        return "bad_output"
+    return "error"
+
+
+def _pct(x: float) -> str:
+    return f"{x:.0%}"
+
+
+class PrimaryAgent:
+    """Runs investigations for cases, talking to the partners named in `[[partners]]`."""
+
+    def __init__(
+        self,
+        partners: Sequence[PartnerSettings] = (),
+        *,
+        name: str = "primary",
+        reasoner: Reasoner | None = None,
+        runbooks: Mapping[str, Runbook] | None = None,
+        dry_run: bool = True,
+        on_event: OnEvent | None = None,
+        client_factory: Callable[[PartnerSettings], PartnerClient] = PartnerClient,
+        window: timedelta = timedelta(minutes=30),
+    ) -> None:
+        self.partners = list(partners)
+        self.author = Author(kind="primary", name=name)
+        self.reasoner: Reasoner = reasoner or RuleBasedReasoner()
+        self.runbooks = dict(DEFAULT_RUNBOOKS if runbooks is None else runbooks)
+        self.dry_run = dry_run
+        self.on_event = on_event
+        self.client_factory = client_factory
+        self.window = window
+        self._handlers: dict[Step, Callable[[Investigation], Awaitable[Step]]] = {
+            Step.TRIAGE: self._triage,
+            Step.CONSULT: self._consult_partners,
+            Step.CORRELATE: self._correlate,
+            Step.REMEDIATE: self._remediate,
+            Step.HANDOFF: self._handoff,
+            Step.VERIFY: self._verify,
+        }
+
+    # -- the public flow ---------------------------------------------------------------------------
+
+    async def investigate(self, case: Case, alert: Alert, *, traceparent: str | None = None) -> Investigation:
+        """Steps 2-6 for a freshly opened case; returns waiting for the alert to resolve."""
+        inv = Investigation(case=case, alert=alert, traceparent=traceparent or new_traceparent())
+        return await self.run(inv)
+
+    async def verify_and_close(
+        self, case: Case, resolved: Alert, *, investigation: Investigation | None = None
+    ) -> Investigation:
+        """Step 7: the alert resolved; check with the partners, record the verification, close if verified."""
+        inv = investigation or Investigation(case=case, alert=resolved, traceparent=self._trace_of(case))
+        inv.resolved_alert = resolved
+        inv.step = Step.VERIFY
+        return await self.run(inv)
+
+    async def run(self, inv: Investigation) -> Investigation:
+        """Drive the state machine from `inv.step` until it has to wait for the world (or is done)."""
+        while inv.step not in _STOPS:
+            handler = self._handlers[inv.step]
+            inv.history.append(inv.step)
+            inv.step = await handler(inv)
+        self._emit(inv.step.value, f"case {inv.case.id} is {inv.case.status.value}")
+        return inv
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    def _emit(self, step: str, message: str) -> None:
+        if self.on_event is not None:
+            try:
+                self.on_event(step, message)
+            except Exception:  # a broken progress display must not stop an investigation
+                log.exception("on_event failed")
+
+    async def _record(self, inv: Investigation, kind: EntryKind, title: str, body: str = "", **kw: Any) -> None:
+        attrs = {"step": inv.step.value, **kw.pop("attrs", {})}
+        await inv.case.arecord(kind, title[:300], body, author=self.author, trace_id=inv.trace_id, attrs=attrs, **kw)
+
+    def _trace_of(self, case: Case) -> str:
+        """Continue the trace the investigation started, so verification joins the same trace."""
+        for e in reversed(case.timeline()):
+            if e.author.kind == "primary" and e.trace_id:
+                return child_traceparent(f"00-{e.trace_id}-{'1' * 16}-01")
+        return new_traceparent()
+
+    # -- (2) triage ----------------------------------------------------------------------------------
+
+    async def _similar(self, case: Case) -> list[str]:
+        """Earlier cases like this one, if the similar-cases feature is present (it is optional)."""
+        ctx = case.ctx
+        if not hasattr(ctx, "similar_cases"):
+            return []
+        try:
+            found = await asyncio.to_thread(ctx.similar_cases, case.id)
+        except Exception as exc:
+            log.warning("similar_cases failed for %s: %s", case.id, exc)
+            return [f"(looking up similar cases failed: {exc})"]
+        lines = []
+        for item in list(found or [])[:3]:
+            text = getattr(item, "summary", None) or getattr(item, "title", None) or str(item)
+            cid = getattr(item, "case_id", None) or getattr(item, "id", None)
+            if cid != case.id:
+                lines.append(f"{cid}: {text}" if cid else str(text))
+        return lines
+
+    async def _triage(self, inv: Investigation) -> Step:
+        self._emit("triage", f"triaging {inv.alert.name!r} on {inv.alert.service or '?'}")
+        similar = await self._similar(inv.case)
+        inv.triage = t = await self.reasoner.triage(inv.alert, similar)
+        body = [t.summary, "", "Hypotheses to check:", *[f"- {h}" for h in t.hypotheses]]
+        if hasattr(inv.case.ctx, "similar_cases"):
+            body += ["", "Similar earlier cases:", *([f"- {s}" for s in t.similar] or ["- none found"])]
+        body += ["", f"Partners to consult: {', '.join(p.name for p in self.partners) or 'none configured'}."]
+        await self._record(inv, EntryKind.TRIAGE, f"Triage: {t.severity} on {t.service or 'unknown service'}",
+                           "\n".join(body), attrs={"hypotheses": t.hypotheses, "similar": t.similar})  # fmt: skip
+        return Step.CONSULT
+
+    # -- (3)+(4) consult the partners -----------------------------------------------------------------
+
+    def _input(self, inv: Investigation, q: Question, *, recovery: bool = False) -> CapabilityInput:
+        now = utcnow()
+        start = now - timedelta(minutes=5) if recovery else (inv.alert.starts_at or now) - self.window
+        return CapabilityInput(case_id=inv.case.id, service=inv.alert.service, start=min(start, now), end=now,
+                               question=q.question, params=q.params)  # fmt: skip
+
+    async def _ask_partner(
+        self,
+        inv: Investigation,
+        settings: PartnerSettings,
+        plan: Callable[[str, list[CapabilityInfo]], Awaitable[list[Question]]],
+        recovery: bool,
+    ) -> list[PartnerAnswer]:
+        """Connect to one partner, ask what `plan` says, and turn every failure into an answer."""
+        name = settings.name
+        answers: list[PartnerAnswer] = []
+
+        async def ask(client: PartnerClient, q: Question) -> None:
+            tp = child_traceparent(inv.traceparent)
+            self._emit("consult", f"asking {name}: {q.capability}")
+
+            def progress(done: float, total: float | None, message: str | None) -> None:
+                self._emit("progress", f"{name}/{q.capability}: {message or f'{done:g}/{total or 0:g}'}")
+
+            try:
+                finding: Finding = await client.call(q.capability, self._input(inv, q, recovery=recovery),
+                                                     traceparent=tp, on_progress=progress)  # fmt: skip
+                answers.append(PartnerAnswer(partner=name, capability=q.capability, finding=finding,
+                                             trace_id=inv.trace_id))  # fmt: skip
+                self._emit("finding", f"{name}/{q.capability}: {finding.summary}")
+            except Exception as exc:  # PartnerError and anything unexpected: record it, carry on
+                answers.append(PartnerAnswer(partner=name, capability=q.capability, error=str(exc) or repr(exc),
+                                             error_kind=_error_kind(exc), trace_id=inv.trace_id))  # fmt: skip
+                self._emit("partner-failed", f"{name}/{q.capability}: {exc}")
+
+        try:
+            async with self.client_factory(settings) as client:
+                offered = await client.capabilities()
+                questions = await plan(name, offered)
+                if not questions:
+                    answers.append(PartnerAnswer(partner=name, capability="(none)", error_kind="error",
+                                                 error=f"offers nothing relevant ({', '.join(c.name for c in offered)})"))  # noqa: E501
+                async with anyio.create_task_group() as tg:
+                    for q in questions:
+                        tg.start_soon(ask, client, q)
+        except Exception as exc:  # could not connect, or the capability list failed
+            what = "could not connect or list capabilities" if not answers else "the connection failed"
+            answers.append(PartnerAnswer(partner=name, capability="(connect)", error=f"{what}: {exc}",
+                                         error_kind=_error_kind(exc), trace_id=inv.trace_id))  # fmt: skip
+            self._emit("partner-failed", f"{name}: {exc}")
+        return answers
+
+    async def _ask_all(
+        self,
+        inv: Investigation,
+        plan: Callable[[str, list[CapabilityInfo]], Awaitable[list[Question]]],
+        *,
+        recovery: bool = False,
+    ) -> list[PartnerAnswer]:
+        results: list[list[PartnerAnswer]] = [[] for _ in self.partners]
+
+        async def one(i: int, s: PartnerSettings) -> None:
+            results[i] = await self._ask_partner(inv, s, plan, recovery)
+
+        async with anyio.create_task_group() as tg:
+            for i, s in enumerate(self.partners):
+                tg.start_soon(one, i, s)
+        return [a for r in results for a in r]
+
+    async def _record_failures(self, inv: Investigation, answers: list[PartnerAnswer]) -> None:
+        for a in answers:
+            if a.error is not None:
+                what = {"timeout": "did not answer in time", "unavailable": "is unavailable",
+                        "bad_output": "answered with malformed output"}.get(a.error_kind or "", "failed")  # fmt: skip
+                where = "" if a.capability.startswith("(") else f" ({a.capability})"
+                await self._record(
+                    inv, EntryKind.NOTE, f"Partner {a.partner} {what}{where}",
+                    f"{a.error}\n\nThe investigation continues without this answer.",
+                    attrs={"partner": a.partner, "capability": a.capability, "error_kind": a.error_kind},
+                )  # fmt: skip
+
+    async def _consult_partners(self, inv: Investigation) -> Step:
+        if not self.partners:
+            self._emit("consult", "no partners configured")
+            return Step.CORRELATE
+        assert inv.triage is not None
+        triage = inv.triage
+
+        async def plan(partner: str, offered: list[CapabilityInfo]) -> list[Question]:
+            return await self.reasoner.plan(inv.alert, triage, partner, offered)
+
+        inv.answers = await self._ask_all(inv, plan)
+        await self._record_failures(inv, inv.answers)
+        got = [a for a in inv.answers if a.finding]
+        if got:
+            lines = [f"- **{a.partner}/{a.capability}** ({_pct(a.finding.confidence)}): {a.finding.summary}"
+                     for a in got if a.finding]  # fmt: skip
+            failed = len(inv.answers) - len(got)
+            title = f"Partner findings: {len(got)} answered" + (f", {failed} failed" if failed else "")
+            await self._record(
+                inv, EntryKind.FINDING, title,
+                "\n".join(lines), evidence=[ev for a in got if a.finding for ev in a.finding.evidence[:3]][:20],
+                attrs={"answers": [a.model_dump(mode="json", exclude={"finding"}) for a in inv.answers]},
+            )  # fmt: skip
+        return Step.CORRELATE
+
+    # -- (5) correlate and remediate ---------------------------------------------------------------
+
+    async def _correlate(self, inv: Investigation) -> Step:
+        assert inv.triage is not None
+        inv.correlation = c = await self.reasoner.correlate(inv.alert, inv.triage, inv.answers)
+        self._emit("correlate", f"{c.summary} ({_pct(c.confidence)})")
+        evidence: list[Evidence] = [
+            ev for a in inv.answers if a.finding and f"{a.partner}/{a.capability}" in c.supporting
+            for ev in a.finding.evidence[:2]
+        ]  # fmt: skip
+        own = Evidence(type="link" if inv.alert.generator_url else "query", source=inv.alert.source,
+                       summary=f"the alert: {inv.alert.title}", url=inv.alert.generator_url,
+                       query=inv.alert.query, start=inv.alert.starts_at)  # fmt: skip
+        body = [c.summary, "", f"Confidence: {_pct(c.confidence)} · cause: {c.cause}"]
+        if c.supporting:
+            body.append(f"Supported by: {', '.join(c.supporting)} and the alert itself.")
+        title = f"Correlated: {c.headline or c.summary} ({_pct(c.confidence)})"
+        await self._record(inv, EntryKind.FINDING, title, "\n".join(body),
+                           evidence=[own, *evidence], attrs={"correlation": c.model_dump(mode="json")})  # fmt: skip
+        return Step.REMEDIATE
+
+    async def _remediate(self, inv: Investigation) -> Step:
+        assert inv.correlation is not None
+        inv.plan = plan = await self.reasoner.remediate(inv.correlation, sorted(self.runbooks))
+        if plan is None or plan.runbook not in self.runbooks:
+            reason = "the reasoner chose no action" if plan is None else f"no runbook named {plan.runbook!r}"
+            inv.result = RunbookResult(done=False, needs_human=True, summary=f"No remediation: {reason}.")
+        else:
+            self._emit("remediate", f"{plan.runbook}({plan.args}) dry_run={self.dry_run}")
+            try:
+                inv.result = await self.runbooks[plan.runbook](plan.args, dry_run=self.dry_run)
+            except Exception as exc:
+                why = f"Runbook {plan.runbook} failed: {type(exc).__name__}: {exc}"
+                inv.result = RunbookResult(done=False, needs_human=True, summary=why)
+        r = inv.result
+        body = [r.summary]
+        if plan is not None:
+            body += ["", f"Why: {plan.rationale}"]
+        if r.commands:
+            body += ["", "Commands" + (" (not run: dry run)" if not r.done else "") + ":", "```",
+                     *r.commands, "```"]  # fmt: skip
+        attrs = {"runbook": plan.runbook if plan else None, "args": plan.args if plan else {},
+                 "dry_run": self.dry_run, "done": r.done}  # fmt: skip
+        if r.needs_human:
+            await self._record(inv, EntryKind.DECISION_REQUEST, f"Needs a human: {r.summary}", "\n".join(body),
+                               attrs=attrs)  # fmt: skip
+        else:
+            await self._record(inv, EntryKind.REMEDIATION, r.summary, "\n".join(body), attrs=attrs,
+                               status=CaseStatus.MITIGATED if r.done else None)  # fmt: skip
+        self._emit("remediate", r.summary)
+        return Step.HANDOFF
+
+    # -- (6) the handoff summary ------------------------------------------------------------------
+
+    async def _handoff(self, inv: Investigation) -> Step:
+        a, c, r = inv.alert, inv.correlation, inv.result
+        assert c is not None and r is not None
+        answered = sorted({f"{x.partner}/{x.capability}" for x in inv.answers if x.finding})
+        failed = [f"{x.partner}/{x.capability} ({x.error_kind})" for x in inv.answers if x.error]
+        since = a.starts_at.strftime("%Y-%m-%d %H:%M UTC") if a.starts_at else "unknown"
+        lines = [
+            f"**What fired:** {a.title} — service {a.service or '?'}, severity {a.severity}, since {since}.",
+            f"**What we think:** {c.summary} (confidence {_pct(c.confidence)}).",
+            f"**What was done:** {r.summary}" + (" Nothing was changed." if not r.done else ""),
+            f"**Partners:** answered: {', '.join(answered) or 'none'}"
+            + (f"; failed: {', '.join(failed)}." if failed else "."),
+            "**Next:** "
+            + ("wait for the alert to resolve; verification then closes the case."
+               if not r.needs_human else "a human decides (see the decision request); the case stays open.")
+            + (f" To act for real: {'; '.join(r.commands)}." if r.commands and not r.done else ""),
+            f"**Trace:** `{inv.trace_id}` (on every entry of this investigation, both agents').",
+        ]
+        state = "a human decides" if r.needs_human else "done" if r.done else "dry run" if inv.plan else "no action"
+        waiting = "awaiting a decision" if r.needs_human else "awaiting recovery"
+        runbook = inv.plan.runbook if inv.plan else "no runbook"
+        title = f"Handoff: {c.headline or 'cause unknown'}; {runbook} ({state}); {waiting}"
+        await self._record(inv, EntryKind.HANDOFF, title, "\n\n".join(lines))
+        self._emit("handoff", "handoff summary recorded")
+        return Step.AWAITING_RECOVERY
+
+    # -- (7) verify and close -------------------------------------------------------------------------
+
+    async def _verify(self, inv: Investigation) -> Step:
+        resolved = inv.resolved_alert
+        self._emit("verify", "alert resolved; asking partners to confirm recovery")
+
+        async def plan(partner: str, offered: list[CapabilityInfo]) -> list[Question]:
+            names = {c.name for c in offered}
+            if "query_metrics" not in names:
+                return []
+            params: dict[str, Any] = {"check": "recovery"}
+            if inv.alert.query:
+                params["query"] = inv.alert.query
+            return [Question(capability="query_metrics", question="Is the error ratio back to normal now?",
+                             params=params)]  # fmt: skip
+
+        inv.checks = await self._ask_all(inv, plan, recovery=True) if self.partners else []
+        await self._record_failures(inv, [x for x in inv.checks if x.capability != "(none)"])
+        inv.verdict = v = await self.reasoner.verify(inv.alert, resolved is not None and resolved.status == "resolved",
+                                                     inv.checks)  # fmt: skip
+        ev = [e for x in inv.checks if x.finding for e in x.finding.evidence[:2]]
+        title = ("Verified: " if v.verified else "Not verified: ") + v.summary
+        await self._record(inv, EntryKind.VERIFICATION, title, v.summary, evidence=ev,
+                           attrs={"verified": v.verified})  # fmt: skip
+        self._emit("verify", title)
+        if not v.verified:
+            return Step.AWAITING_RECOVERY
+        cause = inv.correlation.summary if inv.correlation else self._last_correlation(inv.case)
+        summary = f"{v.summary}\n\nCause: {cause}" if cause else v.summary
+        await asyncio.to_thread(inv.case.resolve, summary, title="Resolved: alert cleared and recovery verified",
+                                author=self.author, trace_id=inv.trace_id)  # fmt: skip
+        self._emit("close", "case resolved")
+        return Step.CLOSED
+
+    @staticmethod
+    def _last_correlation(case: Case) -> str | None:
+        for e in reversed(case.timeline(kinds=["finding"])):
+            if e.author.kind == "primary" and e.title.startswith("Correlated: "):
+                return e.body.split("\n")[0]
+        return None
