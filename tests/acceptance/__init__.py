@@ -1,0 +1,1 @@
+"""Acceptance tests for issue 3: concurrency property test and crash test."""
