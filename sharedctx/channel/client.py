@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from typing import IO, Any
 
@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from ..config import PartnerSettings, Secret
 from ..errors import ConfigError, PartnerBadOutput, PartnerError, PartnerTimeout, PartnerUnavailable
+from ._watch import WatchedTransport
 from .api import CASE_HEADER
 from .models import CapabilityInfo, CapabilityInput, Finding, explain
 from .partner import CASE_META, TRACEPARENT_META
@@ -113,7 +114,7 @@ class PartnerClient:
                 httpx.AsyncClient(
                     headers=headers,
                     timeout=httpx.Timeout(s.timeout, read=max(300.0, s.timeout)),
-                    transport=_WatchedTransport(self._transport_failed),
+                    transport=WatchedTransport(self._transport_failed),
                 )
             )
             read, write, _ = await stack.enter_async_context(streamable_http_client(s.url or "", http_client=http))
@@ -368,56 +369,6 @@ async def ask_all(
         for i, client in enumerate(clients):
             tg.start_soon(ask, i, client)
     return results
-
-
-class _WatchedTransport(httpx.AsyncBaseTransport):
-    """Reports a failed MCP POST to the client instead of letting it crash the SDK's task group.
-
-    In mcp 1.x an HTTP error on a POST escapes into the transport's task group and cancels the
-    caller with a bare cancellation, and a response stream cut by a dying server leaves the call
-    waiting forever. Here both become `on_failure(reason)`, which fails the calls in flight with
-    `PartnerUnavailable`; the SDK is told "202 Accepted" (no answer coming) so it carries on.
-    """
-
-    def __init__(self, on_failure: Callable[[str], None]) -> None:
-        self._inner = httpx.AsyncHTTPTransport()
-        self._on_failure = on_failure
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if request.method != "POST":
-            return await self._inner.handle_async_request(request)
-        try:
-            response = await self._inner.handle_async_request(request)
-        except httpx.TransportError as exc:
-            self._on_failure(_describe(exc))
-            return httpx.Response(202, request=request)
-        if response.status_code >= 400 and response.status_code != 404:  # 404: the SDK's "session ended"
-            body = (await response.aread())[:300].decode("utf-8", "replace")
-            await response.aclose()
-            self._on_failure(f"HTTP {response.status_code} from {request.url}: {body}")
-            return httpx.Response(202, request=request)
-        response.stream = _WatchedStream(response.stream, self._on_failure)
-        return response
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-
-class _WatchedStream(httpx.AsyncByteStream):
-    def __init__(self, inner: Any, on_failure: Callable[[str], None]) -> None:
-        self._inner = inner
-        self._on_failure = on_failure
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self._inner:
-                yield chunk
-        except httpx.TransportError as exc:
-            self._on_failure(f"the answer was cut off: {_describe(exc)}")
-            raise
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
 
 
 class _AsyncProgress:

@@ -1,0 +1,63 @@
+"""An httpx transport that turns a failed MCP POST into a reported failure instead of a hang.
+
+Used by `PartnerClient` for Streamable HTTP partners; see `WatchedTransport` for why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+
+__all__ = ["WatchedTransport"]
+
+
+class WatchedTransport(httpx.AsyncBaseTransport):
+    """Reports a failed MCP POST to the client instead of letting it crash the SDK's task group.
+
+    In mcp 1.x an HTTP error on a POST escapes into the transport's task group and cancels the
+    caller with a bare cancellation, and a response stream cut by a dying server leaves the call
+    waiting forever. Here both become `on_failure(reason)`, which fails the calls in flight with
+    `PartnerUnavailable`; the SDK is told "202 Accepted" (no answer coming) so it carries on.
+    """
+
+    def __init__(self, on_failure: Callable[[str], None]) -> None:
+        self._inner = httpx.AsyncHTTPTransport()
+        self._on_failure = on_failure
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method != "POST":
+            return await self._inner.handle_async_request(request)
+        try:
+            response = await self._inner.handle_async_request(request)
+        except httpx.TransportError as exc:
+            self._on_failure(f"{type(exc).__name__}: {exc}")
+            return httpx.Response(202, request=request)
+        if response.status_code >= 400 and response.status_code != 404:  # 404: the SDK's "session ended"
+            body = (await response.aread())[:300].decode("utf-8", "replace")
+            await response.aclose()
+            self._on_failure(f"HTTP {response.status_code} from {request.url}: {body}")
+            return httpx.Response(202, request=request)
+        response.stream = _WatchedStream(response.stream, self._on_failure)
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class _WatchedStream(httpx.AsyncByteStream):
+    def __init__(self, inner: Any, on_failure: Callable[[str], None]) -> None:
+        self._inner = inner
+        self._on_failure = on_failure
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._inner:
+                yield chunk
+        except httpx.TransportError as exc:
+            self._on_failure(f"the answer was cut off: {f'{type(exc).__name__}: {exc}'}")
+            raise
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
