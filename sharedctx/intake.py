@@ -220,9 +220,11 @@ def _load(body: bytes, max_bytes: int) -> Any:
     if not body.strip():
         raise IntakeError("the request body is empty; send a JSON alert", status=400)
     try:
-        return json.loads(body)
+        text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise IntakeError(f"the payload is not UTF-8 (byte {exc.start})", status=400) from None
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise IntakeError(f"the payload is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
                           status=400) from None  # fmt: skip
