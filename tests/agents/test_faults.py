@@ -13,7 +13,7 @@ import pytest
 
 from sharedctx.agents.primary import PrimaryAgent, Step
 from sharedctx.config import PartnerSettings
-from sharedctx.context import Case, SharedContext
+from sharedctx.context import SharedContext
 from sharedctx.intake import Alert
 from sharedctx.model import Entry
 
@@ -30,13 +30,13 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-async def investigate(ctx: SharedContext, partners: list[PartnerSettings]) -> tuple[Case, list[Entry]]:
+async def investigate(ctx: SharedContext, partners: list[PartnerSettings]) -> list[Entry]:
     case = ctx.open_case(ALERT.case_title, service="checkout", fingerprint=ALERT.fingerprint)
     inv = await PrimaryAgent(partners).investigate(case, ALERT)
     assert inv.step == Step.AWAITING_RECOVERY
     assert inv.history == [Step.TRIAGE, Step.CONSULT, Step.CORRELATE, Step.REMEDIATE, Step.HANDOFF]
     assert case.verify().ok
-    return case, case.timeline()
+    return case.timeline()
 
 
 def notes(entries: list[Entry]) -> list[Entry]:
@@ -50,7 +50,7 @@ def partner_summary(entries: list[Entry]) -> Entry:
 async def test_a_partner_that_hangs_is_recorded_as_timed_out_and_the_others_answers_are_used(
     ctx: SharedContext,
 ) -> None:
-    case, entries = await investigate(ctx, [faulty("hang", "query_metrics", timeout=2)])
+    entries = await investigate(ctx, [faulty("hang", "query_metrics", timeout=2)])
     [note] = notes(entries)
     assert note.title == "Partner faulty-hang did not answer in time (query_metrics)"
     assert "no answer within 2s" in note.body
@@ -61,7 +61,7 @@ async def test_a_partner_that_hangs_is_recorded_as_timed_out_and_the_others_answ
 
 
 async def test_a_partner_that_dies_mid_call_is_recorded_as_unavailable(ctx: SharedContext) -> None:
-    case, entries = await investigate(ctx, [faulty("crash", "analyze_spans")])
+    entries = await investigate(ctx, [faulty("crash", "analyze_spans")])
     crashed = [n for n in notes(entries) if n.attrs["capability"] == "analyze_spans"]
     assert len(crashed) == 1
     assert crashed[0].attrs["error_kind"] == "unavailable"
@@ -71,7 +71,7 @@ async def test_a_partner_that_dies_mid_call_is_recorded_as_unavailable(ctx: Shar
 
 
 async def test_output_that_is_not_a_finding_is_recorded_as_malformed(ctx: SharedContext) -> None:
-    case, entries = await investigate(ctx, [faulty("malformed", "search_logs")])
+    entries = await investigate(ctx, [faulty("malformed", "search_logs")])
     [note] = notes(entries)
     assert note.title == "Partner faulty-malformed answered with malformed output (search_logs)"
     assert note.attrs["error_kind"] == "bad_output"
@@ -84,7 +84,7 @@ async def test_two_partners_one_dead_the_live_one_carries_the_investigation(
     ctx: SharedContext, config_path: Path
 ) -> None:
     dead = PartnerSettings(name="tracing", transport="http", url="http://127.0.0.1:9/mcp", timeout=3)
-    case, entries = await investigate(ctx, [telemetry(config_path), dead])
+    entries = await investigate(ctx, [telemetry(config_path), dead])
     [note] = notes(entries)
     assert note.title == "Partner tracing is unavailable"
     assert note.attrs["capability"] == "(connect)"
@@ -94,7 +94,7 @@ async def test_two_partners_one_dead_the_live_one_carries_the_investigation(
 
 async def test_a_partner_command_that_cannot_start_is_recorded(ctx: SharedContext) -> None:
     broken = PartnerSettings(name="ghost", transport="stdio", command=["/nonexistent/partner"], timeout=5)
-    case, entries = await investigate(ctx, [broken])
+    entries = await investigate(ctx, [broken])
     [note] = notes(entries)
     assert note.title == "Partner ghost is unavailable"
     assert "could not connect" in note.body
