@@ -24,16 +24,71 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
 from .backends.base import Backend, ThreadRef
 from .config import WorkerSettings
 from .errors import Ambiguous, AuthFailed, Rejected, Retryable
-from .model import CaseRecord, Delivery, EntryKind
+from .model import CaseRecord, Delivery, Entry, EntryKind
 from .store.base import Store
 
 log = logging.getLogger("sharedctx.delivery")
 
 Event = Callable[[str, Delivery, str], None]
+
+# -- decision holds -------------------------------------------------------------------------------
+# An entry recorded with `attrs.held_for_decision` (e.g. a partner's `remediation`, per the agent's
+# write policy) is in the journal at once but is not delivered to any backend until a *human*
+# `decision` entry answers the `decision-request` whose `ref` is the held entry. Approval releases
+# it; any other human answer (reject, override) sends it to dead letters as "declined". Held rows
+# stay `pending` with `last_error_kind = 'held'` and are skipped by the head-of-line check, so one
+# unanswered question never stops the rest of the case (including the request itself) from reaching
+# the people who must answer it.
+HOLD_ATTR = "held_for_decision"
+HOLD_KIND = "held"
+APPROVE_WORDS = frozenset({"approve", "approved", "yes"})
+
+
+class Hold(NamedTuple):
+    """Why an entry is not delivered yet; `final` means never (a human declined it)."""
+
+    reason: str
+    final: bool = False
+
+
+HoldCheck = Callable[[Store, Entry], "Hold | None"]
+
+
+def decision_approves(decision: Entry) -> bool:
+    """A human `decision` approves when `attrs.approved is True`, or its choice/outcome says approve."""
+    approved = decision.attrs.get("approved")
+    if isinstance(approved, bool):
+        return approved
+    words = {str(decision.attrs.get(k, "")).strip().lower() for k in ("choice", "outcome")}
+    return bool(words & APPROVE_WORDS)
+
+
+def first_human_decision(store: Store, case_id: str, request_ids: set[str]) -> Entry | None:
+    """The first `decision` by a human answering one of `request_ids` (first authorised answer wins)."""
+    for e in store.entries(case_id, kinds=[EntryKind.DECISION.value]):
+        if e.ref in request_ids and e.author.kind == "human":
+            return e
+    return None
+
+
+def held_for_decision(store: Store, entry: Entry) -> Hold | None:
+    """The default hold check: None to deliver `entry` now, else why not (see HOLD_ATTR above)."""
+    if not entry.attrs.get(HOLD_ATTR):
+        return None
+    requests = {
+        e.id for e in store.entries(entry.case_id, kinds=[EntryKind.DECISION_REQUEST.value]) if e.ref == entry.id
+    }
+    decision = first_human_decision(store, entry.case_id, requests) if requests else None
+    if decision is None:
+        return Hold(f"held until a human answers decision request {', '.join(sorted(requests)) or '(none yet)'}")
+    if decision_approves(decision):
+        return None
+    return Hold(f"declined by {decision.author} in decision {decision.id}", final=True)
 
 
 def backoff_delay(attempts: int, settings: WorkerSettings, rng: random.Random | None = None) -> float:
@@ -53,12 +108,16 @@ class Worker:
         *,
         owner: str | None = None,
         on_event: Event | None = None,
+        hold: HoldCheck | None = held_for_decision,
+        hold_recheck: float = 5.0,
     ) -> None:
         self.store = store
         self.backends = dict(backends)
         self.settings = settings or WorkerSettings()
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.on_event = on_event
+        self.hold = hold  # on by default: every process that delivers must honour holds
+        self.hold_recheck = hold_recheck  # seconds between looks for the human's answer
         self._stop = threading.Event()
         self._wake = {name: threading.Condition() for name in self.backends}
         self._paused_until: dict[str, float] = {}
@@ -155,6 +214,10 @@ class Worker:
         name = backend.name
         try:
             entry = self.store.get_entry(d.entry_id)
+            held = self.hold(self.store, entry) if self.hold is not None else None
+            if held is not None:
+                self._hold(d, held)
+                return
             thread = self._thread(backend, self.store.get_case(d.case_id))
             ref = None
             if d.last_error_kind == "ambiguous" or (d.attempts > 1 and entry.kind == EntryKind.RESOLUTION):
@@ -184,6 +247,17 @@ class Worker:
         else:
             self.store.mark_delivered(d.id, ref.model_dump(mode="json"))
             self._emit("delivered", d, ref.url or ref.id)
+
+    def _hold(self, d: Delivery, held: Hold) -> None:
+        """Park a held delivery (uncounted) and look again later; a declined one goes to dead letters."""
+        if held.final:
+            self.store.mark_dead(d.id, error=held.reason, kind="declined")
+            log.info("delivery %s to %s not sent: %s", d.id, d.backend, held.reason)
+            self._emit("dead", d, held.reason)
+            return
+        self.store.reschedule(d.id, error=held.reason, kind=HOLD_KIND, delay=self.hold_recheck)
+        self.store.release(d.id, error=held.reason, kind=HOLD_KIND)  # after: not due in between
+        self._emit("held", d, held.reason)
 
     def _retry_or_bury(self, d: Delivery, error: str, kind: str, retry_after: float | None) -> None:
         if d.attempts >= self.settings.max_attempts:
