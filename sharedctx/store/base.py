@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from ..errors import ConfigError
 from ..model import (
@@ -55,6 +55,44 @@ class SearchRow(BaseModel):
     snippet: str
 
 
+class EntryMatch(BaseModel):
+    """An entry condition for history search: its kind, author kind and/or `attrs[attr]` in `values`."""
+
+    kind: str | None = None
+    author_kind: str | None = None
+    attr: str | None = Field(default=None, pattern=r"^\w{1,64}$")
+    values: list[str] = Field(default_factory=list)
+
+
+class CandidateQuery(BaseModel):
+    """What `search_candidates` retrieves: full-text `match` (see `MatchExpr`), filters, case conditions.
+
+    `match` is OR over clauses; a clause is AND over groups; a group is OR over alternatives; an
+    alternative is one word or a phrase (words separated by spaces). Words must be `literal_terms`.
+    """
+
+    match: list[list[list[str]]] = Field(default_factory=list)
+    filters: SearchFilters = Field(default_factory=SearchFilters)
+    case_has: list[EntryMatch] = Field(default_factory=list)  # the case has an entry matching any of these
+    entry_is: list[EntryMatch] = Field(default_factory=list)  # the entry itself matches one of these
+    min_rowid: int | None = None  # only entries at or after this storage position (recency window)
+
+
+class Candidate(BaseModel):
+    """One entry a history search retrieved, with what ranking needs of its case."""
+
+    entry: Entry
+    rowid: int
+    service: str
+    case_title: str
+    case_status: str
+    fingerprint: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    case_created_at: datetime
+    case_resolved_at: datetime | None = None
+    score: float = 0.0  # full-text relevance, higher is better; 0 without text
+
+
 class Store(Protocol):
     url: str
 
@@ -93,6 +131,10 @@ class Store(Protocol):
     def get_entry(self, entry_id: str) -> Entry: ...
     def search(self, text: str, filters: SearchFilters | None = None, limit: int = 20) -> list[SearchRow]: ...
     def rebuild_index(self) -> int: ...
+    def count_matches(self, query: CandidateQuery, cap: int) -> int: ...
+    def search_candidates(self, query: CandidateQuery, limit: int = 200) -> list[Candidate]: ...
+    def case_entries(self, case_ids: Sequence[str], kinds: Sequence[str] | None = None) -> list[Entry]: ...
+    def entry_rowid_range(self) -> tuple[int, int]: ...
 
     # outbox
     def claim(self, backend: str, owner: str, limit: int, lease_seconds: float) -> list[Delivery]: ...

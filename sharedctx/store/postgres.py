@@ -18,8 +18,16 @@ from psycopg_pool import ConnectionPool
 
 from ..errors import InvalidEntry, StoreError
 from ..model import CaseStatus, Entry, EntryDraft, format_ts, utcnow
-from .base import SearchFilters, SearchRow, literal_terms, read_migrations
-from .sql import ENTRY_COLS, SQLStore, filter_clauses, row_to_entry
+from .base import Candidate, CandidateQuery, SearchFilters, SearchRow, literal_terms, read_migrations
+from .sql import (
+    CANDIDATE_CASE_COLS,
+    ENTRY_COLS,
+    SQLStore,
+    candidate_conditions,
+    filter_clauses,
+    row_to_candidate,
+    row_to_entry,
+)
 
 _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 _MIGRATION_LOCK = 0x5C7C_0001  # pg_advisory_xact_lock key: one migrator at a time
@@ -52,6 +60,30 @@ def ts_query(text: str) -> str:
         else:
             parts.extend(words)
     return " | ".join(parts[:32])
+
+
+def ts_expr(match: list[list[list[str]]]) -> tuple[str, list[str]]:
+    """A tsquery SQL expression (and its parameters) from a `CandidateQuery.match`.
+
+    Every alternative goes through `phraseto_tsquery` as a bound parameter, so user text is never
+    parsed as tsquery syntax; groups and clauses are combined with the `||` / `&&` operators.
+    """
+    params: list[str] = []
+    clauses = []
+    for clause in match:
+        groups = []
+        for group in clause:
+            alts = []
+            for words in group:
+                terms = literal_terms(words, 64)
+                if terms:
+                    alts.append("phraseto_tsquery('english', ?)")
+                    params.append(" ".join(terms))
+            if alts:
+                groups.append("(" + " || ".join(alts) + ")")
+        if groups:
+            clauses.append("(" + " && ".join(groups) + ")")
+    return " || ".join(clauses), params
 
 
 class PostgresStore(SQLStore):
@@ -150,6 +182,31 @@ class PostgresStore(SQLStore):
             )
             for r in rows
         ]
+
+    # -- history search (sharedctx.search) ------------------------------------------------------
+    def count_matches(self, query: CandidateQuery, cap: int) -> int:
+        """How many entries the full-text part of `query` matches, counting no further than `cap`."""
+        expr, params = ts_expr(query.match)
+        if not expr:
+            return 0
+        r = self._q(f"SELECT count(*) FROM (SELECT 1 FROM entries e WHERE e.tsv @@ ({expr}) LIMIT ?) x",
+                    [*params, cap])
+        return int(r[0][0])
+
+    def search_candidates(self, query: CandidateQuery, limit: int = 200) -> list[Candidate]:
+        """The best `limit` entries by `ts_rank` that pass the filters; newest first without text."""
+        cols = ", ".join(f"e.{c.strip()}" for c in ENTRY_COLS.split(",")) + ", e.rowid, " + CANDIDATE_CASE_COLS
+        expr, params = ts_expr(query.match)
+        where, values = candidate_conditions("postgres", query)
+        if expr:
+            sql = (f"SELECT {cols}, ts_rank(e.tsv, qq.q) AS s FROM (SELECT ({expr}) AS q) qq, entries e "
+                   "JOIN cases c ON c.id = e.case_id WHERE e.tsv @@ qq.q"
+                   + "".join(" AND " + w for w in where) + " ORDER BY s DESC LIMIT ?")
+        else:
+            sql = (f"SELECT {cols}, 0.0 FROM entries e JOIN cases c ON c.id = e.case_id"
+                   + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY e.rowid DESC LIMIT ?")
+        rows = self._q(sql, [*params, *values, limit])
+        return [row_to_candidate(r) for r in rows]
 
     def rebuild_index(self) -> int:
         """The tsvector is a generated column; rebuilding means reindexing the GIN index."""

@@ -8,6 +8,7 @@ full-text search (FTS5 BM25 vs `ts_rank`).
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
@@ -29,7 +30,7 @@ from ..model import (
     parse_ts,
     utcnow,
 )
-from .base import SearchFilters, build_entry
+from .base import Candidate, CandidateQuery, EntryMatch, SearchFilters, build_entry
 
 ENTRY_COLS = (
     "id, case_id, seq, ts, author_kind, author_name, kind, title, body, evidence, ref, trace_id, attrs, "
@@ -127,6 +128,73 @@ def filter_clauses(f: SearchFilters) -> tuple[list[str], list[Any]]:
         where.append(f"e.kind IN ({','.join('?' * len(f.kinds))})")
         params.extend(f.kinds)
     return where, params
+
+
+def json_text(dialect: str, column: str, key: str) -> str:
+    """SQL for `column`'s JSON member `key` as text (key already checked to be `\\w+`)."""
+    if dialect == "postgres":
+        return f"({column}->>'{key}')"
+    return f"json_extract({column}, '$.{key}')"
+
+
+def entry_match_clause(dialect: str, alias: str, matches: Sequence[EntryMatch]) -> tuple[str, list[Any]]:
+    """One SQL condition: the entry `alias` matches any of `matches` (an empty list matches nothing)."""
+    ors: list[str] = []
+    params: list[Any] = []
+    for m in matches:
+        ands: list[str] = []
+        if m.kind:
+            ands.append(f"{alias}.kind = ?")
+            params.append(m.kind)
+        if m.author_kind:
+            ands.append(f"{alias}.author_kind = ?")
+            params.append(m.author_kind)
+        if m.attr and re.fullmatch(r"\w{1,64}", m.attr):
+            ands.append(f"{json_text(dialect, alias + '.attrs', m.attr)} IN ({','.join('?' * len(m.values))})"
+                        if m.values else f"{json_text(dialect, alias + '.attrs', m.attr)} IS NOT NULL")
+            params.extend(m.values)
+        ors.append("(" + (" AND ".join(ands) or "1=1") + ")")
+    return ("(" + " OR ".join(ors) + ")" if ors else "1=0"), params
+
+
+def candidate_conditions(dialect: str, q: CandidateQuery) -> tuple[list[str], list[Any]]:
+    """WHERE conditions (over `e` and `c`) for a history search, besides the full-text match."""
+    where, params = filter_clauses(q.filters)
+    if q.entry_is:
+        cond, values = entry_match_clause(dialect, "e", q.entry_is)
+        where.append(cond)
+        params.extend(values)
+        kinds = sorted({m.kind for m in q.entry_is if m.kind})
+        if kinds and all(m.kind for m in q.entry_is):  # lets the (kind, ts) index narrow the scan
+            where.append(f"e.kind IN ({','.join('?' * len(kinds))})")
+            params.extend(kinds)
+    if q.case_has:
+        cond, values = entry_match_clause(dialect, "o", q.case_has)
+        where.append(f"e.case_id IN (SELECT o.case_id FROM entries o WHERE {cond})")
+        params.extend(values)
+    if q.min_rowid is not None:
+        where.append("e.rowid >= ?")
+        params.append(q.min_rowid)
+    return where, params
+
+
+CANDIDATE_CASE_COLS = "c.service, c.title, c.status, c.fingerprint, c.labels, c.created_at, c.resolved_at"
+
+
+def row_to_candidate(r: Sequence[Any]) -> Candidate:
+    """A row of ENTRY_COLS, rowid, CANDIDATE_CASE_COLS, score."""
+    return Candidate(
+        entry=row_to_entry(r[:15]),
+        rowid=r[15],
+        service=r[16],
+        case_title=r[17],
+        case_status=r[18],
+        fingerprint=r[19],
+        labels=_json(r[20]) or {},
+        case_created_at=parse_ts(r[21]),
+        case_resolved_at=parse_ts(r[22]) if r[22] else None,
+        score=float(r[23] or 0.0),
+    )
 
 
 class Conn:
@@ -280,6 +348,25 @@ class SQLStore:
         if not rows:
             raise EntryNotFound(f"no entry with id {entry_id!r}")
         return row_to_entry(rows[0])
+
+    def case_entries(self, case_ids: Sequence[str], kinds: Sequence[str] | None = None) -> list[Entry]:
+        """Entries of several cases (optionally of some kinds), in case then sequence order."""
+        out: list[Entry] = []
+        ids = list(dict.fromkeys(case_ids))
+        for i in range(0, len(ids), 200):
+            chunk = ids[i : i + 200]
+            sql = f"SELECT {ENTRY_COLS} FROM entries WHERE case_id IN ({','.join('?' * len(chunk))})"
+            params: list[Any] = list(chunk)
+            if kinds:
+                sql += f" AND kind IN ({','.join('?' * len(kinds))})"
+                params.extend(kinds)
+            out.extend(row_to_entry(r) for r in self._q(sql + " ORDER BY case_id, seq", params))
+        return out
+
+    def entry_rowid_range(self) -> tuple[int, int]:
+        """The smallest and largest storage position of an entry (0, 0 when empty)."""
+        r = self._q("SELECT (SELECT min(rowid) FROM entries), (SELECT max(rowid) FROM entries)")
+        return (int(r[0][0] or 0), int(r[0][1] or 0)) if r else (0, 0)
 
     # -- outbox -----------------------------------------------------------------------------------
     def _delivery(self, r: Sequence[Any]) -> Delivery:

@@ -21,8 +21,16 @@ from typing import Any
 
 from ..errors import InvalidEntry, StoreError
 from ..model import CaseStatus, Entry, EntryDraft, format_ts, utcnow
-from .base import SearchFilters, SearchRow, literal_terms, read_migrations
-from .sql import ENTRY_COLS, SQLStore, filter_clauses, row_to_entry
+from .base import Candidate, CandidateQuery, SearchFilters, SearchRow, literal_terms, read_migrations
+from .sql import (
+    CANDIDATE_CASE_COLS,
+    ENTRY_COLS,
+    SQLStore,
+    candidate_conditions,
+    filter_clauses,
+    row_to_candidate,
+    row_to_entry,
+)
 
 
 def fts_query(text: str) -> str:
@@ -38,6 +46,24 @@ def fts_query(text: str) -> str:
         else:
             parts.extend(f'"{w}"' for w in words)
     return " OR ".join(parts[:32])
+
+
+def fts_expr(match: list[list[list[str]]]) -> str:
+    """An FTS5 query from a `CandidateQuery.match`: every word quoted, so nothing in it is an operator."""
+
+    def alt(words: str) -> str:
+        return '"' + " ".join(literal_terms(words, 64)) + '"' if literal_terms(words, 64) else ""
+
+    clauses = []
+    for clause in match:
+        groups = []
+        for group in clause:
+            alts = [a for a in (alt(w) for w in group) if a]
+            if alts:
+                groups.append(alts[0] if len(alts) == 1 else "(" + " OR ".join(alts) + ")")
+        if groups:
+            clauses.append(groups[0] if len(groups) == 1 else "(" + " AND ".join(groups) + ")")
+    return " OR ".join(clauses)
 
 
 class SQLiteStore(SQLStore):
@@ -160,6 +186,52 @@ class SQLiteStore(SQLStore):
             c.execute("INSERT INTO entries_fts(entries_fts) VALUES ('rebuild')")
             return int(c.execute("SELECT count(*) FROM entries").fetchone()[0])
 
+
+    # -- history search (sharedctx.search) ------------------------------------------------------
+    def count_matches(self, query: CandidateQuery, cap: int) -> int:
+        """How many entries the full-text part of `query` matches, counting no further than `cap`."""
+        expr = fts_expr(query.match)
+        if not expr:
+            return 0
+        try:
+            r = self._q("SELECT count(*) FROM (SELECT 1 FROM entries_fts WHERE entries_fts MATCH ? LIMIT ?)",
+                        (expr, cap))
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"search failed: {exc}") from exc
+        return int(r[0][0])
+
+    def search_candidates(self, query: CandidateQuery, limit: int = 200) -> list[Candidate]:
+        """The best `limit` entries by BM25 (title weighted 4x) that pass the filters; newest first without text."""
+        cols = ", ".join(f"e.{c.strip()}" for c in ENTRY_COLS.split(",")) + ", e.rowid, " + CANDIDATE_CASE_COLS
+        expr = fts_expr(query.match)
+        where, params = candidate_conditions("sqlite", query.model_copy(update={"min_rowid": None}))
+        if expr and not where:
+            # rank inside the index first, then join only the winners
+            sql = (f"SELECT {cols}, -f.s FROM (SELECT rowid, bm25(entries_fts, 4.0, 1.0, 1.0) AS s FROM entries_fts "
+                   "WHERE entries_fts MATCH ?" + (" AND rowid >= ?" if query.min_rowid is not None else "")
+                   + " ORDER BY s LIMIT ?) f JOIN entries e ON e.rowid = f.rowid JOIN cases c ON c.id = e.case_id "
+                   "ORDER BY f.s")
+            params = [expr, *([query.min_rowid] if query.min_rowid is not None else []), limit]
+        elif expr:
+            if query.min_rowid is not None:
+                where.append("entries_fts.rowid >= ?")
+                params.append(query.min_rowid)
+            sql = (f"SELECT {cols}, -bm25(entries_fts, 4.0, 1.0, 1.0) AS s FROM entries_fts "
+                   "JOIN entries e ON e.rowid = entries_fts.rowid JOIN cases c ON c.id = e.case_id "
+                   "WHERE entries_fts MATCH ? AND " + " AND ".join(where) + " ORDER BY s DESC LIMIT ?")
+            params = [expr, *params, limit]
+        else:
+            if query.min_rowid is not None:
+                where.append("e.rowid >= ?")
+                params.append(query.min_rowid)
+            sql = (f"SELECT {cols}, 0.0 FROM entries e JOIN cases c ON c.id = e.case_id"
+                   + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY e.rowid DESC LIMIT ?")
+            params.append(limit)
+        try:
+            rows = self._q(sql, params)
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"search failed: {exc}") from exc
+        return [row_to_candidate(r) for r in rows]
 
     def append(self, draft: EntryDraft, backends: Sequence[str], status: CaseStatus | None = None) -> Entry:
         try:
