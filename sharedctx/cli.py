@@ -47,6 +47,8 @@ case_app = typer.Typer(help="Open, list, show and resolve cases (incidents).", n
 outbox_app = typer.Typer(help="See and steer delivery to backends: status, dead letters, retries.")
 app.add_typer(case_app, name="case")
 app.add_typer(outbox_app, name="outbox")
+index_app = typer.Typer(help="The full-text search index.", no_args_is_help=True)
+app.add_typer(index_app, name="index")
 
 out = Console()
 err = Console(stderr=True)
@@ -281,7 +283,9 @@ def timeline(
 
 @app.command()
 def search(
-    text: Annotated[str, typer.Argument(help='words, "exact phrases"')] = "",
+    text: Annotated[str, typer.Argument(help='words, "exact phrases" and filters: service:x kind:y author:human '
+                                        "outcome:overridden|rejected|resolved|verified since:7d until:2026-01-31")]
+    = "",
     service: Annotated[str | None, typer.Option()] = None,
     kind: Annotated[list[str] | None, typer.Option(help="entry kinds (repeatable)")] = None,
     author: Annotated[str | None, typer.Option(help="author kind: primary | partner | human | system")] = None,
@@ -289,21 +293,62 @@ def search(
     limit: int = 20,
     as_json: JsonOpt = False,
 ) -> None:
-    """Search every case's history."""
+    """Search every case's history: ranked, grouped by case, with highlights and why each matched."""
+    from rich.markup import escape
+
     filters = SearchFilters(service=service, kinds=kind, author_kind=author, since=parse_since(since))
     with context() as ctx:
-        rows = ctx.search(text, filters, limit=limit)
+        result = ctx.search(text, filters, limit=limit)
         if as_json:
-            emit_json([{**r.model_dump(mode="json")} for r in rows])
+            emit_json(result.model_dump(mode="json"))
             return
-        for r in rows:
-            out.print(
-                f"[bold]{r.entry.case_id}[/] #{r.entry.seq} [cyan]{r.entry.kind.value}[/] "
-                f"{r.service} · {r.entry.title}"
-            )
-            out.print("   " + r.snippet.replace("[", "[bold yellow]", -1).replace("]", "[/]", -1), highlight=False)
-        if not rows:
+        if result.notice:
+            err.print(f"[yellow]note:[/] {escape(result.notice)}", highlight=False)
+        for c in result.cases:
+            out.print(f"[bold]{c.case_id}[/] {escape(c.service)} · {escape(c.title)} [dim]({c.status}, "
+                      f"score {c.score:.2f})[/]", highlight=False)
+            out.print(f"   [dim]why: {escape(c.why)}[/]", highlight=False)
+            for h in c.hits:
+                shown, pos = [], 0
+                for a, b in h.spans:
+                    shown.append(escape(h.text[pos:a]) + "[bold yellow]" + escape(h.text[a:b]) + "[/]")
+                    pos = b
+                shown.append(escape(h.text[pos:]))
+                out.print(f"   #{h.seq} [cyan]{h.kind}[/] " + "".join(shown), highlight=False)
+            if c.outcome and (c.outcome.worked or c.outcome.overridden or c.outcome.rejected):
+                o = c.outcome
+                for label, items in (("worked", o.worked[:1]), ("tried", o.tried[:2]),
+                                     ("human overrode", o.overridden[:1]), ("human rejected", o.rejected[:1])):
+                    for item in items:
+                        out.print(f"   [green]{label}:[/] {escape(item)}", highlight=False)
+        if not result.cases:
             out.print("no matches")
+
+
+@app.command()
+def similar(case_id: str, limit: int = 5, as_json: JsonOpt = False) -> None:
+    """Earlier cases like this one: what was tried, what worked, what a human overrode, time to resolve."""
+    from rich.markup import escape
+
+    with context() as ctx:
+        found = ctx.similar_cases(ctx.find_case(case_id).id, limit=limit)
+        if as_json:
+            emit_json([c.model_dump(mode="json") for c in found])
+            return
+        for c in found:
+            out.print(f"[bold]{c.case_id}[/] {escape(c.summary)}", highlight=False)
+            out.print(f"   [dim]why: {escape(c.why)}[/]", highlight=False)
+        if not found:
+            out.print("no similar earlier cases")
+
+
+@index_app.command("rebuild")
+def index_rebuild() -> None:
+    """Rebuild the full-text index from the journal (after it was lost or corrupted)."""
+    with context() as ctx:
+        t0 = time.perf_counter()
+        n = ctx.store.rebuild_index()
+        out.print(f"rebuilt the search index over {n:,} entries in {time.perf_counter() - t0:.1f}s")
 
 
 @app.command()

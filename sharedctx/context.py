@@ -16,7 +16,7 @@ import asyncio
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import ValidationError
 
@@ -38,7 +38,10 @@ from .model import (
     Evidence,
     VerifyReport,
 )
-from .store.base import SearchFilters, SearchRow, Store, open_store, verify_entries
+from .store.base import SearchFilters, Store, open_store, verify_entries
+
+if TYPE_CHECKING:
+    from .search import CaseResult, SearchResult
 
 
 class Redacts(Protocol):
@@ -317,10 +320,18 @@ class SharedContext:
 
     def search(
         self, text: str, filters: SearchFilters | Mapping[str, Any] | None = None, *, limit: int = 20
-    ) -> list[SearchRow]:
-        """Full-text search over every case's entries, with structured filters."""
+    ) -> SearchResult:
+        """Ranked history search (query language, filters), grouped by case; see `sharedctx.search`."""
+        from .search import search
+
         f = filters if isinstance(filters, SearchFilters) or filters is None else SearchFilters(**filters)
-        return self.store.search(text, f, limit=limit)
+        return search(self, text, f, limit=limit)
+
+    def similar_cases(self, case_id: str, limit: int = 5) -> list[CaseResult]:
+        """Earlier cases like `case_id`, with what was tried, what worked, what humans overrode."""
+        from .search import similar_cases
+
+        return similar_cases(self, case_id, limit)
 
     def verify(self, case_id: str | None = None) -> list[VerifyReport]:
         ids = [case_id] if case_id else [c.id for c in self.store.list_cases(limit=1_000_000)]
