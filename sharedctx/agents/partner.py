@@ -104,16 +104,13 @@ async def query_metrics_with(source: TelemetrySource, inp: CapabilityInput, prog
     latest = main.latest
     name = main.service or "the query"
     if recovery:
+        now, limit = (_fmt(latest, main.unit) if latest is not None else "?"), _fmt(threshold, main.unit)
         if latest is None:
             summary, conf = f"No recent samples for {name}: cannot tell whether it recovered.", 0.2
         elif latest > threshold:
-            summary, conf = f"{name} is still elevated: {_fmt(latest, main.unit)} (threshold {_fmt(threshold, main.unit)}).", 0.9  # noqa: E501
+            summary, conf = f"{name} is still elevated: {now} (threshold {limit}).", 0.9
         else:
-            summary = (
-                f"{name} has recovered: {_fmt(latest, main.unit)} now, under the {_fmt(threshold, main.unit)} "
-                f"threshold (baseline {_fmt(main.baseline, main.unit)})."
-            )
-            conf = 0.9
+            summary, conf = f"{name} has recovered: {now} now, under the {limit} threshold.", 0.9
         progress(2, 2, "done")
         return Finding(summary=summary, confidence=conf, evidence=ev)
     peak = main.peak

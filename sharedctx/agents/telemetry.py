@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -171,6 +172,14 @@ def default_error_ratio_query(service: str, window: str = "1m") -> str:
     )
 
 
+def _describe_query(query: str, values: list[float]) -> tuple[str, str]:
+    """A name and unit for a caller's query: a quotient of 5xx over all requests is an error ratio."""
+    ratio = " / " in query and all(0.0 <= v <= 1.0 for v in values if not math.isnan(v))
+    if ratio and re.search(r'code=~?"5', query):
+        return "error_ratio", "ratio"
+    return "query", "ratio" if ratio else ""
+
+
 class PrometheusSource:
     """Reads `/api/v1/query_range` of a Prometheus server. Logs and spans are not Prometheus's to give."""
 
@@ -205,8 +214,8 @@ class PrometheusSource:
         for r in body["data"]["result"]:
             labels = {k: str(v) for k, v in r.get("metric", {}).items()}
             pts = [(datetime.fromtimestamp(float(t), UTC), float(v)) for t, v in r.get("values", [])]
-            out.append(Series("error_ratio" if query is None else "query", labels.get("service", service), q,
-                              "ratio" if query is None else "", pts, self.name, labels))  # fmt: skip
+            metric, unit = _describe_query(q, [v for _, v in pts]) if query else ("error_ratio", "ratio")
+            out.append(Series(metric, labels.get("service", service), q, unit, pts, self.name, labels))
         if not out:  # no samples in the window: say so with an empty series rather than nothing
             out.append(Series("query", service, q, "", [], self.name))
         return out
