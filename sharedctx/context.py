@@ -136,6 +136,27 @@ class Case:
         """`record()` for asyncio code: the same call, off the event loop."""
         return await asyncio.to_thread(self.record, *args, **kwargs)
 
+    async def request_decision(
+        self,
+        question: str,
+        options: Sequence[str] = ("approve", "reject"),
+        *,
+        timeout: float | None = None,
+        on_timeout: str | None = None,
+        default: str | None = None,
+        body: str = "",
+        author: Author | str | None = None,
+        attrs: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """Ask the people on every backend of this case, then wait (asyncio) for the first authorised
+        answer or the timeout policy. Returns a `sharedctx.humans.Decision`. See docs/humans.md."""
+        from .humans import request_decision
+
+        return await request_decision(
+            self, question, options, timeout=timeout, on_timeout=on_timeout, default=default,
+            body=body, author=author, attrs=attrs,
+        )  # fmt: skip
+
     def timeline(
         self, *, since: int = 0, kinds: Sequence[str] | None = None, limit: int | None = None
     ) -> list[Entry]:
@@ -313,10 +334,27 @@ class SharedContext:
             draft = self.redactor.redact_draft(draft)
         if new_status is None and draft.kind == EntryKind.RESOLUTION:
             new_status = CaseStatus.RESOLVED
-        entry = self.store.append(draft, self.backend_names, new_status)
+        entry = self.store.append(draft, self.deliver_to(draft), new_status)
         if self.worker.running:
             self.worker.wake()
         return entry
+
+    def deliver_to(self, draft: EntryDraft) -> list[str]:
+        """The backends an entry goes to: all of them, except the one it came from.
+
+        An entry that mirrors something a person wrote in a backend carries `attrs.external.backend`
+        (see `sharedctx.humans`); delivering it back there would echo the person's own comment into
+        their thread, so that backend gets no outbox row at all. `attrs.deliver_to` (a list of
+        backend names) narrows delivery further, e.g. a typo reply only to the thread it answers.
+        """
+        names = list(self.backend_names)
+        external = draft.attrs.get("external")
+        if isinstance(external, Mapping) and external.get("backend") in names:
+            names.remove(external["backend"])
+        only = draft.attrs.get("deliver_to")
+        if isinstance(only, list):
+            names = [n for n in names if n in only]
+        return names
 
     def search(
         self, text: str, filters: SearchFilters | Mapping[str, Any] | None = None, *, limit: int = 20

@@ -34,7 +34,7 @@ from ..render import (
     render_parts,
 )
 from .base import Hit, HumanItem, ReadBack, ThreadRef
-from .http import Pacer, call, new_client, parse_retry_after, secret
+from .http import Pacer, call, check, json_of, new_client, parse_retry_after, secret, send
 
 SERVICE = "GitHub"
 AUTH_HINT = (
@@ -55,6 +55,9 @@ class GitHubOptions(BaseModel):
     per_hour: int = Field(500, ge=1, description="content-creating requests per hour (GitHub guidance)")
     max_block: float = Field(2.0, ge=0, description="longest pacing wait spent blocking; longer -> Retryable")
     timeout: float = Field(30.0, gt=0)
+    read_reactions: bool = Field(True, description="read 👍/👎 on our comments back (humans in the loop)")
+    read_status: bool = Field(True, description="read a human closing the issue back as a resolution")
+    permission_ttl: float = Field(300.0, ge=0, description="seconds a collaborator's permission is cached")
 
 
 class GitHubBackend:
@@ -70,6 +73,9 @@ class GitHubBackend:
         self._owns_client = client is None
         self._api = f"{options.base_url.rstrip('/')}/repos/{options.repo}"
         self.pacer = Pacer([(options.per_minute, 60.0), (options.per_hour, 3600.0)], max_block=options.max_block)
+        self._etags: dict[str, tuple[str, Any]] = {}  # url?query -> (ETag, body) for conditional reads
+        self._perms: dict[str, tuple[float, str]] = {}
+        self.conditional_hits = 0  # 304 answers: free against the primary rate limit
 
     @classmethod
     def from_settings(cls, settings: BackendSettings, *, client: httpx.Client | None = None) -> GitHubBackend:
@@ -103,12 +109,56 @@ class GitHubBackend:
     def _gone(self, thread: ThreadRef) -> str:
         return f"issue #{thread.id} in {self.options.repo} no longer exists (deleted, transferred or hidden)"
 
-    def _comments(self, thread: ThreadRef) -> list[dict[str, Any]]:
+    def _get_cached(self, path: str, *, not_found: str | None = None, params: dict[str, Any] | None = None) -> Any:
+        """A conditional GET: send the last ETag; on 304 reuse the body we have. Polling an unchanged thread
+        then costs no rate-limit budget (GitHub does not count 304s against the primary limit)."""
+        url = path if path.startswith("http") else self._api + path
+        key = url + "?" + "&".join(f"{k}={v}" for k, v in sorted((params or {}).items()))
+        headers = {
+            "Authorization": f"Bearer {secret(self.options.token, service=SERVICE)}",
+            "Accept": "application/vnd.github+json",
+            "X-GitHub-Api-Version": "2022-11-28",
+        }
+        cached = self._etags.get(key)
+        if cached:
+            headers["If-None-Match"] = cached[0]
+        resp = send(self._client, "GET", url, service=SERVICE, headers=headers, params=params)
+        if resp.status_code == 304 and cached:
+            self.conditional_hits += 1
+            return cached[1]
+        check(resp, service=SERVICE, auth_hint=AUTH_HINT, not_found=not_found, is_rate_limited=self._rate_limited)
+        data = json_of(resp, service=SERVICE) if resp.content else None
+        if resp.headers.get("etag"):
+            if len(self._etags) > 4096:
+                self._etags.clear()
+            self._etags[key] = (resp.headers["etag"], data)
+        return data
+
+    def permission(self, login: str) -> str:
+        """The user's permission on the repo (admin, maintain, write, triage, read, none), cached briefly.
+
+        Humans in the loop use it to decide who may approve: the REST endpoint answers `permission`
+        (legacy admin/write/read/none) and `role_name` (adds maintain/triage); the finer one is used.
+        A user who is not a collaborator gets 404 here, which means "none"."""
+        now = time.monotonic()
+        hit = self._perms.get(login)
+        if hit and now - hit[0] < self.options.permission_ttl:
+            return hit[1]
+        try:
+            data = self._call("GET", f"/collaborators/{login}/permission", not_found=f"{login} is not a collaborator")
+            level = str(data.get("role_name") or data.get("permission") or "none")
+        except Rejected:
+            level = "none"
+        self._perms[login] = (now, level)
+        return level
+
+    def _comments(self, thread: ThreadRef, *, conditional: bool = False) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         page = 1
         while True:
-            batch = self._call("GET", f"/issues/{thread.id}/comments", not_found=self._gone(thread),
-                               params={"per_page": 100, "page": page})
+            get = self._get_cached if conditional else (lambda p, **kw: self._call("GET", p, **kw))
+            batch = get(f"/issues/{thread.id}/comments", not_found=self._gone(thread),
+                        params={"per_page": 100, "page": page})
             out += batch or []
             if not batch or len(batch) < 100:
                 return out
@@ -184,20 +234,57 @@ class GitHubBackend:
         parts: list[CopyPart] = []
         humans: list[HumanItem] = []
         last = after
-        for c in self._comments(thread):
+        comments = self._comments(thread, conditional=True)
+        for c in comments:
             cid, body = int(c["id"]), c.get("body") or ""
             last = max(last, cid)
             p = parse_github(body)
             if p:
                 parts.append(CopyPart(*p, external_id=str(cid), url=c.get("html_url"), position=cid))
+                if p[1] == 1 and self.options.read_reactions:
+                    humans += self._reactions(c, p[0])
             elif cid > after and f"<!-- {RESOLVED_MARK}" not in body and f"<!-- {CASE_MARK}" not in body:
                 login = (c.get("user") or {}).get("login") or "unknown"
                 humans.append(HumanItem(backend=self.name, external_id=str(cid), url=c.get("html_url"),
                                         author=Author(kind="human", name=login), at=c["created_at"],
                                         text=body, raw={"author_association": c.get("author_association")}))
+        if self.options.read_status:
+            humans += self._closed_by_human(thread, comments)
         got = assemble(parts)
         entries = [e for e in got.entries if max(int(p.external_id) for p in got.refs[e.id]) > after]
         return ReadBack(entries=entries, humans=humans, cursor=str(last) if last else since)
+
+    def _reactions(self, comment: dict[str, Any], entry_id: str) -> list[HumanItem]:
+        """👍/👎 on one of our comments, as human items answering its entry. Only fetched when the
+        comment's reaction rollup (part of the comment list) shows some, so a quiet thread costs nothing.
+        Reactions have no cursor: every one is returned each time, and the caller dedupes on the id."""
+        rollup = comment.get("reactions") or {}
+        if not (rollup.get("+1") or rollup.get("-1")):
+            return []
+        items = []
+        for r in self._get_cached(f"/issues/comments/{comment['id']}/reactions", params={"per_page": 100}) or []:
+            if r.get("content") not in ("+1", "-1"):
+                continue
+            login = (r.get("user") or {}).get("login") or "unknown"
+            items.append(HumanItem(backend=self.name, external_id=f"reaction:{r['id']}", kind="reaction",
+                                   author=Author(kind="human", name=login), at=r["created_at"], text=r["content"],
+                                   url=comment.get("html_url"), in_reply_to=entry_id,
+                                   raw={"comment_id": comment["id"], "login": login}))
+        return items
+
+    def _closed_by_human(self, thread: ThreadRef, comments: list[dict[str, Any]]) -> list[HumanItem]:
+        """A closed issue without our resolution note was closed by a person: a human resolution."""
+        issue = self._get_cached(f"/issues/{thread.id}", not_found=self._gone(thread))
+        if not issue or issue.get("state") != "closed":
+            return []
+        if any(f"<!-- {RESOLVED_MARK}" in (c.get("body") or "") for c in comments):
+            return []
+        login = (issue.get("closed_by") or {}).get("login") or "unknown"
+        at = issue.get("closed_at") or issue.get("updated_at") or ""
+        return [HumanItem(backend=self.name, external_id=f"closed:{thread.id}:{at}", kind="status", text="closed",
+                          author=Author(kind="human", name=login), at=at, url=issue.get("html_url"),
+                          raw={"state_reason": issue.get("state_reason"), "login": login})]
+
 
     def search(self, text: str, limit: int = 20) -> list[Hit]:
         q = f"{text} repo:{self.options.repo} is:issue" + "".join(f' label:"{lb}"' for lb in self.options.labels[:1])

@@ -201,8 +201,10 @@ class JiraBackend:
             text = _plain(c.get("body"))
             if new and RESOLVED_MARK not in text:
                 who = (c.get("author") or {}).get("displayName") or "unknown"
+                user = c.get("author") or {}
                 humans.append(HumanItem(backend=self.name, external_id=cid, at=at, text=text,
-                                        url=self._url(thread, cid), author=Author(kind="human", name=who)))
+                                        url=self._url(thread, cid), author=Author(kind="human", name=who),
+                                        raw={"user_id": user.get("accountId"), "email": user.get("emailAddress")}))
         got = assemble(parts)
         return ReadBack(entries=[e for e in got.entries if e.id in fresh], humans=humans,
                         cursor=cursor.next() or since)

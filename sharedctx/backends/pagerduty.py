@@ -157,7 +157,8 @@ class PagerDutyBackend:
             elif new and f"[{RESOLVED_MARK}" not in content:
                 who = (note.get("user") or {}).get("summary") or "unknown"
                 humans.append(HumanItem(backend=self.name, external_id=nid, author=Author(kind="human", name=who),
-                                        at=note["created_at"], kind="note", text=content, url=thread.url))
+                                        at=note["created_at"], kind="note", text=content, url=thread.url,
+                                        raw={"user_id": (note.get("user") or {}).get("id")}))
         got = assemble(parts)
         return ReadBack(entries=[e for e in got.entries if e.id in fresh], humans=humans,
                         cursor=cursor.next() or since)
