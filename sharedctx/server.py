@@ -33,6 +33,7 @@ from starlette.routing import BaseRoute, Route
 
 from .agents.primary import Investigation, PrimaryAgent
 from .context import Case, SharedContext
+from .errors import SharedCtxError
 from .intake import Alert, IntakeError, parse_alertmanager, parse_generic
 from .model import Author, EntryKind, format_ts
 
@@ -224,7 +225,11 @@ def build_app(
                 alerts = parse(await _read_limited(request, limit), max_bytes=limit)
             except IntakeError as exc:
                 return JSONResponse(exc.to_json(), status_code=exc.status)
-            outcomes = await disp.submit(alerts)
+            try:
+                outcomes = await disp.submit(alerts)
+            except SharedCtxError as exc:  # the journal itself failed: the sender should retry
+                log.error("alert not recorded: %s", exc)
+                return JSONResponse({"error": {"type": "store_unavailable", "message": str(exc)}}, status_code=503)
             return JSONResponse({"accepted": len(outcomes), "alerts": [o.to_json() for o in outcomes]},
                                 status_code=202)  # fmt: skip
 

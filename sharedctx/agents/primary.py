@@ -211,7 +211,8 @@ class PrimaryAgent:
         if hasattr(inv.case.ctx, "similar_cases"):
             body += ["", "Similar earlier cases:", *([f"- {s}" for s in t.similar] or ["- none found"])]
         body += ["", f"Partners to consult: {', '.join(p.name for p in self.partners) or 'none configured'}."]
-        await self._record(inv, EntryKind.TRIAGE, f"Triage: {t.severity} on {t.service or 'unknown service'}",
+        seen = f"; {len(t.similar)} similar earlier case(s)" if t.similar else ""
+        await self._record(inv, EntryKind.TRIAGE, f"Triage: {t.severity} on {t.service or 'unknown service'}{seen}",
                            "\n".join(body), attrs={"hypotheses": t.hypotheses, "similar": t.similar})  # fmt: skip
         return Step.CONSULT
 

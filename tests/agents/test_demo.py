@@ -65,8 +65,13 @@ def test_running_the_demo_twice_opens_a_second_case_after_the_first_resolved(tmp
     first = sharedctx(tmp_path, "demo")
     second = sharedctx(tmp_path, "demo")
     assert first.returncode == 0 and second.returncode == 0, second.stdout + second.stderr
-    ids = {check_demo_case(tmp_path, first.stdout), check_demo_case(tmp_path, second.stdout)}
-    assert len(ids) == 2
+    first_id, second_id = check_demo_case(tmp_path, first.stdout), check_demo_case(tmp_path, second.stdout)
+    assert first_id != second_id
+    # the second investigation starts from the first: triage consults similar earlier cases
+    with SharedContext.open(Config(base_dir=tmp_path, worker=WorkerSettings(enabled=False)), worker=False) as ctx:
+        [triage] = ctx.case(second_id).timeline(kinds=["triage"])
+    assert triage.title.endswith("1 similar earlier case(s)")
+    assert first_id in triage.body
 
 
 def test_an_interrupted_demo_case_is_picked_up_by_the_next_run(tmp_path: Path) -> None:

@@ -131,3 +131,17 @@ async def test_a_generic_alert_goes_through_the_same_flow(ctx: SharedContext, cl
 async def test_health_and_mounts(client: httpx.AsyncClient) -> None:
     assert (await client.get("/healthz")).json() == {"ok": True, "running": 0}
     assert (await client.get("/mcp")).text == "mounted"
+
+
+async def test_when_the_journal_fails_the_sender_is_told_to_retry(
+    ctx: SharedContext, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sharedctx.errors import StoreError
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise StoreError("disk I/O error")
+
+    monkeypatch.setattr(ctx, "open_case", broken)
+    resp = await post(client, demo_payload("firing", STARTS))
+    assert resp.status_code == 503
+    assert resp.json()["error"]["message"] == "disk I/O error"
