@@ -501,7 +501,8 @@ def build_mcp_server(
         ref: str = Field(min_length=1, max_length=2000, description="case id, fingerprint, or external reference"),
     ) -> CaseOut:
         ident = me()
-        case = await _run(ctx.find_case, ref.strip())
+        # references are looked up redacted, as fingerprints are stored (and errors never echo a secret)
+        case = await _run(ctx.find_case, server.redactor.redact(ref.strip()))
         acc.check_read(ident, case.id)
         return case_out(case.info)
 
