@@ -443,12 +443,17 @@ def worker(
             return
         ctx.worker.on_event = lambda what, d, detail: err.print(f"{what:9} {d.backend} {d.case_id}#{d.seq} {detail}")
         ctx.worker.start()
+        from .humans import Poller, human_settings
+
+        poller = Poller(ctx).start() if human_settings(ctx.config).poll else None  # human answers, read back
         err.print(f"delivering to {', '.join(ctx.backend_names)}; Ctrl-C to stop")
         try:
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:
             err.print("stopping")
+            if poller is not None:
+                poller.stop()
 
 
 # -- demo / serve (the agents and the alert intake: sharedctx/agents, sharedctx/server.py) -------------

@@ -322,7 +322,8 @@ def test_verdicts_on_findings(github_only: World) -> None:
     w.poller.poll_once()
     verdicts = {e.ref: e.attrs for e in case.timeline(kinds=["note"]) if e.attrs.get("verdict")}
     assert verdicts[f1.id]["verdict"] == "verified"
-    assert verdicts[f2.id]["verdict"] == "disputed" and verdicts[f2.id]["reason"] == "the pool graph is per-pod, not global"
+    assert verdicts[f2.id]["verdict"] == "disputed"
+    assert verdicts[f2.id]["reason"] == "the pool graph is per-pod, not global"
     assert [c.case_id for c in w.ctx.search("outcome:disputed").cases] == [case.id]
 
 
