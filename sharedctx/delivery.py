@@ -146,11 +146,15 @@ class Worker:
         return bool(self._threads) and not self._stop.is_set()
 
     def wake(self, backend: str | None = None) -> None:
-        """Tell idle lanes there is work (called by `record()` in the same process)."""
+        """Tell one idle lane per backend there is work (called by `record()` in this process).
+
+        One, not all: a lane that finds work wakes a sibling (see `_lane`), so a backlog ramps up
+        to `concurrency` while a single new entry costs one thread switch, not `concurrency`.
+        """
         for name, cond in self._wake.items():
             if backend is None or backend == name:
                 with cond:
-                    cond.notify_all()
+                    cond.notify()
 
     # -- one lane ---------------------------------------------------------------------------------
     def _lane(self, name: str) -> None:
@@ -160,7 +164,9 @@ class Worker:
             except Exception:  # the store itself failed; never let a lane die silently
                 log.exception("delivery lane %s failed; retrying in a moment", name)
                 worked = False
-            if not worked:
+            if worked:
+                self.wake(name)  # there may be more: bring in a sibling
+            else:
                 self._idle(name)
 
     def _idle(self, name: str) -> None:
@@ -176,6 +182,8 @@ class Worker:
     def step(self, name: str) -> bool:
         """Claim and deliver at most one due delivery for backend `name`. True if one was handled."""
         if self._paused_until.get(name, 0.0) > time.time():
+            return False
+        if not self.store.has_due(name):  # a read: idle lanes never contend for the write lock
             return False
         if self.store.get_backend_state(name).state == "stopped":
             return False

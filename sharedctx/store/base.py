@@ -26,6 +26,8 @@ from ..model import (
     Entry,
     EntryDraft,
     VerifyReport,
+    canonical_bytes,
+    chain_hash,
     new_id,
     utcnow,
 )
@@ -138,6 +140,7 @@ class Store(Protocol):
 
     # outbox
     def claim(self, backend: str, owner: str, limit: int, lease_seconds: float) -> list[Delivery]: ...
+    def has_due(self, backend: str) -> bool: ...
     def mark_delivered(self, delivery_id: int, external: dict[str, Any]) -> None: ...
     def reschedule(self, delivery_id: int, *, error: str, kind: str, delay: float) -> None: ...
     def mark_dead(self, delivery_id: int, *, error: str, kind: str) -> None: ...
@@ -163,24 +166,26 @@ class Store(Protocol):
 
 
 def build_entry(draft: EntryDraft, seq: int, prev_hash: str) -> Entry:
-    """Place a (validated) draft on the chain. `model_construct` skips re-validation on the hot path."""
-    entry = Entry.model_construct(
-        id=new_id(),
-        case_id=draft.case_id,
-        seq=seq,
-        ts=utcnow(),
-        author=draft.author,
-        kind=draft.kind,
-        title=draft.title,
-        body=draft.body,
-        evidence=draft.evidence,
-        ref=draft.ref,
-        trace_id=draft.trace_id,
-        attrs=draft.attrs,
-        prev_hash=prev_hash,
-        hash="",
-    )
-    return entry.model_copy(update={"hash": entry.compute_hash()})
+    """Place a (validated) draft on the chain. This is on `record()`'s hot path: the canonical
+    bytes are built once straight from the draft, and `model_construct` skips re-validation."""
+    fields: dict[str, Any] = {
+        "id": new_id(),
+        "case_id": draft.case_id,
+        "seq": seq,
+        "ts": utcnow(),
+        "author": draft.author,
+        "kind": draft.kind,
+        "title": draft.title,
+        "body": draft.body,
+        "evidence": draft.evidence,
+        "ref": draft.ref,
+        "trace_id": draft.trace_id,
+        "attrs": draft.attrs,
+        "prev_hash": prev_hash,
+    }
+    entry = Entry.model_construct(**fields, hash="")
+    entry.__dict__["hash"] = chain_hash(canonical_bytes(entry), prev_hash)  # frozen model, set once
+    return entry
 
 
 def verify_entries(case_id: str, entries: Sequence[Entry]) -> VerifyReport:

@@ -46,6 +46,15 @@ CASE_COLS = (
 )
 
 
+# A delivery is claimable when it is due, not leased, and the head of its (case, backend) line;
+# held rows (waiting for a human decision) do not block the line.
+CLAIMABLE = """o.state = 'pending' AND o.backend = :backend AND o.next_attempt_at <= :now
+      AND (o.lease_until IS NULL OR o.lease_until < :now)
+      AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.case_id = o.case_id
+          AND p.backend = o.backend AND p.state = 'pending' AND p.seq < o.seq
+          AND COALESCE(p.last_error_kind, '') <> 'held')"""
+
+
 def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str | bytes) else value
 
@@ -393,16 +402,19 @@ class SQLStore:
             rows = c.execute(
                 f"""UPDATE outbox SET lease_until = :lease, lease_owner = :owner, attempts = attempts + 1
                 WHERE id IN (
-                    SELECT o.id FROM outbox o
-                    WHERE o.state = 'pending' AND o.backend = :backend AND o.next_attempt_at <= :now
-                      AND (o.lease_until IS NULL OR o.lease_until < :now)
-                      AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.case_id = o.case_id
-                          AND p.backend = o.backend AND p.state = 'pending' AND p.seq < o.seq)
+                    SELECT o.id FROM outbox o WHERE {CLAIMABLE}
                     ORDER BY o.next_attempt_at, o.id LIMIT :limit{self.SKIP_LOCKED})
                 RETURNING {DELIVERY_COLS}""",
                 {"lease": now + lease_seconds, "owner": owner, "backend": backend, "now": now, "limit": limit},
             ).fetchall()
         return sorted((self._delivery(r) for r in rows), key=lambda d: d.id)
+
+    def has_due(self, backend: str) -> bool:
+        """Would `claim` find anything? A read, so idle lanes never take the write lock to find out."""
+        rows = self._q(
+            f"SELECT 1 FROM outbox o WHERE {CLAIMABLE} LIMIT 1", {"backend": backend, "now": time.time()}
+        )
+        return bool(rows)
 
     def _update(self, sql: str, params: Any) -> None:
         with self._tx() as c:

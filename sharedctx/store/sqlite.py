@@ -11,6 +11,7 @@ is in the OS's page cache and the WAL); set `SHAREDCTX_SQLITE_SYNC=FULL` to surv
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -86,6 +87,30 @@ class SQLiteStore(SQLStore):
         c.execute("PRAGMA busy_timeout=30000")
         c.execute("PRAGMA foreign_keys=ON")
         self.migrate()
+        self._closed = threading.Event()
+        if self.url != ":memory:":
+            # Checkpoints copy the WAL back into the database and fsync it: milliseconds on a busy
+            # disk. Left to SQLite, they run inside whichever COMMIT crosses the threshold — that
+            # is, inside a `record()`. A background thread takes them off the agents' path.
+            c.execute("PRAGMA wal_autocheckpoint=0")
+            threading.Thread(target=self._checkpoints, name="sharedctx-checkpoint", daemon=True).start()
+
+    CHECKPOINT_EVERY = 1.0  # seconds between passive checkpoints
+    WAL_RESTART_PAGES = 16_384  # ~64 MiB: past this, briefly block writers so the WAL can restart
+
+    def _checkpoints(self) -> None:
+        try:
+            conn = sqlite3.connect(self.url, isolation_level=None, check_same_thread=False, timeout=30.0)
+        except sqlite3.Error:
+            return
+        with contextlib.closing(conn):
+            while not self._closed.wait(self.CHECKPOINT_EVERY):
+                try:
+                    _, log, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    if log > self.WAL_RESTART_PAGES:  # constant writing never lets a passive one finish
+                        conn.execute("PRAGMA wal_checkpoint(RESTART)")
+                except sqlite3.Error:
+                    continue  # busy or closing; the next round tries again
 
     # -- plumbing ---------------------------------------------------------------------------------
     @contextmanager
@@ -105,7 +130,11 @@ class SQLiteStore(SQLStore):
             return self._conn.execute(sql, params).fetchall()
 
     def close(self) -> None:
+        self._closed.set()
         with self._lock:
+            if self.url != ":memory:":
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._conn.close()
 
     def schema_version(self) -> int:

@@ -53,7 +53,8 @@ def test_the_whole_journal_round_trip(cwd: Path) -> None:
     code, out = sc("case", "list")
     assert case_id in out and "checkout" in out
     code, out = sc("search", "deploy", "--json")
-    assert json.loads(out)[0]["entry"]["id"] == entry["id"]
+    [found] = json.loads(out)["cases"]
+    assert found["case_id"] == case_id and found["hits"][0]["entry_id"] == entry["id"]
     code, out = sc("case", "resolve", case_id, "rolled back")
     assert code == 0
     code, out = sc("case", "show", case_id, "--json")
