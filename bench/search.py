@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.history import CAUSE_BY_ID, SERVICES, generate, write
+from bench.history import CAUSE_BY_ID, generate, write
 from sharedctx.search import search
 from sharedctx.store.base import Store, open_store
 
@@ -76,8 +76,9 @@ def make_queries(seed: int = SEED, n_entries: int = EVAL_SIZE, n: int = 60) -> l
         else:
             svc, cause = pairs[rng.randrange(len(pairs))]
             c = CAUSE_BY_ID[cause]
-            q = rng.choice(TEMPLATES_SVC).format(svc=say_service(svc, rng), what=rng.choice(c.query_words),
-                                                 fix=rng.choice(c.fix_words))
+            q = rng.choice(TEMPLATES_SVC).format(
+                svc=say_service(svc, rng), what=rng.choice(c.query_words), fix=rng.choice(c.fix_words)
+            )
             rel = sorted(k for k, v in truth.items() if v == (svc, cause))
             out.append({"id": f"q{i:02d}", "query": q, "cause": cause, "service": svc, "relevant_10k": rel})
     return out
@@ -193,7 +194,9 @@ class Embeddings:
         return list(best)
 
 
-def quality(ranked: list[list[str]], queries: list[dict[str, Any]], truth: dict[str, tuple[str, str]]) -> dict[str, Any]:
+def quality(
+    ranked: list[list[str]], queries: list[dict[str, Any]], truth: dict[str, tuple[str, str]]
+) -> dict[str, Any]:
     recalls, rrs, misses = [], [], []
     for got, q in zip(ranked, queries, strict=True):
         rel = relevant_keys(q, truth)
@@ -218,7 +221,7 @@ def latency(fn: Any, texts: list[str], passes: int = 3) -> dict[str, float]:
 
     def pct(xs: list[float], p: float) -> float:
         xs = sorted(xs)
-        return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+        return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
 
     return {"p50": pct(warm, 50), "p99": pct(warm, 99), "cold_p50": pct(cold, 50), "cold_p99": pct(cold, 99)}
 
@@ -235,9 +238,18 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     if a.write_queries:
         qs = make_queries()
-        QUERIES.write_text(json.dumps({"seed": SEED, "entries": EVAL_SIZE, "relevance": "same root cause, and same "
-                                       "service when the query names one (generator ground truth)", "queries": qs},
-                                      indent=1) + "\n")
+        QUERIES.write_text(
+            json.dumps(
+                {
+                    "seed": SEED,
+                    "entries": EVAL_SIZE,
+                    "relevance": "same root cause, and same service when the query names one (generator ground truth)",
+                    "queries": qs,
+                },
+                indent=1,
+            )
+            + "\n"
+        )
         print(f"wrote {len(qs)} queries to {QUERIES}")
         return
     if a.drop_pg:
@@ -290,20 +302,26 @@ def print_table(rows: list[dict[str, Any]], seconds: float) -> None:
     for r in rows:
         e = r.get("embedding")
         emb = f"{e['recall@5']:.3f} | {e['mrr']:.3f}" if e else "– | –"
-        print(f"| {r['dialect']} | {r['entries']:,} | {r['ours']['recall@5']:.3f} | {r['ours']['mrr']:.3f} | "
-              f"{r['bm25']['recall@5']:.3f} | {r['bm25']['mrr']:.3f} | {emb} |")
+        print(
+            f"| {r['dialect']} | {r['entries']:,} | {r['ours']['recall@5']:.3f} | {r['ours']['mrr']:.3f} | "
+            f"{r['bm25']['recall@5']:.3f} | {r['bm25']['mrr']:.3f} | {emb} |"
+        )
     print("\n## Latency of one search, ms (warm = after one pass over the queries; cold = first pass)\n")
     print("| store | entries | ours p50 | ours p99 | ours cold p50 | ours cold p99 | plain BM25 p50 | plain BM25 p99 |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         o, b = r["ours_latency"], r["bm25_latency"]
-        print(f"| {r['dialect']} | {r['entries']:,} | {o['p50']:.1f} | {o['p99']:.1f} | {o['cold_p50']:.1f} | "
-              f"{o['cold_p99']:.1f} | {b['p50']:.1f} | {b['p99']:.1f} |")
+        print(
+            f"| {r['dialect']} | {r['entries']:,} | {o['p50']:.1f} | {o['p99']:.1f} | {o['cold_p50']:.1f} | "
+            f"{o['cold_p99']:.1f} | {b['p50']:.1f} | {b['p99']:.1f} |"
+        )
     for r in rows:
         if "embedding_latency" in r:
             el = r["embedding_latency"]
-            print(f"\nembedding baseline query latency at {r['entries']:,} (numpy brute force, model encode "
-                  f"included): p50 {el['p50']:.1f} ms, p99 {el['p99']:.1f} ms")
+            print(
+                f"\nembedding baseline query latency at {r['entries']:,} (numpy brute force, model encode "
+                f"included): p50 {el['p50']:.1f} ms, p99 {el['p99']:.1f} ms"
+            )
     print("\nmisses (first relevant case not in the top 5):")
     for r in rows:
         line = f"  {r['dialect']} {r['entries']:,}: ours {r['ours']['misses']}; bm25 {len(r['bm25']['misses'])} misses"
