@@ -503,7 +503,39 @@ def serve(
         h, p = host or ctx.config.server.host, ctx.config.server.port if port is None else port
         err.print(f"sharedctx: alerts at http://{h}:{p}/alerts/alertmanager and /alerts; "
                   f"partners: {', '.join(s.name for s in ctx.config.partners) or 'none'}")  # fmt: skip
-        uvicorn.run(build_app(ctx, agent=agent), host=h, port=p, log_level="warning")
+        from .mcp_server import mcp_mount
+        from .redact import Redactor, install_log_redaction
+
+        install_log_redaction(ctx.redactor if isinstance(ctx.redactor, Redactor) else None)
+        mounts: list[Any] = []
+        lifespans: list[Any] = []
+        if ctx.config.agents:  # /mcp (Streamable HTTP) needs [[agents]] with tokens
+            routes, mcp_lifespan = mcp_mount(ctx)
+            mounts, lifespans = [*routes], [mcp_lifespan]
+            err.print(f"sharedctx: MCP (Streamable HTTP, bearer tokens) at http://{h}:{p}/mcp")
+        uvicorn.run(build_app(ctx, agent=agent, mounts=mounts, lifespans=lifespans),
+                    host=h, port=p, log_level="warning")  # fmt: skip
+
+
+@app.command("mcp")
+def mcp_command(
+    as_: Annotated[str | None, typer.Option("--as", help="the [[agents]] identity to act as (stdio)")] = None,
+) -> None:
+    """Serve the shared context as an MCP server over stdio, for an MCP host (Claude Desktop, Inspector).
+
+    The identity comes from config: `--as NAME` picks one of `[[agents]]`; with none configured, the
+    local operator acts as a primary agent. See docs/mcp.md.
+    """
+    from .mcp_server import run_stdio
+
+    with context(worker=False) as ctx:
+        if ctx.config.worker.enabled:
+            ctx.worker.start()
+        try:
+            run_stdio(ctx, as_)
+        except SharedCtxError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            raise typer.Exit(4) from None
 
 
 def main() -> None:
