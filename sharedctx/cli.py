@@ -513,6 +513,14 @@ def serve(
             routes, mcp_lifespan = mcp_mount(ctx)
             mounts, lifespans = [*routes], [mcp_lifespan]
             err.print(f"sharedctx: MCP (Streamable HTTP, bearer tokens) at http://{h}:{p}/mcp")
+        from .humans import human_settings
+        from .webhooks import poller_lifespan, webhook_mount
+
+        mounts.append(webhook_mount(ctx))  # /webhooks/<backend name>: human answers (docs/humans.md)
+        if human_settings(ctx.config).poll:
+            lifespans.append(poller_lifespan(ctx))
+        hooks = ", ".join(f"/webhooks/{n}" for n in human_settings(ctx.config).webhooks) or "none configured"
+        err.print(f"sharedctx: human answers by webhook ({hooks}) and polling")
         uvicorn.run(build_app(ctx, agent=agent, mounts=mounts, lifespans=lifespans),
                     host=h, port=p, log_level="warning")  # fmt: skip
 
