@@ -38,6 +38,18 @@ def backend_class(type_name: str) -> Any:
     return getattr(importlib.import_module(module_name), cls_name)
 
 
+def _option_error(name: str, err: Any, options_cls: Any) -> str:
+    """`backends.<name>.<key>: what is wrong`. A whole-model check names its key as "<key>: message"."""
+    loc = [str(p) for p in err["loc"]]
+    msg = "unknown option" if err["type"] == "extra_forbidden" else str(err["msg"])
+    if not loc and err["type"] == "value_error":
+        msg = msg.removeprefix("Value error, ")
+        key, sep, rest = msg.partition(": ")
+        if sep and key in getattr(options_cls, "model_fields", {}):
+            loc, msg = [key], rest
+    return f"backends.{'.'.join([name, *loc])}: {msg}"
+
+
 def make_backend(
     settings: BackendSettings, *, client: httpx.Client | None = None, base_dir: Path | None = None
 ) -> Backend:
@@ -49,11 +61,7 @@ def make_backend(
     try:
         options = options_cls.model_validate(settings.options)
     except ValidationError as exc:
-        details = "; ".join(
-            f"backends.{settings.name}.{'.'.join(str(p) for p in e['loc'])}: "
-            + ("unknown option" if e["type"] == "extra_forbidden" else e["msg"])
-            for e in exc.errors()
-        )
+        details = "; ".join(_option_error(settings.name, e, options_cls) for e in exc.errors())
         raise ConfigError(f"invalid options for backend {settings.name!r} (type {settings.type}): {details}") from None
     if settings.type == "local":
         backend: Backend = cls(settings.name, options, base_dir=base_dir)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import httpx
@@ -54,6 +55,8 @@ class GitHubOptions(BaseModel):
     per_minute: int = Field(80, ge=1, description="content-creating requests per minute (GitHub guidance)")
     per_hour: int = Field(500, ge=1, description="content-creating requests per hour (GitHub guidance)")
     max_block: float = Field(2.0, ge=0, description="longest pacing wait spent blocking; longer -> Retryable")
+    pacing_margin: float = Field(1.0, ge=0, description="seconds added to each pacing window: requests reach GitHub "
+                                 "a variable time after the pacer admits them, and may arrive out of order")
     timeout: float = Field(30.0, gt=0)
     read_reactions: bool = Field(True, description="read 👍/👎 on our comments back (humans in the loop)")
     read_status: bool = Field(True, description="read a human closing the issue back as a resolution")
@@ -66,13 +69,17 @@ class GitHubBackend:
     type: ClassVar[str] = "github"
     Options = GitHubOptions
 
-    def __init__(self, name: str, options: GitHubOptions, *, client: httpx.Client | None = None) -> None:
+    def __init__(self, name: str, options: GitHubOptions, *, client: httpx.Client | None = None,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+        """`clock`/`sleep` drive the pacer (a bench runs it on a scaled clock)."""
         self.name = name
         self.options = options
         self._client = client or new_client(options.timeout)
         self._owns_client = client is None
         self._api = f"{options.base_url.rstrip('/')}/repos/{options.repo}"
-        self.pacer = Pacer([(options.per_minute, 60.0), (options.per_hour, 3600.0)], max_block=options.max_block)
+        margin = options.pacing_margin
+        self.pacer = Pacer([(options.per_minute, 60.0 + margin), (options.per_hour, 3600.0 + margin)],
+                           max_block=options.max_block, clock=clock, sleep=sleep)
         self._etags: dict[str, tuple[str, Any]] = {}  # url?query -> (ETag, body) for conditional reads
         self._perms: dict[str, tuple[float, str]] = {}
         self.conditional_hits = 0  # 304 answers: free against the primary rate limit
@@ -284,7 +291,6 @@ class GitHubBackend:
         return [HumanItem(backend=self.name, external_id=f"closed:{thread.id}:{at}", kind="status", text="closed",
                           author=Author(kind="human", name=login), at=at, url=issue.get("html_url"),
                           raw={"state_reason": issue.get("state_reason"), "login": login})]
-
 
     def search(self, text: str, limit: int = 20) -> list[Hit]:
         q = f"{text} repo:{self.options.repo} is:issue" + "".join(f' label:"{lb}"' for lb in self.options.labels[:1])

@@ -7,7 +7,8 @@ everywhere). Connectors only add the words that help an operator ("check GITHUB_
 
 Garbage bodies (HTML from a proxy or captive portal, truncated JSON) are classified as:
 - on a 2xx answer to a write: `Ambiguous` - the service (or something in front of it) may have applied it;
-- on a 2xx answer to a read, or on a 5xx: `Retryable` - typically a transient proxy/maintenance page;
+- on a 2xx answer to a read, or on a 5xx: `Retryable` - typically a transient proxy/maintenance page (a 5xx
+  to a write is `Ambiguous`, whatever its body: the write may have been applied before the error);
 - on a 4xx: `Rejected` with the status, because retrying the same request cannot help.
 """
 
@@ -120,12 +121,17 @@ def check(
             raise Retryable(f"{what} rate limited: {error_text(resp)}", retry_after=wait)
     if status == 429:
         wait = parse_retry_after(resp.headers.get("retry-after"))
-        raise Retryable(f"{what} rate limited: {error_text(resp)}", retry_after=wait or DEFAULT_RETRY_AFTER_429)
+        # `Retry-After: 0` means "now"; only a missing/unparsable header gets the conservative default.
+        raise Retryable(f"{what} rate limited: {error_text(resp)}",
+                        retry_after=DEFAULT_RETRY_AFTER_429 if wait is None else wait)
     if status in (401, 403):
         kind = "refused our credentials" if status == 401 else "denied permission"
         raise AuthFailed(f"{service} {kind} ({status}: {error_text(resp)}). {auth_hint}")
     if status >= 500 or status == 408:
-        raise Retryable(f"{what}: {error_text(resp)}", retry_after=parse_retry_after(resp.headers.get("retry-after")))
+        # A 5xx to a write may come after the service applied it (a 502/504 from a proxy that gave up waiting):
+        # `Ambiguous`, so the worker looks for the entry's marker before sending it again.
+        cls = Ambiguous if resp.request.method.upper() in WRITE_METHODS else Retryable
+        raise cls(f"{what}: {error_text(resp)}", retry_after=parse_retry_after(resp.headers.get("retry-after")))
     if status == 404 and not_found:
         raise Rejected(f"{service}: {not_found} (404: {error_text(resp)})")
     raise Rejected(f"{what}, the service will not accept this request: {error_text(resp)}")

@@ -63,7 +63,9 @@ class JiraOptions(BaseModel):
     @model_validator(mode="after")
     def _auth(self) -> JiraOptions:
         if not self.token and not (self.email and self.api_token):
-            raise ValueError("set either `email` and `api_token` (Cloud), or `token` (Data Center PAT)")
+            # "<key>: ..." lets make_backend name `backends.<name>.<key>`
+            missing = "email" if self.api_token else "api_token"
+            raise ValueError(f"{missing}: set either `email` and `api_token` (Cloud), or `token` (Data Center PAT)")
         return self
 
 

@@ -58,7 +58,9 @@ class ServiceNowOptions(BaseModel):
     @model_validator(mode="after")
     def _auth(self) -> ServiceNowOptions:
         if not self.token and not (self.username and self.password):
-            raise ValueError("set either `token`, or `username` and `password`")
+            # "<key>: ..." lets make_backend name `backends.<name>.<key>`
+            missing = "username" if self.password else "password"
+            raise ValueError(f"{missing}: set either `token`, or `username` and `password`")
         return self
 
 

@@ -7,7 +7,8 @@ service's OpenAPI description in `shared/specs/` with openapi-core. Violations a
 
 Faults are injected on demand with `inject()` or at random rates with `chaos()`:
 `latency` (seconds), `timeout_after_apply` (store, then raise ReadTimeout), `reset_after_apply`
-(store, then raise RemoteProtocolError), `reset` (ConnectError before anything happens), `5xx`,
+(store, then raise RemoteProtocolError), `reset` (ConnectError before anything happens), `5xx`, `5xx_after_apply`
+(store, then answer 504),
 `429` (with Retry-After), `html` (a proxy's HTML page with 200 or a given status), `401`.
 """
 
@@ -81,11 +82,20 @@ class Chaos:
     rng: random.Random
     timeout_after_apply: float = 0.0
     server_error: float = 0.0
+    server_error_after_apply: float = 0.0  # share of 5xx answers sent after the write was applied (504-like)
     burst_429: float = 0.0
     burst_len: int = 3
-    retry_after: float = 0.01
+    retry_after: float | tuple[float, ...] = 0.01  # a tuple: each 429 picks one of these values
     writes_only: bool = True
+    counts: dict[str, int] = field(default_factory=dict)  # faults injected so far, by kind
     _burst_left: int = field(default=0, repr=False)
+
+    def fault(self, kind: str) -> Fault:
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        if kind != "429":
+            return Fault(kind)
+        ra = self.retry_after
+        return Fault(kind, retry_after=self.rng.choice(ra) if isinstance(ra, tuple) else ra)
 
 
 class ServiceDouble:
@@ -104,6 +114,7 @@ class ServiceDouble:
         self.requests: list[httpx.Request] = []
         self.auth_ok = True  # flip to False to answer every request with 401
         self.stalled = False  # answer nothing: raise ReadTimeout after `latency`
+        self.unstall = threading.Event()  # set() ends every pending `latency` wait at once (test teardown)
         self._seq = 1000
 
     # ---- helpers for subclasses ----------------------------------------------------------------
@@ -147,15 +158,16 @@ class ServiceDouble:
                 return None
             if c._burst_left > 0:
                 c._burst_left -= 1
-                return Fault("429", retry_after=c.retry_after)
+                return c.fault("429")
             r = c.rng.random()
             if r < c.timeout_after_apply:
-                return Fault("timeout_after_apply")
+                return c.fault("timeout_after_apply")
             if r < c.timeout_after_apply + c.server_error:
-                return Fault("5xx")
+                after = c.server_error_after_apply and c.rng.random() < c.server_error_after_apply
+                return c.fault("5xx_after_apply" if after else "5xx")
             if r < c.timeout_after_apply + c.server_error + c.burst_429:
                 c._burst_left = c.burst_len - 1
-                return Fault("429", retry_after=c.retry_after)
+                return c.fault("429")
         return None
 
     # ---- the transport handler ------------------------------------------------------------------
@@ -163,7 +175,7 @@ class ServiceDouble:
         with self.lock:
             self.requests.append(request)
         if self.latency:
-            time.sleep(self.latency)
+            self.unstall.wait(self.latency)
         if self.stalled:
             raise httpx.ReadTimeout("stalled double", request=request)
         fault = self._take_fault(request)
@@ -179,6 +191,8 @@ class ServiceDouble:
         self.check_response(request, resp)
         if fault is not None and fault.kind == "timeout_after_apply":
             raise httpx.ReadTimeout("timed out after the write was applied", request=request)
+        if fault is not None and fault.kind == "5xx_after_apply":
+            return self.error(504, "Gateway Timeout")
         if fault is not None and fault.kind == "reset_after_apply":
             raise httpx.RemoteProtocolError("connection reset after the write was applied", request=request)
         return resp
