@@ -372,25 +372,24 @@ def verify(case_id: Annotated[str | None, typer.Argument(help="a case; default: 
 # -- outbox / worker ----------------------------------------------------------------------------------
 @outbox_app.command("status")
 def outbox_status(as_json: JsonOpt = False) -> None:
-    """Per backend: pending, delivered, dead, and whether it is stopped (and why)."""
+    """Per backend: pending, held for a human decision, delivered, dead, and whether it is stopped (and why)."""
+    states = ("pending", "held", "delivered", "dead")
     with context() as ctx:
         counts = ctx.store.outbox_counts()
         rows = []
         for name in ctx.backend_names:
             st = ctx.store.get_backend_state(name)
             c = counts.get(name, {})
-            rows.append({"backend": name, **{k: c.get(k, 0) for k in ("pending", "delivered", "dead")},
-                         "state": st.state, "reason": st.reason})
+            rows.append({"backend": name, **{k: c.get(k, 0) for k in states}, "state": st.state, "reason": st.reason})
     if as_json:
         emit_json(rows)
         return
     t = Table()
-    for col in ("backend", "state", "pending", "delivered", "dead", "why"):
+    for col in ("backend", "state", *states, "why"):
         t.add_column(col, overflow="fold")
     for r in rows:
         state = "[red]stopped[/]" if r["state"] == "stopped" else "[green]running[/]"
-        counts = (str(r["pending"]), str(r["delivered"]), str(r["dead"]))
-        t.add_row(str(r["backend"]), state, *counts, str(r["reason"] or ""))
+        t.add_row(str(r["backend"]), state, *(str(r[k]) for k in states), str(r["reason"] or ""))
     out.print(t)
 
 
@@ -496,8 +495,10 @@ def serve(
     from .agents.primary import PrimaryAgent
     from .server import build_app
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("sharedctx.agent")
+    if not logging.getLogger().handlers:
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("sharedctx").setLevel(logging.INFO)
     with context(worker=True) as ctx:
         agent = PrimaryAgent(ctx.config.partners, dry_run=not act, on_event=lambda s, msg: log.info("%s: %s", s, msg))
         h, p = host or ctx.config.server.host, ctx.config.server.port if port is None else port
@@ -547,6 +548,12 @@ def mcp_command(
 
 
 def main() -> None:
+    import logging
+
+    from .redact import install_log_redaction
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    install_log_redaction()  # nothing this process logs may carry a credential
     app()
 
 

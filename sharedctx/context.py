@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 
 class Redacts(Protocol):
+    def redact(self, text: str) -> str: ...
     def redact_draft(self, draft: EntryDraft) -> EntryDraft: ...
 
 
@@ -228,7 +229,7 @@ class SharedContext:
             cfg,
             store or open_store(cfg.store_url),
             backends,
-            redactor=Redactor(patterns=cfg.redact.get("patterns")),
+            redactor=Redactor.from_config(cfg.redact),
             worker=cfg.worker.enabled if worker is None else worker,
         )
 
@@ -258,8 +259,13 @@ class SharedContext:
         title = _text(title, "title").strip()
         if not title or len(title) > MAX_TITLE_CHARS:
             raise InvalidEntry(f"a case title must be 1–{MAX_TITLE_CHARS} characters")
+        labels = dict(labels or {})
+        if self.redactor is not None:  # the title and labels reach every backend's thread header
+            title = self.redactor.redact(title)
+            fingerprint = self.redactor.redact(fingerprint) if fingerprint else fingerprint
+            labels = {k: self.redactor.redact(v) for k, v in labels.items()}
         record, created = self.store.open_case(
-            title=title, service=service, severity=severity, fingerprint=fingerprint, labels=dict(labels or {})
+            title=title, service=service, severity=severity, fingerprint=fingerprint, labels=labels
         )
         return Case(self, record, created=created)
 

@@ -122,7 +122,8 @@ class Worker:
         self._wake = {name: threading.Condition() for name in self.backends}
         self._paused_until: dict[str, float] = {}
         self._threads: list[threading.Thread] = []
-        self._bindings_lock = threading.Lock()
+        self._bind_locks: dict[tuple[str, str], threading.Lock] = {}
+        self._bind_locks_guard = threading.Lock()
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> Worker:
@@ -210,7 +211,11 @@ class Worker:
         bound = case.bindings.get(backend.name)
         if bound:
             return ThreadRef.model_validate(bound)
-        with self._bindings_lock:  # two lanes binding the same case must not create two threads
+        with self._bind_locks_guard:
+            lock = self._bind_locks.setdefault((backend.name, case.id), threading.Lock())
+        # Two lanes binding the same case must not create two threads; the lock is per (backend,
+        # case) so a backend that hangs in bind() holds up nobody else.
+        with lock:
             fresh = self.store.get_case(case.id).bindings.get(backend.name)
             if fresh:
                 return ThreadRef.model_validate(fresh)

@@ -127,10 +127,9 @@ class PostgresStore(SQLStore):
                 "CREATE TABLE IF NOT EXISTS schema_version "
                 "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
             )
-            row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
-            current = int(row[0]) if row else 0
+            applied = {int(r[0]) for r in conn.execute("SELECT version FROM schema_version").fetchall()}
             for version, name, sql in read_migrations("postgres"):
-                if version <= current:
+                if version in applied:  # by set, not max: migrations from branches may land out of order
                     continue
                 try:
                     conn.execute(sql.encode())

@@ -449,9 +449,14 @@ class SQLStore:
         )
 
     def outbox_counts(self) -> dict[str, dict[str, int]]:
+        """Per backend: pending, held (pending until a human decides), delivered, dead."""
         out: dict[str, dict[str, int]] = {}
-        for backend, state, n in self._q("SELECT backend, state, count(*) FROM outbox GROUP BY 1, 2"):
-            out.setdefault(backend, {"pending": 0, "delivered": 0, "dead": 0})[state] = n
+        rows = self._q(
+            "SELECT backend, CASE WHEN state = 'pending' AND last_error_kind = 'held' THEN 'held' "
+            "ELSE state END AS st, count(*) FROM outbox GROUP BY 1, 2"
+        )
+        for backend, state, n in rows:
+            out.setdefault(backend, {"pending": 0, "held": 0, "delivered": 0, "dead": 0})[state] = n
         return out
 
     def list_deliveries(

@@ -141,6 +141,9 @@ class SQLiteStore(SQLStore):
         row = self._q("SELECT max(version) FROM schema_version")[0]
         return int(row[0] or 0)
 
+    def applied_migrations(self) -> set[int]:
+        return {int(r[0]) for r in self._q("SELECT version FROM schema_version")}
+
     def migrate(self) -> None:
         """Apply every migration not yet applied, each in its own transaction."""
         with self._lock:
@@ -149,7 +152,7 @@ class SQLiteStore(SQLStore):
                 "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
             )
             for version, name, sql in read_migrations("sqlite"):
-                if version <= self.schema_version():
+                if version in self.applied_migrations():  # by set, not max: branches may land out of order
                     continue
                 try:
                     self._conn.executescript(
@@ -159,7 +162,7 @@ class SQLiteStore(SQLStore):
                 except sqlite3.Error as exc:
                     if self._conn.in_transaction:
                         self._conn.execute("ROLLBACK")
-                    if version <= self.schema_version():  # another process migrated first
+                    if version in self.applied_migrations():  # another process migrated first
                         continue
                     raise StoreError(f"migration {version:04d}_{name} failed: {exc}") from exc
 

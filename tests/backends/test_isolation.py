@@ -122,8 +122,6 @@ def test_a_401_backend_stops_and_a_stalled_one_waits_while_the_healthy_ones_get_
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="Worker._bindings_lock is one lock for all backends: a neighbour hanging in "
-                   "bind() blocks every other backend's first delivery to a case (fix: one lock per backend)")
 def test_a_neighbour_hanging_in_bind_does_not_hold_up_the_healthy_backends(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -221,3 +221,28 @@ def test_rebuild_index_restores_search(store: Store) -> None:
         assert store.search("pool") == []
     assert store.rebuild_index() == 1
     assert len(store.search("pool")) == 1
+
+
+def test_a_migration_that_lands_late_is_still_applied(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Branches merge out of order: a missing 0098 must apply even though 0099 already has."""
+    import sharedctx.store.postgres as pg_module
+    import sharedctx.store.sqlite as sqlite_module
+    from sharedctx.store.base import read_migrations
+
+    module = sqlite_module if isinstance(store, SQLiteStore) else pg_module
+    dialect = "sqlite" if isinstance(store, SQLiteStore) else "postgres"
+    real = read_migrations(dialect)
+    newer = (99, "newer", "CREATE TABLE t99 (x INTEGER);")
+    late = (98, "late", "CREATE TABLE t98 (x INTEGER);")
+    try:
+        monkeypatch.setattr(module, "read_migrations", lambda d: [*real, newer])
+        store.migrate()
+        monkeypatch.setattr(module, "read_migrations", lambda d: [*real, late, newer])
+        store.migrate()
+        assert store._q("SELECT count(*) FROM t98")[0][0] == 0  # type: ignore[attr-defined]
+        assert {98, 99} <= {int(r[0]) for r in store._q("SELECT version FROM schema_version")}  # type: ignore[attr-defined]
+    finally:
+        with store._tx() as c:  # type: ignore[attr-defined]
+            c.execute("DROP TABLE IF EXISTS t98")
+            c.execute("DROP TABLE IF EXISTS t99")
+            c.execute("DELETE FROM schema_version WHERE version IN (98, 99)")
