@@ -295,7 +295,9 @@ class Access:
         log.info("%s recorded %s %s in case %s%s", ident, kind.value, entry.id, case_id, " (held)" if held else "")
         return entry, request
 
-    def invite(self, ctx: Any, case_id: str, partner: str, by: Author, *, note: str = "") -> Entry:
+    def invite(
+        self, ctx: Any, case_id: str, partner: str, by: Author, *, note: str = "", trace_id: str | None = None
+    ) -> Entry:
         """Record that `partner` may work in `case_id` (the primary does this when it calls a partner).
 
         Idempotent: an existing invitation is returned as-is, so calling a partner twice adds nothing.
@@ -308,7 +310,7 @@ class Access:
         entry: Entry = ctx.case(case_id).record(
             EntryKind.NOTE, f"Invited partner {partner} into this case",
             note or f"{by} invited the partner agent {partner!r} to read and write this case.",
-            author=by, attrs={INVITE_ATTR: partner},
+            author=by, attrs={INVITE_ATTR: partner}, trace_id=trace_id,
         )  # fmt: skip
         self._invited.add((case_id, partner))
         return entry

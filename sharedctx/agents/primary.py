@@ -18,6 +18,7 @@ becomes a recorded note, and the investigation goes on with what it has.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from typing import Any
 
 import anyio
 
+from ..access import Access
 from ..channel import CapabilityInfo, CapabilityInput, Finding, PartnerClient
 from ..channel.trace import child_traceparent, new_traceparent, parse_traceparent
 from ..config import PartnerSettings
@@ -287,6 +289,16 @@ class PrimaryAgent:
                 tg.start_soon(one, i, s)
         return [a for r in results for a in r]
 
+    async def _invite_partners(self, inv: Investigation) -> None:
+        """Passing the case id to a partner is the invitation: record it, so the partner may read and
+        write this case (and only this one) through the shared-context MCP server. Idempotent."""
+        ctx = inv.case.ctx
+        access = Access(ctx.config, ctx.store)
+        for s in self.partners:
+            await anyio.to_thread.run_sync(
+                functools.partial(access.invite, ctx, inv.case.id, s.name, by=self.author, trace_id=inv.trace_id)
+            )
+
     async def _record_failures(self, inv: Investigation, answers: list[PartnerAnswer]) -> None:
         for a in answers:
             if a.error is not None:
@@ -309,6 +321,7 @@ class PrimaryAgent:
         async def plan(partner: str, offered: list[CapabilityInfo]) -> list[Question]:
             return await self.reasoner.plan(inv.alert, triage, partner, offered)
 
+        await self._invite_partners(inv)
         inv.answers = await self._ask_all(inv, plan)
         await self._record_failures(inv, inv.answers)
         got = [a for a in inv.answers if a.finding]

@@ -40,7 +40,16 @@ async def investigate(ctx: SharedContext, partners: list[PartnerSettings]) -> li
 
 
 def notes(entries: list[Entry]) -> list[Entry]:
-    return [e for e in entries if e.kind == "note" and e.author.kind == "primary"]
+    """The primary's notes about partners, without the invitations it records before calling them."""
+    return [e for e in entries if e.kind == "note" and e.author.kind == "primary" and "invite" not in e.attrs]
+
+
+async def test_the_primary_invites_each_partner_before_calling_it(ctx: SharedContext, config_path: Path) -> None:
+    entries = await investigate(ctx, [telemetry(config_path), faulty("crash")])
+    invites = [e for e in entries if e.attrs.get("invite")]
+    assert sorted(e.attrs["invite"] for e in invites) == ["faulty-crash", "telemetry"]
+    first_answer = min(e.seq for e in entries if e.attrs.get("partner") or e.author.kind == "partner")
+    assert max(e.seq for e in invites) < first_answer
 
 
 def partner_summary(entries: list[Entry]) -> Entry:
