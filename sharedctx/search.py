@@ -175,6 +175,34 @@ class CaseResult(BaseModel):
     hits: list[Hit] = Field(default_factory=list)
     outcome: Outcome | None = None
 
+    @property
+    def why(self) -> str:
+        return "; ".join(self.reasons)
+
+    @property
+    def resolution(self) -> str | None:
+        """What ended the case (its resolution text), if it was resolved."""
+        return self.outcome.worked[-1] if self.outcome and self.outcome.resolved and self.outcome.worked else None
+
+    @property
+    def summary(self) -> str:
+        """One line for an agent's triage note: what it was, what worked, what a human overrode."""
+        parts = [f"{self.title} ({self.service or 'no service'}, {self.status}"]
+        o = self.outcome
+        if o and o.time_to_resolve_minutes is not None:
+            parts[0] += f" in {o.time_to_resolve_minutes:.0f} min"
+        parts[0] += ")"
+        if o:
+            if o.worked:
+                parts.append("fix: " + o.worked[0])
+            if o.tried:
+                parts.append("tried without effect: " + "; ".join(o.tried[:2]))
+            if o.rejected:
+                parts.append("human rejected: " + o.rejected[0])
+            if o.overridden:
+                parts.append("human overrode: " + o.overridden[0])
+        return " — ".join(parts)
+
 
 class ParsedQuery(BaseModel):
     text: str
