@@ -100,7 +100,9 @@ class SQLiteStore(SQLStore):
 
     def _checkpoints(self) -> None:
         try:
-            conn = sqlite3.connect(self.url, isolation_level=None, check_same_thread=False, timeout=30.0)
+            # A short busy timeout: a checkpoint that would have to wait simply tries again next round,
+            # instead of holding the write lock while other connections wait behind it.
+            conn = sqlite3.connect(self.url, isolation_level=None, check_same_thread=False, timeout=0.05)
         except sqlite3.Error:
             return
         with contextlib.closing(conn):
@@ -130,11 +132,8 @@ class SQLiteStore(SQLStore):
             return self._conn.execute(sql, params).fetchall()
 
     def close(self) -> None:
-        self._closed.set()
+        self._closed.set()  # the last connection to close checkpoints the WAL by itself
         with self._lock:
-            if self.url != ":memory:":
-                with contextlib.suppress(sqlite3.Error):
-                    self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._conn.close()
 
     def schema_version(self) -> int:
