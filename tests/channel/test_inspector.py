@@ -21,7 +21,7 @@ pytestmark = [
     pytest.mark.timeout(300),
 ]
 
-INSPECTOR = ["npx", "-y", "@modelcontextprotocol/inspector", "--cli"]
+INSPECTOR = ["npx", "-y", "@modelcontextprotocol/inspector@0.16.8", "--cli"]  # pinned: --header, Node 20
 
 
 def inspector(*args: str) -> dict:

@@ -2,8 +2,8 @@
 
 Runs `npx -y @modelcontextprotocol/inspector --cli …` (as tests/channel/test_inspector.py does);
 skipped only when `npx` is missing. Over stdio the identity comes from `--as`. Over HTTP, the
-Inspector is refused with 401 without a token; the authenticated HTTP call runs when the installed
-Inspector has `--header` (0.16+), since a bearer token must never travel in the URL.
+Inspector is refused with 401 without a token, then works with `--header` (pinned 0.16.8, the line
+that has `--header` and runs on Node 20), since a bearer token must never travel in the URL.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ pytestmark = [
     pytest.mark.timeout(300),
 ]
 
-INSPECTOR = ["npx", "-y", "@modelcontextprotocol/inspector", "--cli"]
+INSPECTOR = ["npx", "-y", "@modelcontextprotocol/inspector@0.16.8", "--cli"]  # pinned: --header, Node 20
 
 
 def inspector(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
@@ -65,17 +65,23 @@ def test_the_inspector_lists_records_and_reads_over_stdio(tmp_path: Path) -> Non
     assert titles == ["Case opened", "p99 up 8x since deploy 4411"]
 
 
-def test_the_inspector_over_streamable_http_needs_a_token(tmp_path: Path) -> None:
-    with SharedContext.open(parse_config(config_data(tmp_path), base_dir=tmp_path), worker=False) as ctx:
-        with serve_in_thread(mcp_http_app(ctx)) as base:
-            url = f"{base}/mcp"
-            refused = inspector(url, "--transport", "http", "--method", "tools/list", ok=False)
-            has_header = "--header" in inspector("--help", ok=False).stdout + inspector("--help", ok=False).stderr
-            if has_header:
-                auth = ["--header", f"Authorization: Bearer {TOKENS['lead']}"]
-                names = {t["name"] for t in json.loads(
-                    inspector(url, "--transport", "http", *auth, "--method", "tools/list").stdout)["tools"]}
-                assert {"record_entry", "get_timeline"} <= names
+def test_the_inspector_over_streamable_http_needs_a_token_then_records_and_reads(tmp_path: Path) -> None:
+    cfg = parse_config(config_data(tmp_path), base_dir=tmp_path)
+    with SharedContext.open(cfg, worker=False) as ctx, serve_in_thread(mcp_http_app(ctx)) as base:
+        url = f"{base}/mcp"
+        refused = inspector(url, "--transport", "http", "--method", "tools/list", ok=False)
         assert ctx.cases() == []
-    assert refused.returncode != 0
-    assert "401" in refused.stdout + refused.stderr
+        target = [url, "--transport", "http", "--header", f"Authorization: Bearer {TOKENS['lead']}"]
+        names = {t["name"] for t in json.loads(inspector(*target, "--method", "tools/list").stdout)["tools"]}
+        assert {"record_entry", "get_timeline"} <= names
+        opened = json.loads(inspector(*target, "--method", "tools/call", "--tool-name", "open_case",
+                                      "--tool-arg", "title=Checkout 5xx").stdout)  # fmt: skip
+        case_id = opened["structuredContent"]["id"]
+        recorded = json.loads(inspector(*target, "--method", "tools/call", "--tool-name", "record_entry",
+                                        "--tool-arg", f"case_id={case_id}", "--tool-arg", "kind=finding",
+                                        "--tool-arg", "title=p99 up 8x").stdout)  # fmt: skip
+        timeline = json.loads(inspector(*target, "--method", "tools/call", "--tool-name", "get_timeline",
+                                        "--tool-arg", f"case_id={case_id}").stdout)  # fmt: skip
+    assert refused.returncode != 0 and "401" in refused.stdout + refused.stderr
+    assert recorded["structuredContent"]["entry"]["author"] == "primary:lead"
+    assert [e["title"] for e in timeline["structuredContent"]["entries"]] == ["Case opened", "p99 up 8x"]
