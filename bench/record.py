@@ -122,66 +122,83 @@ def measure_record(ctx: SharedContext, threads: int, per_thread: int, warmup: in
     return Latency.of([s for per in samples for s in per], wall=wall)
 
 
-def measure_floor(folder: Path, n: int, warmup: int, backends: int = 1, *, case_row: bool = False) -> Latency:
+class FloorWriter:
     """A bare sqlite3 transaction with precomputed values. `case_row=False` is the issue's floor
     (entry row, its FTS row, one outbox row per backend); `case_row=True` adds the read and update of
     the case row that `record()` does to keep the per-case sequence gap-free across processes."""
-    folder.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(folder / "floor.db", isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA foreign_keys=ON")
-    for _, _, sql in read_migrations("sqlite"):
-        conn.executescript(sql)
-    case_id = "01FLOORCASE000000000000000"
-    conn.execute(
-        "INSERT INTO cases (id, title, service, severity, status, created_at, updated_at, last_seq, last_hash) "
-        "VALUES (?, 'floor', 'bench', 'warning', 'open', '2025-01-01T00:00:00.000000Z', "
-        "'2025-01-01T00:00:00.000000Z', 0, ?)",
-        (case_id, "0" * 64),
-    )
-    # The exact row `record()` writes, serialised once: same bytes into the table and the FTS index.
-    ctx = SharedContext(bench_config(folder, ":memory:"), SQLiteStore(":memory:"), {}, worker=False)
-    template = entry_params(ctx.open_case("template").record("finding", TITLE, BODY, evidence=EVIDENCE))
-    ctx.close()
-    template["case_id"] = case_id
-    names = [f"b{i}" for i in range(backends)]
-    insert_entry = (
+
+    def __init__(self, folder: Path, backends: int = 1, *, case_row: bool = False) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.conn = conn = sqlite3.connect(folder / "floor.db", isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        for _, _, sql in read_migrations("sqlite"):
+            conn.executescript(sql)
+        self.case_id = "01FLOORCASE000000000000000"
+        conn.execute(
+            "INSERT INTO cases (id, title, service, severity, status, created_at, updated_at, last_seq, last_hash) "
+            "VALUES (?, 'floor', 'bench', 'warning', 'open', '2025-01-01T00:00:00.000000Z', "
+            "'2025-01-01T00:00:00.000000Z', 0, ?)",
+            (self.case_id, "0" * 64),
+        )
+        # The exact row `record()` writes, serialised once: same bytes into the table and the FTS index.
+        ctx = SharedContext(bench_config(folder, ":memory:"), SQLiteStore(":memory:"), {}, worker=False)
+        self.template = entry_params(ctx.open_case("template").record("finding", TITLE, BODY, evidence=EVIDENCE))
+        ctx.close()
+        self.template["case_id"] = self.case_id
+        self.names = [f"b{i}" for i in range(backends)]
+        self.case_row = case_row
+        self.i = 0
+
+    INSERT_ENTRY = (
         "INSERT INTO entries (id, case_id, seq, ts, author_kind, author_name, kind, title, body, evidence, ref, "
         "trace_id, attrs, prev_hash, hash, evidence_text) VALUES (:id, :case_id, :seq, :ts, :author_kind, "
         ":author_name, :kind, :title, :body, :evidence, :ref, :trace_id, :attrs, :prev_hash, :hash, :evidence_text)"
     )
-    samples: list[float] = []
-    clock = time.perf_counter
-    t_all = 0.0
-    for i in range(warmup + n):
-        t0 = clock()
+
+    def write(self) -> None:
+        conn, template, case_id = self.conn, self.template, self.case_id
+        self.i += 1
         conn.execute("BEGIN IMMEDIATE")
-        if case_row:
+        if self.case_row:
             seq, prev, status, resolved = conn.execute(
                 "SELECT last_seq, last_hash, status, resolved_at FROM cases WHERE id=?", (case_id,)
             ).fetchone()
         else:
-            seq, prev = i, template["hash"]
-        template["id"] = f"{i:026d}"
+            seq, prev = self.i, template["hash"]
+        template["id"] = f"{self.i:026d}"
         template["seq"] = seq + 1
         template["prev_hash"] = prev
-        conn.execute(insert_entry, template)
+        conn.execute(self.INSERT_ENTRY, template)
         conn.executemany(
             "INSERT INTO outbox (entry_id, case_id, seq, backend, next_attempt_at, created_at) VALUES (?,?,?,?,?,?)",
-            [(template["id"], case_id, seq + 1, b, 0.0, 0.0) for b in names],
+            [(template["id"], case_id, seq + 1, b, 0.0, 0.0) for b in self.names],
         )
-        if case_row:
+        if self.case_row:
             conn.execute(
                 "UPDATE cases SET last_seq=?, last_hash=?, updated_at=?, status=?, resolved_at=? WHERE id=?",
                 (seq + 1, template["hash"], template["ts"], status, resolved, case_id),
             )
         conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def measure_floor(folder: Path, n: int, warmup: int, backends: int = 1, *, case_row: bool = False) -> Latency:
+    writer = FloorWriter(folder, backends, case_row=case_row)
+    samples: list[float] = []
+    clock = time.perf_counter
+    t_all = 0.0
+    for i in range(warmup + n):
+        t0 = clock()
+        writer.write()
         dt = clock() - t0
         if i >= warmup:
             samples.append(dt)
             t_all += dt
-    conn.close()
+    writer.close()
     return Latency.of(samples, wall=t_all)
 
 
@@ -236,12 +253,17 @@ class BenchBackend:
         pass
 
 
-def investigation(case: Case | None, steps: int, work: float) -> float:
-    """`steps` x (~`work` s of waiting, then record() unless `case` is None). Wall seconds."""
+def investigation(case: Case | FloorWriter | None, steps: int, work: float) -> float:
+    """`steps` x (~`work` s of waiting, then record() unless `case` is None). Wall seconds.
+
+    With a `FloorWriter` instead of a case, each step does the bare floor transaction instead: what
+    any durable local write costs at that step length on this machine (a reference, not a target)."""
     t0 = time.perf_counter()
     for i in range(steps):
         time.sleep(work)
-        if case is not None:
+        if isinstance(case, FloorWriter):
+            case.write()
+        elif case is not None:
             case.record("finding", f"step {i}: {TITLE}", BODY, evidence=EVIDENCE)
     return time.perf_counter() - t0
 
@@ -262,7 +284,22 @@ class LoopResult:
         return self.recording / self.baseline
 
 
+def measure_floor_loop(folder: Path, steps: int, work: float, reps: int) -> LoopResult:
+    writer = FloorWriter(folder)
+    try:
+        investigation(writer, 10, work)
+        base, rec = [], []
+        for _ in range(reps):
+            base.append(investigation(None, steps, work))
+            rec.append(investigation(writer, steps, work))
+    finally:
+        writer.close()
+    return LoopResult("floor", steps, work, statistics.median(base), statistics.median(rec), 0, 0, False)
+
+
 def measure_loop(folder: Path, state: str, steps: int, work: float, reps: int) -> LoopResult:
+    if state == "floor":
+        return measure_floor_loop(folder, steps, work, reps)
     backend = None if state == "local" else BenchBackend("svc", {"healthy": "ok", "2 s": "slow", "down": "down"}[state])
     cfg = parse_config(
         {"store": "journal.db", "agent": {"name": "bench", "kind": "primary"},
@@ -334,7 +371,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
                 log(f"PostgreSQL unavailable: {out['pg_error']}")
         for work in args.work:
             steps = max(20, min(sizes.steps, int(sizes.loop_seconds / work)))
-            for state in ("healthy", "2 s", "down", "local"):
+            for state in ("healthy", "2 s", "down", "local", "floor"):
                 log(f"investigation loop, {work * 1e3:g} ms steps, backend {state}")
                 out["loop"][(work, state)] = measure_loop(
                     root / f"loop-{work}-{state.replace(' ', '')}", state, steps, work, sizes.reps
@@ -408,7 +445,7 @@ def report(res: dict[str, Any], plain: bool) -> None:
     loop_rows = []
     for (work, state), loop in res["loop"].items():
         name = {"healthy": "healthy (in-memory)", "2 s": "answers after 2 s", "down": "down (Retryable)",
-                "local": "local folder (reference)"}[state]  # fmt: skip
+                "local": "local folder (reference)", "floor": "bare floor tx, no sharedctx"}[state]  # fmt: skip
         per_step = (loop.recording - loop.baseline) / loop.steps
         loop_rows.append(
             [
@@ -418,7 +455,7 @@ def report(res: dict[str, Any], plain: bool) -> None:
                 f"{loop.recording:.3f} s",
                 fmt_ms(per_step),
                 f"{loop.ratio:.3f}",
-                f"{loop.delivered}/{loop.attempts}",
+                "-" if state == "floor" else f"{loop.delivered}/{loop.attempts}",
                 verdict(loop.ratio <= 1.05) if loop.target else "(info)",
             ]
         )
