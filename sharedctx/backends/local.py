@@ -5,8 +5,11 @@ Layout, for a case `01J…`:
     <path>/01J….jsonl    the machine-readable copy: one entry per line, the source of truth here
     <path>/01J….case.json  the case header (title, service, status)
 
-Exactly-once: the `.jsonl` is appended and fsynced first; a retry after a crash finds the entry
-there (`lookup`) and only re-renders the Markdown, so neither file ever holds an entry twice.
+Exactly-once: the `.jsonl` is appended and fsynced first, then the entry's section is appended to
+the Markdown; a retry after a crash finds the entry in the `.jsonl` (`lookup`) and re-renders the
+Markdown whole, so neither file ever holds an entry twice. The ids already in each `.jsonl` are
+cached (and re-read only if the file changed behind our back), so appending stays O(1) however long
+a case grows: the worker must not eat the CPU an agent needs.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ class LocalBackend:
         self.name = name
         root = Path(options.path).expanduser()
         self.root = root if root.is_absolute() else (base_dir or Path.cwd()) / root
+        self._ids: dict[Path, tuple[int, set[str]]] = {}  # .jsonl -> (its size, the entry ids in it)
 
     # -- files ------------------------------------------------------------------------------------
     def _paths(self, case_id: str) -> tuple[Path, Path, Path]:
@@ -67,6 +71,14 @@ class LocalBackend:
                 continue  # a torn last line from a crash mid-write; it is rewritten on retry
         return entries
 
+    def _known_ids(self, jsonl: Path) -> set[str]:
+        size = jsonl.stat().st_size if jsonl.exists() else 0
+        cached = self._ids.get(jsonl)
+        if cached is None or cached[0] != size:  # first use, or another process wrote to it
+            cached = (size, {e.id for e in self._read_entries(jsonl)})
+            self._ids[jsonl] = cached
+        return cached[1]
+
     def _append_line(self, jsonl: Path, line: str) -> None:
         with open(jsonl, "a+b") as f:
             f.seek(0, os.SEEK_END)
@@ -78,6 +90,10 @@ class LocalBackend:
             f.write(line.encode("utf-8") + b"\n")
             f.flush()
             os.fsync(f.fileno())
+            size = f.tell()
+        ids = self._ids.get(jsonl, (0, set()))[1]
+        ids.add(json.loads(line)["id"])
+        self._ids[jsonl] = (size, ids)
 
     def _render(self, case_id: str) -> None:
         md, jsonl, meta = self._paths(case_id)
@@ -107,9 +123,12 @@ class LocalBackend:
     def append(self, thread: ThreadRef, entry: Entry) -> ExternalRef:
         md, jsonl, _ = self._paths(thread.id)
         with self._locked(thread.id):
-            if not any(e.id == entry.id for e in self._read_entries(jsonl)):
+            if entry.id in self._known_ids(jsonl):
+                self._render(thread.id)  # sent before; make sure the Markdown shows it exactly once
+            else:
                 self._append_line(jsonl, entry.to_json())
-            self._render(thread.id)
+                with open(md, "a", encoding="utf-8") as f:
+                    f.write(render_entry(entry))
         return ExternalRef(backend=self.name, id=f"{thread.id}#{entry.seq}", url=f"{md.resolve().as_uri()}")
 
     def lookup(self, thread: ThreadRef, entry_id: str) -> ExternalRef | None:
@@ -146,32 +165,37 @@ class LocalBackend:
 
 def render_markdown(header: dict[str, Any], entries: list[Entry]) -> str:
     """The case as a person reads it: a header, then each entry as a section with its evidence."""
-    lines = [
+    head = [
         f"# {header.get('title', header['id'])}",
         "",
         f"Case `{header['id']}` · service **{header.get('service') or '-'}** · severity "
         f"**{header.get('severity', '-')}** · status **{header.get('status', 'open')}** · opened "
         f"{header.get('opened', '-')}" + (f" · resolved {header['resolved']}" if header.get("resolved") else ""),
         "",
+        "",
     ]
-    for e in entries:
-        lines += [
-            f"## {e.seq}. {e.kind.value} — {e.title}",
-            f"*{e.author.kind} **{e.author.name}** · {format_ts(e.ts)}"
-            + (f" · re #{e.ref}" if e.ref else "")
-            + (f" · trace `{e.trace_id}`" if e.trace_id else "")
-            + "*",
-            "",
-        ]
-        if e.body:
-            lines += [e.body, ""]
-        if e.evidence:
-            lines.append("Evidence:")
-            for ev in e.evidence:
-                window = f" ({format_ts(ev.start)} → {format_ts(ev.end)})" if ev.start and ev.end else ""
-                query = f" `{ev.query}`" if ev.query else ""
-                link = f" [link]({ev.url})" if ev.url else ""
-                lines.append(f"- **{ev.type}** from {ev.source}: {ev.summary}{query}{link}{window}")
-            lines.append("")
-        lines += [f"<!-- sharedctx:entry {e.id} hash {e.hash} -->", ""]
+    return "\n".join(head) + "".join(render_entry(e) for e in entries)
+
+
+def render_entry(e: Entry) -> str:
+    """One entry's section; appended as is when the entry arrives, so the file never needs rewriting."""
+    lines = [
+        f"## {e.seq}. {e.kind.value} — {e.title}",
+        f"*{e.author.kind} **{e.author.name}** · {format_ts(e.ts)}"
+        + (f" · re #{e.ref}" if e.ref else "")
+        + (f" · trace `{e.trace_id}`" if e.trace_id else "")
+        + "*",
+        "",
+    ]
+    if e.body:
+        lines += [e.body, ""]
+    if e.evidence:
+        lines.append("Evidence:")
+        for ev in e.evidence:
+            window = f" ({format_ts(ev.start)} → {format_ts(ev.end)})" if ev.start and ev.end else ""
+            query = f" `{ev.query}`" if ev.query else ""
+            link = f" [link]({ev.url})" if ev.url else ""
+            lines.append(f"- **{ev.type}** from {ev.source}: {ev.summary}{query}{link}{window}")
+        lines.append("")
+    lines += [f"<!-- sharedctx:entry {e.id} hash {e.hash} -->", "", ""]
     return "\n".join(lines)

@@ -67,3 +67,14 @@ def test_a_torn_line_from_a_crash_is_repaired_and_lookup_finds_landed_entries(tm
     assert backend.lookup(thread, es[0].id) is not None
     backend.append(thread, es[1])
     assert backend.read_back(thread).entries == es
+
+
+def test_appending_sections_gives_the_same_file_as_rendering_it_whole(tmp_path: Path) -> None:
+    backend, case = make(tmp_path)
+    thread = backend.bind(case)
+    for e in entries(case, 3):
+        backend.append(thread, e)
+    md = tmp_path / "cases" / f"{case.id}.md"
+    appended = md.read_text()
+    backend._render(case.id)
+    assert md.read_text() == appended
