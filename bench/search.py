@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+if __package__ in (None, ""):  # run as `python bench/search.py`: make `bench` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.history import CAUSE_BY_ID, generate, write
 from sharedctx.search import search
 from sharedctx.store.base import Store, open_store
