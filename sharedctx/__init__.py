@@ -23,6 +23,7 @@ from .errors import (
     Retryable,
     SharedCtxError,
     StoreError,
+    UnknownCapability,
 )
 from .model import Author, CaseRecord, CaseStatus, Entry, EntryKind, Evidence
 from .store.base import SearchFilters
@@ -55,6 +56,7 @@ __all__ = [
     "SharedContext",
     "SharedCtxError",
     "StoreError",
+    "UnknownCapability",
     "load_config",
 ]
 __version__ = "0.1.0"

@@ -11,7 +11,8 @@
     ├── PartnerError             the direct channel to a partner agent failed
     │   ├── PartnerTimeout
     │   ├── PartnerUnavailable
-    │   └── PartnerBadOutput
+    │   ├── PartnerBadOutput
+    │   └── UnknownCapability
     └── BackendError             a delivery to an external system failed; the worker
         ├── Retryable            decides what to do from the *type* (never from a bool):
         ├── Ambiguous            retry later / reconcile (look for the marker) first /
@@ -78,6 +79,20 @@ class PartnerUnavailable(PartnerError):
 
 class PartnerBadOutput(PartnerError):
     """The partner agent answered with output that does not match its schema."""
+
+
+class UnknownCapability(PartnerError):
+    """The partner agent has no capability by that name."""
+
+    def __init__(self, name: str, known: list[str], *, partner: str | None = None) -> None:
+        offers = ", ".join(known) or "(none)"
+        if partner is None:
+            super().__init__(f"no capability {name!r}; this partner offers: {offers}")
+        else:
+            super().__init__(f"partner {partner!r} has no capability {name!r} (it offers: {offers})")
+        self.name = name
+        self.known = known
+        self.partner = partner
 
 
 class BackendError(SharedCtxError):

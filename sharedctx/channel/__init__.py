@@ -4,9 +4,10 @@ Partner side: `Partner` turns typed functions into an MCP server (stdio, Streama
 plain JSON API. Primary side: `PartnerClient` calls them and returns typed `Finding`s.
 """
 
+from ..errors import UnknownCapability  # defined with the other errors; importable from here too
 from .client import PartnerClient, ask_all
 from .models import CallContext, CapabilityInfo, CapabilityInput, Finding
-from .partner import Partner, Progress, UnknownCapability
+from .partner import Partner, Progress
 
 __all__ = [
     "CallContext",

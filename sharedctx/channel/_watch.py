@@ -5,12 +5,16 @@ Used by `PartnerClient` for Streamable HTTP partners; see `WatchedTransport` for
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
+import anyio
 import httpx
 
 __all__ = ["WatchedTransport"]
+
+log = logging.getLogger("sharedctx.channel")
 
 
 class WatchedTransport(httpx.AsyncBaseTransport):
@@ -46,12 +50,22 @@ class WatchedTransport(httpx.AsyncBaseTransport):
         await self._inner.aclose()
 
 
+#: How long, and how much, `_WatchedStream.aclose` reads to finish a response so its connection is reused.
+_DRAIN_SECONDS = 0.05
+_DRAIN_BYTES = 64 * 1024
+
+
 class _WatchedStream(httpx.AsyncByteStream):
     def __init__(self, inner: Any, on_failure: Callable[[str], None]) -> None:
         self._inner = inner
         self._on_failure = on_failure
+        self._iterator: AsyncGenerator[bytes, None] | None = None
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        self._iterator = self._iterate()
+        return self._iterator
+
+    async def _iterate(self) -> AsyncGenerator[bytes, None]:
         try:
             async for chunk in self._inner:
                 yield chunk
@@ -60,4 +74,24 @@ class _WatchedStream(httpx.AsyncByteStream):
             raise
 
     async def aclose(self) -> None:
-        await self._inner.aclose()
+        """Finish reading the response (briefly) before closing it, so its connection can be reused.
+
+        The SDK closes a POST's event stream as soon as the answer has arrived, a moment before the
+        server ends the stream; a connection closed mid-response is thrown away, so every call would
+        open a new TCP connection. The answer is already with the session, so nobody waits for this.
+        """
+        iterator, self._iterator = self._iterator, None
+        try:
+            if iterator is not None:
+                read = 0
+                with anyio.move_on_after(_DRAIN_SECONDS):
+                    async for chunk in iterator:
+                        read += len(chunk)
+                        if read > _DRAIN_BYTES:
+                            break
+        except Exception as exc:  # the stream failed while finishing: it is closed below all the same
+            log.debug("could not finish reading an MCP response: %s", exc)
+        finally:
+            if iterator is not None:
+                await iterator.aclose()
+            await self._inner.aclose()

@@ -12,7 +12,11 @@ capability (listing the known ones), 413 body too large, 422 invalid input (pyda
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -21,9 +25,11 @@ from pydantic.json_schema import models_json_schema
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import Receive
 
+from ..errors import UnknownCapability
 from .models import CallContext, CapabilityInput, Finding
-from .partner import Partner, UnknownCapability, _valid
+from .partner import Partner, _valid
 
 if TYPE_CHECKING:
     from mcp.server.fastmcp import FastMCP
@@ -32,6 +38,8 @@ __all__ = ["CASE_HEADER", "MAX_BODY_BYTES", "add_api_routes", "openapi"]
 
 CASE_HEADER = "X-Sharedctx-Case"
 MAX_BODY_BYTES = 1_000_000
+
+log = logging.getLogger("sharedctx.channel")
 
 
 def _error(status: int, type_: str, message: str, **extra: Any) -> JSONResponse:
@@ -70,19 +78,13 @@ def add_api_routes(partner: Partner, server: FastMCP) -> None:
         )
         finding: Finding | None = None
         failure: Exception | None = None
-        async with anyio.create_task_group() as tg:
-
-            async def cancel_on_disconnect() -> None:
-                while (await request.receive())["type"] != "http.disconnect":
-                    pass
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(cancel_on_disconnect)
-            try:
-                finding = await partner.invoke(cap, inp, call)
-            except Exception as exc:
-                failure = exc
-            tg.cancel_scope.cancel()
+        scope = anyio.CancelScope()
+        async with _cancel_on_disconnect(request.receive, scope):
+            with scope:
+                try:
+                    finding = await partner.invoke(cap, inp, call)
+                except Exception as exc:
+                    failure = exc
         if finding is None:
             if failure is None:  # cancelled because the client went away: nobody reads this
                 return Response(status_code=499)
@@ -93,8 +95,10 @@ def add_api_routes(partner: Partner, server: FastMCP) -> None:
         async def hand_over() -> None:
             partner.record_later(call, answered)
 
-        return JSONResponse(
-            finding.model_dump(mode="json"),
+        # pydantic's own JSON encoder: the same document JSONResponse(model_dump(...)) would send, faster.
+        return Response(
+            finding.model_dump_json(),
+            media_type="application/json",
             background=BackgroundTask(hand_over) if partner.recorder else None,
             headers={"traceparent": call.traceparent} if call.traceparent else None,
         )
@@ -102,6 +106,46 @@ def add_api_routes(partner: Partner, server: FastMCP) -> None:
     @server.custom_route("/openapi.json", methods=["GET"])
     async def openapi_json(request: Request) -> Response:
         return JSONResponse(openapi(partner))
+
+
+@asynccontextmanager
+async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> AsyncIterator[None]:
+    """Cancel `scope` if the client disconnects while the body of the `async with` runs.
+
+    The request body has been read, so the next ASGI message is `http.disconnect`. Watching for it
+    takes a task; a task group spawned, cancelled and joined on every request cost more than the
+    whole rest of the request (~0.1 ms). On asyncio the watcher is a plain task, started only once
+    the call first waits (a call that never waits cannot be cancelled anyway), cancelled and not
+    joined when the call ends. Other event loops (trio) get the task group.
+    """
+
+    async def watch() -> None:
+        try:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+        except Exception as exc:  # the server has nothing more to tell us: nothing to watch
+            log.debug("disconnect watch ended: %s", exc)
+            return
+        scope.cancel()
+
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # not asyncio
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch)
+            try:
+                yield
+            finally:
+                tg.cancel_scope.cancel()
+        return
+    watchers: list[asyncio.Task[None]] = []
+    start = loop.call_soon(lambda: watchers.append(loop.create_task(watch())))
+    try:
+        yield
+    finally:
+        start.cancel()
+        for task in watchers:
+            task.cancel()
 
 
 class ApiError(BaseModel):

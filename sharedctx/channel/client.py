@@ -6,8 +6,9 @@
 Every failure becomes one of three errors the investigation can record and move past:
 `PartnerTimeout` (no answer in `timeout`; the call is cancelled on the partner too),
 `PartnerUnavailable` (cannot start or reach it, or it died mid-call: never a hang), and
-`PartnerBadOutput` (the answer does not validate as a `Finding`). Other refusals (unknown
-capability, the capability raised) are a plain `PartnerError` whose message says which.
+`PartnerBadOutput` (the answer does not validate as a `Finding`). A capability the partner does
+not offer is `UnknownCapability` (with the names it does offer); other refusals (the capability
+raised) are a plain `PartnerError` whose message says which.
 """
 
 from __future__ import annotations
@@ -26,7 +27,14 @@ from mcp.client.streamable_http import streamable_http_client
 from pydantic import ValidationError
 
 from ..config import PartnerSettings, Secret
-from ..errors import ConfigError, PartnerBadOutput, PartnerError, PartnerTimeout, PartnerUnavailable
+from ..errors import (
+    ConfigError,
+    PartnerBadOutput,
+    PartnerError,
+    PartnerTimeout,
+    PartnerUnavailable,
+    UnknownCapability,
+)
 from ._watch import WatchedTransport
 from .api import CASE_HEADER
 from .models import CapabilityInfo, CapabilityInput, Finding, explain
@@ -177,10 +185,14 @@ class PartnerClient:
     # -- discovering -------------------------------------------------------------------------------
 
     async def capabilities(self) -> list[CapabilityInfo]:
-        """What the partner offers (cached after the first ask)."""
+        """What the partner offers (cached after the first ask); `PartnerTimeout` if it does not say in time."""
         if self._caps is None:
-            with anyio.fail_after(self.settings.timeout):
-                self._caps = await (self._api_capabilities() if self._http else self._mcp_capabilities())
+            limit = self.settings.timeout
+            try:
+                with anyio.fail_after(limit):
+                    self._caps = await (self._api_capabilities() if self._http else self._mcp_capabilities())
+            except TimeoutError:
+                raise PartnerTimeout(f"partner {self.name!r} did not list its capabilities within {limit:g}s") from None
         return self._caps
 
     async def _mcp_capabilities(self) -> list[CapabilityInfo]:
@@ -279,6 +291,8 @@ class PartnerClient:
         except McpError as exc:
             if exc.error.code == types.CONNECTION_CLOSED:
                 raise PartnerUnavailable(f"{where}: the partner went away mid-call{self._stderr_tail()}") from None
+            if exc.error.message.startswith("Unknown tool"):  # how some servers say it (a JSON-RPC error)
+                raise UnknownCapability(capability, await self._known_names(), partner=self.name) from None
             raise PartnerError(f"{where}: {exc.error.message}") from None
         except (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream):
             raise PartnerUnavailable(f"{where}: the connection is closed{self._stderr_tail()}") from None
@@ -286,15 +300,22 @@ class PartnerClient:
             if "structured content" in str(exc) or "schema" in str(exc):
                 raise PartnerBadOutput(f"{where}: {exc}") from None
             raise
-        return self._finding_from(result, where, capability)
+        if result.isError and _error_text(result).startswith("Unknown tool"):  # FastMCP's words for it
+            raise UnknownCapability(capability, await self._known_names(), partner=self.name)
+        return self._finding_from(result, where)
 
-    def _finding_from(self, result: types.CallToolResult, where: str, capability: str) -> Finding:
+    async def _known_names(self) -> list[str]:
+        """The capability names, for an "unknown capability" error: listed once if not yet known."""
+        if self._caps is None:
+            try:
+                await self.capabilities()
+            except PartnerError as exc:
+                log.debug("partner %s: could not list capabilities: %s", self.name, exc)
+        return [c.name for c in self._caps or []]
+
+    def _finding_from(self, result: types.CallToolResult, where: str) -> Finding:
         if result.isError:
-            text = " ".join(c.text for c in result.content if isinstance(c, types.TextContent)) or "(no message)"
-            if text.startswith("Unknown tool"):
-                known = ", ".join(c.name for c in self._caps or []) or "see capabilities()"
-                raise PartnerError(f"partner {self.name!r} has no capability {capability!r} (it offers: {known})")
-            raise PartnerError(f"{where} failed: {text}")
+            raise PartnerError(f"{where} failed: {_error_text(result)}")
         if result.structuredContent is None:
             raise PartnerBadOutput(f"{where}: the answer has no structured content (expected a Finding)")
         try:
@@ -330,6 +351,8 @@ class PartnerClient:
             raise PartnerTimeout(f"{where}: no answer within {limit:g}s; the request was abandoned") from None
         except httpx.TransportError as exc:
             raise PartnerUnavailable(f"{where}: {_describe(exc)}") from None
+        if resp.status_code == 404 and (known := _api_known_capabilities(resp)) is not None:
+            raise UnknownCapability(capability, known, partner=self.name)
         if resp.status_code != 200:
             message = _api_error_message(resp)
             if resp.status_code >= 502:
@@ -381,6 +404,21 @@ class _AsyncProgress:
         result = self._fn(progress, total, message)
         if result is not None:
             await result
+
+
+def _error_text(result: types.CallToolResult) -> str:
+    return " ".join(c.text for c in result.content if isinstance(c, types.TextContent)) or "(no message)"
+
+
+def _api_known_capabilities(resp: httpx.Response) -> list[str] | None:
+    """The names listed by the plain API's `unknown_capability` error; None for any other 404."""
+    try:
+        error = resp.json()["error"]
+        if error["type"] == "unknown_capability":
+            return [str(name) for name in error["known"]]
+    except (ValueError, KeyError, TypeError):
+        pass
+    return None
 
 
 def _api_error_message(resp: httpx.Response) -> str:

@@ -11,7 +11,14 @@ import pytest
 
 from sharedctx.channel import CapabilityInput, Finding, PartnerClient, ask_all
 from sharedctx.config import PartnerSettings
-from sharedctx.errors import ConfigError, PartnerBadOutput, PartnerError, PartnerTimeout, PartnerUnavailable
+from sharedctx.errors import (
+    ConfigError,
+    PartnerBadOutput,
+    PartnerError,
+    PartnerTimeout,
+    PartnerUnavailable,
+    UnknownCapability,
+)
 
 from .conftest import ENV, free_port, partner_process, serve_in_thread
 from .partner_app import build
@@ -96,8 +103,11 @@ async def test_cancelling_the_caller_cancels_the_work_on_the_partner(
 async def test_an_unknown_capability_names_the_ones_offered(stdio_settings: PartnerSettings) -> None:
     async with PartnerClient(stdio_settings) as client:
         await client.capabilities()
-        with pytest.raises(PartnerError, match=r"has no capability 'query_metrics' \(it offers: search_logs"):
+        offered = r"has no capability 'query_metrics' \(it offers: search_logs"
+        with pytest.raises(UnknownCapability, match=offered) as exc:
             await client.call("query_metrics", ASK)
+    assert exc.value.name == "query_metrics" and exc.value.partner == "telemetry"
+    assert "search_logs" in exc.value.known and "analyze_spans" in exc.value.known
 
 
 async def test_schema_violating_output_is_bad_output(stdio_settings: PartnerSettings) -> None:
@@ -189,12 +199,46 @@ async def test_api_timeout_is_partner_timeout() -> None:
 async def test_api_unknown_capability_and_failures_are_specific() -> None:
     with serve_in_thread(build().http_app()) as url:
         async with PartnerClient(api_settings(url)) as client:
-            with pytest.raises(
-                PartnerError, match=r"HTTP 404: no capability 'nope'; this partner offers: analyze_spans, crash"
-            ):
+            offered = r"partner 'telemetry' has no capability 'nope' \(it offers: analyze_spans, crash"
+            with pytest.raises(UnknownCapability, match=offered) as unknown:
                 await client.call("nope", ASK)
+            assert unknown.value.name == "nope" and "search_logs" in unknown.value.known
             with pytest.raises(PartnerError, match="HTTP 500: capability 'fail' failed: loki is unreachable"):
                 await client.call("fail", ASK)
+
+
+async def test_api_disconnecting_cancels_the_capability_on_the_partner(tmp_path: Path) -> None:
+    marker = tmp_path / "cancelled"
+    inp = CapabilityInput(case_id="C1", params={"seconds": 60, "cancel_marker": str(marker)})
+    with serve_in_thread(build().http_app()) as url:
+        async with PartnerClient(api_settings(url)) as client:
+            with pytest.raises(PartnerTimeout):  # the client gives up and closes the connection
+                await client.call("sync_scan", inp, timeout=0.5)
+            with anyio.fail_after(20):
+                while not marker.exists():
+                    await anyio.sleep(0.02)
+            assert (await client.call("search_logs", ASK)).partner == "telemetry"  # the server carries on
+
+
+async def test_api_a_404_that_is_not_an_unknown_capability_stays_a_partner_error() -> None:
+    http = httpx.AsyncClient(
+        transport=httpx.MockTransport(lambda r: httpx.Response(404, text="no route")), base_url="http://p"
+    )
+    async with PartnerClient(api_settings("http://p"), http_client=http) as client:
+        with pytest.raises(PartnerError, match="HTTP 404: no route") as exc:
+            await client.call("search_logs", ASK)
+    assert not isinstance(exc.value, UnknownCapability)
+
+
+async def test_api_listing_that_does_not_answer_in_time_is_partner_timeout() -> None:
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await anyio.sleep(30)
+        return httpx.Response(200, json={"capabilities": []})
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler), base_url="http://p")
+    async with PartnerClient(api_settings("http://p", timeout=0.3), http_client=http) as client:
+        with pytest.raises(PartnerTimeout, match=r"did not list its capabilities within 0\.3s"):
+            await client.capabilities()
 
 
 async def test_api_output_that_is_not_a_finding_is_bad_output() -> None:

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import datetime
 from typing import Any
 
 import anyio
+import jsonschema
 import pytest
+from mcp import types
+from mcp.server.fastmcp import FastMCP
 from mcp.shared.memory import create_connected_server_and_client_session
 
 from sharedctx.channel import CallContext, CapabilityInput, Finding, Partner, PartnerClient, Progress
 from sharedctx.channel.trace import parse_traceparent
-from sharedctx.errors import PartnerBadOutput, PartnerError, PartnerTimeout
+from sharedctx.errors import PartnerBadOutput, PartnerError, PartnerTimeout, UnknownCapability
+from sharedctx.model import Evidence
 
 from .partner_app import build
 
@@ -91,6 +96,95 @@ async def test_structured_output_comes_back_as_a_typed_finding_over_mcp() -> Non
     assert raw.structuredContent is not None and raw.structuredContent["partner"] == "telemetry"
     assert finding.evidence[0].source == "loki"
     assert finding.next_steps == ["check the payments deploy"]
+
+
+FIXED = Finding(
+    summary="12 timeouts calling payments",
+    confidence=0.8,
+    evidence=[Evidence(type="log", source="loki", summary="upstream timeout", query='{app="checkout"}')],
+    next_steps=["check the payments deploy"],
+    capability="search_logs",
+    partner="telemetry",
+)
+
+
+async def _tool_and_result(server: FastMCP) -> tuple[types.Tool, types.CallToolResult]:
+    async with create_connected_server_and_client_session(server) as session:
+        tool = (await session.list_tools()).tools[0]
+        params = types.CallToolRequestParams(name="search_logs", arguments={"case_id": "C1"})
+        request = types.CallToolRequest(params=params)
+        result = await session.send_request(types.ClientRequest(request), types.CallToolResult)
+    return tool, result
+
+
+async def test_tools_list_and_results_are_what_the_bare_sdk_gives_for_the_same_tool() -> None:
+    partner = Partner("telemetry")
+
+    @partner.capability
+    async def search_logs(inp: CapabilityInput) -> Finding:
+        """Search the logs."""
+        return FIXED
+
+    bare = FastMCP("telemetry")
+
+    @bare.tool(name="search_logs", description="Search the logs.", structured_output=True)
+    async def bare_search_logs(
+        case_id: str,
+        service: str = "",
+        start: datetime | None = None,
+        end: datetime | None = None,
+        question: str = "",
+        params: dict[str, Any] | None = None,
+    ) -> Finding:
+        return FIXED
+
+    ours_tool, ours_result = await _tool_and_result(partner.mcp())
+    bare_tool, bare_result = await _tool_and_result(bare)
+    assert ours_tool.outputSchema == bare_tool.outputSchema == Finding.model_json_schema()
+    assert ours_result.model_dump() == bare_result.model_dump()  # the same text block and structuredContent
+
+
+async def test_the_server_does_not_re_validate_each_answer_with_jsonschema(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The SDK would check every answer against the output schema with `jsonschema.validate`, which
+    # re-checks the schema itself each time; pydantic (Finding) has already validated the answer.
+    calls: list[Any] = []
+    real = jsonschema.validate
+    monkeypatch.setattr(jsonschema, "validate", lambda *a, **kw: calls.append(a) or real(*a, **kw))
+    async with create_connected_server_and_client_session(build().mcp()) as session:
+        client = PartnerClient.over_session("telemetry", session)
+        for _ in range(3):
+            assert (await client.call("search_logs", CapabilityInput(case_id="C1"))).partner == "telemetry"
+    assert calls == []
+
+
+async def test_an_unknown_capability_over_mcp_is_unknown_capability_listing_the_offered_ones() -> None:
+    async with create_connected_server_and_client_session(build().mcp()) as session:
+        client = PartnerClient.over_session("telemetry", session)
+        offered = r"partner 'telemetry' has no capability 'nope' \(it offers: search_logs, "
+        with pytest.raises(UnknownCapability, match=offered) as exc:
+            await client.call("nope", CapabilityInput(case_id="C1"))
+    assert isinstance(exc.value, PartnerError)
+    assert exc.value.name == "nope" and "analyze_spans" in exc.value.known
+
+
+async def test_unknown_capability_is_one_error_importable_from_everywhere() -> None:
+    import sharedctx
+    import sharedctx.channel
+
+    assert sharedctx.UnknownCapability is sharedctx.channel.UnknownCapability is UnknownCapability
+    assert issubclass(UnknownCapability, PartnerError)
+    with pytest.raises(UnknownCapability, match=r"no capability 'nope'; this partner offers: analyze_spans"):
+        build().get("nope")
+
+
+async def test_listing_capabilities_that_never_answers_is_partner_timeout() -> None:
+    class Hanging:
+        async def list_tools(self) -> Any:
+            await anyio.sleep(30)
+
+    client = PartnerClient.over_session("telemetry", Hanging(), timeout=0.2)  # type: ignore[arg-type]
+    with pytest.raises(PartnerTimeout, match=r"partner 'telemetry' did not list its capabilities within 0\.2s"):
+        await client.capabilities()
 
 
 async def test_traceparent_and_case_reach_the_capability_and_the_recorder() -> None:
