@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,6 +44,7 @@ from mcp.server.fastmcp import FastMCP  # noqa: E402
 from mcp.shared.memory import create_connected_server_and_client_session  # noqa: E402
 
 from sharedctx.channel import CapabilityInput, Finding, Partner, PartnerClient  # noqa: E402
+from sharedctx.channel.net import free_port, wait_for_port  # noqa: E402
 from sharedctx.config import PartnerSettings  # noqa: E402
 from sharedctx.model import Evidence  # noqa: E402
 
@@ -128,26 +128,12 @@ def serve(kind: str, port: int) -> None:
 Call = Callable[[], Awaitable[Any]]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def server_process(kind: str) -> Any:
     port = free_port()
     proc = subprocess.Popen([sys.executable, __file__, "--serve", kind, "--port", str(port)], cwd=ROOT)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"bench server {kind} did not start") from None
-                time.sleep(0.05)
+        wait_for_port(port, proc, what=f"bench server {kind}")
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()

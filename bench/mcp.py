@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ from mcp.client.streamable_http import streamable_http_client  # noqa: E402
 from mcp.shared._httpx_utils import create_mcp_http_client  # noqa: E402
 
 from bench._stats import Latency, fmt_ms, print_table  # noqa: E402
+from sharedctx.channel.net import free_port, wait_for_port  # noqa: E402
 
 TOKEN_ENV = "SCX_BENCH_TOKEN"
 TOKEN = "scx-bench-0d9c8b7a6f5e4d3c"
@@ -68,12 +68,6 @@ def serve(config: str, port: int) -> None:
     install_log_redaction()
     with SharedContext.open(config, worker=False) as ctx:
         uvicorn.run(mcp_http_app(ctx), host="127.0.0.1", port=port, log_level="warning")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def timed(n: int, fn: Callable[[int], Awaitable[Any]]) -> Latency:
@@ -137,15 +131,7 @@ async def http_session(config: Path) -> AsyncIterator[ClientSession]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), TOKEN_ENV: TOKEN}
     proc = subprocess.Popen([sys.executable, __file__, "--serve", str(config), "--port", str(port)], env=env)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the MCP HTTP server did not start") from None
-                time.sleep(0.05)
+        wait_for_port(port, proc, timeout=30, what="the MCP HTTP server")
         client = create_mcp_http_client(headers={"Authorization": f"Bearer {TOKEN}"})
         async with (
             client,

@@ -383,7 +383,8 @@ class SharedContext:
 
     # -- delivery ---------------------------------------------------------------------------------
     def drain(self, timeout: float = 30.0) -> bool:
-        """Wait until nothing is due for delivery (delivered or dead); True if the outbox drained."""
+        """Wait until nothing is due for delivery (delivered, dead, or held for a human decision);
+        True if the outbox drained."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             counts = self.store.outbox_counts()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from ..channel.net import free_port, wait_for_port
 from ..config import PartnerSettings
 from ..context import SharedContext
 from ..model import CaseStatus, Entry, format_ts, utcnow
@@ -88,11 +88,6 @@ def demo_payload(status: Literal["firing", "resolved"], starts_at: str, ends_at:
     }  # fmt: skip
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 def partner_command(transport: str, config: Path | None, extra: list[str] | None = None) -> list[str]:
     cmd = [sys.executable, "-m", "sharedctx.agents.partner", "--transport", transport]
@@ -104,20 +99,10 @@ def partner_command(transport: str, config: Path | None, extra: list[str] | None
 @contextlib.asynccontextmanager
 async def http_partner(config: Path | None, console: Console, timeout: float = 20) -> AsyncIterator[str]:
     """The partner's HTTP server as a subprocess on a free port; yields its MCP URL, stops it after."""
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(partner_command("http", config, ["--port", str(port)]), stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    dead = proc.poll() is not None and proc.stderr is not None
-                    err = proc.stderr.read().decode(errors="replace")[-800:] if dead and proc.stderr else ""
-                    raise RuntimeError(f"the partner's HTTP server did not start on port {port}: {err}") from None
-                await asyncio.sleep(0.05)
+        await asyncio.to_thread(wait_for_port, port, proc, timeout=timeout, what="the partner's HTTP server")
         console.print(f"[dim]partner: pid {proc.pid}, MCP over Streamable HTTP at http://127.0.0.1:{port}/mcp[/]")
         yield f"http://127.0.0.1:{port}/mcp"
     finally:

@@ -15,17 +15,12 @@ from typing import Any
 import pytest
 import uvicorn
 
+from sharedctx.channel.net import wait_for_port
 from sharedctx.config import PartnerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 PARTNER_CMD = [sys.executable, "-m", "tests.channel.partner_app"]
 ENV = {"PYTHONPATH": str(ROOT)}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
@@ -57,15 +52,7 @@ def partner_process(port: int) -> Iterator[subprocess.Popen[bytes]]:
         [*PARTNER_CMD, "--transport", "http", "--port", str(port)], cwd=ROOT, stderr=subprocess.PIPE
     )
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the partner process did not start listening") from None
-                time.sleep(0.05)
+        wait_for_port(port, proc, what="the partner process")
         yield proc
     finally:
         if proc.poll() is None:

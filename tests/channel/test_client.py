@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from sharedctx.channel import CapabilityInput, Finding, PartnerClient, ask_all
+from sharedctx.channel.net import free_port
 from sharedctx.config import PartnerSettings
 from sharedctx.errors import (
     ConfigError,
@@ -20,7 +21,7 @@ from sharedctx.errors import (
     UnknownCapability,
 )
 
-from .conftest import ENV, free_port, partner_process, serve_in_thread
+from .conftest import ENV, partner_process, serve_in_thread
 from .partner_app import build
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]

@@ -14,7 +14,9 @@ import sys
 
 import pytest
 
-from .conftest import ROOT, free_port, partner_process
+from sharedctx.channel.net import free_port
+
+from .conftest import ROOT, partner_process
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("npx") is None, reason="npx (Node.js) is not installed"),

@@ -18,7 +18,6 @@ import http.server
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -31,6 +30,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from sharedctx.channel.net import free_port
 from sharedctx.context import SharedContext
 from sharedctx.model import CaseRecord
 
@@ -52,12 +52,6 @@ EXPR = (
     'sum by (service) (rate(http_requests_total{code=~"5..",service="checkout"}[5s])) / '
     'sum by (service) (rate(http_requests_total{service="checkout"}[5s]))'
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(what: str, check: Callable[[], T | None], timeout: float, diagnose: Callable[[], str] = str) -> T:
