@@ -114,7 +114,10 @@ KIND_WEIGHT = {
     "handoff": 0.7, "note": 0.6,
 }  # fmt: skip
 FIX_KINDS = ("remediation", "resolution", "decision", "correction", "action")
-OUTCOME_KINDS = ("action", "remediation", "verification", "decision", "decision-request", "correction", "resolution")
+# `note` and `finding` are here because a human verdict on a finding (👍 / `/verify`, 👎 / `/dispute`) is a
+# note with `attrs.verdict` whose `ref` is the finding: both are needed to say which findings people confirmed.
+OUTCOME_KINDS = ("action", "remediation", "verification", "decision", "decision-request", "correction", "resolution",
+                 "note", "finding")
 
 W_SERVICE, W_ALERT, W_FAMILY, W_RESOLVED, W_VERIFIED, W_HUMAN, W_RECENT = 0.35, 0.25, 0.15, 0.08, 0.07, 0.04, 0.05
 HALF_LIFE_DAYS = 90.0

@@ -171,6 +171,21 @@ def test_similar_cases_report_what_was_tried_and_overridden(ctx: SharedContext) 
     assert similar_cases(ctx.store, old.id) == []  # nothing earlier than the first case
 
 
+def test_human_verdicts_on_findings_reach_the_case_outcome(ctx: SharedContext) -> None:
+    """A 👍 / `/verify` or 👎 / `/dispute` arrives as a human `note` with `attrs.verdict` (sharedctx.humans)."""
+    case = pool_case(ctx, "payments", resolve=True)
+    finding = next(e for e in case.timeline() if e.kind == "finding")
+    case.record("note", "Verified by a human", "/verify", author="human:dana", ref=finding.id,
+                attrs={"verdict": "verified"})
+    doubted = case.record("finding", "cache stampede", "maybe the cache", author="partner:telemetry")
+    case.record("note", "Disputed by a human", "/dispute it was the pool", author="human:erin", ref=doubted.id,
+                attrs={"verdict": "disputed"})
+    [top] = [c for c in ctx.search("connection pool payments").cases if c.case_id == case.id]
+    assert top.outcome is not None
+    assert top.outcome.findings_verified == ["connection pool exhausted"]
+    assert top.outcome.findings_disputed == ["cache stampede"]
+
+
 def test_index_rebuild_restores_results(ctx: SharedContext) -> None:
     case = pool_case(ctx, "payments", resolve=True)
     store = ctx.store
