@@ -191,6 +191,9 @@ class DecisionOut(BaseModel):
     decided_at: str | None = None
     decision_entry_id: str | None = None
     comment: str | None = Field(None, description="the human's words (untrusted content)")
+    outcome: str | None = Field(None, description="approved | rejected | overridden | timeout")
+    rule: str | None = Field(None, description="why the decider could decide, e.g. github:permission>=write")
+    instead: str | None = Field(None, description="for an override: what to do instead (untrusted content)")
 
 
 class HandoffOut(BaseModel):
@@ -655,7 +658,8 @@ def build_mcp_server(
         await _run(acc.check_read, ident, request.case_id)
         if request.kind != EntryKind.DECISION_REQUEST:
             raise InvalidEntry(f"entry {request_id} is a {request.kind.value}, not a decision-request")
-        return _decision_out(request, await _run(acc.decision_for, request))
+        decision = await _run(acc.decision_for, request) or await _run(_timeout_decision, ctx, request)
+        return _decision_out(request, decision)
 
     # ------------------------------------------------------------------------------ wrapping up
     @server.tool(
@@ -749,7 +753,20 @@ def _decision_out(request: Entry, decision: Entry | None) -> DecisionOut:
         "approved": Access.approves(decision), "decided_by": str(decision.author),
         "decided_at": format_ts(decision.ts), "decision_entry_id": decision.id,
         "comment": shown(decision.body, decision.author) if decision.body else None,
+        "outcome": decision.attrs.get("outcome"), "rule": decision.attrs.get("rule"),
+        "instead": shown(str(decision.attrs["instead"]), decision.author) if decision.attrs.get("instead") else None,
     })  # fmt: skip
+
+
+def _timeout_decision(ctx: SharedContext, request: Entry) -> Entry | None:
+    """sharedctx's own answer when nobody answered in time (`request_decision(on_timeout="default")`).
+
+    Agents' decisions never count (a question put to humans is not answered by an agent), but the
+    timeout policy's decision does, so MCP and `sharedctx.humans.get_decision` agree on the state."""
+    for e in ctx.store.entries(request.case_id, since_seq=request.seq, kinds=[EntryKind.DECISION.value]):
+        if e.ref == request.id and e.author.kind == "system" and e.attrs.get("outcome") == "timeout":
+            return e
+    return None
 
 
 def _similar(ctx: SharedContext, case_id: str, limit: int) -> list[SimilarCase]:

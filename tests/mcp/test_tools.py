@@ -171,6 +171,19 @@ async def test_decisions_are_requested_stored_and_answered_by_humans_only(ctx: S
     assert summary["pending_decisions"] == []
 
 
+async def test_a_timed_out_request_reports_the_policy_decision(ctx: SharedContext) -> None:
+    async with session_as(ctx, "lead") as s:
+        case = await call(s, "open_case", title="c")
+        req = await call(s, "request_decision", case_id=case["id"], question="Roll back deploy 4411?")
+        # what sharedctx.humans records when nobody answered and the policy takes the default
+        ctx.case(case["id"]).record(EntryKind.DECISION, "No answer: took the default", author="system:sharedctx",
+                                    ref=req["request_id"], attrs={"outcome": "timeout", "choice": "reject",
+                                                                  "rule": "timeout:default"})  # fmt: skip
+        out = await call(s, "get_decision", request_id=req["request_id"])
+    assert out["status"] == "decided" and out["outcome"] == "timeout" and out["rule"] == "timeout:default"
+    assert out["choice"] == "reject" and out["approved"] is False
+
+
 async def test_handoff_summary_and_case_resource(ctx: SharedContext) -> None:
     async with session_as(ctx, "lead") as s:
         case = await call(s, "open_case", title="Checkout 5xx spike", service="checkout", severity="critical")
