@@ -58,7 +58,7 @@ from .access import (
 )
 from .context import SharedContext
 from .errors import CaseNotFound, EntryNotFound, InvalidEntry, PermissionDenied, SharedCtxError
-from .model import MAX_BODY_BYTES, MAX_TITLE_CHARS, CaseRecord, Entry, EntryKind, format_ts
+from .model import MAX_BODY_BYTES, MAX_TITLE_CHARS, Author, CaseRecord, Entry, EntryKind, format_ts
 from .redact import RedactingFilter, Redactor
 from .store.base import SearchFilters
 
@@ -158,10 +158,12 @@ class SearchHit(BaseModel):
     trusted: bool
     title: str
     snippet: str = Field(description="matching text; [brackets] mark the matched words")
+    why: str = Field("", description="why this case ranked here: same service, resolved, human-verified…")
 
 
 class SearchOut(BaseModel):
-    hits: list[SearchHit]
+    hits: list[SearchHit] = Field(description="best case first; a case's matching entries follow each other")
+    notice: str | None = Field(None, description="what was done about odd query syntax, if anything")
 
 
 class SimilarCase(BaseModel):
@@ -589,21 +591,23 @@ def build_mcp_server(
         ident = me()
         f = SearchFilters(service=service, kinds=list(kind) if kind else None, author_kind=author_kind,
                           since=since, until=until, case_status=outcome)  # fmt: skip
-        rows = await _run(ctx.store.search, text, f, limit if ident.role != "partner" else limit * 5)
-        hits = []
-        for row in rows:
-            e = row.entry
-            if not await _run(acc.can_read, ident, e.case_id):
+        # the same ranked history search as the CLI and the Python API (sharedctx.search)
+        result = await _run(ctx.search, text, f, limit=limit if ident.role != "partner" else limit * 5)
+        hits: list[SearchHit] = []
+        for c in result.cases:
+            if not await _run(acc.can_read, ident, c.case_id):
                 continue
-            hits.append(SearchHit(
-                case_id=e.case_id, case_uri=f"case://{e.case_id}", case_title=row.case_title,
-                case_status=row.case_status, service=row.service, entry_id=e.id, seq=e.seq, kind=e.kind.value,
-                ts=format_ts(e.ts), author=str(e.author), provenance=provenance(e.author),
-                trusted=trusted(e.author), title=shown(e.title, e.author), snippet=shown(row.snippet, e.author),
-            ))  # fmt: skip
+            for h in c.hits:
+                who = Author.parse(h.author)
+                hits.append(SearchHit(
+                    case_id=c.case_id, case_uri=f"case://{c.case_id}", case_title=c.title, case_status=c.status,
+                    service=c.service, entry_id=h.entry_id, seq=h.seq, kind=h.kind, ts=format_ts(h.ts),
+                    author=h.author, provenance=provenance(who), trusted=trusted(who), title=shown(h.title, who),
+                    snippet=shown(h.snippet, who), why=c.why,
+                ))  # fmt: skip
             if len(hits) >= limit:
                 break
-        return SearchOut(hits=hits)
+        return SearchOut(hits=hits[:limit], notice=result.notice)
 
     @server.tool(
         description="Earlier cases that look like this one, and how they ended (the resolution). Use it early "

@@ -132,6 +132,7 @@ async def test_search_history_filters_and_links_to_cases(ctx: SharedContext) -> 
     assert {h["case_id"] for h in checkout["hits"]} == {a["id"]}
     assert checkout["hits"][0]["case_uri"] == f"case://{a['id']}"
     assert "[" in checkout["hits"][0]["snippet"]
+    assert "resolved" in checkout["hits"][0]["why"]  # ranked by the same history search as the CLI and API
     assert [(h["case_id"], h["kind"]) for h in resolved["hits"]] == [(a["id"], "finding")]
 
 
