@@ -545,12 +545,7 @@ def build_mcp_server(
             evidence=[e.model_dump(exclude_none=True) for e in evidence], ref=ref, trace_id=trace_id,
             attrs=attrs, status=status,
         )  # fmt: skip
-        msg = f"recorded as #{entry.seq}"
-        if request is not None:
-            msg += (f"; held for a human decision: it is not delivered to any backend until a human approves "
-                    f"decision request {request.id} (poll get_decision)")  # fmt: skip
-        return RecordOut(entry=entry_out(entry), held_for_decision=request is not None,
-                         decision_request_id=request.id if request else None, message=msg)  # fmt: skip
+        return record_out(entry, request)
 
     @server.tool(
         description="Read a case's entries in order, a page at a time: entries with seq > `since`. Start with "
@@ -680,9 +675,7 @@ def build_mcp_server(
         entry, request = await _run(
             acc.record, ident, case_id, EntryKind.RESOLUTION, title, summary, ctx=ctx, status="resolved"
         )
-        msg = f"recorded as #{entry.seq}" + ("; held for a human decision" if request else "")
-        return RecordOut(entry=entry_out(entry), held_for_decision=request is not None,
-                         decision_request_id=request.id if request else None, message=msg)  # fmt: skip
+        return record_out(entry, request)
 
     @server.tool(
         description="A one-screen Markdown summary of a case for whoever takes over: status, alerts, latest "
@@ -740,6 +733,16 @@ def acc_redact(server: SharedContextMCP, title: str, fingerprint: str | None) ->
     """Case titles and fingerprints are not entries, so `record()` does not redact them: do it here."""
     r = server.redactor
     return r.redact(title), (r.redact(fingerprint) if fingerprint else fingerprint)
+
+
+def record_out(entry: Entry, request: Entry | None) -> RecordOut:
+    """What a write tool answers; `request` is the decision request when policy held the entry."""
+    msg = f"recorded as #{entry.seq}"
+    if request is not None:
+        msg += (f"; held for a human decision: it is not delivered to any backend until a human approves "
+                f"decision request {request.id} (poll get_decision)")  # fmt: skip
+    return RecordOut(entry=entry_out(entry), held_for_decision=request is not None,
+                     decision_request_id=request.id if request else None, message=msg)  # fmt: skip
 
 
 def _decision_out(request: Entry, decision: Entry | None) -> DecisionOut:

@@ -117,6 +117,12 @@ def _dt(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
 
+def equal_to(**columns: str | None) -> tuple[str, list[Any]]:
+    """`col = ?` for each column given a value (None or empty: no condition), AND-ed; "1=1" for none."""
+    given = {k: v for k, v in columns.items() if v}
+    return " AND ".join(f"{k}=?" for k in given) or "1=1", list(given.values())
+
+
 def filter_clauses(f: SearchFilters) -> tuple[list[str], list[Any]]:
     """WHERE conditions (over `e` = entries, `c` = cases) for the structured search filters."""
     where: list[str] = []
@@ -280,17 +286,9 @@ class SQLStore:
     def list_cases(
         self, *, status: str | None = None, service: str | None = None, limit: int = 100
     ) -> list[CaseRecord]:
-        sql = f"SELECT {CASE_COLS} FROM cases WHERE 1=1"
-        params: list[Any] = []
-        if status:
-            sql += " AND status=?"
-            params.append(status)
-        if service:
-            sql += " AND service=?"
-            params.append(service)
-        sql += " ORDER BY id DESC LIMIT ?"
-        params.append(limit)
-        return [self._case(r) for r in self._q(sql, params)]
+        where, params = equal_to(status=status, service=service)
+        rows = self._q(f"SELECT {CASE_COLS} FROM cases WHERE {where} ORDER BY id DESC LIMIT ?", [*params, limit])
+        return [self._case(r) for r in rows]
 
     def set_binding(self, case_id: str, backend: str, thread: dict[str, Any]) -> None:
         with self._tx() as c:
@@ -312,11 +310,12 @@ class SQLStore:
             if r is None:
                 raise CaseNotFound(f"no case with id {draft.case_id!r}; nothing was recorded")
             entry = build_entry(draft, r[0] + 1, r[1])
+            params = entry_params(entry)
             c.execute(
                 f"INSERT INTO entries ({ENTRY_COLS}, evidence_text) VALUES (:id, :case_id, :seq, :ts, "
                 ":author_kind, :author_name, :kind, :title, :body, :evidence, :ref, :trace_id, :attrs, "
                 ":prev_hash, :hash, :evidence_text)",
-                entry_params(entry),
+                params,
             )
             if backends:
                 c.executemany(
@@ -325,7 +324,7 @@ class SQLStore:
                     [(entry.id, entry.case_id, entry.seq, b, now_epoch, now_epoch) for b in backends],
                 )
             new = next_status(r[2], status)
-            ts = format_ts(entry.ts)
+            ts = params["ts"]
             resolved_at = r[3] or (ts if new == "resolved" else None)
             c.execute(
                 "UPDATE cases SET last_seq=?, last_hash=?, updated_at=?, status=?, resolved_at=? WHERE id=?",
@@ -462,17 +461,9 @@ class SQLStore:
     def list_deliveries(
         self, *, state: str | None = None, backend: str | None = None, limit: int = 100
     ) -> list[Delivery]:
-        sql = f"SELECT {DELIVERY_COLS} FROM outbox WHERE 1=1"
-        params: list[Any] = []
-        if state:
-            sql += " AND state=?"
-            params.append(state)
-        if backend:
-            sql += " AND backend=?"
-            params.append(backend)
-        sql += " ORDER BY id LIMIT ?"
-        params.append(limit)
-        return [self._delivery(r) for r in self._q(sql, params)]
+        where, params = equal_to(state=state, backend=backend)
+        rows = self._q(f"SELECT {DELIVERY_COLS} FROM outbox WHERE {where} ORDER BY id LIMIT ?", [*params, limit])
+        return [self._delivery(r) for r in rows]
 
     def requeue_dead(self, *, backend: str | None = None, ids: Sequence[int] | None = None) -> int:
         sql = "UPDATE outbox SET state='pending', attempts=0, next_attempt_at=?, lease_until=NULL WHERE state='dead'"
