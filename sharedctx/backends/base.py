@@ -89,3 +89,39 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class Check(BaseModel):
+    """One thing `sharedctx backends check` verified about a backend, said in plain words.
+
+    Setup problems (a bad token, a missing scope, a PagerDuty `From` address that is not a user, a Jira
+    transition that does not exist) must surface when someone wires the backend, not at 2 AM in the
+    middle of an incident; each check names what it looked at and what to do if it failed.
+    """
+
+    what: str = Field(description="what was checked: credentials, scopes, target, transition, ...")
+    ok: bool
+    detail: str = Field(description="what was found, and on failure what to do about it")
+
+
+@runtime_checkable
+class Checkable(Protocol):
+    """A backend that can verify its own setup against the live service (`sharedctx backends check`).
+
+    `check()` never writes anything a person would see, and raises nothing: every failure, including
+    an unreachable service, is a `Check(ok=False)` that says what went wrong.
+    """
+
+    def check(self) -> list[Check]: ...
+
+
+@runtime_checkable
+class Authorizes(Protocol):
+    """A backend whose service knows who may decide (GitHub repository permission, Matrix power levels).
+
+    `authorize(item)` says whether the person behind `item` may answer a decision request, and the rule
+    that says so (recorded in the decision, e.g. `"github:permission>=write (admin)"`). None means the
+    service has no opinion on this person and the `[humans.allow]` list decides alone.
+    """
+
+    def authorize(self, item: HumanItem) -> tuple[bool, str] | None: ...
