@@ -1,0 +1,161 @@
+"""The `Redactor`: text, nested values and whole models in, the same with every credential replaced.
+
+`sanitize(model)` is the one function the store calls on everything it is about to persist. It walks the
+model's fields generically (every field, every nested model, dict key and value, list item), so a field
+added to a model later is covered without anyone remembering to list it here.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from datetime import date, datetime, time, timedelta
+from enum import Enum
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from ..errors import ConfigError
+from .decode import views
+from .detectors import (
+    _PLACEHOLDER_RE,
+    Finding,
+    _merge,
+    _Rule,
+    _value_is_secret,
+    classify_key,
+    parse_user_pattern,
+    placeholder,
+    scan,
+)
+
+T = TypeVar("T")
+_ATOMS = (bool, int, float, Enum, datetime, date, time, timedelta, bytes, type(None))
+
+
+class Redactor:
+    """Finds credentials in text and replaces them with `[REDACTED:<type>]`. Thread-safe, stateless.
+
+    `patterns` are the user's extra regexes from `[redact] patterns = [...]`; each may be `name=regex`.
+    """
+
+    def __init__(self, patterns: list[str] | None = None) -> None:
+        self._user_rules: list[_Rule] = [parse_user_pattern(p) for p in (patterns or [])]
+
+    @classmethod
+    def from_config(cls, section: Any) -> Redactor:
+        """Build from the `[redact]` config section (`Config.redact`, or a plain mapping)."""
+        if isinstance(section, BaseModel):
+            section = section.model_dump()
+        section = section or {}
+        patterns = section.get("patterns") or [] if isinstance(section, Mapping) else None
+        if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
+            raise ConfigError('[redact] patterns must be a list of strings, e.g. ["acme-key=ACME-[0-9a-f]{32}"]')
+        return cls(patterns)
+
+    # ---------------------------------------------------------------------------------------- text
+    def find(self, text: str, *, precheck: bool = True) -> list[Finding]:
+        """All secrets in `text`, in the text as it is and in every decoded view of it (JSON-escaped, doubly
+        escaped, percent-encoded, wrapped across lines), as merged ranges of `text`.
+
+        `precheck=False` runs every detector (for tests).
+        """
+        found = scan(text, self._user_rules, precheck=precheck)
+        decoded_any = False
+        for view in views(text):
+            for f in scan(view.text, self._user_rules, precheck=precheck):
+                start, end = view.span(f.start, f.end)
+                found.append(Finding(f.type, start, end, f.priority))
+                decoded_any = True
+        return _merge(found) if decoded_any else found
+
+    def redact(self, text: str) -> str:
+        """`text` with every credential replaced by its typed placeholder; the same object if none is found."""
+        if not text:
+            return text
+        findings = self.find(text)
+        if not findings:
+            return text
+        parts: list[str] = []
+        pos = 0
+        for f in findings:
+            parts.append(text[pos : f.start])
+            parts.append(placeholder(f.type))
+            pos = f.end
+        parts.append(text[pos:])
+        return "".join(parts)
+
+    # --------------------------------------------------------------------------------------- values
+    def redact_value(self, obj: Any) -> Any:
+        """Redact strings anywhere in dicts/lists/tuples/models; a value under a secret-named key is replaced
+        whole. `{"password": "hunter2"}` has no `password=` in any one string, so keys give the context.
+
+        Anything unchanged is returned as the same object (cheap, and keeps identity).
+        """
+        return self._value(obj, None)
+
+    def sanitize(self, model: T) -> T:
+        """`model` (any pydantic model, or plain data) with every string in it redacted: the store's one
+        choke point for secrets. The same object when nothing changed."""
+        result: T = self._value(model, None)
+        return result
+
+    def redact_draft(self, draft: T) -> T:
+        """Kept for old callers: the same as `sanitize`."""
+        return self.sanitize(draft)
+
+    def _value(self, obj: Any, key_kind: str | None) -> Any:
+        if isinstance(obj, _ATOMS):
+            if key_kind is not None and isinstance(obj, int | float) and not isinstance(obj, bool | Enum):
+                return placeholder(key_kind) if _value_is_secret(key_kind, str(obj)) else obj
+            return obj
+        if isinstance(obj, str):
+            red = self.redact(obj)
+            if key_kind is None or not _value_is_secret(key_kind, obj):
+                return red
+            if _PLACEHOLDER_RE.fullmatch(red):
+                return red
+            return placeholder(key_kind)
+        if isinstance(obj, BaseModel):
+            return self._model(obj)
+        if isinstance(obj, dict):
+            changed = False
+            out: dict[Any, Any] = {}
+            for k, v in obj.items():
+                kind = classify_key(k) if isinstance(k, str) else None
+                nk = self._value(k, None) if isinstance(k, str) else k
+                nv = self._value(v, kind)
+                changed = changed or nk is not k or nv is not v
+                out[nk] = nv
+            return out if changed else obj
+        if isinstance(obj, list | tuple | set | frozenset):
+            items = [self._value(v, key_kind) for v in obj]
+            if all(a is b for a, b in zip(items, obj, strict=True)):
+                return obj
+            return type(obj)(items)
+        return obj
+
+    def _model(self, model: BaseModel) -> BaseModel:
+        """Every field (declared and extra) of a pydantic model, walked like a dict keyed by field name."""
+        update: dict[str, Any] = {}
+        names = list(type(model).model_fields) + list(model.model_extra or {})
+        for name in names:
+            value = getattr(model, name, None)
+            new = self._value(value, classify_key(name))
+            if new is not value:
+                update[name] = new
+        return model.model_copy(update=update) if update else model
+
+
+_default: Redactor | None = None
+_default_lock = threading.Lock()
+
+
+def default_redactor() -> Redactor:
+    """The process-wide redactor with the built-in detectors only (no user patterns)."""
+    global _default
+    if _default is None:
+        with _default_lock:
+            if _default is None:
+                _default = Redactor()
+    return _default
