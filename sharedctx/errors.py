@@ -25,6 +25,8 @@ says something useful; pass a message to say something specific.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class SharedCtxError(Exception):
     """Something went wrong in sharedctx."""
@@ -120,3 +122,48 @@ class AuthFailed(BackendError):
 
 class Rejected(BackendError):
     """The backend will never accept this request as it is (4xx); it goes to dead letters."""
+
+
+def _where(prefix: str, loc: tuple[int | str, ...] | list[int | str]) -> str:
+    out = prefix
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def validation_problems(exc: Any, *, prefix: str = "", unknown: str = "unknown key") -> list[str]:
+    """`where: what is wrong` for each problem of a pydantic `ValidationError`.
+
+    The one formatter for validation errors (config, entries, cases, intake, MCP). It never echoes the
+    input value: the value may be the very secret the caller should not have sent, and these messages end
+    up in HTTP answers, MCP results and logs.
+    """
+    lines: list[str] = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = tuple(err.get("loc", ()))
+        if err.get("type") == "extra_forbidden":
+            msg = unknown
+        else:
+            msg = str(err.get("msg", "")).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        field = str(loc[-1]) if loc else ""
+        if field and msg.startswith(field) and msg[len(field) : len(field) + 1] in ("[", ".", " ", ":"):
+            parent = _where(prefix, loc[:-1])  # the message names its own field: `evidence[3].data is …`
+            lines.append(f"{parent}.{msg}" if parent else msg)
+            continue
+        where = _where(prefix, loc)
+        lines.append(f"{where}: {msg}" if where else msg)
+    return lines
+
+
+def format_validation_error(exc: Any, heading: str, *, prefix: str = "", unknown: str = "unknown key",
+                            limit: int | None = None, joiner: str = "\n  ") -> str:
+    """`heading` and then every problem (or the first `limit`), each naming its key; see `validation_problems`."""
+    lines = validation_problems(exc, prefix=prefix, unknown=unknown)
+    more = len(lines) - limit if limit is not None and len(lines) > limit else 0
+    lines = lines[:limit] if limit is not None else lines
+    if more:
+        lines.append(f"… and {more} more")
+    return heading + joiner + joiner.join(lines) if heading else joiner.join(lines).strip()

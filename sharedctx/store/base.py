@@ -31,6 +31,7 @@ from ..model import (
     new_id,
     utcnow,
 )
+from ..redact import Redactor
 
 
 class SearchFilters(BaseModel):
@@ -97,6 +98,7 @@ class Candidate(BaseModel):
 
 class Store(Protocol):
     url: str
+    redactor: Redactor  # every value is sanitised with it before it is written (see SQLStore)
 
     def migrate(self) -> None: ...
     def close(self) -> None: ...
