@@ -57,7 +57,14 @@ from .access import (
     trusted,
 )
 from .context import SharedContext
-from .errors import CaseNotFound, EntryNotFound, InvalidEntry, PermissionDenied, SharedCtxError
+from .errors import (
+    CaseNotFound,
+    EntryNotFound,
+    InvalidEntry,
+    PermissionDenied,
+    SharedCtxError,
+    format_validation_error,
+)
 from .model import MAX_BODY_BYTES, MAX_TITLE_CHARS, Author, CaseRecord, Entry, EntryKind, format_ts
 from .redact import RedactingFilter, Redactor
 from .store.base import SearchFilters
@@ -301,11 +308,7 @@ def handoff_summary(rec: CaseRecord, entries: Sequence[Entry], decided: set[str]
 
 # -- errors ---------------------------------------------------------------------------------------
 def _validation_text(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors()[:5]:
-        loc = ".".join(str(p) for p in err["loc"]) or "(arguments)"
-        parts.append(f"{loc}: {err['msg']}")
-    return "; ".join(parts)
+    return format_validation_error(exc, "", unknown="unknown argument", limit=5, joiner="; ")
 
 
 def error_text(exc: BaseException) -> str:
