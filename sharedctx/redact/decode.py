@@ -31,7 +31,8 @@ _PERCENT = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
 # continuation), and right after it — past indentation — a secret-body run that is not the key of the next
 # `key: value` / `key=value` line. Joining only such breaks keeps ordinary lines (YAML, logs) apart.
 _BODY = r"[A-Za-z0-9+/=_\-.~%]"
-_WRAP = re.compile(rf"(?<={_BODY})\\?\r?\n[ \t]*(?![A-Za-z0-9_.\-]+=[^\s=])(?={_BODY}+(?:[\s\"',;)\]}}]|$))")
+_END = r"(?:[\s\"',;)\]}@/?#&<>]|:(?!\s)|$)"  # what may follow the continuation (not `key:` + space)
+_WRAP = re.compile(rf"(?<={_BODY})\\?\r?\n[ \t]*(?![A-Za-z0-9_.\-]+=[^\s=])(?={_BODY}+{_END})")
 _MAX_DEPTH = 3  # JSON escaping applied more than three times over is not something logs do
 
 
