@@ -108,18 +108,23 @@ def _attempt(placements: Placements, write: Callable[[], Any]) -> Any:
     return result
 
 
-def write_everything(ctx: SharedContext, rng: random.Random) -> Placements:
+def write_everything(
+    ctx: SharedContext, rng: random.Random, entry_paths: list[str] | None = None, case_paths: list[str] | None = None
+) -> Placements:
+    """Each secret type in each encoding into each of the paths (default: all of them), through the API."""
     placements = Placements()
+    entry_fill = {p: ENTRY_PATHS[p] for p in entry_paths or ENTRY_PATHS}
+    case_fill = {p: CASE_PATHS[p] for p in case_paths or CASE_PATHS}
     cases: dict[str, Case] = {}
     for encoding in ENCODINGS:
-        for path, kwargs in ENTRY_PATHS.items():
+        for path, kwargs in entry_fill.items():
             for secret in make_secrets(rng):  # fresh bodies for every placement
                 case = cases.get(secret.type) or ctx.open_case(f"Leak hunt: {secret.type}", service="checkout")
                 cases[secret.type] = case
                 placements.add(path, secret, encoding)
                 args = {"title": f"{path} / {encoding}", **kwargs(encode(secret, encoding))}
                 _attempt(placements, lambda c=case, a=args: c.record("finding", **a))  # type: ignore[misc]
-        for path, kwargs in CASE_PATHS.items():
+        for path, kwargs in case_fill.items():
             for secret in make_secrets(rng):
                 placements.add(path, secret, encoding)
                 args = {"title": f"{path} / {secret.type} / {encoding}", **kwargs(encode(secret, encoding))}
@@ -144,8 +149,9 @@ def sqlite_text(db: Path) -> tuple[str, str]:
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_no_secret_reaches_any_sink_from_any_field_in_any_encoding(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    scratch: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    tmp_path = scratch
     gh = github(monkeypatch)
     fake = FakeBackend("fake")
     local = make_backend(BackendSettings(type="local", path=str(tmp_path / "cases")), base_dir=tmp_path)
