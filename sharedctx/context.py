@@ -13,6 +13,7 @@ worker. From asyncio code use `await case.arecord(...)`, which runs the same cal
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -40,6 +41,9 @@ from .store.base import SearchFilters, Store, open_store, verify_entries
 
 if TYPE_CHECKING:
     from .search import CaseResult, SearchResult
+
+
+_ID_RE = re.compile(r"^[0-9A-Za-z_-]{1,64}$")  # what an entry id can look like (ours are ULIDs)
 
 
 def _text(value: str | bytes, what: str) -> str:
@@ -297,12 +301,15 @@ class SharedContext:
         if not title:
             raise InvalidEntry("an entry needs a non-empty title; nothing was recorded")
         if ref is not None:
+            shown = repr(ref) if _ID_RE.match(ref) else "(not an entry id)"  # never echo free text: it may be a secret
             try:
-                target = self.store.get_entry(ref)
+                target = self.store.get_entry(ref) if _ID_RE.match(ref) else None
             except EntryNotFound:
-                raise InvalidEntry(f"ref {ref!r} is not an entry of this journal; nothing was recorded") from None
+                target = None
+            if target is None:
+                raise InvalidEntry(f"ref {shown} is not an entry of this journal; nothing was recorded")
             if target.case_id != case_id:
-                raise InvalidEntry(f"ref {ref!r} belongs to another case ({target.case_id})")
+                raise InvalidEntry(f"ref {shown} belongs to another case ({target.case_id})")
         try:
             if isinstance(author, str):
                 author = Author.parse(author)

@@ -183,7 +183,7 @@ def encode(secret: Secret, encoding: str) -> str:
 def windows(body: str) -> set[str]:
     """Every WINDOW-long piece of `body`, as it is and percent-encoded (base64 has `/` and `+`)."""
     pieces = {body[i : i + WINDOW] for i in range(0, max(1, len(body) - WINDOW + 1))}
-    return pieces | {quote(p, safe="") for p in pieces}
+    return pieces | {quote(p, safe="") for p in pieces if not p.isalnum()}
 
 
 def leaks(secret: Secret, haystack: str) -> list[str]:
