@@ -38,7 +38,7 @@ def test_encoded_secrets_are_replaced_in_place(text: str) -> None:
 def test_ordinary_lines_are_not_joined() -> None:
     """YAML keys, log fields and prose keep their line breaks; only a token broken mid-way is joined."""
     text = "password: hunter2x\nhost: db1\nport=5432\nsha256 9f86d081884c7d65\n9a2feaa0c55ad015 ok"
-    assert R.redact(text) == "password: [REDACTED:password]\nhost: db1\nport=5432\nsha256 9f86d081884c7d65\n9a2feaa0c55ad015 ok"
+    assert R.redact(text) == text.replace("hunter2x", "[REDACTED:password]")
 
 
 def test_text_without_escapes_builds_no_view() -> None:
