@@ -17,6 +17,7 @@ from __future__ import annotations
 import bisect
 import json
 import re
+import string
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from urllib.parse import unquote
@@ -24,15 +25,17 @@ from urllib.parse import unquote
 __all__ = ["View", "views"]
 
 # A run of JSON string escapes: `\"`, `\\`, `\n`, `\u00e9`, … (decoded together so surrogate pairs work).
-_JSON_ESCAPES = re.compile(r'(?:\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))+')
+_ESC = r'\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4})'
+_JSON_ESCAPES = re.compile(f"{_ESC}(?:{_ESC})*")  # not `(?:…)+`: a literal first item lets `re` skip ahead
 # A run of percent-encoded bytes (decoded together so multi-byte UTF-8 works).
-_PERCENT = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
+_PERCENT = re.compile(r"%[0-9A-Fa-f]{2}(?:%[0-9A-Fa-f]{2})*")
 # A line break *inside* a token: a secret-body character right before it (after an optional shell `\`
 # continuation), and right after it — past indentation — a secret-body run that is not the key of the next
 # `key: value` / `key=value` line. Joining only such breaks keeps ordinary lines (YAML, logs) apart.
 _BODY = r"[A-Za-z0-9+/=_\-.~%]"
 _END = r"(?:[\s\"',;)\]}@/?#&<>]|:(?!\s)|$)"  # what may follow the continuation (not `key:` + space)
-_WRAP = re.compile(rf"(?<={_BODY})\\?\r?\n[ \t]*(?![A-Za-z0-9_.\-]+=[^\s=])(?={_BODY}+{_END})")
+_WRAP = re.compile(rf"\n[ \t]*(?![A-Za-z0-9_.\-]+=[^\s=])(?={_BODY}+{_END})")  # `\r`, `\\` before: see _rewrite
+_BODY_CHARS = frozenset(string.ascii_letters + string.digits + "+/=_-.~%")
 _MAX_DEPTH = 3  # JSON escaping applied more than three times over is not something logs do
 
 
@@ -44,7 +47,12 @@ class View:
     # (view_start, view_end, orig_start, orig_end) of every replaced token, in order
     tokens: list[tuple[int, int, int, int]] = field(default_factory=list)
     parent: View | None = None
+    joins: bool = False  # only line breaks were removed: the text is the parent's, minus a few characters
     _starts: list[int] = field(default_factory=list, repr=False)
+
+    def around_changes(self, reach: int = 64) -> list[str]:
+        """The text around each change (`reach` characters either side): where this view can differ."""
+        return [self.text[max(0, vs - reach) : ve + reach] for vs, ve, _, _ in self.tokens]
 
     def _char(self, c: int) -> tuple[int, int]:
         """The original range that produced character `c` of `text` (one layer down)."""
@@ -68,22 +76,34 @@ class View:
         return s, e
 
 
-def _rewrite(view: View, pattern: re.Pattern[str], decode: Callable[[str], str | None]) -> View | None:
-    """A child view of `view` with every match of `pattern` replaced by `decode(match)`; None if unchanged."""
+def _rewrite(
+    view: View, pattern: re.Pattern[str], decode: Callable[[str], str | None], after: frozenset[str] | None = None
+) -> View | None:
+    """A child view of `view` with every match of `pattern` replaced by `decode(match)`; None if unchanged.
+
+    `after`: only matches right after one of these characters (a look-behind, done here because `re`
+    tries a leading look-behind at every position of the text).
+    """
     text = view.text
     parts: list[str] = []
     tokens: list[tuple[int, int, int, int]] = []
     pos = vpos = 0
     for m in pattern.finditer(text):
-        new = decode(m.group(0))
-        if new is None or new == m.group(0):
+        start, end = m.span()
+        if after is not None:  # a line break: take a `\r` and a shell `\` continuation before it along
+            start -= text.endswith("\r", 0, start)
+            start -= text.endswith("\\", 0, start)
+            if start <= pos or text[start - 1] not in after:
+                continue
+        new = decode(text[start:end])
+        if new is None or new == text[start:end]:
             continue
-        parts.append(text[pos : m.start()])
-        vpos += m.start() - pos
+        parts.append(text[pos:start])
+        vpos += start - pos
         parts.append(new)
-        tokens.append((vpos, vpos + len(new), m.start(), m.end()))
+        tokens.append((vpos, vpos + len(new), start, end))
         vpos += len(new)
-        pos = m.end()
+        pos = end
     if not tokens:
         return None
     parts.append(text[pos:])
@@ -124,8 +144,9 @@ def _decodings(view: View, depth: int) -> Iterator[View]:
             yield child
             yield from _decodings(child, depth + 1)
     if "\n" in text:
-        child = _rewrite(view, _WRAP, _unwrap)
+        child = _rewrite(view, _WRAP, _unwrap, _BODY_CHARS)
         if child is not None:
+            child.joins = True
             yield child
 
 

@@ -622,6 +622,14 @@ def _drop_placeholders(text: str, found: list[Finding]) -> list[Finding]:
     return kept
 
 
+def may_hold_secret(text: str) -> bool:
+    """The precheck alone: False means no built-in detector can fire on `text` (user rules aside)."""
+    if _PRECHECK.search(text) is not None or text.startswith("sk-"):
+        return True
+    low = text.lower()
+    return any(s in low for s in _STEMS) or any(lit in low for lit in _CONTEXT_LITERALS)
+
+
 def scan(text: str, user_rules: list[_Rule], *, precheck: bool = True) -> list[Finding]:
     """All secrets in `text` as it is (no decoding), merged and sorted. `precheck=False` runs every detector.
 

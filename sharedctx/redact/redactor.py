@@ -7,6 +7,7 @@ added to a model later is covered without anyone remembering to list it here.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Mapping
 from datetime import date, datetime, time, timedelta
@@ -16,7 +17,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from ..errors import ConfigError
-from .decode import views
+from .decode import _JSON_ESCAPES, _PERCENT, views
 from .detectors import (
     _PLACEHOLDER_RE,
     Finding,
@@ -24,12 +25,20 @@ from .detectors import (
     _Rule,
     _value_is_secret,
     classify_key,
+    may_hold_secret,
     parse_user_pattern,
     placeholder,
     scan,
 )
 
 T = TypeVar("T")
+_BREAKS = re.compile(r"\n[ \t]*")
+
+
+def _all_joined(text: str) -> str:
+    """`text` with every line joined (and every `\\`, `\r` dropped): a superset of decode's wrap view."""
+    joined = _BREAKS.sub("", text)
+    return joined.replace("\r", "").replace("\\", "") if "\r" in joined or "\\" in joined else joined
 _ATOMS = (bool, int, float, Enum, datetime, date, time, timedelta, bytes, type(None))
 
 
@@ -60,9 +69,22 @@ class Redactor:
 
         `precheck=False` runs every detector (for tests).
         """
+        if (precheck and not self._user_rules and not may_hold_secret(text)
+                and _JSON_ESCAPES.search(text) is None and _PERCENT.search(text) is None
+                and ("\n" not in text or not may_hold_secret(_all_joined(text)))):
+            # Nothing to decode but wrapped lines, and not even with every line joined does the text pass
+            # the precheck: the common case (clean prose and logs) stops after two cheap looks.
+            return []
         found = scan(text, self._user_rules, precheck=precheck)
         decoded_any = False
+        raw_may = None
         for view in views(text):
+            if view.joins and precheck and view.parent is not None and view.parent.parent is None:
+                # Joining wrapped lines changes the text only around the joins. If nothing in the text
+                # passes the precheck, a secret can only appear across a join: look there first.
+                raw_may = may_hold_secret(text) if raw_may is None else raw_may
+                if not (raw_may or self._user_rules or may_hold_secret("\n\n".join(view.around_changes()))):
+                    continue
             for f in scan(view.text, self._user_rules, precheck=precheck):
                 start, end = view.span(f.start, f.end)
                 found.append(Finding(f.type, start, end, f.priority))
