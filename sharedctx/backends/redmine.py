@@ -1,0 +1,387 @@
+"""Redmine (5.x REST): a case is an issue in a configured project; each entry one note (journal), several
+numbered notes when long; resolving sets a configured closed status.
+
+Notes are rendered in the server's text formatting (`text_format`: Redmine's default Textile, or
+Markdown). The machine copy sits at the end of each note in a `{{collapse(sharedctx:entry:<id> part k/n)}}`
+macro, which Redmine shows folded in both formats, so people see the text and the copy stays out of the way.
+
+Binding, in order: `case.bindings[<name>]`; `case.labels["redmine.issue"]` (an issue number or URL); an
+issue of the project whose External ID custom field (`external_id_field`) is the case id, or, without that
+field, whose description carries `sharedctx:case:<id>` (so `bind` is safe to repeat after an ambiguous
+create); otherwise a new issue.
+
+Redmine's quirks, and how each is met here (see trackers/redmine/NOTES.md):
+- a note write answers 204 with no journal id, and a write Redmine will not apply (no "Add notes"
+  permission, or no `Content-Type: application/json`) is *also* a 204: every `append` reads the journals
+  back after writing, takes the ids from there, and refuses (`Rejected`) a write that did not land;
+- `append` looks for the entry's marker before writing, so it is exactly-once on its own, whatever the
+  worker remembers about an earlier ambiguous attempt;
+- a status the workflow does not allow is ignored with 204: `resolve` reads the status back and says which
+  statuses are allowed when it did not change;
+- `/issues.json` lists only open issues unless `status_id=*`, which every listing here passes;
+- no webhooks in Redmine 5: people's notes are read back by polling (`read_back`, cursor = the last journal
+  id, which Redmine assigns in increasing order), and `changed_since` finds the issues updated since a
+  time with the `updated_on>=` filter, dropping the repeats it returns (it rounds to the second).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any, ClassVar, Literal
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..config import BackendSettings
+from ..errors import Ambiguous, BackendError, Rejected, Retryable
+from ..model import Author, CaseRecord, Entry, ExternalRef, format_ts, parse_ts
+from ..render import CASE_MARK, RESOLVED_MARK, CopyPart, assemble, human_markdown, parse_text, render_parts
+from .base import Check, Hit, HumanItem, ReadBack, ThreadRef
+from .http import call, new_client, secret
+from .redmine_text import COPY, note_part
+
+SERVICE = "Redmine"
+AUTH_HINT = ("Check the API key (My account → API access key; the REST API must be enabled in Administration → "
+             "Settings → API) and that its user may view, add and edit issues and add notes in the project.")
+ISSUE_URL = re.compile(r"/issues/(\d+)/?(?:#.*)?$")
+
+
+class RedmineOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: str = Field(pattern=r"^https?://", description="e.g. https://redmine.example.com")
+    api_key: str = Field(description='secret reference, e.g. "env:REDMINE_API_KEY"')
+    project: str = Field(min_length=1, description="project identifier (or numeric id)")
+    tracker_id: int | None = Field(None, description="tracker of new issues; None: the project's default")
+    priority_id: int | None = Field(None, description="priority of new issues; None: the default priority")
+    external_id_field: int | None = Field(None, description="id of an issue custom field that holds the case id")
+    text_format: Literal["textile", "markdown"] = Field("textile", description="the server's text formatting")
+    private_notes: bool = Field(False, description="write entries as private notes")
+    closed_status_id: int = Field(5, description="status set on resolve (Redmine's default Closed is 5)")
+    deciders: list[str] = Field(default_factory=list, description="Redmine logins or user ids who may decide "
+                                "(/approve, /reject, /override); empty: only [humans.allow] decides")
+    max_note_chars: int = Field(30_000, ge=2_000, le=1_000_000, description="UTF-8 bytes per note")
+    timeout: float = Field(30.0, gt=0)
+
+
+class RedmineBackend:
+    """Entries as Redmine notes, each carrying its machine copy in a collapsed macro."""
+
+    type: ClassVar[str] = "redmine"
+    Options = RedmineOptions
+
+    def __init__(self, name: str, options: RedmineOptions, *, client: httpx.Client | None = None) -> None:
+        self.name = name
+        self.options = options
+        self._client = client or new_client(options.timeout)
+        self._owns_client = client is None
+        self._site = options.url.rstrip("/")
+        self._me: int | None = None
+        self._logins: dict[int, str] = {}
+        self._closed: set[int] | None = None
+
+    @classmethod
+    def from_settings(cls, settings: BackendSettings, *, client: httpx.Client | None = None) -> RedmineBackend:
+        return cls(settings.name, RedmineOptions.model_validate(settings.options), client=client)
+
+    # ---- HTTP -------------------------------------------------------------------------------------
+    def _call(self, method: str, path: str, *, not_found: str | None = None, **kw: Any) -> Any:
+        # Content-Type on every request: Redmine silently ignores a write without it.
+        headers = {"X-Redmine-API-Key": secret(self.options.api_key, service=SERVICE),
+                   "Accept": "application/json", "Content-Type": "application/json"}
+        return call(self._client, method, self._site + path, service=SERVICE, auth_hint=AUTH_HINT,
+                    not_found=not_found, headers=headers, **kw)
+
+    def _gone(self, thread: ThreadRef) -> str:
+        return f"issue #{thread.id} no longer exists (deleted, moved, or no longer visible to this user)"
+
+    def _thread(self, issue_id: Any) -> ThreadRef:
+        return ThreadRef(backend=self.name, id=str(issue_id), url=f"{self._site}/issues/{issue_id}")
+
+    def _issue(self, thread: ThreadRef, include: str = "journals") -> dict[str, Any]:
+        data = self._call("GET", f"/issues/{thread.id}.json", params={"include": include},
+                          not_found=self._gone(thread))
+        return dict((data or {}).get("issue") or {})
+
+    def _journals(self, thread: ThreadRef) -> list[dict[str, Any]]:
+        return list(self._issue(thread).get("journals") or [])
+
+    def me(self) -> int:
+        """The id of the API key's user: its own journals (status changes, resolution) are never a person's."""
+        if self._me is None:
+            self._me = int(self._call("GET", "/users/current.json")["user"]["id"])
+        return self._me
+
+    def _login(self, user_id: int) -> str | None:
+        """A user's login (what allow-lists name), cached; None when this key may not see the user."""
+        if user_id not in self._logins:
+            try:
+                user = self._call("GET", f"/users/{user_id}.json")["user"]
+            except (Rejected, KeyError, TypeError):
+                return None
+            self._logins[user_id] = str(user.get("login") or "")
+        return self._logins[user_id] or None
+
+    def _closed_ids(self) -> set[int]:
+        if self._closed is None:
+            data = self._call("GET", "/issue_statuses.json")
+            self._closed = {int(s["id"]) for s in data.get("issue_statuses") or [] if s.get("is_closed")}
+        return self._closed
+
+    # ---- Backend ----------------------------------------------------------------------------------
+    def bind(self, case: CaseRecord) -> ThreadRef:
+        bound = case.bindings.get(self.name)
+        if bound and bound.get("id"):
+            return ThreadRef.model_validate({"backend": self.name, **bound})
+        given = case.labels.get("redmine.issue")
+        if given:
+            m = ISSUE_URL.search(given)
+            number = m.group(1) if m else given.strip().lstrip("#")
+            if not number.isdigit():
+                raise Rejected(f"label redmine.issue={given!r} is neither an issue number nor an issue URL")
+            data = self._call("GET", f"/issues/{number}.json",
+                              not_found=f"issue #{number} given for case {case.id} does not exist")
+            return self._thread(data["issue"]["id"])
+        mark = f"{CASE_MARK}:{case.id}"
+        o = self.options
+        query: dict[str, Any] = {"project_id": o.project, "status_id": "*", "limit": 25}
+        if o.external_id_field:
+            query[f"cf_{o.external_id_field}"] = case.id
+        else:
+            query["description"] = f"~{mark}"
+        for issue in (self._call("GET", "/issues.json", params=query) or {}).get("issues") or []:
+            # Redmine ignores a filter on a field it does not know and lists everything: check the value.
+            values = {str(f.get("value")) for f in issue.get("custom_fields") or []
+                      if f.get("id") == o.external_id_field}
+            if mark in (issue.get("description") or "") or case.id in values:
+                return self._thread(issue["id"])
+        fields: dict[str, Any] = {
+            "project_id": o.project, "subject": f"[{case.severity}] {case.title}"[:255],
+            "description": (f"Incident case {case.id} ({case.severity}, {case.service or 'no service'}), opened "
+                            f"by sharedctx. Agents and people add notes to this issue.\n\n{mark}"),
+        }
+        if o.tracker_id:
+            fields["tracker_id"] = o.tracker_id
+        if o.priority_id:
+            fields["priority_id"] = o.priority_id
+        if o.external_id_field:
+            fields["custom_fields"] = [{"id": o.external_id_field, "value": case.id}]
+        created = self._call("POST", "/issues.json", json={"issue": fields})
+        return self._thread(created["issue"]["id"])
+
+    def render(self, entry: Entry) -> list[str]:
+        fmt = self.options.text_format
+
+        def part(e: Entry, k: int, n: int, human: str, data: str) -> str:
+            return note_part(e, k, n, human, data, fmt)
+
+        return render_parts(entry, human_markdown(entry), self.options.max_note_chars, part,
+                            lambda s: len(s.encode("utf-8")))
+
+    def _url(self, thread: ThreadRef, journal_id: Any) -> str:
+        return f"{self._site}/issues/{thread.id}#change-{journal_id}"
+
+    def _parts(self, thread: ThreadRef, entry_id: str,
+               journals: list[dict[str, Any]] | None = None) -> dict[int, CopyPart]:
+        found: dict[int, CopyPart] = {}
+        for j in self._journals(thread) if journals is None else journals:
+            p = parse_text(j.get("notes") or "", COPY)
+            if p and p[0] == entry_id:
+                found.setdefault(p[1], CopyPart(*p, external_id=str(j["id"]), url=self._url(thread, j["id"])))
+        return found
+
+    def _ref(self, thread: ThreadRef, found: dict[int, CopyPart]) -> ExternalRef:
+        ids = [found[k].external_id for k in sorted(found)]
+        return ExternalRef(backend=self.name, id=ids[0], url=self._url(thread, ids[0]), parts=ids)
+
+    def append(self, thread: ThreadRef, entry: Entry) -> ExternalRef:
+        parts = self.render(entry)
+        have = self._parts(thread, entry.id)  # exactly-once on its own: never write a part that is there
+        for k, body in enumerate(parts, 1):
+            if k not in have:
+                self._call("PUT", f"/issues/{thread.id}.json", not_found=self._gone(thread),
+                            json={"issue": {"notes": body, "private_notes": self.options.private_notes}})
+        try:
+            landed = self._parts(thread, entry.id)
+        except Retryable as exc:  # the notes were written: the next attempt must reconcile, not re-send
+            raise Ambiguous(f"{SERVICE}: wrote entry {entry.id} to #{thread.id} but could not read it back "
+                            f"({exc}); reconcile before re-sending") from exc
+        missing = sorted(set(range(1, len(parts) + 1)) - set(landed))
+        if missing:
+            raise Rejected(f"{SERVICE} answered 204 to the note(s) of entry {entry.id} on #{thread.id} but did not "
+                           f"store part(s) {missing}: the API key's user probably lacks the 'Add notes' (or "
+                           "'Set notes as private') permission in the project")
+        return self._ref(thread, landed)
+
+    def lookup(self, thread: ThreadRef, entry_id: str) -> ExternalRef | None:
+        found = self._parts(thread, entry_id)
+        if not found or len(found) != next(iter(found.values())).total:
+            return None  # none, or only some parts: `append` sends the missing ones
+        return self._ref(thread, found)
+
+    def read_back(self, thread: ThreadRef, since: str | None = None) -> ReadBack:
+        after = int(since) if since and since.isdigit() else 0
+        issue = self._issue(thread)
+        parts: list[CopyPart] = []
+        humans: list[HumanItem] = []
+        last = after
+        for j in issue.get("journals") or []:
+            jid, notes = int(j["id"]), j.get("notes") or ""
+            last = max(last, jid)
+            p = parse_text(notes, COPY)
+            if p:
+                parts.append(CopyPart(*p, external_id=str(jid), url=self._url(thread, jid), position=jid))
+            elif jid > after:
+                humans += self._human(thread, j)
+        got = assemble(parts)
+        entries = [e for e in got.entries if max(int(p.external_id) for p in got.refs[e.id]) > after]
+        return ReadBack(entries=entries, humans=humans, cursor=str(last) if last else since)
+
+    def _human(self, thread: ThreadRef, journal: dict[str, Any]) -> list[HumanItem]:
+        """A person's note and/or closing status change. Our own user's journals never are (the resolve
+        status change, and a private note's split-off field change, carry no marker)."""
+        user = journal.get("user") or {}
+        uid = int(user.get("id") or 0)
+        notes = journal.get("notes") or ""
+        if uid == self.me() or RESOLVED_MARK in notes:
+            return []
+        login = self._login(uid) if uid else None
+        who = Author(kind="human", name=(login or user.get("name") or f"user {uid}")[:200])
+        jid, at, url = journal["id"], format_ts(parse_ts(journal["created_on"])), self._url(thread, journal["id"])
+        raw = {"user_id": str(uid), "login": login, "name": user.get("name"), "private": journal.get("private_notes")}
+        out = []
+        if notes.strip():
+            out.append(HumanItem(backend=self.name, external_id=f"journal:{jid}", author=who, at=at, text=notes,
+                                 url=url, raw=raw))
+        for d in journal.get("details") or []:
+            if d.get("property") == "attr" and d.get("name") == "status_id" and str(d.get("new_value")).isdigit() \
+                    and int(d["new_value"]) in self._closed_ids():
+                out.append(HumanItem(backend=self.name, external_id=f"status:{jid}", kind="status", text="closed",
+                                     author=who, at=at, url=url, raw={**raw, "status_id": d["new_value"]}))
+        return out
+
+    def changed_since(self, since: datetime, *, seen: set[tuple[int, str]] | None = None) -> list[ThreadRef]:
+        """Issues of the project updated at or after `since` (`updated_on>=`, all statuses, every page).
+
+        Redmine compares at the second and its stored times carry fractions, so one poll repeats items of
+        the previous second; `seen` (issue id, updated_on) pairs from the last call drop those repeats,
+        and is updated in place."""
+        seen = set() if seen is None else seen
+        stamp = format_ts(since).split(".")[0].rstrip("Z") + "Z"
+        out: list[ThreadRef] = []
+        offset = 0
+        while True:
+            page = self._call("GET", "/issues.json", params={
+                "project_id": self.options.project, "status_id": "*", "updated_on": f">={stamp}",
+                "sort": "updated_on:asc,id", "limit": 100, "offset": offset}) or {}
+            batch = page.get("issues") or []
+            for issue in batch:
+                key = (int(issue["id"]), str(issue.get("updated_on")))
+                if key not in seen:
+                    seen.add(key)
+                    out.append(self._thread(issue["id"]))
+            offset += len(batch)
+            if not batch or offset >= int(page.get("total_count", offset)):
+                return out
+
+    def search(self, text: str, limit: int = 20) -> list[Hit]:
+        data = self._call("GET", f"/projects/{self.options.project}/search.json",
+                          params={"q": text, "issues": 1, "limit": max(1, min(limit, 100))}) or {}
+        hits = []
+        for r in (data.get("results") or [])[:limit]:
+            if not str(r.get("type", "")).startswith("issue"):
+                continue
+            m = re.search(rf"{CASE_MARK}:(\S+)", r.get("description") or "")
+            hits.append(Hit(backend=self.name, case_id=m.group(1) if m else None, thread_id=str(r["id"]),
+                            title=r.get("title", ""), snippet=(r.get("description") or "")[:200], url=r.get("url")))
+        return hits
+
+    def resolve(self, thread: ThreadRef, summary: Entry) -> None:
+        issue = self._issue(thread)
+        if (issue.get("status") or {}).get("is_closed"):
+            return
+        want = self.options.closed_status_id
+        change: dict[str, Any] = {"status_id": want}
+        mark = f"{RESOLVED_MARK}:{summary.id}"
+        if not any(mark in (j.get("notes") or "") for j in issue.get("journals") or []):
+            change["notes"] = f"Resolved — {summary.title} (sharedctx entry {summary.id}) [{mark}]"
+            change["private_notes"] = self.options.private_notes
+        self._call("PUT", f"/issues/{thread.id}.json", json={"issue": change}, not_found=self._gone(thread))
+        after = self._issue(thread, include="allowed_statuses")
+        status = after.get("status") or {}
+        if int(status.get("id") or 0) != want and not status.get("is_closed"):
+            allowed = ", ".join(f"{s.get('id')}={s.get('name')}" for s in after.get("allowed_statuses") or [])
+            raise Rejected(f"{SERVICE} ignored status {want} on #{thread.id} (still {status.get('name')!r}): the "
+                           f"workflow does not allow it for this tracker and role. Allowed: {allowed or 'none'}; "
+                           "set closed_status_id")
+
+    # ---- Authorizes / Checkable ----------------------------------------------------------------------
+    def authorize(self, item: HumanItem) -> tuple[bool, str] | None:
+        """Deciders named by login or user id in `deciders`; None (no opinion) when the list is empty."""
+        allow = {d.strip().lower() for d in self.options.deciders if d.strip()}
+        if not allow:
+            return None
+        who = {str(item.raw.get(k) or "").lower() for k in ("login", "user_id")} - {"", "none"}
+        hit = sorted(who & allow)
+        if hit:
+            return True, f"redmine:deciders ({hit[0]})"
+        return False, f"redmine:deciders ({item.author.name} is not on it)"
+
+    def check(self) -> list[Check]:
+        out: list[Check] = []
+
+        def run(what: str, fn: Any) -> Any:
+            try:
+                return fn()
+            except BackendError as exc:
+                out.append(Check(what=what, ok=False, detail=str(exc)))
+            except httpx.HTTPError as exc:
+                out.append(Check(what=what, ok=False, detail=f"{type(exc).__name__}: {exc}"))
+            return None
+
+        o = self.options
+        me = run("credentials", lambda: self._call("GET", "/users/current.json")["user"])
+        if me is None:
+            return out
+        out.append(Check(what="credentials", ok=True, detail=f"API key of {me.get('login')} (id {me.get('id')})"))
+        proj = run("project", lambda: self._call("GET", f"/projects/{o.project}.json", params={
+            "include": "trackers"}, not_found=f"project {o.project!r} does not exist or this user cannot see it "
+                                              "(set `project` to its identifier)")["project"])
+        if proj is not None:
+            out.append(Check(what="project", ok=True, detail=f"{proj.get('name')} (id {proj.get('id')})"))
+            trackers = {int(t["id"]): t.get("name") for t in proj.get("trackers") or []}
+            if o.tracker_id is not None:
+                ok = o.tracker_id in trackers
+                out.append(Check(what="tracker", ok=ok, detail=f"tracker {o.tracker_id} "
+                                 + (f"= {trackers[o.tracker_id]}" if ok else f"is not enabled in the project; "
+                                    f"enabled: {trackers or 'none'}")))
+        statuses = run("closed status", lambda: self._call("GET", "/issue_statuses.json")["issue_statuses"])
+        if statuses is not None:
+            st = {int(s["id"]): s for s in statuses}
+            want = st.get(o.closed_status_id)
+            ok = bool(want and want.get("is_closed"))
+            names = ", ".join(f"{i}={s.get('name')}" for i, s in st.items() if s.get("is_closed"))
+            out.append(Check(what="closed status", ok=ok, detail=f"status {o.closed_status_id} = {want.get('name')}"
+                             if ok and want else f"status {o.closed_status_id} is not a closed status; closed "
+                             f"statuses: {names or 'none'} (set closed_status_id)"))
+        field = self._check_field(run) if o.external_id_field is not None else None
+        return [*out, field] if field else out
+
+    def _check_field(self, run: Any) -> Check | None:
+        """Redmine ignores a filter on an unknown custom field (and lists every issue), so the field is
+        checked by filtering on a value no issue has: anything listed means the filter was dropped."""
+        o, what = self.options, "external id field"
+        probe = run(what, lambda: self._call("GET", "/issues.json", params={
+            "project_id": o.project, "status_id": "*", "limit": 1,
+            f"cf_{o.external_id_field}": "sharedctx-check-none"}))
+        if probe is None:
+            return None  # `run` has said why
+        if int(probe.get("total_count") or 0) > 0:
+            return Check(what=what, ok=False, detail=f"custom field {o.external_id_field} is not an issue field this "
+                         "project can filter on (Redmine ignored the filter); make it a filterable issue custom field "
+                         "for the project's trackers, or unset external_id_field")
+        return Check(what=what, ok=True, detail=f"custom field {o.external_id_field} filters issues of the project")
+
+    def close(self) -> None:
+        if self._owns_client:
+            self._client.close()
