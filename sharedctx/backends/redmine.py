@@ -42,7 +42,7 @@ from .http import call, new_client, secret
 from .redmine_text import COPY, note_part
 
 SERVICE = "Redmine"
-AUTH_HINT = ("Check the API key (My account → API access key; the REST API must be enabled in Administration → "
+AUTH_HINT = ("Check the API key (token) in the configured environment variable (My account → API access key; the REST API must be enabled in Administration → "
              "Settings → API) and that its user may view, add and edit issues and add notes in the project.")
 ISSUE_URL = re.compile(r"/issues/(\d+)/?(?:#.*)?$")
 
