@@ -42,8 +42,9 @@ from .http import call, new_client, secret
 from .redmine_text import COPY, note_part
 
 SERVICE = "Redmine"
-AUTH_HINT = ("Check the API key (token) in the configured environment variable (My account → API access key; the REST API must be enabled in Administration → "
-             "Settings → API) and that its user may view, add and edit issues and add notes in the project.")
+AUTH_HINT = ("Check the API key (token) in the configured environment variable (My account → API access key; "
+             "the REST API must be on in Administration → Settings → API) and that its user may view and add "
+             "issues and add notes in the project.")
 ISSUE_URL = re.compile(r"/issues/(\d+)/?(?:#.*)?$")
 
 

@@ -8,18 +8,20 @@ from collections.abc import Iterator
 import pytest
 
 from tests.redmine.proxy import FaultProxy
-from tests.redmine.server import RedmineEnv, Unavailable, redmine
+from tests.redmine.server import RedmineEnv, Unavailable, redmine, stop
 
 
 @pytest.fixture(scope="session")
-def redmine_env() -> RedmineEnv:
+def redmine_env() -> Iterator[RedmineEnv]:
     try:
-        return redmine()
+        env = redmine()
     except Unavailable as exc:
         if os.environ.get("SHAREDCTX_SKIP_REAL_SERVERS") == "1":
             pytest.skip(f"real Redmine unavailable and SHAREDCTX_SKIP_REAL_SERVERS=1: {exc}")
         pytest.fail(f"a real Redmine is required for these tests: {exc}\n(set SHAREDCTX_SKIP_REAL_SERVERS=1 to skip "
                     "them locally; CI starts one in .ci/run)")
+    yield env
+    stop(env)
 
 
 @pytest.fixture

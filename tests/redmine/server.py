@@ -35,6 +35,7 @@ class RedmineEnv:
     api_key: str
     project: str
     external_id_field: int | None
+    started_port: str | None = None  # set when these tests started the server (and stop it at the end)
     _users: dict[str, tuple[int, str]] = field(default_factory=dict)
 
     def client(self, key: str | None = None) -> httpx.Client:
@@ -86,6 +87,11 @@ class RedmineEnv:
         return list(resp.json()["issue"].get("journals") or [])
 
 
+def stop(env: RedmineEnv) -> None:
+    if env.started_port:
+        subprocess.run(["bash", str(START), "stop", env.started_port], capture_output=True, timeout=60)
+
+
 def _parse(out: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line and line.startswith("REDMINE_"))
 
@@ -100,14 +106,17 @@ def redmine() -> RedmineEnv:
         if os.geteuid() != 0:
             raise Unavailable(f"{START} needs root (apt-get, runuser); run .ci/run or export REDMINE_URL etc.")
         port = str(free_port())
+        key = os.environ.get("REDMINE_API_KEY", "ci0123456789abcdef")
         run = subprocess.run(["bash", str(START), port], capture_output=True, text=True, timeout=600,
-                             env={**os.environ, "REDMINE_API_KEY": os.environ.get("REDMINE_API_KEY", "ci0123456789abcdef")})
+                             env={**os.environ, "REDMINE_API_KEY": key})
         if run.returncode != 0:
             raise Unavailable(f"{START} {port} failed (exit {run.returncode}):\n{run.stderr[-2000:]}")
-        env = _parse(run.stdout)
+        env = {**_parse(run.stdout), "started_port": port}
     try:
-        got = RedmineEnv(env["REDMINE_URL"].rstrip("/"), env["REDMINE_API_KEY"], env.get("REDMINE_PROJECT") or "ci-test",
-                         int(env["REDMINE_EXTERNAL_ID_FIELD"]) if env.get("REDMINE_EXTERNAL_ID_FIELD") else None)
+        field_id = env.get("REDMINE_EXTERNAL_ID_FIELD")
+        got = RedmineEnv(env["REDMINE_URL"].rstrip("/"), env["REDMINE_API_KEY"],
+                         env.get("REDMINE_PROJECT") or "ci-test", int(field_id) if field_id else None,
+                         started_port=env.get("started_port"))
         with got.client() as c:
             c.get("/users/current.json").raise_for_status()
     except (KeyError, httpx.HTTPError) as exc:
