@@ -43,7 +43,8 @@ A verdict on an agent entry (a 👍/👎 on it, or `/verify [id]`, `/dispute [id
     attrs = {"human_resolution": true, "via", "source"}
 
 Who may decide: on GitHub, the commenter's repository permission (write or higher, configurable) read
-from the collaborator-permission API; elsewhere `[humans.allow] <backend> = [users]` (user names, ids
+from the collaborator-permission API; a backend implementing `Authorizes` (Redmine's `deciders`) by its
+own rule; elsewhere `[humans.allow] <backend> = [users]` (user names, ids
 or emails as the service reports them). Anyone else's answer is recorded and does not decide.
 """
 
@@ -63,7 +64,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .backends.base import Backend, HumanItem, ThreadRef
+from .backends.base import Authorizes, Backend, HumanItem, ThreadRef
 from .config import Config, Secret
 from .errors import BackendError, ConfigError
 from .model import SYSTEM, Author, CaseStatus, Entry, EntryKind, format_ts, parse_ts, utcnow
@@ -332,6 +333,13 @@ def may_decide(settings: HumanSettings, backend: Backend | None, item: HumanItem
     allow = [a.lower() for a in settings.allow.get(item.backend, [])]
     if any(a in ids for a in allow):
         return Verdict(True, f"allow:{item.backend}")
+    if isinstance(backend, Authorizes):  # the service's own rule (e.g. Redmine `deciders`), when it has one
+        try:
+            said = backend.authorize(item)
+        except BackendError as exc:
+            return Verdict(False, f"{backend.type}: could not check ({exc})")
+        if said is not None:
+            return Verdict(*said)
     if backend is not None and backend.type == "github" and hasattr(backend, "permission"):
         need = settings.github_permission
         try:

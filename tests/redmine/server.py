@@ -63,6 +63,9 @@ class RedmineEnv:
                 if not key:  # an older account without a key yet: act as the user once to create it
                     key = c.get("/users/current.json", headers={"X-Redmine-Switch-User": login}).json()["user"][
                         "api_key"]
+                # a project member (Manager), so the workflow lets them change the status too
+                c.post(f"/projects/{self.project}/memberships.json",
+                       json={"membership": {"user_id": uid, "role_ids": [3]}})  # 422 when already a member
             self._users[login] = (int(uid), str(key))
         return self._users[login]
 
@@ -74,6 +77,8 @@ class RedmineEnv:
     def set_status(self, issue_id: str | int, status_id: int, *, as_user: str = "alice") -> None:
         _, key = self.user(as_user)
         self.request("PUT", f"/issues/{issue_id}.json", key=key, json={"issue": {"status_id": status_id}})
+        now = self.request("GET", f"/issues/{issue_id}.json").json()["issue"]["status"]["id"]
+        assert now == status_id, f"Redmine ignored status {status_id} from {as_user} (workflow?)"
 
     def new_issue(self, subject: str = "an issue someone opened by hand") -> str:
         data = self.request("POST", "/issues.json", json={"issue": {"project_id": self.project, "subject": subject}})
