@@ -149,6 +149,17 @@ path = ".sharedctx/cases"
 # type = "github"
 # repo = "acme/payments"
 # token = "env:GITHUB_TOKEN"
+
+# [[backends]]
+# type = "redmine"                       # a case is an issue, entries are notes; polled (no webhooks in 5.x)
+# url = "https://redmine.example.com"
+# api_key = "env:REDMINE_API_KEY"        # its user needs: view/add issues, add notes, edit status
+# project = "ops"                        # project identifier
+# text_format = "textile"                # or "markdown": the server's Administration > Settings > Text formatting
+# external_id_field = 1                  # optional: an issue custom field that holds the case id
+# closed_status_id = 5                   # set on resolve (checked by `sharedctx backends check`)
+# private_notes = false
+# deciders = ["alice", "42"]             # Redmine logins or user ids whose /approve decides
 """
 
 

@@ -27,6 +27,7 @@ Redmine's quirks, and how each is met here (see trackers/redmine/NOTES.md):
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
@@ -96,6 +97,10 @@ class RedmineBackend:
     def _gone(self, thread: ThreadRef) -> str:
         return f"issue #{thread.id} no longer exists (deleted, moved, or no longer visible to this user)"
 
+    def _no_project(self) -> str:
+        return (f"project {self.options.project!r} does not exist or this user cannot see it "
+                "(set `project` to its identifier)")
+
     def _thread(self, issue_id: Any) -> ThreadRef:
         return ThreadRef(backend=self.name, id=str(issue_id), url=f"{self._site}/issues/{issue_id}")
 
@@ -150,7 +155,8 @@ class RedmineBackend:
             query[f"cf_{o.external_id_field}"] = case.id
         else:
             query["description"] = f"~{mark}"
-        for issue in (self._call("GET", "/issues.json", params=query) or {}).get("issues") or []:
+        listed = self._call("GET", "/issues.json", params=query, not_found=self._no_project())
+        for issue in (listed or {}).get("issues") or []:
             # Redmine ignores a filter on a field it does not know and lists everything: check the value.
             values = {str(f.get("value")) for f in issue.get("custom_fields") or []
                       if f.get("id") == o.external_id_field}
@@ -329,59 +335,66 @@ class RedmineBackend:
         return False, f"redmine:deciders ({item.author.name} is not on it)"
 
     def check(self) -> list[Check]:
-        out: list[Check] = []
-
-        def run(what: str, fn: Any) -> Any:
-            try:
-                return fn()
-            except BackendError as exc:
-                out.append(Check(what=what, ok=False, detail=str(exc)))
-            except httpx.HTTPError as exc:
-                out.append(Check(what=what, ok=False, detail=f"{type(exc).__name__}: {exc}"))
-            return None
-
-        o = self.options
-        me = run("credentials", lambda: self._call("GET", "/users/current.json")["user"])
+        """Credentials, project (and tracker), closed status, External ID field; stops after bad credentials."""
+        me, out = self._probe("credentials", lambda: self._call("GET", "/users/current.json")["user"])
         if me is None:
             return out
         out.append(Check(what="credentials", ok=True, detail=f"API key of {me.get('login')} (id {me.get('id')})"))
-        proj = run("project", lambda: self._call("GET", f"/projects/{o.project}.json", params={
-            "include": "trackers"}, not_found=f"project {o.project!r} does not exist or this user cannot see it "
-                                              "(set `project` to its identifier)")["project"])
-        if proj is not None:
-            out.append(Check(what="project", ok=True, detail=f"{proj.get('name')} (id {proj.get('id')})"))
-            trackers = {int(t["id"]): t.get("name") for t in proj.get("trackers") or []}
-            if o.tracker_id is not None:
-                ok = o.tracker_id in trackers
-                out.append(Check(what="tracker", ok=ok, detail=f"tracker {o.tracker_id} "
-                                 + (f"= {trackers[o.tracker_id]}" if ok else f"is not enabled in the project; "
-                                    f"enabled: {trackers or 'none'}")))
-        statuses = run("closed status", lambda: self._call("GET", "/issue_statuses.json")["issue_statuses"])
-        if statuses is not None:
-            st = {int(s["id"]): s for s in statuses}
-            want = st.get(o.closed_status_id)
-            ok = bool(want and want.get("is_closed"))
-            names = ", ".join(f"{i}={s.get('name')}" for i, s in st.items() if s.get("is_closed"))
-            out.append(Check(what="closed status", ok=ok, detail=f"status {o.closed_status_id} = {want.get('name')}"
-                             if ok and want else f"status {o.closed_status_id} is not a closed status; closed "
-                             f"statuses: {names or 'none'} (set closed_status_id)"))
-        field = self._check_field(run) if o.external_id_field is not None else None
-        return [*out, field] if field else out
+        out += self._check_project() + self._check_status()
+        if self.options.external_id_field is not None:
+            out += self._check_field()
+        return out
 
-    def _check_field(self, run: Any) -> Check | None:
+    def _probe(self, what: str, fn: Callable[[], Any]) -> tuple[Any, list[Check]]:
+        """(result, []) or (None, [the failed Check saying why]): `check()` never raises."""
+        try:
+            return fn(), []
+        except (BackendError, httpx.HTTPError, KeyError, TypeError) as exc:
+            detail = str(exc) if isinstance(exc, BackendError) else f"{type(exc).__name__}: {exc}"
+            return None, [Check(what=what, ok=False, detail=detail)]
+
+    def _check_project(self) -> list[Check]:
+        o = self.options
+        proj, failed = self._probe("project", lambda: self._call("GET", f"/projects/{o.project}.json", params={
+            "include": "trackers"}, not_found=self._no_project())["project"])
+        if proj is None:
+            return failed
+        out = [Check(what="project", ok=True, detail=f"{proj.get('name')} (id {proj.get('id')})")]
+        trackers = {int(t["id"]): str(t.get("name")) for t in proj.get("trackers") or []}
+        if o.tracker_id in trackers:
+            out.append(Check(what="tracker", ok=True, detail=f"tracker {o.tracker_id} = {trackers[o.tracker_id]}"))
+        elif o.tracker_id is not None:
+            enabled = ", ".join(f"{i}={n}" for i, n in trackers.items()) or "none"
+            out.append(Check(what="tracker", ok=False, detail=f"tracker {o.tracker_id} is not enabled in the project "
+                             f"(Redmine would silently use its default); enabled: {enabled} (set tracker_id)"))
+        return out
+
+    def _check_status(self) -> list[Check]:
+        want = self.options.closed_status_id
+        got, failed = self._probe("closed status", lambda: self._call("GET", "/issue_statuses.json")["issue_statuses"])
+        if got is None:
+            return failed
+        statuses = {int(s["id"]): s for s in got}
+        if (statuses.get(want) or {}).get("is_closed"):
+            return [Check(what="closed status", ok=True, detail=f"status {want} = {statuses[want].get('name')}")]
+        closed = ", ".join(f"{i}={s.get('name')}" for i, s in statuses.items() if s.get("is_closed")) or "none"
+        return [Check(what="closed status", ok=False, detail=f"status {want} is not a closed status; closed statuses: "
+                      f"{closed} (set closed_status_id)")]
+
+    def _check_field(self) -> list[Check]:
         """Redmine ignores a filter on an unknown custom field (and lists every issue), so the field is
         checked by filtering on a value no issue has: anything listed means the filter was dropped."""
         o, what = self.options, "external id field"
-        probe = run(what, lambda: self._call("GET", "/issues.json", params={
+        probe, failed = self._probe(what, lambda: self._call("GET", "/issues.json", params={
             "project_id": o.project, "status_id": "*", "limit": 1,
-            f"cf_{o.external_id_field}": "sharedctx-check-none"}))
+            f"cf_{o.external_id_field}": "sharedctx-check-none"}, not_found=self._no_project()))
         if probe is None:
-            return None  # `run` has said why
+            return failed
         if int(probe.get("total_count") or 0) > 0:
-            return Check(what=what, ok=False, detail=f"custom field {o.external_id_field} is not an issue field this "
-                         "project can filter on (Redmine ignored the filter); make it a filterable issue custom field "
-                         "for the project's trackers, or unset external_id_field")
-        return Check(what=what, ok=True, detail=f"custom field {o.external_id_field} filters issues of the project")
+            return [Check(what=what, ok=False, detail=f"custom field {o.external_id_field} is not an issue field this "
+                          "project can filter on (Redmine ignored the filter); make it a filterable issue custom field "
+                          "for the project's trackers, or unset external_id_field")]
+        return [Check(what=what, ok=True, detail=f"custom field {o.external_id_field} filters issues of the project")]
 
     def close(self) -> None:
         if self._owns_client:

@@ -7,6 +7,7 @@ faults happen after Redmine really committed the write.
 - `reset_after_apply`: forward, then close the connection without an answer;
 - `5xx_after_apply`: forward, then answer 504 as a gateway that gave up would;
 - `status` / `5xx`, `429` (with Retry-After), `html` (a proxy page): answered here, nothing forwarded;
+- `strip_content_type`: forwarded without `Content-Type` (Redmine then ignores a write, answering 204);
 - `reset`: the port refuses connections for `seconds` (default 1 s) - "the server is down";
 - `auth_ok = False`: the API key is replaced by a wrong one, so Redmine itself answers 401.
 
@@ -206,6 +207,8 @@ class FaultProxy:
                              {"content-type": "text/html"})
             return True
         fwd = {k: v for k, v in headers if k.lower() not in HOP | {"host", "accept-encoding"}}
+        if kind == "strip_content_type":  # a misconfigured proxy in front of Redmine
+            fwd = {k: v for k, v in fwd.items() if k.lower() != "content-type"}
         if not self.auth_ok:
             fwd = {k: ("0" * 40 if k.lower() == "x-redmine-api-key" else v) for k, v in fwd.items()}
         assert self._http is not None

@@ -1,0 +1,129 @@
+"""What is special to Redmine, against the real server: its quirks (silently ignored writes and statuses,
+open-only listings, second-granular `updated_on`), both text formats, private notes, `backends check`,
+and who may decide."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from sharedctx.backends.base import HumanItem
+from sharedctx.backends.redmine_text import markdown_to_textile
+from sharedctx.errors import Rejected
+from sharedctx.model import Author
+from tests.backends.conftest import make_case, make_chain
+from tests.backends.harness import Harness
+from tests.redmine import harness
+from tests.redmine.proxy import FaultProxy
+from tests.redmine.server import RedmineEnv
+
+
+@pytest.fixture
+def svc(monkeypatch: pytest.MonkeyPatch, redmine_env: RedmineEnv, proxy: FaultProxy) -> Harness:
+    return harness.redmine(monkeypatch, redmine_env, proxy)
+
+
+@pytest.mark.parametrize("fmt", ["textile", "markdown"])
+@pytest.mark.parametrize("private", [False, True])
+def test_both_text_formats_and_private_notes_round_trip(svc: Harness, redmine_env: RedmineEnv, fmt: str,
+                                                        private: bool) -> None:
+    b = svc.make(text_format=fmt, private_notes=private)
+    thread = b.bind(case := make_case())
+    entries = make_chain(case.id, 2)
+    for e in entries:
+        b.append(thread, e)
+    b.resolve(thread, entries[-1])
+    journals = redmine_env.journals(thread.id)
+    first = journals[0]["notes"]
+    assert "{{collapse(sharedctx:entry:" in first and journals[0]["private_notes"] is private
+    if fmt == "textile":
+        assert '"dashboard":https://grafana.example/d/1' in first and "@checkout@" in first
+        assert '<pre><code class="promql">' in first
+    else:
+        assert "[dashboard](https://grafana.example/d/1)" in first and "`checkout`" in first
+    back = b.read_back(thread)
+    assert back.entries == entries
+    assert back.humans == []  # a private note's split-off status journal is ours too, not a person's
+
+
+def test_a_write_redmine_silently_ignores_is_rejected_not_reported_delivered(svc: Harness) -> None:
+    b = svc.backend
+    thread = b.bind(case := make_case())
+    svc.double.inject("strip_content_type", method="PUT")  # Redmine answers 204 and stores nothing
+    with pytest.raises(Rejected, match="did not store"):
+        b.append(thread, make_chain(case.id, 1)[0])
+
+
+def test_a_status_the_workflow_ignores_is_reported_with_the_allowed_ones(svc: Harness) -> None:
+    b = svc.make(closed_status_id=987654)
+    thread = b.bind(case := make_case())
+    with pytest.raises(Rejected, match=r"ignored status 987654.*Allowed: .*5=Closed"):
+        b.resolve(thread, make_chain(case.id, 1)[0])
+
+
+def test_a_422_from_redmine_is_rejected_with_its_reason(svc: Harness) -> None:
+    with pytest.raises(Rejected, match="Subject cannot be blank"):  # Redmine's own {"errors": [...]} text
+        svc.backend._call("POST", "/issues.json", json={"issue": {"project_id": svc.backend.options.project}})
+
+
+def test_an_unknown_project_is_rejected_saying_so(svc: Harness) -> None:
+    with pytest.raises(Rejected, match="project 'no-such-project' does not exist"):
+        svc.make(project="no-such-project").bind(make_case())
+
+
+def test_bind_finds_a_closed_issue_again(svc: Harness, redmine_env: RedmineEnv) -> None:
+    """/issues.json lists open issues only unless asked for all: a resolved case's issue is still found."""
+    for field in (redmine_env.external_id_field, None):  # by custom field, and by the description marker
+        b = svc.make(external_id_field=field)
+        case = make_case()
+        thread = b.bind(case)
+        b.resolve(thread, make_chain(case.id, 1)[0])
+        assert b.bind(case).id == thread.id
+
+
+def test_changed_since_lists_updated_issues_once_despite_the_repeats(svc: Harness, redmine_env: RedmineEnv) -> None:
+    b = svc.backend
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    thread = b.bind(make_case())
+    seen: set[tuple[int, str]] = set()
+    assert thread.id in [t.id for t in b.changed_since(since, seen=seen)]
+    assert thread.id not in [t.id for t in b.changed_since(since, seen=seen)]  # the same second again: dropped
+    time.sleep(1.1)  # Redmine's updated_on has one-second resolution
+    redmine_env.add_note(thread.id, "still looking", as_user="alice")
+    assert [t.id for t in b.changed_since(since, seen=seen)].count(thread.id) == 1
+
+
+def test_backends_check_says_what_is_wrong_in_plain_words(svc: Harness, redmine_env: RedmineEnv) -> None:
+    good = svc.backend.check()
+    assert [c.what for c in good] == ["credentials", "project", "closed status", "external id field"]
+    assert all(c.ok for c in good), good
+    bad = {c.what: c for c in svc.make(closed_status_id=2, tracker_id=77, external_id_field=424242).check()}
+    assert not bad["tracker"].ok and "1=Bug" in bad["tracker"].detail
+    assert not bad["closed status"].ok and "5=Closed" in bad["closed status"].detail
+    assert not bad["external id field"].ok and "ignored the filter" in bad["external id field"].detail
+    (project,) = [c for c in svc.make(project="nope").check() if c.what == "project"]
+    assert not project.ok and "does not exist" in project.detail
+    svc.double.auth_ok = False
+    (cred,) = svc.backend.check()
+    assert not cred.ok and "401" in cred.detail
+
+
+def test_deciders_match_login_or_id_and_say_nothing_when_empty(svc: Harness) -> None:
+    def item(login: str, uid: str) -> HumanItem:
+        return HumanItem(backend="redmine", external_id="journal:1", author=Author(kind="human", name=login),
+                         at="2026-01-01T00:00:00Z", raw={"login": login, "user_id": uid})
+
+    assert svc.make().authorize(item("alice", "6")) is None
+    b = svc.make(deciders=["Alice", "42"])
+    assert b.authorize(item("alice", "6")) == (True, "redmine:deciders (alice)")
+    assert b.authorize(item("carol", "42")) == (True, "redmine:deciders (42)")
+    assert b.authorize(item("bob", "7")) == (False, "redmine:deciders (bob is not on it)")
+
+
+def test_markdown_becomes_textile_people_can_read() -> None:
+    got = markdown_to_textile("### Cause\nThe **pool** is `full`, see [graph](https://g.example).\n- a\n1. b\n"
+                              "```sql\nselect 1;\n```")
+    assert got.split("\n") == ["h3. Cause", "", 'The *pool* is @full@, see "graph":https://g.example.', "* a",
+                               "# b", '<pre><code class="sql">', "select 1;", "</code></pre>"]
