@@ -27,8 +27,9 @@ Redmine's quirks, and how each is met here (see trackers/redmine/NOTES.md):
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
 import httpx
@@ -63,6 +64,8 @@ class RedmineOptions(BaseModel):
     deciders: list[str] = Field(default_factory=list, description="Redmine logins or user ids who may decide "
                                 "(/approve, /reject, /override); empty: only [humans.allow] decides")
     max_note_chars: int = Field(30_000, ge=2_000, le=1_000_000, description="UTF-8 bytes per note")
+    poll_scan_seconds: float = Field(5.0, ge=0, description="reuse one project-wide `updated_on` scan this long "
+                                     "to skip reading quiet issues back; 0: read every issue back each poll")
     timeout: float = Field(30.0, gt=0)
 
 
@@ -81,6 +84,10 @@ class RedmineBackend:
         self._me: int | None = None
         self._logins: dict[int, str] = {}
         self._closed: set[int] | None = None
+        self._read: dict[str, tuple[str, float]] = {}  # issue id -> (its updated_on, when we read it in full)
+        self._latest: dict[str, str] = {}  # issue id -> newest updated_on the project scans have shown
+        self._scan_seen: set[tuple[str, str]] = set()
+        self._scan_at = time.time() - 1.0  # the first scan covers everything since this backend was made
 
     @classmethod
     def from_settings(cls, settings: BackendSettings, *, client: httpx.Client | None = None) -> RedmineBackend:
@@ -228,7 +235,11 @@ class RedmineBackend:
 
     def read_back(self, thread: ThreadRef, since: str | None = None) -> ReadBack:
         after = int(since) if since and since.isdigit() else 0
+        if since is not None and self._quiet(thread.id):
+            return ReadBack(cursor=since)
+        read_at = time.time()
         issue = self._issue(thread)
+        self._read[thread.id] = (str(issue.get("updated_on")), read_at)
         parts: list[CopyPart] = []
         humans: list[HumanItem] = []
         last = after
@@ -242,7 +253,7 @@ class RedmineBackend:
                 humans += self._human(thread, j)
         got = assemble(parts)
         entries = [e for e in got.entries if max(int(p.external_id) for p in got.refs[e.id]) > after]
-        return ReadBack(entries=entries, humans=humans, cursor=str(last) if last else since)
+        return ReadBack(entries=entries, humans=humans, cursor=str(last))  # "0": read, nothing in it yet
 
     def _human(self, thread: ThreadRef, journal: dict[str, Any]) -> list[HumanItem]:
         """A person's note and/or closing status change. Our own user's journals never are (the resolve
@@ -267,29 +278,50 @@ class RedmineBackend:
                                      author=who, at=at, url=url, raw={**raw, "status_id": d["new_value"]}))
         return out
 
-    def changed_since(self, since: datetime, *, seen: set[tuple[int, str]] | None = None) -> list[ThreadRef]:
-        """Issues of the project updated at or after `since` (`updated_on>=`, all statuses, every page).
+    def changed_since(self, since: datetime, *, seen: set[tuple[str, str]] | None = None) -> dict[str, str]:
+        """{issue id: updated_on} of the project's issues updated at or after `since` (all statuses).
 
-        Redmine compares at the second and its stored times carry fractions, so one poll repeats items of
-        the previous second; `seen` (issue id, updated_on) pairs from the last call drop those repeats,
-        and is updated in place."""
+        Redmine compares `updated_on>=` at the second while it stores fractions, so a call repeats the items
+        of the second before; `seen` (issue id, updated_on) pairs, updated in place, drop those repeats.
+        Pages are keyed on `updated_on` rather than an offset, so an issue updated while we page (it moves
+        to the end) cannot push another one past us."""
         seen = set() if seen is None else seen
-        stamp = format_ts(since).split(".")[0].rstrip("Z") + "Z"
-        out: list[ThreadRef] = []
-        offset = 0
+        stamp, offset, out = _second(since), 0, {}
         while True:
-            page = self._call("GET", "/issues.json", params={
+            page = self._call("GET", "/issues.json", not_found=self._no_project(), params={
                 "project_id": self.options.project, "status_id": "*", "updated_on": f">={stamp}",
                 "sort": "updated_on:asc,id", "limit": 100, "offset": offset}) or {}
             batch = page.get("issues") or []
             for issue in batch:
-                key = (int(issue["id"]), str(issue.get("updated_on")))
+                key = (str(issue["id"]), str(issue.get("updated_on")))
                 if key not in seen:
                     seen.add(key)
-                    out.append(self._thread(issue["id"]))
-            offset += len(batch)
-            if not batch or offset >= int(page.get("total_count", offset)):
+                    out[key[0]] = key[1]
+            if len(batch) < 100:
                 return out
+            newest = str(batch[-1].get("updated_on"))
+            stamp, offset = (stamp, offset + len(batch)) if newest == stamp else (newest, 0)
+
+    def _quiet(self, issue_id: str) -> bool:
+        """True when the project scan shows this issue unchanged since we last read it in full.
+
+        The scan (`changed_since`) is one request for all of the project's cases, refreshed at most every
+        `poll_scan_seconds`, so polling N quiet cases costs one request, not N. Because `updated_on` only
+        has seconds, an issue that changed within 2 s of our read is always read again in full."""
+        last = self._read.get(issue_id)
+        every = self.options.poll_scan_seconds
+        if last is None or not every:
+            return False
+        updated_on, read_at = last
+        if parse_ts(updated_on).timestamp() > read_at - 2.0:
+            return False
+        now = time.time()
+        if self._scan_at < read_at or now - self._scan_at > every:
+            started = now
+            window = datetime.fromtimestamp(min(self._scan_at, read_at) - 2.0, tz=UTC)
+            self._latest.update(self.changed_since(window, seen=self._scan_seen))
+            self._scan_at = started
+        return self._latest.get(issue_id, updated_on) <= updated_on
 
     def search(self, text: str, limit: int = 20) -> list[Hit]:
         data = self._call("GET", f"/projects/{self.options.project}/search.json",
@@ -399,3 +431,8 @@ class RedmineBackend:
     def close(self) -> None:
         if self._owns_client:
             self._client.close()
+
+
+def _second(when: datetime) -> str:
+    """Redmine's filter format: UTC, whole seconds."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

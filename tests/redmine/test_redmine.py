@@ -87,12 +87,29 @@ def test_changed_since_lists_updated_issues_once_despite_the_repeats(svc: Harnes
     b = svc.backend
     since = datetime.now(UTC) - timedelta(seconds=1)
     thread = b.bind(make_case())
-    seen: set[tuple[int, str]] = set()
-    assert thread.id in [t.id for t in b.changed_since(since, seen=seen)]
-    assert thread.id not in [t.id for t in b.changed_since(since, seen=seen)]  # the same second again: dropped
+    seen: set[tuple[str, str]] = set()
+    assert thread.id in b.changed_since(since, seen=seen)
+    assert thread.id not in b.changed_since(since, seen=seen)  # the same second again: dropped
     time.sleep(1.1)  # Redmine's updated_on has one-second resolution
     redmine_env.add_note(thread.id, "still looking", as_user="alice")
-    assert [t.id for t in b.changed_since(since, seen=seen)].count(thread.id) == 1
+    assert thread.id in b.changed_since(since, seen=seen)
+
+
+def test_polling_quiet_issues_costs_one_scan_and_a_change_is_still_read(svc: Harness, redmine_env: RedmineEnv) -> None:
+    b = svc.make(poll_scan_seconds=0.5)
+    threads = [b.bind(make_case()) for _ in range(3)]
+    time.sleep(2.1)  # a read within 2 s of a change is never trusted to be complete: updated_on has seconds
+    cursors = {t.id: b.read_back(t).cursor for t in threads}
+    before = len(svc.double.requests)
+    for t in threads:
+        assert b.read_back(t, cursors[t.id]).humans == []
+    paths = [r.path for r in svc.double.requests[before:]]
+    assert paths == ["/issues.json"], paths  # one project scan, no issue read back in full
+    redmine_env.add_note(threads[1].id, "/approve", as_user="alice")
+    time.sleep(0.6)
+    got = {t.id: b.read_back(t, cursors[t.id]) for t in threads}
+    assert [h.text for h in got[threads[1].id].humans] == ["/approve"]
+    assert got[threads[0].id].humans == got[threads[2].id].humans == []
 
 
 def test_backends_check_says_what_is_wrong_in_plain_words(svc: Harness, redmine_env: RedmineEnv) -> None:
