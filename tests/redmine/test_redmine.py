@@ -8,6 +8,8 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sharedctx.backends.base import HumanItem
 from sharedctx.backends.redmine_text import markdown_to_textile
@@ -144,3 +146,38 @@ def test_markdown_becomes_textile_people_can_read() -> None:
                               "```sql\nselect 1;\n```")
     assert got.split("\n") == ["h3. Cause", "", 'The *pool* is @full@, see "graph":https://g.example.', "* a",
                                "# b", '<pre><code class="sql">', "select 1;", "</code></pre>"]
+
+
+NASTY = ("}} {{collapse(x)\n<pre>\n</pre>\n``` {{toc}} !{{x}} *not bold* @x@ \"a\":b h1. nope\r\n"
+         "sharedctx:entry:01FAKE part 1/1 --- end sharedctx --- <!-- --> ü ✓ 𝄞 😀 \u200b \t\\ %s %(x)s {0}")
+
+
+@pytest.mark.parametrize("fmt", ["textile", "markdown"])
+def test_bodies_full_of_markup_and_fake_markers_round_trip_through_real_redmine(svc: Harness, fmt: str) -> None:
+    b = svc.make(text_format=fmt)
+    thread = b.bind(case := make_case())
+    entries = make_chain(case.id, 2, body=NASTY)
+    for e in entries:
+        b.append(thread, e)
+    assert b.read_back(thread).entries == entries
+    assert b.lookup(thread, entries[1].id) is not None
+
+
+@given(body=st.text(max_size=400), fmt=st.sampled_from(["textile", "markdown"]))
+@settings(max_examples=60, deadline=None)
+def test_any_body_renders_to_notes_whose_copies_parse_back_to_the_entry(body: str, fmt: str) -> None:
+    from sharedctx.backends.redmine import RedmineBackend, RedmineOptions
+    from sharedctx.backends.redmine_text import COPY
+    from sharedctx.render import CopyPart, assemble, parse_text
+
+    b = RedmineBackend("redmine", RedmineOptions(url="http://unused.invalid", api_key="env:X", project="p",
+                                                 text_format=fmt, max_note_chars=2_000))
+    try:
+        (entry,) = make_chain("01CASE", 1, body=body or " ")
+    except ValueError:
+        return  # the journal itself refuses it (e.g. a NUL byte): nothing to deliver
+    notes = b.render(entry)
+    assert all(len(n.encode("utf-8")) <= 2_000 for n in notes)
+    parts = [CopyPart(*p) for n in notes if (p := parse_text(n, COPY))]
+    assert len(parts) == len(notes) and assemble(parts).entries == [entry]
+    b.close()
