@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sharedctx.backends.base import HumanItem
-from sharedctx.backends.redmine_text import markdown_to_textile
+from sharedctx.backends.redmine.text import markdown_to_textile
 from sharedctx.errors import Rejected
 from sharedctx.model import Author
 from tests.backends.conftest import make_case, make_chain
@@ -167,7 +167,7 @@ def test_bodies_full_of_markup_and_fake_markers_round_trip_through_real_redmine(
 @settings(max_examples=60, deadline=None)
 def test_any_body_renders_to_notes_whose_copies_parse_back_to_the_entry(body: str, fmt: str) -> None:
     from sharedctx.backends.redmine import RedmineBackend, RedmineOptions
-    from sharedctx.backends.redmine_text import COPY
+    from sharedctx.backends.redmine.text import COPY
     from sharedctx.render import CopyPart, assemble, parse_text
 
     b = RedmineBackend("redmine", RedmineOptions(url="http://unused.invalid", api_key="env:X", project="p",

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from sharedctx.backends.redmine import RedmineBackend
-from sharedctx.backends.redmine_text import COPY
+from sharedctx.backends.redmine.text import COPY
 from sharedctx.config import parse_config
 from sharedctx.context import SharedContext
 from sharedctx.model import Author, EntryKind

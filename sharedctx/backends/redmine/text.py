@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 
-from ..model import Entry
-from ..render import FENCE, HEADING, meta_line
+from ...model import Entry
+from ...render import FENCE, HEADING, meta_line
 
 COPY = re.compile(
     r"\{\{collapse\((sharedctx:entry:[0-9A-Za-z_-]+ part \d+/\d+)\)\s*(?:<pre>|```)?\s*"

@@ -20,28 +20,32 @@ Redmine's quirks, and how each is met here (see trackers/redmine/NOTES.md):
   statuses are allowed when it did not change;
 - `/issues.json` lists only open issues unless `status_id=*`, which every listing here passes;
 - no webhooks in Redmine 5: people's notes are read back by polling (`read_back`, cursor = the last journal
-  id, which Redmine assigns in increasing order), and `changed_since` finds the issues updated since a
-  time with the `updated_on>=` filter, dropping the repeats it returns (it rounds to the second).
+  id, which Redmine assigns in increasing order); a project-wide `updated_on>=` scan (`scan.py`) lets
+  quiet issues skip the read.
+
+Package layout: `backend.py` the connector, `text.py` how a note reads (Textile / Markdown + the copy),
+`scan.py` the `updated_on` change scan, `check.py` `sharedctx backends check`.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..config import BackendSettings
-from ..errors import Ambiguous, BackendError, Rejected, Retryable
-from ..model import Author, CaseRecord, Entry, ExternalRef, format_ts, parse_ts
-from ..render import CASE_MARK, RESOLVED_MARK, CopyPart, assemble, human_markdown, parse_text, render_parts
-from .base import Check, Hit, HumanItem, ReadBack, ThreadRef
-from .http import call, new_client, secret
-from .redmine_text import COPY, note_part
+from ...config import BackendSettings
+from ...errors import Ambiguous, Rejected, Retryable
+from ...model import Author, CaseRecord, Entry, ExternalRef, format_ts, parse_ts
+from ...render import CASE_MARK, RESOLVED_MARK, CopyPart, assemble, human_markdown, parse_text, render_parts
+from ..base import Check, Hit, HumanItem, ReadBack, ThreadRef
+from ..http import call, new_client, secret
+from .check import run_checks
+from .scan import ChangeScan
+from .text import COPY, note_part
 
 SERVICE = "Redmine"
 AUTH_HINT = ("Check the API key (token) in the configured environment variable (My account → API access key; "
@@ -84,10 +88,7 @@ class RedmineBackend:
         self._me: int | None = None
         self._logins: dict[int, str] = {}
         self._closed: set[int] | None = None
-        self._read: dict[str, tuple[str, float]] = {}  # issue id -> (its updated_on, when we read it in full)
-        self._latest: dict[str, str] = {}  # issue id -> newest updated_on the project scans have shown
-        self._scan_seen: set[tuple[str, str]] = set()
-        self._scan_at = time.time() - 1.0  # the first scan covers everything since this backend was made
+        self._scan = ChangeScan(self._list_issues, options.poll_scan_seconds)
 
     @classmethod
     def from_settings(cls, settings: BackendSettings, *, client: httpx.Client | None = None) -> RedmineBackend:
@@ -157,13 +158,12 @@ class RedmineBackend:
             return self._thread(data["issue"]["id"])
         mark = f"{CASE_MARK}:{case.id}"
         o = self.options
-        query: dict[str, Any] = {"project_id": o.project, "status_id": "*", "limit": 25}
+        query: dict[str, Any] = {"limit": 25}
         if o.external_id_field:
             query[f"cf_{o.external_id_field}"] = case.id
         else:
             query["description"] = f"~{mark}"
-        listed = self._call("GET", "/issues.json", params=query, not_found=self._no_project())
-        for issue in (listed or {}).get("issues") or []:
+        for issue in self._list_issues(query).get("issues") or []:
             # Redmine ignores a filter on a field it does not know and lists everything: check the value.
             values = {str(f.get("value")) for f in issue.get("custom_fields") or []
                       if f.get("id") == o.external_id_field}
@@ -235,11 +235,11 @@ class RedmineBackend:
 
     def read_back(self, thread: ThreadRef, since: str | None = None) -> ReadBack:
         after = int(since) if since and since.isdigit() else 0
-        if since is not None and self._quiet(thread.id):
+        if since is not None and self._scan.quiet(thread.id):
             return ReadBack(cursor=since)
         read_at = time.time()
         issue = self._issue(thread)
-        self._read[thread.id] = (str(issue.get("updated_on")), read_at)
+        self._scan.note_read(thread.id, str(issue.get("updated_on")), read_at)
         parts: list[CopyPart] = []
         humans: list[HumanItem] = []
         last = after
@@ -279,49 +279,12 @@ class RedmineBackend:
         return out
 
     def changed_since(self, since: datetime, *, seen: set[tuple[str, str]] | None = None) -> dict[str, str]:
-        """{issue id: updated_on} of the project's issues updated at or after `since` (all statuses).
+        """{issue id: updated_on} of the project's issues updated at or after `since` (see `ChangeScan`)."""
+        return self._scan.changed_since(since, seen=seen)
 
-        Redmine compares `updated_on>=` at the second while it stores fractions, so a call repeats the items
-        of the second before; `seen` (issue id, updated_on) pairs, updated in place, drop those repeats.
-        Pages are keyed on `updated_on` rather than an offset, so an issue updated while we page (it moves
-        to the end) cannot push another one past us."""
-        seen = set() if seen is None else seen
-        stamp, offset, out = _second(since), 0, {}
-        while True:
-            page = self._call("GET", "/issues.json", not_found=self._no_project(), params={
-                "project_id": self.options.project, "status_id": "*", "updated_on": f">={stamp}",
-                "sort": "updated_on:asc,id", "limit": 100, "offset": offset}) or {}
-            batch = page.get("issues") or []
-            for issue in batch:
-                key = (str(issue["id"]), str(issue.get("updated_on")))
-                if key not in seen:
-                    seen.add(key)
-                    out[key[0]] = key[1]
-            if len(batch) < 100:
-                return out
-            newest = str(batch[-1].get("updated_on"))
-            stamp, offset = (stamp, offset + len(batch)) if newest == stamp else (newest, 0)
-
-    def _quiet(self, issue_id: str) -> bool:
-        """True when the project scan shows this issue unchanged since we last read it in full.
-
-        The scan (`changed_since`) is one request for all of the project's cases, refreshed at most every
-        `poll_scan_seconds`, so polling N quiet cases costs one request, not N. Because `updated_on` only
-        has seconds, an issue that changed within 2 s of our read is always read again in full."""
-        last = self._read.get(issue_id)
-        every = self.options.poll_scan_seconds
-        if last is None or not every:
-            return False
-        updated_on, read_at = last
-        if parse_ts(updated_on).timestamp() > read_at - 2.0:
-            return False
-        now = time.time()
-        if self._scan_at < read_at or now - self._scan_at > every:
-            started = now
-            window = datetime.fromtimestamp(min(self._scan_at, read_at) - 2.0, tz=UTC)
-            self._latest.update(self.changed_since(window, seen=self._scan_seen))
-            self._scan_at = started
-        return self._latest.get(issue_id, updated_on) <= updated_on
+    def _list_issues(self, params: dict[str, Any]) -> dict[str, Any]:
+        query = {"project_id": self.options.project, "status_id": "*", **params}  # status_id=*: closed ones too
+        return dict(self._call("GET", "/issues.json", params=query, not_found=self._no_project()) or {})
 
     def search(self, text: str, limit: int = 20) -> list[Hit]:
         data = self._call("GET", f"/projects/{self.options.project}/search.json",
@@ -367,72 +330,9 @@ class RedmineBackend:
         return False, f"redmine:deciders ({item.author.name} is not on it)"
 
     def check(self) -> list[Check]:
-        """Credentials, project (and tracker), closed status, External ID field; stops after bad credentials."""
-        me, out = self._probe("credentials", lambda: self._call("GET", "/users/current.json")["user"])
-        if me is None:
-            return out
-        out.append(Check(what="credentials", ok=True, detail=f"API key of {me.get('login')} (id {me.get('id')})"))
-        out += self._check_project() + self._check_status()
-        if self.options.external_id_field is not None:
-            out += self._check_field()
-        return out
-
-    def _probe(self, what: str, fn: Callable[[], Any]) -> tuple[Any, list[Check]]:
-        """(result, []) or (None, [the failed Check saying why]): `check()` never raises."""
-        try:
-            return fn(), []
-        except (BackendError, httpx.HTTPError, KeyError, TypeError) as exc:
-            detail = str(exc) if isinstance(exc, BackendError) else f"{type(exc).__name__}: {exc}"
-            return None, [Check(what=what, ok=False, detail=detail)]
-
-    def _check_project(self) -> list[Check]:
-        o = self.options
-        proj, failed = self._probe("project", lambda: self._call("GET", f"/projects/{o.project}.json", params={
-            "include": "trackers"}, not_found=self._no_project())["project"])
-        if proj is None:
-            return failed
-        out = [Check(what="project", ok=True, detail=f"{proj.get('name')} (id {proj.get('id')})")]
-        trackers = {int(t["id"]): str(t.get("name")) for t in proj.get("trackers") or []}
-        if o.tracker_id in trackers:
-            out.append(Check(what="tracker", ok=True, detail=f"tracker {o.tracker_id} = {trackers[o.tracker_id]}"))
-        elif o.tracker_id is not None:
-            enabled = ", ".join(f"{i}={n}" for i, n in trackers.items()) or "none"
-            out.append(Check(what="tracker", ok=False, detail=f"tracker {o.tracker_id} is not enabled in the project "
-                             f"(Redmine would silently use its default); enabled: {enabled} (set tracker_id)"))
-        return out
-
-    def _check_status(self) -> list[Check]:
-        want = self.options.closed_status_id
-        got, failed = self._probe("closed status", lambda: self._call("GET", "/issue_statuses.json")["issue_statuses"])
-        if got is None:
-            return failed
-        statuses = {int(s["id"]): s for s in got}
-        if (statuses.get(want) or {}).get("is_closed"):
-            return [Check(what="closed status", ok=True, detail=f"status {want} = {statuses[want].get('name')}")]
-        closed = ", ".join(f"{i}={s.get('name')}" for i, s in statuses.items() if s.get("is_closed")) or "none"
-        return [Check(what="closed status", ok=False, detail=f"status {want} is not a closed status; closed statuses: "
-                      f"{closed} (set closed_status_id)")]
-
-    def _check_field(self) -> list[Check]:
-        """Redmine ignores a filter on an unknown custom field (and lists every issue), so the field is
-        checked by filtering on a value no issue has: anything listed means the filter was dropped."""
-        o, what = self.options, "external id field"
-        probe, failed = self._probe(what, lambda: self._call("GET", "/issues.json", params={
-            "project_id": o.project, "status_id": "*", "limit": 1,
-            f"cf_{o.external_id_field}": "sharedctx-check-none"}, not_found=self._no_project()))
-        if probe is None:
-            return failed
-        if int(probe.get("total_count") or 0) > 0:
-            return [Check(what=what, ok=False, detail=f"custom field {o.external_id_field} is not an issue field this "
-                          "project can filter on (Redmine ignored the filter); make it a filterable issue custom field "
-                          "for the project's trackers, or unset external_id_field")]
-        return [Check(what=what, ok=True, detail=f"custom field {o.external_id_field} filters issues of the project")]
+        """Credentials, project (and tracker), closed status, External ID field (see `check.py`)."""
+        return run_checks(self)
 
     def close(self) -> None:
         if self._owns_client:
             self._client.close()
-
-
-def _second(when: datetime) -> str:
-    """Redmine's filter format: UTC, whole seconds."""
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
