@@ -33,6 +33,7 @@ WORKER = {"base_delay": 0.05, "max_delay": 1.0, "max_attempts": 100, "poll_inter
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # Redmine shares the machine's cores: 44-119 s measured under load
 def test_200_entries_reach_redmine_exactly_once_in_order_through_network_faults(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, redmine_env: RedmineEnv, proxy: FaultProxy
 ) -> None:
@@ -56,7 +57,7 @@ def test_200_entries_reach_redmine_exactly_once_in_order_through_network_faults(
                     case.record(EntryKind.FINDING if i % 3 else EntryKind.ACTION, f"case {c} step {i}",
                                 f"Span **{i}** of `checkout` took {i * 10} ms.\n\n- region eu-{c}\n- try {i}",
                                 author=author)
-        assert ctx.drain(timeout=400), f"outbox did not drain: {store.outbox_counts()}"
+        assert ctx.drain(timeout=540), f"outbox did not drain: {store.outbox_counts()}"
         ctx.worker.stop()
 
         counts = store.outbox_counts()["redmine"]
