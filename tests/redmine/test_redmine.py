@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -181,3 +182,34 @@ def test_any_body_renders_to_notes_whose_copies_parse_back_to_the_entry(body: st
     parts = [CopyPart(*p) for n in notes if (p := parse_text(n, COPY))]
     assert len(parts) == len(notes) and assemble(parts).entries == [entry]
     b.close()
+
+
+def test_exactly_once_even_when_the_worker_forgets_an_ambiguous_attempt(svc: Harness, redmine_env: RedmineEnv,
+                                                                       tmp_path: Path) -> None:
+    """Ambiguous write, then the reconciling lookup itself fails (Retryable): the worker's next attempt
+    calls `append` without a lookup. `append` looks for the marker itself, so nothing is written twice."""
+    from sharedctx.config import parse_config
+    from sharedctx.context import SharedContext
+
+    # retries wait >= 0.5 s, so each `run_once` makes exactly one attempt
+    cfg = parse_config({"store": "journal.db", "worker": {"base_delay": 1.0, "max_delay": 1.0}}, base_dir=tmp_path)
+    ctx = SharedContext.open(cfg, backends={"redmine": svc.backend}, worker=False)
+    try:
+        case = ctx.open_case("checkout p99")
+        first = case.record("finding", "p99 up 8x", author="primary:triage")
+        assert ctx.worker.run_once() == 1
+        entry = case.record("action", "rolled back 4412", author="primary:triage")
+        svc.double.inject("reset_after_apply", method="PUT")  # applied, then the line drops: Ambiguous
+        ctx.worker.run_once()
+        svc.double.inject("status", status=502, method="GET")  # the lookup fails: Retryable, ambiguity forgotten
+        for _ in range(2):  # attempt 2: the lookup fails; attempt 3: append without a lookup
+            time.sleep(1.05)
+            ctx.worker.run_once()
+        assert ctx.store.outbox_counts()["redmine"].get("delivered") == 2
+        number = ctx.store.get_case(case.id).bindings["redmine"]["id"]
+        notes = [j.get("notes") or "" for j in redmine_env.journals(number)]
+        assert [sum(f"sharedctx:entry:{e.id} part 1/1" in n for n in notes) for e in (first, entry)] == [1, 1]
+        assert [s.fault for s in svc.double.requests if s.fault] == ["reset_after_apply", "status"]
+        assert [s.method for s in svc.double.requests].count("PUT") == 2  # one note per entry, never a second
+    finally:
+        ctx.close()
