@@ -105,3 +105,16 @@ def test_closing_the_issue_by_hand_resolves_the_case_once(ctx: SharedContext, re
     (res,) = case.timeline(kinds=["resolution"])
     assert res.author.name == "alice" and res.attrs["human_resolution"] is True
     assert ctx.store.get_case(case.id).status.value == "resolved"
+
+
+def test_another_status_move_is_a_note_and_does_not_resolve(ctx: SharedContext, redmine_env: RedmineEnv) -> None:
+    poller = Poller(ctx)
+    case = ctx.open_case("cert expiry on edge-2")
+    case.record("finding", "cert expires in 3 days", author="primary:triage")
+    deliver(ctx)
+    redmine_env.set_status(issue(ctx, case), 2, as_user="alice")  # New -> In Progress
+    poller.poll_once()
+    poller.poll_once()
+    (note,) = [e for e in case.timeline() if e.author.kind == "human"]
+    assert note.title == "alice on redmine: set the status to In Progress (was New)"
+    assert case.timeline(kinds=["resolution"]) == [] and ctx.store.get_case(case.id).status.value == "open"

@@ -87,7 +87,7 @@ class RedmineBackend:
         self._site = options.url.rstrip("/")
         self._me: int | None = None
         self._logins: dict[int, str] = {}
-        self._closed: set[int] | None = None
+        self._statuses: dict[int, tuple[str, bool]] | None = None  # id -> (name, is_closed)
         self._scan = ChangeScan(self._list_issues, options.poll_scan_seconds)
 
     @classmethod
@@ -136,11 +136,14 @@ class RedmineBackend:
             self._logins[user_id] = str(user.get("login") or "")
         return self._logins[user_id] or None
 
-    def _closed_ids(self) -> set[int]:
-        if self._closed is None:
+    def _status(self, status_id: Any) -> tuple[str, bool]:
+        """(name, is_closed) of a status id, from `/issue_statuses.json` (fetched once)."""
+        if self._statuses is None:
             data = self._call("GET", "/issue_statuses.json")
-            self._closed = {int(s["id"]) for s in data.get("issue_statuses") or [] if s.get("is_closed")}
-        return self._closed
+            self._statuses = {int(s["id"]): (str(s.get("name")), bool(s.get("is_closed")))
+                              for s in data.get("issue_statuses") or []}
+        sid = int(status_id) if str(status_id).isdigit() else 0
+        return self._statuses.get(sid, (f"status {status_id}", False))
 
     # ---- Backend ----------------------------------------------------------------------------------
     def bind(self, case: CaseRecord) -> ThreadRef:
@@ -256,8 +259,9 @@ class RedmineBackend:
         return ReadBack(entries=entries, humans=humans, cursor=str(last))  # "0": read, nothing in it yet
 
     def _human(self, thread: ThreadRef, journal: dict[str, Any]) -> list[HumanItem]:
-        """A person's note and/or closing status change. Our own user's journals never are (the resolve
-        status change, and a private note's split-off field change, carry no marker)."""
+        """A person's note and/or status change (closing it resolves the case; any other move is a note).
+        Our own user's journals never are (the resolve status change, and a private note's split-off
+        field change, carry no marker)."""
         user = journal.get("user") or {}
         uid = int(user.get("id") or 0)
         notes = journal.get("notes") or ""
@@ -272,10 +276,16 @@ class RedmineBackend:
             out.append(HumanItem(backend=self.name, external_id=f"journal:{jid}", author=who, at=at, text=notes,
                                  url=url, raw=raw))
         for d in journal.get("details") or []:
-            if d.get("property") == "attr" and d.get("name") == "status_id" and str(d.get("new_value")).isdigit() \
-                    and int(d["new_value"]) in self._closed_ids():
+            if d.get("property") != "attr" or d.get("name") != "status_id":
+                continue
+            (new, closed), (old, _) = self._status(d.get("new_value")), self._status(d.get("old_value"))
+            if closed:  # a person closed it: a human resolution
                 out.append(HumanItem(backend=self.name, external_id=f"status:{jid}", kind="status", text="closed",
-                                     author=who, at=at, url=url, raw={**raw, "status_id": d["new_value"]}))
+                                     author=who, at=at, url=url, raw={**raw, "status_id": d.get("new_value")}))
+            else:  # any other move (In Progress, Feedback, a reopen) is recorded as what it is, a note
+                out.append(HumanItem(backend=self.name, external_id=f"status:{jid}", author=who, at=at, url=url,
+                                     text=f"set the status to {new} (was {old})",
+                                     raw={**raw, "status_id": d.get("new_value")}))
         return out
 
     def changed_since(self, since: datetime, *, seen: set[tuple[str, str]] | None = None) -> dict[str, str]:
