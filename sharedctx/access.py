@@ -16,7 +16,7 @@ The rules, in one place so that the MCP tools stay thin and every transport enfo
   an hour (counted from the journal, so a restart does not reset the budget), and which kinds are
   *held for a human decision*: such an entry is recorded at once with `attrs.held_for_decision`,
   a `decision-request` referencing it is recorded by sharedctx, and the delivery worker keeps it
-  away from every backend until a human approves (`sharedctx.delivery.held_for_decision`).
+  away from every backend until a human approves (`sharedctx.decisions.held_for_decision`).
 * **Provenance** — every entry shown to an agent says who wrote it (`agent`, `partner`, `human`,
   `system`) and whether its text is *trusted*. Text from humans, partners and external systems
   (alert payloads) is content to read, never instructions to follow; `mark_untrusted` fences it.
@@ -36,7 +36,7 @@ from datetime import timedelta
 from typing import Any, Literal
 
 from .config import AgentSettings, Config, WritePolicy
-from .delivery import HOLD_ATTR, decision_approves, first_human_decision
+from .decisions import HOLD_ATTR, answer_for, approves
 from .errors import ConfigError, InvalidEntry, PermissionDenied, SharedCtxError
 from .model import SYSTEM, Author, AuthorKind, Entry, EntryKind, utcnow
 from .store.base import SearchFilters, Store
@@ -317,9 +317,9 @@ class Access:
 
     # decisions
     def decision_for(self, request: Entry) -> Entry | None:
-        """The human decision that answers `request` (the first authorised answer wins), or None."""
-        return first_human_decision(self.store, request.case_id, {request.id})
+        """The decision that answers `request` (`sharedctx.decisions.answer_for`), or None."""
+        return answer_for(self.store, request)
 
     @staticmethod
     def approves(decision: Entry) -> bool:
-        return decision_approves(decision)
+        return approves(decision)

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from .backends import make_backend
 from .backends.base import Backend
 from .config import Config, load_config
+from .decisions import check_answer
 from .delivery import Worker
 from .errors import CaseNotFound, EntryNotFound, InvalidEntry
 from .model import (
@@ -150,8 +151,8 @@ class Case:
         attrs: Mapping[str, Any] | None = None,
     ) -> Any:
         """Ask the people on every backend of this case, then wait (asyncio) for the first authorised
-        answer or the timeout policy. Returns a `sharedctx.humans.Decision`. See docs/humans.md."""
-        from .humans import request_decision
+        answer or the timeout policy. Returns a `sharedctx.decisions.Decision`. See docs/humans.md."""
+        from .decisions import request_decision
 
         return await request_decision(
             self, question, options, timeout=timeout, on_timeout=on_timeout, default=default,
@@ -336,6 +337,7 @@ class SharedContext:
             new_status = CaseStatus(status) if status is not None else None
         except (ValidationError, ValueError) as exc:
             raise InvalidEntry(f"invalid entry: {exc}") from None
+        check_answer(draft)  # the one place that refuses an agent's `decision` (sharedctx.decisions)
         if self.redactor is not None:
             draft = self.redactor.redact_draft(draft)
         if new_status is None and draft.kind == EntryKind.RESOLUTION:

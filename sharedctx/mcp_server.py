@@ -57,6 +57,7 @@ from .access import (
     trusted,
 )
 from .context import SharedContext
+from .decisions import answer_for, approves, decided_requests
 from .errors import CaseNotFound, EntryNotFound, InvalidEntry, PermissionDenied, SharedCtxError
 from .model import MAX_BODY_BYTES, MAX_TITLE_CHARS, Author, CaseRecord, Entry, EntryKind, format_ts
 from .redact import RedactingFilter, Redactor
@@ -657,7 +658,7 @@ def build_mcp_server(
         await _run(acc.check_read, ident, request.case_id)
         if request.kind != EntryKind.DECISION_REQUEST:
             raise InvalidEntry(f"entry {request_id} is a {request.kind.value}, not a decision-request")
-        decision = await _run(acc.decision_for, request) or await _run(_timeout_decision, ctx, request)
+        decision = await _run(answer_for, ctx.store, request)
         return _decision_out(request, decision)
 
     # ------------------------------------------------------------------------------ wrapping up
@@ -688,8 +689,7 @@ def build_mcp_server(
         await _run(acc.check_read, ident, case_id)
         rec = await _run(ctx.store.get_case, case_id)
         entries = await _run(ctx.store.entries, case_id)
-        decided = {e.ref for e in entries if e.kind == EntryKind.DECISION and e.author.kind == "human" and e.ref}
-        text, pending = _handoff(rec, entries, decided)
+        text, pending = _handoff(rec, entries, decided_requests(entries))
         return HandoffOut(case_id=case_id, status=rec.status.value, last_seq=rec.last_seq, summary=text,
                           pending_decisions=pending)  # fmt: skip
 
@@ -757,23 +757,12 @@ def _decision_out(request: Entry, decision: Entry | None) -> DecisionOut:
     choice = decision.attrs.get("choice") or decision.attrs.get("outcome")
     return out.model_copy(update={
         "status": "decided", "choice": str(choice) if choice is not None else None,
-        "approved": Access.approves(decision), "decided_by": str(decision.author),
+        "approved": approves(decision), "decided_by": str(decision.author),
         "decided_at": format_ts(decision.ts), "decision_entry_id": decision.id,
         "comment": shown(decision.body, decision.author) if decision.body else None,
         "outcome": decision.attrs.get("outcome"), "rule": decision.attrs.get("rule"),
         "instead": shown(str(decision.attrs["instead"]), decision.author) if decision.attrs.get("instead") else None,
     })  # fmt: skip
-
-
-def _timeout_decision(ctx: SharedContext, request: Entry) -> Entry | None:
-    """sharedctx's own answer when nobody answered in time (`request_decision(on_timeout="default")`).
-
-    Agents' decisions never count (a question put to humans is not answered by an agent), but the
-    timeout policy's decision does, so MCP and `sharedctx.humans.get_decision` agree on the state."""
-    for e in ctx.store.entries(request.case_id, since_seq=request.seq, kinds=[EntryKind.DECISION.value]):
-        if e.ref == request.id and e.author.kind == "system" and e.attrs.get("outcome") == "timeout":
-            return e
-    return None
 
 
 def _similar(ctx: SharedContext, case_id: str, limit: int) -> list[SimilarCase]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
@@ -43,6 +43,7 @@ AUTH_HINT = (
     "(fine-grained token: Issues read/write, Metadata read; classic: `repo` or `public_repo`)."
 )
 ISSUE_URL = re.compile(r"/issues/(\d+)/?$")
+PERMISSION_LEVELS = {"none": 0, "read": 1, "triage": 2, "write": 3, "maintain": 4, "admin": 5}
 
 
 class GitHubOptions(BaseModel):
@@ -61,6 +62,8 @@ class GitHubOptions(BaseModel):
     read_reactions: bool = Field(True, description="read 👍/👎 on our comments back (humans in the loop)")
     read_status: bool = Field(True, description="read a human closing the issue back as a resolution")
     permission_ttl: float = Field(300.0, ge=0, description="seconds a collaborator's permission is cached")
+    decide_permission: Literal["triage", "write", "maintain", "admin"] = Field(
+        "write", description="the repository permission a person needs to answer a decision request")
 
 
 class GitHubBackend:
@@ -158,6 +161,17 @@ class GitHubBackend:
             level = "none"
         self._perms[login] = (now, level)
         return level
+
+    def authorize(self, item: HumanItem) -> tuple[bool, str] | None:
+        """`Authorizes`: a person may decide with `decide_permission` (write by default) or more on the repo.
+
+        The rule returned is recorded in the decision, so the journal says why this person could decide.
+        A failed lookup raises its `BackendError`: the caller refuses and says it could not check.
+        """
+        need = self.options.decide_permission
+        level = self.permission(item.author.name)
+        ok = PERMISSION_LEVELS.get(level, 0) >= PERMISSION_LEVELS[need]
+        return ok, f"github:permission>={need} ({level})"
 
     def _comments(self, thread: ThreadRef, *, conditional: bool = False) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
