@@ -31,6 +31,7 @@ from ..render import (
     assemble,
     github_part,
     human_markdown,
+    is_own_echo,
     parse_github,
     render_parts,
 )
@@ -264,7 +265,7 @@ class GitHubBackend:
                 parts.append(CopyPart(*p, external_id=str(cid), url=c.get("html_url"), position=cid))
                 if p[1] == 1 and self.options.read_reactions:
                     humans += self._reactions(c, p[0])
-            elif cid > after and f"<!-- {RESOLVED_MARK}" not in body and f"<!-- {CASE_MARK}" not in body:
+            elif cid > after and not is_own_echo(body):
                 login = (c.get("user") or {}).get("login") or "unknown"
                 humans.append(HumanItem(backend=self.name, external_id=str(cid), url=c.get("html_url"),
                                         author=Author(kind="human", name=login), at=c["created_at"],
