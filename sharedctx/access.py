@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from typing import Any, Literal
 
 from .config import AgentSettings, Config, WritePolicy
 from .decisions import HOLD_ATTR, answer_for, approves
-from .errors import ConfigError, InvalidEntry, PermissionDenied, SharedCtxError
+from .errors import ConfigError, InvalidEntry, PermissionDenied, RateLimited, Unauthenticated
 from .model import SYSTEM, Author, AuthorKind, Entry, EntryKind, utcnow
 from .store.base import SearchFilters, Store
 
@@ -47,20 +48,14 @@ Role = Literal["primary", "partner", "human-readonly"]
 Provenance = Literal["agent", "partner", "human", "system"]
 
 INVITE_ATTR = "invite"
+# an agent's name as configured, and as it is written into the journal when it is invited
+AGENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,99}")
 # attrs keys only sharedctx itself sets: an agent setting them could invite itself or fake a hold
 RESERVED_ATTRS = frozenset({INVITE_ATTR, HOLD_ATTR, "requested_by", "holds"})
 ROLE_AUTHOR: dict[str, AuthorKind] = {"primary": "primary", "partner": "partner", "human-readonly": "human"}
 PROVENANCE: dict[str, Provenance] = {"primary": "agent", "partner": "partner", "human": "human", "system": "system"}
 UNTRUSTED_OPEN = '<untrusted-content source="{source}">'
 UNTRUSTED_CLOSE = "</untrusted-content>"
-
-
-class Unauthenticated(SharedCtxError):
-    """No valid credentials: send `Authorization: Bearer <token>` with the token configured for your agent."""
-
-
-class RateLimited(PermissionDenied):
-    """This identity has written as many entries this hour as its write policy allows."""
 
 
 @dataclass(frozen=True)
@@ -304,12 +299,17 @@ class Access:
         """
         if by.kind == "partner":
             raise PermissionDenied("a partner cannot invite anyone into a case; the primary agent does")
+        if not AGENT_NAME.fullmatch(partner):
+            raise InvalidEntry(
+                "a partner name is 1–100 letters, digits, `.`, `_`, `-` or `@`, starting with a letter or digit "
+                "(the name it is configured under); nothing was recorded"
+            )
         for e in ctx.case(case_id).timeline(kinds=[EntryKind.NOTE.value]):
             if e.attrs.get(INVITE_ATTR) == partner and e.author.kind != "partner":
                 return e
         entry: Entry = ctx.case(case_id).record(
             EntryKind.NOTE, f"Invited partner {partner} into this case",
-            note or f"{by} invited the partner agent {partner!r} to read and write this case.",
+            note or f"{by} invited the partner agent `{partner}` to read and write this case.",
             author=by, attrs={INVITE_ATTR: partner}, trace_id=trace_id,
         )  # fmt: skip
         self._invited.add((case_id, partner))

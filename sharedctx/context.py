@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from .backends import make_backend
 from .backends.base import Backend
 from .config import Config, load_config
-from .decisions import check_answer
+from .decisions import Decision, check_answer, get_decision
 from .delivery import Worker
 from .errors import CaseNotFound, EntryNotFound, InvalidEntry
 from .model import (
@@ -42,6 +42,7 @@ from .model import (
 from .store.base import SearchFilters, Store, open_store, verify_entries
 
 if TYPE_CHECKING:
+    from .handoff import Handoff
     from .search import CaseResult, SearchResult
 
 
@@ -179,6 +180,19 @@ class Case:
             EntryKind.RESOLUTION, title, summary, author=author, evidence=evidence,
             trace_id=trace_id, status=CaseStatus.RESOLVED,
         )  # fmt: skip
+
+    def handoff(self) -> Handoff:
+        """One screen for whoever picks the case up next: state, findings, actions, pending decisions."""
+        from .handoff import handoff
+
+        return handoff(self.info, self.timeline())
+
+    def decision(self, request_id: str) -> Decision:
+        """Where a decision request of this case stands (`sharedctx.decisions.get_decision`)."""
+        found = get_decision(self.ctx.store, request_id)
+        if self.ctx.store.get_entry(request_id).case_id != self.id:
+            raise InvalidEntry(f"decision request {request_id} belongs to another case")
+        return found
 
     def verify(self) -> VerifyReport:
         """Recompute the hash chain; the report names the first entry that breaks it."""

@@ -232,22 +232,27 @@ class Hold(NamedTuple):
 
 
 def held_for_decision(store: Store, entry: Entry) -> Hold | None:
-    """None to deliver `entry` now, else why not. The worker's default hold check.
+    """None to deliver `entry` now, else why not. The worker's default hold check (see `hold_state`)."""
+    if not entry.attrs.get(HOLD_ATTR):
+        return None
+    return hold_state(store.entries(entry.case_id, kinds=[EntryKind.DECISION_REQUEST.value,
+                                                          EntryKind.DECISION.value]), entry)  # fmt: skip
+
+
+def hold_state(timeline: Sequence[Entry], entry: Entry) -> Hold | None:
+    """Whether `entry` is still held, given its case's entries (at least its requests and decisions).
 
     An entry recorded with `attrs.held_for_decision` is delivered once a counting decision approves a
     `decision-request` whose ref is the entry; any other counting answer (reject, override, a timeout
-    taking "reject") sends it to dead letters as declined.
+    taking "reject") sends it to dead letters as declined. The first counting answer wins.
     """
     if not entry.attrs.get(HOLD_ATTR):
         return None
-    requests = [e for e in store.entries(entry.case_id, kinds=[EntryKind.DECISION_REQUEST.value])
-                if e.ref == entry.id]  # fmt: skip
-    answers = [(r, answer_for(store, r)) for r in requests]
-    decided = sorted((d for _, d in answers if d is not None), key=lambda d: d.seq)
-    if not decided:
-        waiting = ", ".join(sorted(r.id for r in requests)) or "(none yet)"
-        return Hold(f"held until a human answers decision request {waiting}")
-    first = decided[0]
+    requests = {e.id for e in timeline if e.kind == EntryKind.DECISION_REQUEST and e.ref == entry.id}
+    answers = [e for e in timeline if e.ref in requests and counts(e)]
+    if not answers:
+        return Hold(f"held until a human answers decision request {', '.join(sorted(requests)) or '(none yet)'}")
+    first = min(answers, key=lambda d: d.seq)
     if approves(first):
         return None
     return Hold(f"declined by {first.author} in decision {first.id}", final=True)
