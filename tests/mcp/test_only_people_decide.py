@@ -195,3 +195,49 @@ def test_a_decision_of_a_person_answers_only_its_own_request(ctx: SharedContext)
                                 attrs={"outcome": "approved"})  # fmt: skip
     assert get_decision(ctx.store, first.id).entry == answer
     assert get_decision(ctx.store, second.id).status == "pending"
+
+
+# ---- the MCP output choke point -----------------------------------------------------------------------
+PEM = ("-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA3Tz2mr7SZiAMfQyuvBjM9Oi6ZGbS0xUeB2xGqO8E4zN5kSfc\n"
+       "q1R0bHq9cM2fLx3yQ9eT7aVb2pWcVd5sKjH4nU8rXoYgTfLm6Zi1NwPAeQ3KuBs\n-----END RSA PRIVATE KEY-----")
+
+
+async def test_every_tool_result_is_text_rendered_from_its_redacted_structured_value(
+    ctx: SharedContext, tmp_path: Path
+) -> None:
+    """Even if the journal held a secret (a store written before redaction, or by another tool), no MCP
+    output carries it: the structured value is redacted field by field and the text is that value."""
+    raw = SharedContext(ctx.config, ctx.store, ctx.backends, redactor=None)  # writes past the redactor
+    case = raw.open_case("leaky")
+    password = "Zq8#vLm2!pR7xT"  # in a JSON dump its quotes are escaped, which hid it from a whole-text pass
+    case.record("finding", "db creds", f"found this in the pod env:\n{PEM}\n", author="primary:lead",
+                attrs={"snippet": {"key": PEM}, "config": f'password="{password}"'})  # fmt: skip
+    body = PEM.splitlines()[1]
+    async with session_as(ctx, "lead") as s:
+        results = [
+            await s.call_tool("get_timeline", {"case_id": case.id}),
+            await s.call_tool("handoff_summary", {"case_id": case.id}),
+            await s.call_tool("record_entry", {"case_id": case.id, "kind": "note", "title": "n", "body": PEM}),
+        ]
+        resource = await s.read_resource(f"case://{case.id}")  # type: ignore[arg-type]
+    for r in results:
+        assert not r.isError, r.content
+        (block,) = r.content
+        assert json.loads(block.text) == r.structuredContent  # type: ignore[union-attr]
+        for secret in (body, password):
+            assert secret not in block.text and secret not in json.dumps(r.structuredContent)  # type: ignore[union-attr]
+    text = resource.contents[0].text  # type: ignore[union-attr]
+    assert body not in text and password not in text and "[REDACTED" in text
+
+
+async def test_invite_partner_refuses_a_name_that_is_not_a_name_and_stores_text_not_repr(
+    ctx: SharedContext
+) -> None:
+    async with session_as(ctx, "lead") as lead:
+        case = await call(lead, "open_case", title="c")
+        text = await refused(lead, "invite_partner", case_id=case["id"], partner=PEM)
+        assert text.startswith("400 Invalid input: a partner name is") and "MIIE" not in text
+        await call(lead, "invite_partner", case_id=case["id"], partner="vendor-apm")
+    invites = [e for e in ctx.case(case["id"]).timeline() if e.attrs.get("invite")]
+    assert [e.attrs["invite"] for e in invites] == ["vendor-apm"]
+    assert "`vendor-apm`" in invites[0].body and "'vendor-apm'" not in invites[0].body
