@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..backends.base import HumanItem
-from ..decisions import DECIDING, INSTRUCTIONS, decided_requests, decision_of, may_decide
+from ..decisions import DECIDING, INSTRUCTIONS, answer_for, decided_requests, decision_of, may_decide
 from ..model import SYSTEM, CaseStatus, Entry, EntryKind
 from .commands import COMMANDS, DOWN, UP, VERDICTS, Command, parse_command
 from .settings import HumanSettings, human_settings
@@ -240,8 +240,10 @@ class Humans:
                          unauthorised=True, rule=verdict.rule)  # fmt: skip
             return
         key = target.id
-        if not ctx.store.claim_action("decision", key, res.case_id):
-            first = ctx.store.action_entry("decision", key)
+        # an answer recorded another way (the Python API, the CLI) stands too: it is first by sequence
+        answered = answer_for(ctx.store, target) if target.kind == EntryKind.DECISION_REQUEST else None
+        if answered is not None or not ctx.store.claim_action("decision", key, res.case_id):
+            first = answered.id if answered is not None else ctx.store.action_entry("decision", key)
             prior = self._entry(res.case_id, first) if first else None
             stands = decision_of(prior) if prior else None
             res.meaning = "already decided"

@@ -135,3 +135,23 @@ def test_github_allow_list_decides_without_repository_permission(
         assert d.approved and d.decided_by == "erin" and d.rule == "allow:github"
     finally:
         w.ctx.close()
+
+
+def test_an_answer_recorded_through_the_api_stands_against_a_later_github_approve(github_only: World) -> None:
+    w = github_only
+    w.gh.roles["alice"] = "write"
+
+    async def scenario() -> tuple[Decision, Case, Entry]:
+        case = w.ctx.open_case("checkout 5xx")
+        task, req = await ask(w, case)
+        first = case.record(EntryKind.DECISION, "Rejected at the console", author="human:dana", ref=req.id,
+                            attrs={"outcome": "rejected"})  # fmt: skip
+        w.gh.comment_as(int(w.thread(case.id, "github")), "/approve", "alice")
+        await asyncio.to_thread(w.poller.poll_once)
+        return await asyncio.wait_for(task, 20), case, first
+
+    d, case, first = asyncio.run(scenario())
+    assert d.entry == first and not d.approved
+    assert [e.id for e in case.timeline(kinds=["decision"])] == [first.id]  # the late approve decided nothing
+    (note,) = [e for e in case.timeline(kinds=["note"]) if e.attrs.get("conflict")]
+    assert "rejected" in note.title
