@@ -51,7 +51,8 @@ class BM25:
             for t in q:
                 f = tf.get(t, 0)
                 if f:
-                    s += self.idf[t] * f * (self.k1 + 1) / (f + self.k1 * (1 - self.b + self.b * self.len[i] / self.avg))
+                    norm = 1 - self.b + self.b * self.len[i] / self.avg
+                    s += self.idf[t] * f * (self.k1 + 1) / (f + self.k1 * norm)
             if s > 0:
                 scored.append((s, self.ids[i]))
         scored.sort(key=lambda x: (-x[0], x[1]))
