@@ -26,7 +26,9 @@ class Cause:
     hunches: tuple[str, ...]  # what someone suspects while the case is still open
     rule_out: str  # written into OTHER causes' cases as a ruled-out hypothesis
     phrase: str  # short human description used in composed queries (time, service, known-item)
-    queries: tuple[tuple[str, str], ...] = field(default=())  # (style, text), relevant = every case of this cause
+    # (style, text, *other cause keys): relevant = every case of this cause, and of any other cause named, for a
+    # query that honestly fits more than one cause.
+    queries: tuple[tuple[str, ...], ...] = field(default=())
     reports: tuple[str, ...] = field(default=())  # how a person first reports it, before anyone knows more
     confusers: tuple[str, ...] = field(default=())
 
@@ -219,7 +221,7 @@ CAUSES: tuple[Cause, ...] = (
         hunches=("maybe the scheduler restarted mid-run?", "possibly two scheduler pods"),
         rule_out="considered the clock change, but it was not a DST weekend",
         phrase="daylight saving broke the schedule",
-        queries=(("symptom", "nightly batch ran twice"),
+        queries=(("symptom", "nightly batch ran twice an hour apart"),
                  ("paraphrase", "schedule confused by the clock shift in autumn"),
                  ("paraphrase", "job times set in the wall-clock time of our office")),
         reports=("some customers got billed twice overnight",
@@ -272,9 +274,9 @@ CAUSES: tuple[Cause, ...] = (
         hunches=("maybe a constraint changed?", "could be a bad migration"),
         rule_out="checked the id sequence, nowhere near its maximum",
         phrase="id column hit the 32-bit limit",
-        queries=(("symptom", "inserts all fail, reads fine, no deploy"),
+        queries=(("symptom", "inserts all fail, reads fine, no deploy", "xid_wraparound"),
                  ("paraphrase", "auto-increment counter hit its ceiling"),
-                 ("negation", "writes failing with no deploy and no migration")),
+                 ("negation", "writes failing with no deploy and no migration", "xid_wraparound")),
         reports=("{svc} cannot insert anything",
                  "new rows rejected in {svc} since {mins} minutes",
                  "{svc} write path dead, reads ok"),
@@ -328,7 +330,7 @@ CAUSES: tuple[Cause, ...] = (
         hunches=("no deploy... infra change?", "maybe a dependency released something"),
         rule_out="checked feature flag history, nothing changed that day",
         phrase="feature flag turned on for everyone",
-        queries=(("negation", "errors started without a deploy"),
+        queries=(("negation", "errors started without a deploy, something got switched on"),
                  ("paraphrase", "experiment switched on for the whole audience"),
                  ("symptom", "unfinished feature live for every customer")),
         reports=("{svc} error spike, nobody deployed",
@@ -383,7 +385,7 @@ CAUSES: tuple[Cause, ...] = (
         hunches=("GC pauses?", "noisy neighbour on the node?"),
         rule_out="looked at cpu throttling metrics, zero throttled periods",
         phrase="CPU limit throttling",
-        queries=(("negation", "slow responses although cpu was low"),
+        queries=(("negation", "p99 spikes although average cpu was low"),
                  ("paraphrase", "container quota starved the process in bursts"),
                  ("typo", "p99 spieks cpu throtling")),
         reports=("{svc} slow at peak but not busy",
@@ -857,7 +859,7 @@ CAUSES: tuple[Cause, ...] = (
         phrase="transparent huge pages",
         queries=(("symptom", "random pauses only on freshly built hosts"),
                  ("paraphrase", "huge page defragmentation in the kernel"),
-                 ("negation", "latency spikes not caused by cpu limits")),
+                 ("negation", "random latency stalls not caused by cpu limits")),
         reports=("{svc} random pauses on new hosts",
                  "{svc} hiccups, only newer nodes",
                  "{svc} stalls since the OS upgrade"),

@@ -327,7 +327,8 @@ def _service_words(rng: random.Random, service: str) -> str:
 
 def _mention(rng: random.Random, cause: Cause) -> str:
     """The cause as someone would name it in passing: its short name or one of its hand-written queries."""
-    return rng.choice((cause.phrase, *(text for style, text in cause.queries if style in ("symptom", "paraphrase"))))
+    own = [q[1] for q in cause.queries if q[0] in ("symptom", "paraphrase") and len(q) == 2]
+    return rng.choice((cause.phrase, *own))
 
 
 def make_queries(rng: random.Random, cases: list[Case]) -> list[dict[str, Any]]:
@@ -336,9 +337,8 @@ def make_queries(rng: random.Random, cases: list[Case]) -> list[dict[str, Any]]:
         by_cause.setdefault(c.cause, []).append(c)
     queries: list[tuple[str, str, list[str]]] = []
     for cause in CAUSES:  # hand-written, cause level
-        ids = [c.id for c in by_cause[cause.key]]
-        for style, text in cause.queries:
-            queries.append((style, text, ids))
+        for style, text, *also in cause.queries:
+            queries.append((style, text, [c.id for key in (cause.key, *also) for c in by_cause[key]]))
     # service-scoped: the cause in someone's words plus the service as people say it
     for cause in rng.sample(CAUSES, k=N_SERVICE_QUERIES):
         svc = rng.choice(sorted({c.service for c in by_cause[cause.key]}))
