@@ -49,6 +49,7 @@ def test_every_case_has_text_to_find_and_a_utc_time_before_now(data) -> None:
         assert c.entries and all(e.text.strip() and e.author.strip() for e in c.entries), c.id
         assert c.opened_at.utcoffset() is not None and c.opened_at.utcoffset().total_seconds() == 0
         assert c.opened_at < NOW, c.id
+        assert not any(e.kind == "human" and e.author.startswith(("primary:", "partner:")) for e in c.entries), c.id
 
 
 def test_relevant_cases_exist_and_queries_are_not_empty(data) -> None:

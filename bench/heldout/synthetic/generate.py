@@ -213,8 +213,6 @@ def _agent(rng: random.Random, text: str, kind: str = "finding") -> str:
 def _nonnative(rng: random.Random, text: str) -> str:
     text = re.sub(r"\bthe\b ", "", text, count=2) if rng.random() < 0.6 else text
     greeting = rng.choice(("Hello, ", "Hi all, ", "Dear team, ", ""))
-    if greeting and text[:2].istitle():
-        text = text[0].lower() + text[1:]
     return greeting + text + rng.choice((" Please check.", " Thank you.", ""))
 
 
@@ -230,7 +228,8 @@ def _fill(template: str, values: dict[str, str]) -> str:
 
 def _write(rng: random.Random, kind: str, template: str, values: dict[str, str],
            author: tuple[str, str] | None = None) -> dict[str, str]:
-    name, style = author or rng.choice(AUTHORS)
+    people = [a for a in AUTHORS if a[1] != "agent"] if kind == "human" else AUTHORS  # agents write no "human" entries
+    name, style = author or rng.choice(people)
     filled = _reword(rng, _fill(template, values), name)
     text = _agent(rng, filled, kind) if style == "agent" else STYLES[style](rng, filled)
     if style != "typo" and rng.random() < 0.05:
