@@ -341,9 +341,11 @@ def make_queries(rng: random.Random, cases: list[Case]) -> list[dict[str, Any]]:
     # service-scoped: the cause in someone's words plus the service as people say it
     for cause in rng.sample(CAUSES, k=N_SERVICE_QUERIES):
         svc = rng.choice(sorted({c.service for c in by_cause[cause.key]}))
-        ids = [c.id for c in by_cause[cause.key] if c.service == svc]
+        said = _service_words(rng, svc)
+        # "search" names every search-* service, so all of them count; "search api" names one
+        ids = [c.id for c in by_cause[cause.key] if c.service == svc or c.service.split("-")[0] == said]
         text = rng.choice(("{p} on {s}", "{s}: {p}", "{s} {p} again?"))
-        queries.append(("service", text.format(p=_mention(rng, cause), s=_service_words(rng, svc)), ids))
+        queries.append(("service", text.format(p=_mention(rng, cause), s=said), ids))
     # time phrases relative to NOW: the cause must have cases both inside and outside the window
     for phrase, start, end in TIME_WINDOWS:
         planted = [BY_KEY[k] for p, k in PLANTED_TIME_CAUSES if p == phrase]
