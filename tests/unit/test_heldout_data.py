@@ -100,3 +100,15 @@ def test_committed_files_are_what_the_generators_produce() -> None:
 def test_unknown_set_names_are_refused_with_the_choices() -> None:
     with pytest.raises(ValueError, match="choose one of synthetic, postmortems"):
         load("syntetic")
+
+
+def test_synthetic_service_queries_only_count_cases_on_the_service_they_name() -> None:
+    cases, queries, _ = load("synthetic")
+    by_id = {c.id: c for c in cases}
+    service_queries = [q for q in queries if q.style == "service"]
+    assert len(service_queries) >= 10
+    for q in service_queries:
+        said = q.query.lower()
+        for r in q.relevant:
+            svc = by_id[r].service
+            assert svc in said or svc.replace("-", " ") in said or re.search(rf"\b{svc.split('-')[0]}\b", said), q.id
