@@ -189,10 +189,9 @@ class Case:
 
     def decision(self, request_id: str) -> Decision:
         """Where a decision request of this case stands (`sharedctx.decisions.get_decision`)."""
-        found = get_decision(self.ctx.store, request_id)
         if self.ctx.store.get_entry(request_id).case_id != self.id:
             raise InvalidEntry(f"decision request {request_id} belongs to another case")
-        return found
+        return get_decision(self.ctx.store, request_id)
 
     def verify(self) -> VerifyReport:
         """Recompute the hash chain; the report names the first entry that breaks it."""

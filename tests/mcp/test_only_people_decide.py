@@ -19,7 +19,7 @@ from sharedctx.access import Access
 from sharedctx.cli import app
 from sharedctx.context import SharedContext
 from sharedctx.decisions import get_decision, held_for_decision
-from sharedctx.errors import PermissionDenied
+from sharedctx.errors import InvalidEntry, PermissionDenied
 from sharedctx.model import SYSTEM, Author, Entry, EntryDraft, EntryKind
 from sharedctx.testing import FakeBackend
 
@@ -193,8 +193,12 @@ def test_a_decision_of_a_person_answers_only_its_own_request(ctx: SharedContext)
     second = case.record(EntryKind.DECISION_REQUEST, "second?", author="primary:lead")
     answer: Entry = case.record(EntryKind.DECISION, "Approved", author="human:alice", ref=first.id,
                                 attrs={"outcome": "approved"})  # fmt: skip
-    assert get_decision(ctx.store, first.id).entry == answer
-    assert get_decision(ctx.store, second.id).status == "pending"
+    assert case.decision(first.id).entry == answer and case.decision(first.id).approved
+    assert case.decision(second.id).status == "pending"
+    with pytest.raises(InvalidEntry, match="not a decision-request"):
+        case.decision(answer.id)
+    with pytest.raises(InvalidEntry, match="belongs to another case"):
+        ctx.open_case("another").decision(first.id)
 
 
 # ---- the MCP output choke point -----------------------------------------------------------------------
