@@ -9,17 +9,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sharedctx.backends.base import HumanItem
 from sharedctx.decisions import (
     TIMEOUT_RULE,
+    Verdict,
     approves,
     check_answer,
     counts,
     decided_requests,
     hold_state,
+    may_decide,
     pending_requests,
 )
-from sharedctx.errors import PermissionDenied
+from sharedctx.errors import PermissionDenied, Retryable
 from sharedctx.model import SYSTEM, Author, Entry, EntryDraft, EntryKind, utcnow
+from sharedctx.store.base import Store
 
 WORDS = ["approve", "approved", "yes", "reject", "rejected", "overridden", "timeout", "APPROVED", " yes ", ""]
 values = st.one_of(st.sampled_from(WORDS), st.booleans(), st.none(), st.integers(), st.text(max_size=20))
@@ -92,3 +96,62 @@ def test_what_approves() -> None:
     assert not approves(entry(person, {}))
     assert approves(entry(SYSTEM, {"outcome": "timeout", "choice": "approve", "rule": TIMEOUT_RULE}))
     assert not approves(entry(SYSTEM, {"outcome": "timeout", "choice": "reject", "rule": TIMEOUT_RULE}))
+
+
+# ---- on both stores: forged rows are ignored by the readers ---------------------------------------------
+def test_forged_agent_decisions_in_either_store_never_release_a_hold(store: Store) -> None:
+    from sharedctx.decisions import get_decision, held_for_decision
+
+    rec, _ = store.open_case(title="c", service="checkout", severity="warning", fingerprint=None, labels={})
+    held = store.append(EntryDraft(case_id=rec.id, kind=EntryKind.REMEDIATION, title="restart pod-7",
+                                   author=Author(kind="partner", name="telemetry"),
+                                   attrs={"held_for_decision": True}), [])  # fmt: skip
+    req = store.append(EntryDraft(case_id=rec.id, kind=EntryKind.DECISION_REQUEST, title="Approve?", ref=held.id),
+                       [])  # fmt: skip
+    for author in (Author(kind="partner", name="telemetry"), Author(kind="primary", name="lead"), SYSTEM):
+        store.append(EntryDraft(case_id=rec.id, kind=EntryKind.DECISION, title="Approved", author=author,
+                                ref=req.id, attrs={"outcome": "approved", "approved": True}), [])  # fmt: skip
+    assert get_decision(store, req.id).status == "pending"
+    assert held_for_decision(store, held) is not None
+    answer = store.append(EntryDraft(case_id=rec.id, kind=EntryKind.DECISION, title="Approved", ref=req.id,
+                                     author=Author(kind="human", name="alice"), attrs={"outcome": "approved"}),
+                          [])  # fmt: skip
+    assert get_decision(store, req.id).entry == answer
+    assert held_for_decision(store, held) is None
+
+
+# ---- who may decide: the allow-list, then the backend's own rule ------------------------------------
+class Permissions:
+    """A backend with an opinion (the `Authorizes` shape), or one that cannot be asked right now."""
+
+    type = "fake"
+
+    def __init__(self, levels: dict[str, bool], *, down: bool = False) -> None:
+        self.levels = levels
+        self.down = down
+
+    def authorize(self, item: HumanItem) -> tuple[bool, str] | None:
+        if self.down:
+            raise Retryable("503 from the permission API")
+        if item.author.name not in self.levels:
+            return None
+        return self.levels[item.author.name], f"fake:role ({item.author.name})"
+
+
+def item(name: str, kind: str = "human", **raw: str) -> HumanItem:
+    return HumanItem(backend="svc", external_id="1", author=Author(kind=kind, name=name), at="2026-01-01T00:00:00Z",
+                     raw=raw)  # type: ignore[arg-type]
+
+
+def test_may_decide_asks_the_allow_list_then_the_backend_and_refuses_otherwise() -> None:
+    backend = Permissions({"alice": True, "bob": False})
+    allow = {"svc": ["Carol@Acme.io"]}
+    assert may_decide(allow, backend, item("alice")) == Verdict(True, "fake:role (alice)")
+    assert may_decide(allow, backend, item("bob")) == Verdict(False, "fake:role (bob)")
+    assert may_decide(allow, backend, item("carol", email="carol@acme.io")).allowed  # listed by email
+    assert not may_decide(allow, backend, item("mallory")).allowed  # backend has no opinion, not listed
+    assert not may_decide({}, None, item("alice")).allowed  # no list, no backend: nobody decides
+    down = may_decide({}, Permissions({}, down=True), item("alice"))
+    assert not down.allowed and "could not check" in down.rule
+    # an agent is never a person, whatever the lists say
+    assert not may_decide({"svc": ["lead"]}, Permissions({"lead": True}), item("lead", kind="primary")).allowed
