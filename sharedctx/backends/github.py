@@ -86,6 +86,8 @@ class GitHubBackend:
                            max_block=options.max_block, clock=clock, sleep=sleep)
         self._etags: dict[str, tuple[str, Any]] = {}  # url?query -> (ETag, body) for conditional reads
         self._perms: dict[str, tuple[float, str]] = {}
+        # the account(s) our token writes as, learned from what we post and read back: never a person
+        self.own_logins: set[str] = set()
         self.conditional_hits = 0  # 304 answers: free against the primary rate limit
 
     @classmethod
@@ -163,12 +165,19 @@ class GitHubBackend:
         self._perms[login] = (now, level)
         return level
 
+    def _learn(self, posted: dict[str, Any] | None) -> None:
+        login = ((posted or {}).get("user") or {}).get("login")
+        if login:
+            self.own_logins.add(str(login))
+
     def authorize(self, item: HumanItem) -> tuple[bool, str] | None:
         """`Authorizes`: a person may decide with `decide_permission` (write by default) or more on the repo.
 
         The rule returned is recorded in the decision, so the journal says why this person could decide.
         A failed lookup raises its `BackendError`: the caller refuses and says it could not check.
         """
+        if item.author.name in self.own_logins:  # our token's account: an agent could post as it
+            return False, f"github:{item.author.name} is the account sharedctx writes as, not a person"
         need = self.options.decide_permission
         level = self.permission(item.author.name)
         ok = PERMISSION_LEVELS.get(level, 0) >= PERMISSION_LEVELS[need]
@@ -210,6 +219,7 @@ class GitHubBackend:
                 f"opened by sharedctx. Agents and people append to this thread.\n\n{mark}")
         issue = self._call("POST", "/issues", json={"title": f"[{case.severity}] {case.title}"[:256],
                                                      "body": body, "labels": self.options.labels})
+        self._learn(issue)
         return self._thread(issue)
 
     def _thread(self, issue: dict[str, Any]) -> ThreadRef:
@@ -239,6 +249,7 @@ class GitHubBackend:
                 urls.append(have[k].url)
                 continue
             c = self._call("POST", f"/issues/{thread.id}/comments", json={"body": body}, not_found=self._gone(thread))
+            self._learn(c)
             ids.append(str(c["id"]))
             urls.append(c.get("html_url"))
         return ExternalRef(backend=self.name, id=ids[0], url=urls[0], parts=ids)
@@ -261,6 +272,8 @@ class GitHubBackend:
             cid, body = int(c["id"]), c.get("body") or ""
             last = max(last, cid)
             p = parse_github(body)
+            if p or is_own_echo(body):
+                self._learn(c)
             if p:
                 parts.append(CopyPart(*p, external_id=str(cid), url=c.get("html_url"), position=cid))
                 if p[1] == 1 and self.options.read_reactions:

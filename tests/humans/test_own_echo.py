@@ -155,3 +155,30 @@ def test_an_answer_recorded_through_the_api_stands_against_a_later_github_approv
     assert [e.id for e in case.timeline(kinds=["decision"])] == [first.id]  # the late approve decided nothing
     (note,) = [e for e in case.timeline(kinds=["note"]) if e.attrs.get("conflict")]
     assert "rejected" in note.title
+
+
+def test_an_approve_posted_with_sharedctx_own_github_account_decides_nothing(github_only: World) -> None:
+    """An agent in the same process holds the GitHub token; posting `/approve` (or 👍) as the bot account,
+    which has write access to the repo, must not pass for a person."""
+    w = github_only
+    w.gh.roles.update({"sharedctx-bot": "admin", "alice": "write"})
+
+    async def scenario() -> tuple[str, Decision, Case]:
+        case = w.ctx.open_case("checkout 5xx")
+        task, req = await ask(w, case)
+        issue = int(w.thread(case.id, "github"))
+        comment = w.gh.comment_as(issue, "/approve", "sharedctx-bot")  # by webhook...
+        payload = github_comment_payload(w.gh, issue, comment)
+        assert (await w.post("github", *github_hook(SECRETS["github"], "issue_comment", payload))).status_code == 200
+        w.gh.react(w.gh.comment_for_entry(issue, req.id)["id"], "+1", "sharedctx-bot")  # ...and a 👍 by polling
+        await asyncio.to_thread(w.poller.poll_once)
+        pending = get_decision(w.ctx, req.id).status
+        w.gh.comment_as(issue, "/reject not now", "alice")
+        await asyncio.to_thread(w.poller.poll_once)
+        return pending, await asyncio.wait_for(task, 20), case
+
+    pending, d, case = asyncio.run(scenario())
+    assert pending == "pending"
+    assert d.outcome == "rejected" and d.decided_by == "alice"
+    refused = [e.attrs["rule"] for e in case.timeline(kinds=["note"]) if e.attrs.get("unauthorised")]
+    assert refused == ["github:sharedctx-bot is the account sharedctx writes as, not a person"] * 2
