@@ -213,3 +213,15 @@ def test_exactly_once_even_when_the_worker_forgets_an_ambiguous_attempt(svc: Har
         assert [s.method for s in svc.double.requests].count("PUT") == 2  # one note per entry, never a second
     finally:
         ctx.close()
+
+
+def test_a_person_quoting_our_markers_is_still_a_person(svc: Harness, redmine_env: RedmineEnv) -> None:
+    b = svc.backend
+    thread = b.bind(case := make_case())
+    (e,) = make_chain(case.id, 1)
+    b.append(thread, e)
+    ours = redmine_env.journals(thread.id)[-1]["notes"]
+    text = f"/approve\n\nquoting the bot:\n{ours}\n\nand [sharedctx:resolved:{e.id}] was premature, thanks"
+    redmine_env.add_note(thread.id, text, as_user="alice")
+    back = b.read_back(thread)
+    assert [h.text for h in back.humans] == [text] and back.entries == [e]

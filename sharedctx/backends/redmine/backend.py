@@ -40,7 +40,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from ...config import BackendSettings
 from ...errors import Ambiguous, Rejected, Retryable
 from ...model import Author, CaseRecord, Entry, ExternalRef, format_ts, parse_ts
-from ...render import CASE_MARK, RESOLVED_MARK, CopyPart, assemble, human_markdown, parse_text, render_parts
+from ...render import (
+    CASE_MARK,
+    RESOLVED_MARK,
+    CopyPart,
+    assemble,
+    human_markdown,
+    is_own_echo,
+    parse_text,
+    render_parts,
+)
 from ..base import Check, Hit, HumanItem, ReadBack, ThreadRef
 from ..http import call, new_client, secret
 from .check import run_checks
@@ -249,9 +258,9 @@ class RedmineBackend:
         for j in issue.get("journals") or []:
             jid, notes = int(j["id"]), j.get("notes") or ""
             last = max(last, jid)
-            p = parse_text(notes, COPY)
-            if p:
-                parts.append(CopyPart(*p, external_id=str(jid), url=self._url(thread, jid), position=jid))
+            if is_own_echo(notes):  # ends with our copy or our resolution marker: never a person's
+                if p := parse_text(notes, COPY):
+                    parts.append(CopyPart(*p, external_id=str(jid), url=self._url(thread, jid), position=jid))
             elif jid > after:
                 humans += self._human(thread, j)
         got = assemble(parts)
@@ -265,7 +274,7 @@ class RedmineBackend:
         user = journal.get("user") or {}
         uid = int(user.get("id") or 0)
         notes = journal.get("notes") or ""
-        if uid == self.me() or RESOLVED_MARK in notes:
+        if uid == self.me():
             return []
         login = self._login(uid) if uid else None
         who = Author(kind="human", name=(login or user.get("name") or f"user {uid}")[:200])

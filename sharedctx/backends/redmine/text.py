@@ -10,12 +10,9 @@ from __future__ import annotations
 import re
 
 from ...model import Entry
-from ...render import FENCE, HEADING, meta_line
+from ...render import FENCE, HEADING, REDMINE_COPY, meta_line
 
-COPY = re.compile(
-    r"\{\{collapse\((sharedctx:entry:[0-9A-Za-z_-]+ part \d+/\d+)\)\s*(?:<pre>|```)?\s*"
-    r"(?P<data>[A-Za-z0-9+/=\s]*?)\s*(?:</pre>|```)?\s*\}\}"
-)
+COPY = REDMINE_COPY  # defined in render.py, beside the other forms `is_own_echo` knows
 BULLET = re.compile(r"^\s*[-*+]\s+(.*)$")
 ORDERED = re.compile(r"^\s*\d+[.)]\s+(.*)$")
 
