@@ -49,8 +49,9 @@ class RedmineEnv:
             raise AssertionError(f"Redmine {method} {path} -> {resp.status_code}: {resp.text[:300]}")
         return resp
 
-    def user(self, login: str) -> tuple[int, str]:
-        """(id, API key) of a person with their own account, created once per server (the DB persists)."""
+    def user(self, login: str, *, member: bool = True) -> tuple[int, str]:
+        """(id, API key) of a person with their own account, created once per server (the DB persists);
+        `member`: a Manager of the project (the workflow then lets them change the status too)."""
         if login not in self._users:
             with self.client() as c:
                 found = c.get("/users.json", params={"name": login, "status": ""}).json().get("users") or []
@@ -63,9 +64,9 @@ class RedmineEnv:
                 if not key:  # an older account without a key yet: act as the user once to create it
                     key = c.get("/users/current.json", headers={"X-Redmine-Switch-User": login}).json()["user"][
                         "api_key"]
-                # a project member (Manager), so the workflow lets them change the status too
-                c.post(f"/projects/{self.project}/memberships.json",
-                       json={"membership": {"user_id": uid, "role_ids": [3]}})  # 422 when already a member
+                if member:
+                    c.post(f"/projects/{self.project}/memberships.json",
+                           json={"membership": {"user_id": uid, "role_ids": [3]}})  # 422 when already one
             self._users[login] = (int(uid), str(key))
         return self._users[login]
 

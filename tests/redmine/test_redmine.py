@@ -225,3 +225,14 @@ def test_a_person_quoting_our_markers_is_still_a_person(svc: Harness, redmine_en
     redmine_env.add_note(thread.id, text, as_user="alice")
     back = b.read_back(thread)
     assert [h.text for h in back.humans] == [text] and back.entries == [e]
+
+
+def test_check_says_when_private_notes_would_be_stored_public(svc: Harness, redmine_env: RedmineEnv,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    (admin,) = [c for c in svc.make(private_notes=True).check() if c.what == "private notes"]
+    assert admin.ok and "administrator" in admin.detail
+    for login, member in (("alice", True), ("carol", False)):  # a Manager may; a non-member may not
+        monkeypatch.setenv(harness.KEY_VAR, redmine_env.user(login, member=member)[1])
+        (c,) = [c for c in svc.make(private_notes=True).check() if c.what == "private notes"]
+        assert c.ok is member, c
+    assert "would store every note public" in c.detail

@@ -26,6 +26,8 @@ def run_checks(b: RedmineBackend) -> list[Check]:
         return out
     out.append(Check(what="credentials", ok=True, detail=f"API key of {me.get('login')} (id {me.get('id')})"))
     out += _project(b) + _closed_status(b)
+    if b.options.private_notes:
+        out += _private_notes(b, me)
     if b.options.external_id_field is not None:
         out += _external_id_field(b)
     return out
@@ -81,3 +83,29 @@ def _external_id_field(b: RedmineBackend) -> list[Check]:
                       "filter on (Redmine ignored the filter); make it a filterable issue custom field for the "
                       "project's trackers, or unset external_id_field")]
     return [Check(what=what, ok=True, detail=f"custom field {field} filters issues of the project")]
+
+
+def _private_notes(b: RedmineBackend, me: dict[str, Any]) -> list[Check]:
+    """Without "Set notes as private", Redmine stores a note asked to be private as a public one."""
+    what = "private notes"
+    if me.get("admin"):
+        return [Check(what=what, ok=True, detail=f"{me.get('login')} is an administrator")]
+    got, failed = _probe(what, lambda: (
+        b._call("GET", f"/projects/{b.options.project}.json", not_found=b._no_project())["project"]["id"],
+        b._call("GET", "/users/current.json", params={"include": "memberships"})["user"].get("memberships") or []))
+    if got is None:
+        return failed
+    project_id, memberships = got
+    roles = [r for m in memberships if (m.get("project") or {}).get("id") == project_id for r in m.get("roles") or []]
+    for role in roles:
+        def permissions(role_id: Any = role.get("id")) -> Any:
+            return b._call("GET", f"/roles/{role_id}.json")["role"]["permissions"]
+
+        perms, failed = _probe(what, permissions)
+        if perms is None:
+            return failed
+        if "set_notes_private" in perms:
+            return [Check(what=what, ok=True, detail=f"role {role.get('name')} may set notes private")]
+    held = ", ".join(str(r.get("name")) for r in roles) or "none (not a member)"
+    return [Check(what=what, ok=False, detail=f"{me.get('login')}'s roles in the project ({held}) lack 'Set notes "
+                  "as private': Redmine would store every note public. Grant it, or set private_notes = false")]
