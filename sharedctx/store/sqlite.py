@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidEntry, StoreError
-from ..model import CaseStatus, Entry, EntryDraft, format_ts, utcnow
+from ..model import CaseRecord, CaseStatus, Entry, EntryDraft, format_ts, utcnow
 from .base import Candidate, CandidateQuery, SearchFilters, SearchRow, literal_terms, read_migrations
 from .sql import (
     CANDIDATE_CASE_COLS,
@@ -269,3 +269,9 @@ class SQLiteStore(SQLStore):
             return super().append(draft, backends, status)
         except sqlite3.Error as exc:
             raise StoreError(f"could not record the entry: {exc}") from exc
+
+    def open_case(self, **kwargs: Any) -> tuple[CaseRecord, bool]:
+        try:
+            return super().open_case(**kwargs)
+        except sqlite3.Error as exc:
+            raise StoreError(f"could not open the case: {exc}") from exc
