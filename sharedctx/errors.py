@@ -7,6 +7,7 @@
     ├── InvalidEntry             an entry the journal refuses (kind, size, encoding)
     ├── StoreError               the local store failed (disk, schema, connection)
     ├── ChainBroken              `verify` found an edited, missing or reordered entry
+    ├── IntakeError              an alert request refused at the HTTP intake (carries its 4xx status)
     ├── PermissionDenied         an identity acting outside its scope or policy
     ├── PartnerError             the direct channel to a partner agent failed
     │   ├── PartnerTimeout
@@ -24,6 +25,27 @@ says something useful; pass a message to say something specific.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+
+def validation_problems(exc: ValidationError, *, prefix: str = "") -> list[dict[str, str]]:
+    """The one formatter for pydantic errors (config, intake): a dotted `loc` and a plain `msg` each.
+
+    One place, so every surface names a bad field the same way (`alerts.3.labels.team`), and an
+    unknown key always says what to do about it.
+    """
+    out = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join([*(prefix.split(".") if prefix else []), *(str(p) for p in err["loc"])])
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling)"
+        out.append({"loc": loc or "(top level)", "msg": msg})
+    return out
 
 
 class SharedCtxError(Exception):
@@ -120,3 +142,24 @@ class AuthFailed(BackendError):
 
 class Rejected(BackendError):
     """The backend will never accept this request as it is (4xx); it goes to dead letters."""
+
+
+class IntakeError(SharedCtxError):
+    """The alert request was refused; nothing was recorded.
+
+    `status` is the HTTP answer (400 unreadable, 401 unauthenticated, 413 too large, 415 not JSON,
+    422 invalid); `detail` lists each problem as `{"loc", "msg"}`.
+    """
+
+    KINDS: ClassVar[dict[int, str]] = {
+        400: "invalid_json", 401: "unauthorized", 413: "too_large", 415: "unsupported_media_type", 422: "invalid_alert",
+    }  # fmt: skip
+
+    def __init__(self, message: str, *, status: int = 422, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.errors = errors or []
+
+    def to_json(self) -> dict[str, Any]:
+        """The 4xx body: `{"error": message, "type": ..., "detail": [{"loc", "msg"}, ...]}`."""
+        return {"error": self.message, "type": self.KINDS.get(self.status, "invalid_request"), "detail": self.errors}
