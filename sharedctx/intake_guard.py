@@ -94,8 +94,9 @@ class IntakeAuth:
             if sep and user_ok & password_ok:
                 return
         else:
-            raise IntakeError(f"the {scheme or 'empty'} authorization scheme is not accepted here; use "
-                              f"{' or '.join(self.schemes)}", status=401)  # fmt: skip
+            # the scheme is not echoed: a client that sends a bare token would see it in the answer (and logs)
+            raise IntakeError(f"this authorization scheme is not accepted here; use {' or '.join(self.schemes)}",
+                              status=401)  # fmt: skip
         raise IntakeError("the credentials are not valid for this sharedctx server", status=401)
 
 

@@ -34,8 +34,8 @@ from rich.table import Table
 from ..channel.net import free_port, wait_for_port
 from ..config import PartnerSettings
 from ..context import SharedContext
-from ..model import CaseStatus, Entry, format_ts, utcnow
 from ..intake_guard import NO_AUTH
+from ..model import CaseStatus, Entry, format_ts, utcnow
 from ..server import Dispatcher, build_app
 from .primary import PrimaryAgent
 
