@@ -103,3 +103,18 @@ def test_serve_with_a_token_binds_anywhere_and_its_app_demands_the_token(
     assert "Bearer auth" in said(result) and "warning" not in said(result)
     assert [(c["host"], c["port"]) for c in served] == [("0.0.0.0", 9999)]
     assert answers == [401, 202]
+
+
+def test_the_config_in_docs_intake_md_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Docs that run: the `[server]` example in docs/intake.md is a valid config, comments uncommented too."""
+    import re
+    import tomllib
+
+    from sharedctx.config import parse_config
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "intake.md").read_text(encoding="utf-8")
+    [block] = re.findall(r"```toml\n(.*?)```", doc, re.S)
+    for text in (block, block.replace("# intake_basic", "intake_basic")):
+        server = parse_config(tomllib.loads(text)).server
+        assert server.host == "0.0.0.0" and server.intake_token is not None
+    assert server.intake_basic_user == "alertmanager"
