@@ -369,8 +369,10 @@ def _each(raw: Sequence[Any], convert: Callable[[Any], Alert], where: str) -> Ba
         except ValidationError as exc:
             fp = item.get("fingerprint") if isinstance(item, dict) else None
             st = item.get("status") if isinstance(item, dict) else None
+            # echoed so the sender can tell which alert it was; cut, so a refusal stays small
             batch.items.append(Refused(i, validation_problems(exc, prefix=f"{where}{i}"),
-                                       fp if isinstance(fp, str) else None, st if isinstance(st, str) else None))
+                                       fp[:200] if isinstance(fp, str) else None,
+                                       st[:20] if isinstance(st, str) else None))
     if not batch.alerts:
         errors = [e for r in batch.refused for e in r.errors]
         shown = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors[:5])

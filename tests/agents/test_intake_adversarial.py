@@ -54,11 +54,27 @@ class IdleAgent:
 
 
 @pytest.fixture
-def ctx(tmp_path: Path) -> Iterator[SharedContext]:
+def ctx(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[SharedContext]:
+    """SQLite by default; `@pytest.mark.parametrize("ctx", ["sqlite", "postgres"], indirect=True)` for both
+    (PostgreSQL refuses what SQLite stores, e.g. NUL in text and `\u0000` in JSONB attrs)."""
     cfg = parse_config({"store": "journal.db", "worker": {"enabled": False},
                         "backends": [{"type": "local", "path": "cases"}]}, base_dir=tmp_path)  # fmt: skip
-    with SharedContext.open(cfg, worker=False) as c:
-        yield c
+    store = None
+    if getattr(request, "param", "sqlite") == "postgres":
+        store = request.getfixturevalue("_pg_store")
+        with store._pool.connection() as conn:
+            conn.execute("TRUNCATE cases, entries, outbox, backend_state, cursors CASCADE")
+    c = SharedContext.open(cfg, worker=False, store=store)
+    yield c
+    if store is None:
+        c.close()
+    else:  # the PostgreSQL store is the session's: leave it open for the next test
+        c.worker.stop()
+        for b in c.backends.values():
+            b.close()
+
+
+BOTH_STORES = pytest.mark.parametrize("ctx", ["sqlite", "postgres"], indirect=True)
 
 
 class Client:
@@ -348,6 +364,7 @@ def test_a_300_character_title_with_a_service_still_fits(ctx: SharedContext, cli
 # -- one bad alert never drops its siblings ---------------------------------------------------------------
 
 
+@BOTH_STORES
 def test_a_batch_with_bad_alerts_records_the_good_siblings(ctx: SharedContext, client: Client) -> None:
     payload = am(
         am_alert("0000000000000001"),
@@ -379,6 +396,7 @@ def test_a_batch_with_bad_alerts_records_the_good_siblings(ctx: SharedContext, c
     assert len(ctx.cases()) == 2
 
 
+@BOTH_STORES
 def test_an_alert_the_journal_refuses_is_rejected_alone_and_leaves_no_case(
     ctx: SharedContext, client: Client
 ) -> None:
@@ -489,6 +507,7 @@ BODIES = st.one_of(alertmanager_bodies(), generic_bodies(), st.binary(max_size=5
 CONTENT_TYPES = st.sampled_from(["application/json"] * 6 + ["application/problem+json", "text/plain", ""])
 
 
+@BOTH_STORES
 @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                                                    HealthCheck.function_scoped_fixture])  # fmt: skip
 @given(body=BODIES, path=st.sampled_from(["/alerts/alertmanager", "/alerts"]), content_type=CONTENT_TYPES,
