@@ -32,7 +32,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, urlparse
 
@@ -83,6 +83,16 @@ def _clean(v: str) -> str:
     return v
 
 
+def _utc(v: datetime) -> datetime:
+    """In UTC (a time without an offset is taken as UTC), or refused if it has no UTC equivalent (year 1, 9999)."""
+    try:
+        return v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range once converted to UTC") from None
+
+
+Timestamp = Annotated[datetime, AfterValidator(_utc)]
+
 # JSON strings the journal can store: bounded, no NUL, valid Unicode (aliases, so mypy sees `str`)
 Name = Annotated[str, StringConstraints(max_length=MAX_NAME_CHARS), AfterValidator(_clean)]
 Title = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TITLE_CHARS), AfterValidator(_clean)]
@@ -124,8 +134,8 @@ class Alert(BaseModel):
     description: LongText = ""
     labels: LabelMap = Field(default_factory=dict)
     annotations: AnnotationMap = Field(default_factory=dict)
-    starts_at: datetime | None = None
-    ends_at: datetime | None = None
+    starts_at: Timestamp | None = None
+    ends_at: Timestamp | None = None
     generator_url: Url | None = None
     query: LongText | None = Field(None, description="the expression that fired, when the source says")
     source: Name = "generic"
@@ -181,8 +191,8 @@ class AlertmanagerAlert(BaseModel):
     status: AlertStatus
     labels: Annotated[LabelMap, Field(min_length=1)]
     annotations: AnnotationMap = Field(default_factory=dict)
-    startsAt: datetime | None = None
-    endsAt: datetime | None = None
+    startsAt: Timestamp | None = None
+    endsAt: Timestamp | None = None
     generatorURL: Url = ""
     fingerprint: SourceFingerprint = ""
 
@@ -277,7 +287,7 @@ class GenericAlert(BaseModel):
     fingerprint: GenericFingerprint | None = None
     description: LongText = ""
     labels: LabelMap = Field(default_factory=dict)
-    starts_at: datetime | None = None
+    starts_at: Timestamp | None = None
     source: Name = "generic"
     query: LongText | None = None
 

@@ -453,7 +453,8 @@ def test_is_loopback() -> None:
 
 NASTY = st.sampled_from([
     "", " ", "\x00", "a\x00b", "\ud800", "\udfff\ud800", "\u202e", "\ufeff", "💥" * 70_000, "x" * 300_000,
-    "0001-01-01T00:00:00Z", "9999-99-99T99:99:99Z", "firing", "resolved", "4", "null", "{}", "[]",
+    "0001-01-01T00:00:00Z", "9999-99-99T99:99:99Z", "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-14:00",
+    "2026-01-01T10:00:00", "2026-01-01", 253402300800, -62135596800, "firing", "resolved", "4", "null", "{}", "[]",
     "http://[::1", "http://p/graph?g0.expr=" + "%28" * 5000, "../../etc/passwd", "<script>", "'; DROP TABLE cases;--",
 ])  # fmt: skip
 SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text() | NASTY
@@ -532,3 +533,15 @@ def test_fuzzed_requests_never_get_a_5xx_and_a_refusal_records_nothing(
         assert journal(ctx)[0] == before[0] + opened
         assert all(a["detail"] for a in answer["alerts"] if a["action"] == "rejected")
     no_empty_case(ctx)
+
+
+@pytest.mark.parametrize("ts", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-14:00"])
+def test_a_time_with_no_utc_equivalent_is_rejected_not_a_500(ctx: SharedContext, client: Client, ts: str) -> None:
+    resp = client.post("/alerts/alertmanager", json=am(am_alert("0000000000000001", startsAt=ts),
+                                                       am_alert("0000000000000002")), headers=BEARER)  # fmt: skip
+    assert resp.status_code == 202, resp.text
+    bad, good = resp.json()["alerts"]
+    assert bad["action"] == "rejected" and "alerts.0.startsAt" in bad["detail"] and "out of range" in bad["detail"]
+    assert good["action"] == "opened"
+    generic = client.post("/alerts", json={"title": "t", "starts_at": ts}, headers=BEARER)
+    assert generic.status_code == 422 and generic.json()["detail"][0]["loc"] == "starts_at"
