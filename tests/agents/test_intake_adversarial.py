@@ -10,6 +10,7 @@ import base64
 import functools
 import json
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -545,3 +546,25 @@ def test_a_time_with_no_utc_equivalent_is_rejected_not_a_500(ctx: SharedContext,
     assert good["action"] == "opened"
     generic = client.post("/alerts", json={"title": "t", "starts_at": ts}, headers=BEARER)
     assert generic.status_code == 422 and generic.json()["detail"][0]["loc"] == "starts_at"
+
+
+OFFSETS = st.timedeltas(min_value=timedelta(hours=-23, minutes=59), max_value=timedelta(hours=23, minutes=59))
+EDGES = st.sampled_from([datetime.min, datetime.max, datetime(1, 1, 1, 12), datetime(9999, 12, 31, 12),
+                         datetime(1970, 1, 1), datetime(2038, 1, 19, 3, 14, 8)])  # fmt: skip
+TIMES = st.builds(lambda d, tz: d.replace(tzinfo=tz), EDGES | st.datetimes(), st.none() | st.builds(timezone, OFFSETS))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(when=TIMES, field=st.sampled_from(["startsAt", "endsAt"]))
+def test_any_time_any_offset_is_accepted_or_refused_never_a_5xx(
+    ctx: SharedContext, client: Client, when: datetime, field: str
+) -> None:
+    before = journal(ctx)
+    alert = am_alert(f"{abs(hash(when)):016x}"[:16], **{field: when.isoformat()})
+    resp = client.post("/alerts/alertmanager", json=am(alert), headers=BEARER)
+    assert resp.status_code in (202, 422), resp.text
+    if resp.status_code == 422:
+        assert journal(ctx) == before and resp.json()["detail"][0]["loc"] == f"alerts.0.{field}"
+    generic = client.post("/alerts", json={"title": "t", "starts_at": when.isoformat()}, headers=BEARER)
+    assert generic.status_code in (202, 422), generic.text
+    no_empty_case(ctx)
