@@ -95,6 +95,7 @@ Timestamp = Annotated[datetime, AfterValidator(_utc)]
 
 # JSON strings the journal can store: bounded, no NUL, valid Unicode (aliases, so mypy sees `str`)
 Name = Annotated[str, StringConstraints(max_length=MAX_NAME_CHARS), AfterValidator(_clean)]
+Source = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_clean)]  # an author name
 Title = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TITLE_CHARS), AfterValidator(_clean)]
 LongText = Annotated[str, StringConstraints(max_length=MAX_ANNOTATION_CHARS), AfterValidator(_clean)]
 Url = Annotated[str, StringConstraints(max_length=MAX_URL_CHARS), AfterValidator(_clean)]
@@ -288,8 +289,15 @@ class GenericAlert(BaseModel):
     description: LongText = ""
     labels: LabelMap = Field(default_factory=dict)
     starts_at: Timestamp | None = None
-    source: Name = "generic"
+    source: Source = "generic"
     query: LongText | None = None
+
+    @field_validator("source")
+    @classmethod
+    def _author_name(cls, v: str) -> str:
+        if not v.split(":")[0].strip():
+            raise ValueError("must start with a name (it becomes the author of the alert's entries)")
+        return v
 
     def to_alert(self) -> Alert:
         fingerprint = self.fingerprint or _hash({"title": self.title, "service": self.service, "labels": self.labels})

@@ -35,6 +35,7 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -42,7 +43,7 @@ from starlette.routing import BaseRoute, Route
 
 from .agents.primary import Investigation, PrimaryAgent
 from .context import Case, NewEntry, SharedContext
-from .errors import ConfigError, IntakeError, InvalidEntry, SharedCtxError
+from .errors import ConfigError, IntakeError, InvalidEntry, SharedCtxError, validation_problems
 from .intake import Alert, Batch, Refused, read_alertmanager, read_generic
 from .intake_guard import IntakeAuth, is_loopback, read_limited, require_json
 from .model import MAX_TITLE_CHARS, Author, EntryKind, format_ts
@@ -106,6 +107,12 @@ class Dispatcher:
             except InvalidEntry as exc:
                 outcomes.append(Outcome(alert.fingerprint, alert.status, "rejected", None, exc.message,
                                         ({"loc": "(alert)", "msg": exc.message},)))  # fmt: skip
+                continue
+            except ValidationError as exc:  # a model downstream (author, entry) refused a value intake let through
+                problems = validation_problems(exc)
+                log.warning("alert %s passed intake but was refused downstream: %s", alert.fingerprint, problems)
+                outcomes.append(Outcome(alert.fingerprint, alert.status, "rejected", None,
+                                        "; ".join(f"{p['loc']}: {p['msg']}" for p in problems), tuple(problems)))
                 continue
             outcomes.append(outcome)
             if case is None:

@@ -568,3 +568,17 @@ def test_any_time_any_offset_is_accepted_or_refused_never_a_5xx(
     generic = client.post("/alerts", json={"title": "t", "starts_at": when.isoformat()}, headers=BEARER)
     assert generic.status_code in (202, 422), generic.text
     no_empty_case(ctx)
+
+
+@pytest.mark.parametrize("source", ["s" * 200, "s" * 201, "s" * 256, ":x", " :x", "", "grafana:prod"])
+def test_a_generic_source_becomes_an_author_or_is_refused_never_a_500(
+    ctx: SharedContext, client: Client, source: str
+) -> None:
+    resp = client.post("/alerts", json={"title": "Disk full", "source": source}, headers=BEARER)
+    assert resp.status_code in (202, 422), resp.text
+    if resp.status_code == 202:
+        [entry] = ctx.case(resp.json()["alerts"][0]["case_id"]).timeline()
+        assert (entry.author.kind, entry.author.name) == ("system", source.split(":")[0])
+    else:
+        assert resp.json()["detail"][0]["loc"] == "source"
+        no_empty_case(ctx)
