@@ -509,7 +509,7 @@ def worker(
 # -- demo / serve (the agents and the alert intake: sharedctx/agents, sharedctx/server.py) -------------
 @app.command()
 def demo(
-    transport: Annotated[str, typer.Option(help="how the primary reaches the partner: stdio | http")] = "stdio",
+    transport: Annotated[str, typer.Option(help="how the primary reaches the partner: stdio | http | a2a")] = "stdio",
 ) -> None:
     """Send a sample alert through the whole seven-step flow, with a real partner agent process.
 
@@ -519,8 +519,8 @@ def demo(
 
     from .agents.demo import run_demo
 
-    if transport not in ("stdio", "http"):
-        raise typer.BadParameter("use stdio or http", param_hint="--transport")
+    if transport not in ("stdio", "http", "a2a"):
+        raise typer.BadParameter("use stdio, http or a2a", param_hint="--transport")
     config_path = _state["config"] or (Path(CONFIG_NAME) if Path(CONFIG_NAME).exists() else None)
     with context(worker=True) as ctx:
         result = asyncio.run(run_demo(ctx, transport=transport, config_path=config_path, console=out))  # type: ignore[arg-type]
