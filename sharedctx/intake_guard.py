@@ -81,7 +81,8 @@ class IntakeAuth:
         scheme, _, credentials = authorization.strip().partition(" ")
         scheme, credentials = scheme.lower(), credentials.strip()
         if scheme == "bearer" and self.token is not None:
-            if hmac.compare_digest(credentials.encode("utf-8", "surrogateescape"), self.token):
+            # ASGI servers decode header bytes as latin-1: encoding back gives exactly the bytes sent
+            if hmac.compare_digest(credentials.encode("latin-1", "replace"), self.token):
                 return
         elif scheme == "basic" and self.basic_user is not None and self.basic_password is not None:
             try:

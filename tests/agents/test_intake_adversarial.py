@@ -181,6 +181,14 @@ def test_an_unauthenticated_post_is_401_with_a_challenge_and_records_nothing(
     assert ok.status_code == 202 and journal(ctx)[0] == before[0] + 1
 
 
+def test_a_non_ascii_token_matches_the_bytes_the_sender_sends(ctx: SharedContext, client_for: Any) -> None:
+    c = client_for(auth=IntakeAuth(token="tök€n-0123".encode()))
+    ok = c.post("/alerts", json={"title": "Disk full"}, headers={"authorization": "Bearer tök€n-0123".encode()})
+    assert ok.status_code == 202, ok.text
+    mojibake = "Bearer tök€n-0123".encode().decode("latin-1").encode()  # the same text double-encoded: other bytes
+    assert c.post("/alerts", json={"title": "Disk full"}, headers={"authorization": mojibake}).status_code == 401
+
+
 def test_basic_auth_needs_both_halves(ctx: SharedContext, client_for: Any) -> None:
     c = client_for(auth=IntakeAuth(basic_user=b"alertmanager", basic_password=b"s3cret:with-colon"))
     before = journal(ctx)
