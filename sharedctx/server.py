@@ -321,7 +321,7 @@ def serve(
     import uvicorn
 
     from .humans import human_settings
-    from .mcp_server import mcp_mount
+    from .mcp import mcp_mount
     from .redact import Redactor, install_log_redaction
     from .webhooks import poller_lifespan, webhook_mount
 

@@ -214,7 +214,7 @@ def test_the_intake_credentials_and_the_mcp_credentials_do_not_open_each_other(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, portal: BlockingPortal
 ) -> None:
     """Webhook and MCP endpoints keep their own auth: the intake token is not an MCP token, nor the reverse."""
-    from sharedctx.mcp_server import mcp_mount
+    from sharedctx.mcp import mcp_mount
 
     monkeypatch.setenv("SCX_INTAKE", TOKEN)
     monkeypatch.setenv("SCX_AGENT", "scx-agent-0a1b2c3d4e5f")
