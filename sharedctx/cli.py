@@ -151,6 +151,12 @@ path = ".sharedctx/cases"
 # type = "github"
 # repo = "acme/payments"
 # token = "env:GITHUB_TOKEN"
+
+# `sharedctx serve`, the alert intake (docs/intake.md). Listening beyond 127.0.0.1 needs credentials.
+# [server]
+# host = "0.0.0.0"
+# port = 8765
+# intake_token = "env:SHAREDCTX_INTAKE_TOKEN"   # Alertmanager: http_config.authorization.credentials_file
 """
 
 

@@ -326,6 +326,8 @@ def serve(
     from .webhooks import poller_lifespan, webhook_mount
 
     h, p = host or ctx.config.server.host, ctx.config.server.port if port is None else port
+    # what the mounts see (e.g. /mcp's DNS-rebinding protection on loopback) is where we really listen
+    ctx.config.server = ctx.config.server.model_copy(update={"host": h, "port": p})
     auth = IntakeAuth.from_settings(ctx.config.server)
     if not auth.enabled and not is_loopback(h):
         raise ConfigError(
