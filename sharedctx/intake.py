@@ -1,7 +1,11 @@
 """Alert intake: an Alertmanager webhook (payload version 4) or a generic JSON alert -> typed `Alert`s.
 
 Everything that starts an investigation comes through here, so a bad payload is refused with a
-message that says what is wrong and where (`alerts[0].labels: field required`), never half-read.
+message that says what is wrong and where (`alerts.0.labels: Field required`), never half-read.
+Each alert of a payload is read on its own (`read_alertmanager`, `read_generic` -> `Batch` of
+`Alert` or `Refused`): one bad alert is refused with its reason and its siblings go on. The limits
+are types (`LabelMap`, `Timestamp`, ...), so they hold wherever these models are used; the HTTP
+checks before parsing (auth, content type, size) are in `sharedctx.intake_guard`.
 
 **Alertmanager** (`POST /alerts/alertmanager`): the webhook payload version 4 — `version`,
 `receiver`, `status`, `alerts[]` (each with `status`, `labels`, `annotations`, `startsAt`, `endsAt`,
@@ -12,14 +16,14 @@ message that says what is wrong and where (`alerts[0].labels: field required`), 
 
     {
       "title": "Checkout 5xx above 5%",          # required, 1-300 characters
-      "service": "checkout",                     # optional
+      "service": "checkout",                     # optional; normalised to a slug (`service_slug`)
       "severity": "critical",                    # critical | warning | info (default warning)
       "status": "firing",                        # firing | resolved (default firing)
       "fingerprint": "checkout-5xx",             # dedupe key; default: hash of title + service + labels
       "description": "...",                      # optional, Markdown
       "labels": {"team": "payments"},            # optional, string -> string
       "starts_at": "2026-01-01T10:00:00Z",       # optional, ISO 8601
-      "source": "grafana",                       # optional: who sent it
+      "source": "grafana",                       # optional: who sent it (the entries' author, 1-200)
       "query": "sum(rate(...))"                  # optional: the expression that fired
     }
 """
