@@ -590,3 +590,28 @@ def test_a_generic_source_becomes_an_author_or_is_refused_never_a_500(
     else:
         assert resp.json()["detail"][0]["loc"] == "source"
         no_empty_case(ctx)
+
+
+def test_a_value_a_downstream_model_refuses_is_a_rejected_alert_not_a_500(
+    ctx: SharedContext, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Intake's limits may lag a stricter model added later (e.g. a slug check on the case's service)."""
+    from pydantic import BaseModel, Field
+
+    class Strict(BaseModel):
+        service: str = Field(pattern=r"^[a-z]+$")
+
+    real_open = ctx.open_case
+
+    def stricter(title: str, **kw: Any) -> Any:
+        Strict(service=kw.get("service", ""))
+        return real_open(title, **kw)
+
+    monkeypatch.setattr(ctx, "open_case", stricter)
+    resp = client.post("/alerts", json=[{"title": "a", "service": "db-1"}, {"title": "b", "service": "db"}],
+                       headers=BEARER)  # fmt: skip
+    assert resp.status_code == 202, resp.text
+    bad, good = resp.json()["alerts"]
+    assert bad["action"] == "rejected" and bad["errors"][0]["loc"] == "service"
+    assert good["action"] == "opened"
+    no_empty_case(ctx)
