@@ -134,6 +134,12 @@ store = ".sharedctx/sharedctx.db"
 name = "operator"
 kind = "human"          # primary | partner | human | system
 
+# `sharedctx serve`, the alert intake (docs/intake.md). Listening beyond 127.0.0.1 needs credentials.
+# [server]
+# host = "0.0.0.0"
+# port = 8765
+# intake_token = "env:SHAREDCTX_INTAKE_TOKEN"   # Alertmanager: http_config.authorization.credentials_file
+
 # Delivery to backends happens behind record(), in a background worker.
 [worker]
 enabled = true          # run the worker inside processes that open the context
@@ -151,12 +157,6 @@ path = ".sharedctx/cases"
 # type = "github"
 # repo = "acme/payments"
 # token = "env:GITHUB_TOKEN"
-
-# `sharedctx serve`, the alert intake (docs/intake.md). Listening beyond 127.0.0.1 needs credentials.
-# [server]
-# host = "0.0.0.0"
-# port = 8765
-# intake_token = "env:SHAREDCTX_INTAKE_TOKEN"   # Alertmanager: http_config.authorization.credentials_file
 """
 
 
