@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError, validation_problems
+from .errors import ConfigError
 
 CONFIG_ENV = "SHAREDCTX_CONFIG"
 CONFIG_NAME = "sharedctx.toml"
@@ -220,10 +220,12 @@ class Config(BaseModel):
 
 def _format_validation_error(exc: ValidationError, source: str) -> str:
     lines = [f"invalid configuration in {source}:"]
-    for p in validation_problems(exc):
-        hint = "(check the spelling; `sharedctx init` writes a commented example)"
-        msg = p["msg"].replace("(check the spelling)", hint)
-        lines.append(f"  {p['loc']}: {msg}")
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; `sharedctx init` writes a commented example)"
+        lines.append(f"  {loc}: {msg}")
     return "\n".join(lines)
 
 

@@ -163,14 +163,13 @@ class Refused:
     """One alert of a payload that was refused; its siblings go on (`index` is its place in the payload)."""
 
     index: int
-    errors: list[dict[str, str]]
+    errors: list[str]  # `where: what is wrong`, from the one formatter (`errors.validation_problems`)
     fingerprint: str | None = None
     status: str | None = None
 
     @property
     def reason(self) -> str:
-        shown = "; ".join(f"{e['loc']}: {e['msg']}" for e in self.errors[:5])
-        return shown + (f" (and {len(self.errors) - 5} more)" if len(self.errors) > 5 else "")
+        return _summary(self.errors)
 
 
 @dataclass
@@ -369,11 +368,13 @@ def _load(body: bytes, max_bytes: int) -> Any:
     return data
 
 
-def _whole(exc: ValidationError, what: str, prefix: str = "") -> IntakeError:
-    errors = validation_problems(exc, prefix=prefix)
-    shown = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors[:5])
-    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
-    return IntakeError(f"not a valid {what}: {shown}{more}", status=422, errors=errors)
+def _summary(errors: list[str]) -> str:
+    return "; ".join(errors[:5]) + (f" (and {len(errors) - 5} more)" if len(errors) > 5 else "")
+
+
+def _whole(exc: ValidationError, what: str) -> IntakeError:
+    errors = validation_problems(exc)
+    return IntakeError(f"not a valid {what}: {_summary(errors)}", status=422, errors=errors)
 
 
 def _count(n: int, max_alerts: int) -> None:
@@ -392,14 +393,12 @@ def _each(raw: Sequence[Any], convert: Callable[[Any], Alert], where: str) -> Ba
             fp = item.get("fingerprint") if isinstance(item, dict) else None
             st = item.get("status") if isinstance(item, dict) else None
             # echoed so the sender can tell which alert it was; cut, so a refusal stays small
-            batch.items.append(Refused(i, validation_problems(exc, prefix=f"{where}{i}"),
+            batch.items.append(Refused(i, validation_problems(exc, prefix=f"{where}[{i}]"),
                                        fp[:200] if isinstance(fp, str) else None,
                                        st[:20] if isinstance(st, str) else None))
     if not batch.alerts:
         errors = [e for r in batch.refused for e in r.errors]
-        shown = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors[:5])
-        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
-        raise IntakeError(f"no alert in the payload is valid: {shown}{more}", status=422, errors=errors)
+        raise IntakeError(f"no alert in the payload is valid: {_summary(errors)}", status=422, errors=errors)
     return batch
 
 
@@ -420,7 +419,7 @@ def read_alertmanager(body: bytes, *, max_bytes: int = 1_000_000, max_alerts: in
         payload = AlertmanagerPayload.model_validate(data)
     except ValidationError as exc:
         raise _whole(exc, "Alertmanager webhook payload (version 4)") from None
-    return _each(payload.alerts, lambda a: _from_alertmanager(AlertmanagerAlert.model_validate(a), payload), "alerts.")
+    return _each(payload.alerts, lambda a: _from_alertmanager(AlertmanagerAlert.model_validate(a), payload), "alerts")
 
 
 def read_generic(body: bytes, *, max_bytes: int = 1_000_000, max_alerts: int = 1000) -> Batch:

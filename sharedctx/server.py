@@ -64,7 +64,7 @@ class Outcome:
     action: Action
     case_id: str | None
     detail: str = ""
-    errors: tuple[dict[str, str], ...] = ()
+    errors: tuple[str, ...] = ()  # `where: what is wrong`, for a rejected alert
 
     @classmethod
     def rejected(cls, refused: Refused) -> Outcome:
@@ -106,13 +106,13 @@ class Dispatcher:
                 outcome, case = await asyncio.to_thread(self._intake, alert)
             except InvalidEntry as exc:
                 outcomes.append(Outcome(alert.fingerprint, alert.status, "rejected", None, exc.message,
-                                        ({"loc": "(alert)", "msg": exc.message},)))  # fmt: skip
+                                        (exc.message,)))  # fmt: skip
                 continue
             except ValidationError as exc:  # a model downstream (author, entry) refused a value intake let through
                 problems = validation_problems(exc)
                 log.warning("alert %s passed intake but was refused downstream: %s", alert.fingerprint, problems)
-                outcomes.append(Outcome(alert.fingerprint, alert.status, "rejected", None,
-                                        "; ".join(f"{p['loc']}: {p['msg']}" for p in problems), tuple(problems)))
+                outcomes.append(Outcome(alert.fingerprint, alert.status, "rejected", None, "; ".join(problems),
+                                        tuple(problems)))  # fmt: skip
                 continue
             outcomes.append(outcome)
             if case is None:

@@ -359,7 +359,7 @@ def test_a_title_over_the_limit_and_a_huge_description_are_4xx_and_leave_no_empt
                          ({"title": "Disk full", "description": "d" * 300_000}, "description")):  # fmt: skip
         resp = client.post("/alerts", json=payload, headers=BEARER)
         refused_and_nothing_recorded(ctx, resp, 422, before)
-        assert [d["loc"] for d in resp.json()["detail"]] == [loc]
+        assert [d.split(":")[0] for d in resp.json()["detail"]] == [loc]
 
 
 def test_a_300_character_title_with_a_service_still_fits(ctx: SharedContext, client: Client) -> None:
@@ -391,10 +391,11 @@ def test_a_batch_with_bad_alerts_records_the_good_siblings(ctx: SharedContext, c
     assert actions == ["opened", "rejected", "rejected", "rejected", "rejected", "rejected", "opened"]
     assert (body["accepted"], body["rejected"]) == (2, 5)
     reasons = [a["detail"] for a in body["alerts"] if a["action"] == "rejected"]
-    assert "alerts.1.labels.pod" in reasons[0] and "NUL" in reasons[0]
-    assert "alerts.2.fingerprint" in reasons[1] and "at most 128 characters" in reasons[1]
-    assert "alerts.3.annotations.description" in reasons[2]
-    assert "alerts.4.labels" in reasons[3] and "alerts.5.startsAt" in reasons[4]
+    assert "alerts[1].labels.pod" in reasons[0] and "NUL" in reasons[0]
+    assert "alerts[2].fingerprint" in reasons[1] and "at most 128 characters" in reasons[1]
+    assert "alerts[3].annotations.description" in reasons[2]
+    assert "alerts[4].labels" in reasons[3] and "alerts[5].startsAt" in reasons[4]
+    assert "f" * 200 not in resp.text.replace(payload["alerts"][2]["fingerprint"][:200], "")  # input not echoed
     assert sorted(c.fingerprint or "" for c in ctx.cases()) == ["alertmanager:0000000000000001",
                                                                  "alertmanager:0000000000000006"]  # fmt: skip
     no_empty_case(ctx)
@@ -429,7 +430,7 @@ def test_when_every_alert_is_refused_the_answer_is_422(ctx: SharedContext, clien
     resp = client.post("/alerts/alertmanager", json=am(am_alert("a" * 200), am_alert("b", status="exploded")),
                        headers=BEARER)  # fmt: skip
     refused_and_nothing_recorded(ctx, resp, 422, before)
-    assert {d["loc"] for d in resp.json()["detail"]} == {"alerts.0.fingerprint", "alerts.1.status"}
+    assert {d.split(":")[0] for d in resp.json()["detail"]} == {"alerts[0].fingerprint", "alerts[1].status"}
 
 
 # -- service slugs ----------------------------------------------------------------------------------------
@@ -550,10 +551,10 @@ def test_a_time_with_no_utc_equivalent_is_rejected_not_a_500(ctx: SharedContext,
                                                        am_alert("0000000000000002")), headers=BEARER)  # fmt: skip
     assert resp.status_code == 202, resp.text
     bad, good = resp.json()["alerts"]
-    assert bad["action"] == "rejected" and "alerts.0.startsAt" in bad["detail"] and "out of range" in bad["detail"]
+    assert bad["action"] == "rejected" and "alerts[0].startsAt" in bad["detail"] and "out of range" in bad["detail"]
     assert good["action"] == "opened"
     generic = client.post("/alerts", json={"title": "t", "starts_at": ts}, headers=BEARER)
-    assert generic.status_code == 422 and generic.json()["detail"][0]["loc"] == "starts_at"
+    assert generic.status_code == 422 and generic.json()["detail"][0].startswith("starts_at: ")
 
 
 OFFSETS = st.timedeltas(min_value=timedelta(hours=-23, minutes=59), max_value=timedelta(hours=23, minutes=59))
@@ -572,7 +573,7 @@ def test_any_time_any_offset_is_accepted_or_refused_never_a_5xx(
     resp = client.post("/alerts/alertmanager", json=am(alert), headers=BEARER)
     assert resp.status_code in (202, 422), resp.text
     if resp.status_code == 422:
-        assert journal(ctx) == before and resp.json()["detail"][0]["loc"] == f"alerts.0.{field}"
+        assert journal(ctx) == before and resp.json()["detail"][0].startswith(f"alerts[0].{field}: ")
     generic = client.post("/alerts", json={"title": "t", "starts_at": when.isoformat()}, headers=BEARER)
     assert generic.status_code in (202, 422), generic.text
     no_empty_case(ctx)
@@ -588,7 +589,7 @@ def test_a_generic_source_becomes_an_author_or_is_refused_never_a_500(
         [entry] = ctx.case(resp.json()["alerts"][0]["case_id"]).timeline()
         assert (entry.author.kind, entry.author.name) == ("system", source.split(":")[0])
     else:
-        assert resp.json()["detail"][0]["loc"] == "source"
+        assert resp.json()["detail"][0].startswith("source: ")
         no_empty_case(ctx)
 
 
@@ -612,6 +613,6 @@ def test_a_value_a_downstream_model_refuses_is_a_rejected_alert_not_a_500(
                        headers=BEARER)  # fmt: skip
     assert resp.status_code == 202, resp.text
     bad, good = resp.json()["alerts"]
-    assert bad["action"] == "rejected" and bad["errors"][0]["loc"] == "service"
+    assert bad["action"] == "rejected" and bad["errors"][0].startswith("service: ")
     assert good["action"] == "opened"
     no_empty_case(ctx)
