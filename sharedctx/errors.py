@@ -29,7 +29,7 @@ says something useful; pass a message to say something specific.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 
 class SharedCtxError(Exception):
@@ -69,6 +69,29 @@ class StoreError(SharedCtxError):
 
 class ChainBroken(SharedCtxError):
     """The hash chain does not verify: an entry was edited, removed or reordered."""
+
+
+class IntakeError(SharedCtxError):
+    """The alert request was refused; nothing was recorded.
+
+    `status` is the HTTP answer (400 unreadable, 401 unauthenticated, 413 too large, 415 not JSON,
+    422 invalid); `detail` lists each problem as `where: what is wrong` (`validation_problems`).
+    """
+
+    def __init__(self, message: str, *, status: int = 422, errors: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.errors = errors or []
+
+    def to_json(self) -> dict[str, Any]:
+        """The 4xx body: `{"error": message, "type": ..., "detail": ["where: what is wrong", ...]}`."""
+        return {"error": self.message, "type": self.kind, "detail": self.errors}
+
+    @property
+    def kind(self) -> str:
+        """A stable name for the status, for clients that branch on it."""
+        return {400: "invalid_json", 401: "unauthorized", 413: "too_large", 415: "unsupported_media_type",
+                422: "invalid_alert"}.get(self.status, "invalid_request")  # fmt: skip
 
 
 class PermissionDenied(SharedCtxError):
@@ -138,27 +161,6 @@ class AuthFailed(BackendError):
 
 class Rejected(BackendError):
     """The backend will never accept this request as it is (4xx); it goes to dead letters."""
-
-
-class IntakeError(SharedCtxError):
-    """The alert request was refused; nothing was recorded.
-
-    `status` is the HTTP answer (400 unreadable, 401 unauthenticated, 413 too large, 415 not JSON,
-    422 invalid); `detail` lists each problem as `where: what is wrong` (`validation_problems`).
-    """
-
-    KINDS: ClassVar[dict[int, str]] = {
-        400: "invalid_json", 401: "unauthorized", 413: "too_large", 415: "unsupported_media_type", 422: "invalid_alert",
-    }  # fmt: skip
-
-    def __init__(self, message: str, *, status: int = 422, errors: list[str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.errors = errors or []
-
-    def to_json(self) -> dict[str, Any]:
-        """The 4xx body: `{"error": message, "type": ..., "detail": ["where: what is wrong", ...]}`."""
-        return {"error": self.message, "type": self.KINDS.get(self.status, "invalid_request"), "detail": self.errors}
 
 
 def _where(prefix: str, loc: tuple[int | str, ...] | list[int | str]) -> str:
