@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidEntry, StoreError
-from ..model import CaseRecord, CaseStatus, Entry, EntryDraft, format_ts, utcnow
+from ..model import CaseStatus, Entry, EntryDraft, format_ts, utcnow
 from .base import Candidate, CandidateQuery, SearchFilters, SearchRow, literal_terms, read_migrations
 from .sql import (
     CANDIDATE_CASE_COLS,
@@ -264,14 +264,15 @@ class SQLiteStore(SQLStore):
             raise StoreError(f"search failed: {exc}") from exc
         return [row_to_candidate(r) for r in rows]
 
+    def open_case(self, **kwargs: Any) -> tuple[Any, bool]:
+        """`SQLStore.open_case` (with its first entry), a database failure named as a `StoreError`."""
+        try:
+            return super().open_case(**kwargs)
+        except sqlite3.Error as exc:
+            raise StoreError(f"could not open the case: {exc}; nothing was recorded") from exc
+
     def append(self, draft: EntryDraft, backends: Sequence[str], status: CaseStatus | None = None) -> Entry:
         try:
             return super().append(draft, backends, status)
         except sqlite3.Error as exc:
             raise StoreError(f"could not record the entry: {exc}") from exc
-
-    def open_case(self, **kwargs: Any) -> tuple[CaseRecord, bool]:
-        try:
-            return super().open_case(**kwargs)
-        except sqlite3.Error as exc:
-            raise StoreError(f"could not open the case: {exc}") from exc
