@@ -100,3 +100,14 @@ def test_context_open_case_with_a_failing_store_leaves_nothing(ctx: SharedContex
     with entries_insert_fails(ctx.store), pytest.raises(SharedCtxError):
         ctx.open_case("Checkout 5xx", fingerprint="fp", first=NewEntry(EntryKind.ALERT, "Alert firing"))
     assert ctx.cases() == []
+
+
+def test_the_first_entry_is_redacted_like_any_other(ctx: SharedContext) -> None:
+    """The first entry takes the store's one-transaction path (`_append_in`), not `append`: redaction must
+    cover it all the same. (A merge that redacts only inside `append` fails here.)"""
+    secret = "ghp_16C7e42F292c6912E7710c838347Ae178B4a"
+    case = ctx.open_case("Checkout 5xx", fingerprint="fp", first=NewEntry(
+        EntryKind.ALERT, f"Alert firing {secret}", f"the token {secret} leaked", author="system:alertmanager"))
+    [entry] = ctx.store.entries(case.id)
+    stored = entry.model_dump_json()
+    assert secret not in stored and "[REDACTED:github-token]" in entry.body
