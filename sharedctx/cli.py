@@ -134,6 +134,12 @@ store = ".sharedctx/sharedctx.db"
 name = "operator"
 kind = "human"          # primary | partner | human | system
 
+# `sharedctx serve`, the alert intake (docs/intake.md). Listening beyond 127.0.0.1 needs credentials.
+# [server]
+# host = "0.0.0.0"
+# port = 8765
+# intake_token = "env:SHAREDCTX_INTAKE_TOKEN"   # Alertmanager: http_config.authorization.credentials_file
+
 # Delivery to backends happens behind record(), in a background worker.
 [worker]
 enabled = true          # run the worker inside processes that open the context
@@ -551,43 +557,12 @@ def serve(
     """Accept alerts (Alertmanager webhook, generic JSON) and run the primary agent on them.
 
     POST /alerts/alertmanager · POST /alerts · GET /healthz. Partners come from `[[partners]]`.
+    Beyond loopback the intake needs `[server] intake_token` (or basic auth); see docs/intake.md.
     """
-    import logging
+    from .server import serve as run_server
 
-    import uvicorn
-
-    from .agents.primary import PrimaryAgent
-    from .server import build_app
-
-    log = logging.getLogger("sharedctx.agent")
-    if not logging.getLogger().handlers:
-        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("sharedctx").setLevel(logging.INFO)
     with context(worker=True) as ctx:
-        agent = PrimaryAgent(ctx.config.partners, dry_run=not act, on_event=lambda s, msg: log.info("%s: %s", s, msg))
-        h, p = host or ctx.config.server.host, ctx.config.server.port if port is None else port
-        err.print(f"sharedctx: alerts at http://{h}:{p}/alerts/alertmanager and /alerts; "
-                  f"partners: {', '.join(s.name for s in ctx.config.partners) or 'none'}")  # fmt: skip
-        from .mcp_server import mcp_mount
-        from .redact import Redactor, install_log_redaction
-
-        install_log_redaction(ctx.redactor if isinstance(ctx.redactor, Redactor) else None)
-        mounts: list[Any] = []
-        lifespans: list[Any] = []
-        if ctx.config.agents:  # /mcp (Streamable HTTP) needs [[agents]] with tokens
-            routes, mcp_lifespan = mcp_mount(ctx)
-            mounts, lifespans = [*routes], [mcp_lifespan]
-            err.print(f"sharedctx: MCP (Streamable HTTP, bearer tokens) at http://{h}:{p}/mcp")
-        from .humans import human_settings
-        from .webhooks import poller_lifespan, webhook_mount
-
-        mounts.append(webhook_mount(ctx))  # /webhooks/<backend name>: human answers (docs/humans.md)
-        if human_settings(ctx.config).poll:
-            lifespans.append(poller_lifespan(ctx))
-        hooks = ", ".join(f"/webhooks/{n}" for n in human_settings(ctx.config).webhooks) or "none configured"
-        err.print(f"sharedctx: human answers by webhook ({hooks}) and polling")
-        uvicorn.run(build_app(ctx, agent=agent, mounts=mounts, lifespans=lifespans),
-                    host=h, port=p, log_level="warning")  # fmt: skip
+        run_server(ctx, host=host, port=port, act=act, say=lambda line: err.print(line, highlight=False, markup=False))
 
 
 @app.command("mcp")
