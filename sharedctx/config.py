@@ -165,7 +165,7 @@ class PartnerSettings(_Section):
     """`[[partners]]`: a partner agent the primary may call over the direct channel."""
 
     name: str
-    transport: Literal["stdio", "http", "api"] = "stdio"
+    transport: Literal["stdio", "http", "api", "a2a"] = "stdio"
     command: list[str] | None = None
     url: str | None = None
     headers: dict[str, str] = Field(default_factory=dict, description="header -> 'env:NAME' reference")
@@ -189,7 +189,7 @@ class PartnerSettings(_Section):
     def _transport_target(self) -> PartnerSettings:
         if self.transport == "stdio" and not self.command:
             raise ValueError("a stdio partner needs `command` (a list, e.g. ['python', '-m', 'x'])")
-        if self.transport in ("http", "api") and not self.url:
+        if self.transport in ("http", "api", "a2a") and not self.url:
             raise ValueError(f"a {self.transport} partner needs `url`")
         return self
 
@@ -260,15 +260,37 @@ class HumanSettings(_Section):
     on_timeout: Literal["default", "escalate"] = "default"
     default: str = Field("reject", description="the choice taken on timeout with policy `default`")
     wait_interval: float = Field(0.5, gt=0, description="how often a waiting agent re-reads the journal")
-    github_permission: Literal["triage", "write", "maintain", "admin"] = "write"
     allow: dict[str, list[str]] = Field(default_factory=dict, description="backend name -> users who may decide")
     webhooks: dict[str, WebhookSettings] = Field(default_factory=dict, description="backend name -> webhook secret")
 
 
 class ServerSettings(_Section):
+    """`[server]`: where `sharedctx serve` listens, who may post alerts, and how much one request may carry.
+
+    Intake auth is a bearer token (`intake_token`) and/or basic auth (`intake_basic_user` +
+    `intake_basic_password`), secrets by `env:` reference. Without either, `serve` refuses a
+    non-loopback `host` (see docs/intake.md).
+    """
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
     host: str = "127.0.0.1"
     port: int = Field(8765, ge=0, le=65535)
-    max_alert_bytes: int = Field(1_000_000, ge=1024)
+    max_alert_bytes: int = Field(1_000_000, ge=1024, le=64 * 1024 * 1024)
+    max_alerts_per_request: int = Field(1000, ge=1, le=100_000)
+    intake_token: Secret | None = Field(None, description="bearer token for POST /alerts*, 'env:NAME'")
+    intake_basic_user: str | None = Field(None, min_length=1, max_length=256)
+    intake_basic_password: Secret | None = Field(None, description="basic-auth password, 'env:NAME'")
+
+    @field_validator("intake_token", "intake_basic_password", mode="before")
+    @classmethod
+    def _secret(cls, v: Any) -> Any:
+        return Secret(v) if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _basic_pair(self) -> ServerSettings:
+        if (self.intake_basic_user is None) != (self.intake_basic_password is None):
+            raise ValueError("basic auth needs both `intake_basic_user` and `intake_basic_password`")
+        return self
 
 
 class Config(BaseModel):

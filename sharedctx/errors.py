@@ -5,9 +5,13 @@
     ├── CaseNotFound             no case with that id / fingerprint / reference
     ├── EntryNotFound
     ├── InvalidEntry             an entry the journal refuses (kind, size, encoding)
+    │   └── PayloadTooLarge      an MCP tool call over the size limit (413)
     ├── StoreError               the local store failed (disk, schema, connection)
     ├── ChainBroken              `verify` found an edited, missing or reordered entry
-    ├── PermissionDenied         an identity acting outside its scope or policy
+    ├── IntakeError              an alert request refused at the HTTP intake (carries its 4xx status)
+    ├── Unauthenticated          no valid credentials (HTTP 401)
+    ├── PermissionDenied         an identity acting outside its scope or policy (403)
+    │   └── RateLimited          ...beyond its hourly write budget (429)
     ├── PartnerError             the direct channel to a partner agent failed
     │   ├── PartnerTimeout
     │   ├── PartnerUnavailable
@@ -55,6 +59,10 @@ class InvalidEntry(SharedCtxError):
     """The entry was refused; nothing was recorded."""
 
 
+class PayloadTooLarge(InvalidEntry):
+    """The tool call is larger than the server accepts."""
+
+
 class StoreError(SharedCtxError):
     """The local store failed."""
 
@@ -63,8 +71,39 @@ class ChainBroken(SharedCtxError):
     """The hash chain does not verify: an entry was edited, removed or reordered."""
 
 
+class IntakeError(SharedCtxError):
+    """The alert request was refused; nothing was recorded.
+
+    `status` is the HTTP answer (400 unreadable, 401 unauthenticated, 413 too large, 415 not JSON,
+    422 invalid); `detail` lists each problem as `where: what is wrong` (`validation_problems`).
+    """
+
+    def __init__(self, message: str, *, status: int = 422, errors: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.errors = errors or []
+
+    def to_json(self) -> dict[str, Any]:
+        """The 4xx body: `{"error": message, "type": ..., "detail": ["where: what is wrong", ...]}`."""
+        return {"error": self.message, "type": self.kind, "detail": self.errors}
+
+    @property
+    def kind(self) -> str:
+        """A stable name for the status, for clients that branch on it."""
+        return {400: "invalid_json", 401: "unauthorized", 413: "too_large", 415: "unsupported_media_type",
+                422: "invalid_alert"}.get(self.status, "invalid_request")  # fmt: skip
+
+
 class PermissionDenied(SharedCtxError):
     """This identity may not do that."""
+
+
+class Unauthenticated(SharedCtxError):
+    """No valid credentials: send `Authorization: Bearer <token>` with the token configured for your agent."""
+
+
+class RateLimited(PermissionDenied):
+    """This identity has written as many entries this hour as its write policy allows."""
 
 
 class PartnerError(SharedCtxError):

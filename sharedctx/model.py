@@ -186,7 +186,7 @@ class EntryDraft(BaseModel):
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    case_id: str = Field(min_length=1, max_length=MAX_ID_CHARS)
+    case_id: str = Field(max_length=MAX_ID_CHARS)  # "" for the first entry of a case not yet opened
     kind: EntryKind
     title: str = Field(min_length=1)
     body: str = ""
