@@ -74,6 +74,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -168,6 +169,7 @@ def _keyword_pattern(ds_denylist: Iterable[str]) -> str:
     return "|".join(sorted(words, key=len, reverse=True))
 
 
+@functools.lru_cache(maxsize=8192)  # keys repeat (field names, attrs keys): pure, so cached
 def classify_key(key: str) -> str | None:
     """The placeholder type for a value stored under `key`, or None if the key does not hold a secret.
 

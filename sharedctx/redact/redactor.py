@@ -160,10 +160,15 @@ class Redactor:
     def _model(self, model: BaseModel) -> BaseModel:
         """Every field (declared and extra) of a pydantic model, walked like a dict keyed by field name."""
         update: dict[str, Any] = {}
-        names = list(type(model).model_fields) + list(model.model_extra or {})
+        names = list(type(model).model_fields)
+        if model.model_extra:
+            names += list(model.model_extra)
         for name in names:
             value = getattr(model, name, None)
-            new = self._value(value, classify_key(name))
+            kind = classify_key(name)
+            if isinstance(value, _ATOMS) and (kind is None or not isinstance(value, int | float)):
+                continue  # fast path: most fields are ids, enums, times; a number only under a secret key
+            new = self._value(value, kind)
             if new is not value:
                 update[name] = new
         return model.model_copy(update=update) if update else model
