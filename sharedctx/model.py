@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import unicodedata
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
@@ -43,17 +44,18 @@ MAX_LABEL_VALUE_CHARS = 1024
 
 # A W3C trace-id: 32 lowercase hex digits, not all zero (https://www.w3.org/TR/trace-context/#trace-id).
 TRACE_ID_RE = re.compile(r"^(?!0{32}$)[0-9a-f]{32}$")
-# A service is a slug: lowercase letters, digits, `.`, `_`, `-`, starting and ending with a letter or digit.
-# Intake and other edges normalise free text to it with `service_slug`.
-SERVICE_PATTERN = r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$"
+# A service is a slug: lowercase ASCII letters, digits, `.`, `_`, `-`, starting with a letter or digit, at most
+# 64 characters. Edges that take free text (the alert intake) normalise it with `service_slug`.
+SERVICE_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 SERVICE_RE = re.compile(SERVICE_PATTERN)
+_NOT_SLUG = re.compile(r"[^a-z0-9._-]+")
 
 
 def service_slug(text: str) -> str:
-    """`"Checkout API"` -> `"checkout-api"`: the slug form of a free-text service name ("" if none is left)."""
-    slug = re.sub(r"[^a-z0-9._-]+", "-", text.strip().lower())
-    slug = re.sub(r"-{2,}", "-", slug).strip("._-")
-    return slug[:MAX_SERVICE_CHARS].rstrip("._-")
+    """`"Checkout API"` -> `"checkout-api"`, `"zahlungsdienst-ä"` -> `"zahlungsdienst-a"`: the slug form of a
+    free-text service name ("" if nothing is left). Always matches `SERVICE_PATTERN` or is empty."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    return _NOT_SLUG.sub("-", ascii_text.lower()).lstrip("-._")[:63].rstrip("-")
 
 
 def json_size(value: Any, what: str, *, max_bytes: int, max_depth: int = MAX_JSON_DEPTH) -> int:
@@ -265,7 +267,7 @@ class CaseDraft(BaseModel):
         if v and not SERVICE_RE.match(v):  # no "did you mean": the value is never echoed (it may be a secret)
             raise ValueError(
                 f"service must be a slug of at most {MAX_SERVICE_CHARS} characters: lowercase letters, digits, "
-                "'.', '_' and '-', starting and ending with a letter or digit (e.g. 'checkout-api')"
+                "'.', '_' and '-', starting with a letter or digit (e.g. 'checkout-api')"
             )
         return v
 

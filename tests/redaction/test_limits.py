@@ -10,10 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sharedctx.config import parse_config
 from sharedctx.context import SharedContext
 from sharedctx.errors import InvalidEntry
+from sharedctx.intake import service_slug as intake_slug
 from sharedctx.model import (
     MAX_ATTRS_BYTES,
     MAX_DATA_BYTES,
@@ -106,8 +109,16 @@ def test_a_valid_trace_id_and_slug_are_kept(ctx: Any) -> None:
 @pytest.mark.parametrize(
     ("raw", "slug"),
     [("Checkout API", "checkout-api"), ("  payments/ledger ", "payments-ledger"), ("node_exporter", "node_exporter"),
-     ("--", ""), ("Ünïcode Svc", "n-code-svc")],
+     ("--", ""), ("Ünïcode Svc", "unicode-svc"), ("__payments__", "payments__")],
 )
 def test_service_slug_normalises_free_text(raw: str, slug: str) -> None:
     assert service_slug(raw) == slug
     assert slug == "" or SERVICE_RE.match(slug)
+
+
+@given(st.text(max_size=300))
+def test_any_text_slugs_to_a_valid_service_or_nothing(text: str) -> None:
+    """The model's slug and the intake's agree, and the journal accepts what either makes."""
+    slug = service_slug(text)
+    assert slug == "" or SERVICE_RE.match(slug)
+    assert slug == intake_slug(text)
