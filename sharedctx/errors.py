@@ -7,6 +7,7 @@
     ├── InvalidEntry             an entry the journal refuses (kind, size, encoding)
     ├── StoreError               the local store failed (disk, schema, connection)
     ├── ChainBroken              `verify` found an edited, missing or reordered entry
+    ├── LeaseLost                a worker's claim on a delivery was taken over (fencing)
     ├── PermissionDenied         an identity acting outside its scope or policy
     ├── PartnerError             the direct channel to a partner agent failed
     │   ├── PartnerTimeout
@@ -59,6 +60,14 @@ class StoreError(SharedCtxError):
 
 class ChainBroken(SharedCtxError):
     """The hash chain does not verify: an entry was edited, removed or reordered."""
+
+
+class LeaseLost(SharedCtxError):
+    """This worker's lease on the delivery was taken over by another claim; its result is dropped.
+
+    Raised (and handled) inside the delivery worker: a worker that lost its lease must neither send
+    nor change the row's state, because the new holder owns both now.
+    """
 
 
 class PermissionDenied(SharedCtxError):

@@ -38,7 +38,7 @@ ENTRY_COLS = (
 )
 DELIVERY_COLS = (
     "id, entry_id, case_id, seq, backend, state, attempts, next_attempt_at, last_error, last_error_kind, "
-    "external, created_at, delivered_at"
+    "external, created_at, delivered_at, lease_token, sent_possibly"
 )
 CASE_COLS = (
     "id, title, service, severity, status, fingerprint, created_at, updated_at, resolved_at, "
@@ -392,14 +392,20 @@ class SQLStore:
             external=_json(r[10]) if r[10] else None,
             created_at=_dt(r[11]),
             delivered_at=_dt(r[12]) if r[12] else None,
+            lease_token=int(r[13] or 0),
+            sent_possibly=bool(r[14]),
         )
 
     def claim(self, backend: str, owner: str, limit: int, lease_seconds: float) -> list[Delivery]:
-        """Lease up to `limit` deliveries that are each the head of their (case, backend) line."""
+        """Lease up to `limit` deliveries that are each the head of their (case, backend) line.
+
+        Every claim bumps the row's `lease_token` (the fencing token): whoever held an expired lease
+        on it before can no longer change its state (see `_fenced`)."""
         now = time.time()
         with self._tx() as c:
             rows = c.execute(
-                f"""UPDATE outbox SET lease_until = :lease, lease_owner = :owner, attempts = attempts + 1
+                f"""UPDATE outbox SET lease_until = :lease, lease_owner = :owner, attempts = attempts + 1,
+                    lease_token = lease_token + 1
                 WHERE id IN (
                     SELECT o.id FROM outbox o WHERE {CLAIMABLE}
                     ORDER BY o.next_attempt_at, o.id LIMIT :limit{self.SKIP_LOCKED})
@@ -415,37 +421,58 @@ class SQLStore:
         )
         return bool(rows)
 
-    def _update(self, sql: str, params: Any) -> None:
+    def _update(self, sql: str, params: Any) -> int:
         with self._tx() as c:
-            c.execute(sql, params)
+            return int(c.execute(sql, params).rowcount)
 
-    def mark_delivered(self, delivery_id: int, external: dict[str, Any]) -> None:
-        self._update(
-            "UPDATE outbox SET state='delivered', delivered_at=?, external=?, lease_until=NULL, "
-            "last_error=NULL WHERE id=?",
-            (time.time(), json.dumps(external), delivery_id),
-        )
+    def _fenced(self, sql: str, params: Sequence[Any], delivery_id: int, token: int | None) -> bool:
+        """Run a state change on one delivery, only while `token` is still its lease token.
 
-    def reschedule(self, delivery_id: int, *, error: str, kind: str, delay: float) -> None:
-        self._update(
-            "UPDATE outbox SET next_attempt_at=?, last_error=?, last_error_kind=?, lease_until=NULL "
-            "WHERE id=? AND state='pending'",
-            (time.time() + delay, error, kind, delivery_id),
-        )
+        The one choke point for outbox state changes: True if the row changed, False if the lease was
+        lost (another worker claimed the row since) or the row is no longer pending. `token=None` is for
+        operators' tools acting outside any lease."""
+        where = " WHERE id=? AND state='pending'"
+        args = [*params, delivery_id]
+        if token is not None:
+            where += " AND lease_token=?"
+            args.append(token)
+        return self._update(sql + where, args) == 1
 
-    def mark_dead(self, delivery_id: int, *, error: str, kind: str) -> None:
-        self._update(
-            "UPDATE outbox SET state='dead', last_error=?, last_error_kind=?, lease_until=NULL WHERE id=?",
-            (error, kind, delivery_id),
-        )
+    def mark_attempted(self, delivery_id: int, token: int) -> bool:
+        """Commit "this delivery may have been sent" before any network I/O for it (see migration 0004)."""
+        return self._fenced("UPDATE outbox SET sent_possibly=1", (), delivery_id, token)
 
-    def release(self, delivery_id: int, *, error: str, kind: str) -> None:
+    def renew_lease(self, delivery_id: int, token: int, lease_seconds: float) -> bool:
+        """Heartbeat: push the lease out while the delivery is in flight; False if it was lost."""
+        return self._fenced("UPDATE outbox SET lease_until=?", (time.time() + lease_seconds,), delivery_id, token)
+
+    def mark_delivered(self, delivery_id: int, external: dict[str, Any], *, token: int | None = None) -> bool:
+        return self._fenced(
+            "UPDATE outbox SET state='delivered', delivered_at=?, external=?, lease_until=NULL, last_error=NULL",
+            (time.time(), json.dumps(external)), delivery_id, token,
+        )  # fmt: skip
+
+    def reschedule(
+        self, delivery_id: int, *, error: str, kind: str, delay: float, token: int | None = None
+    ) -> bool:
+        return self._fenced(
+            "UPDATE outbox SET next_attempt_at=?, last_error=?, last_error_kind=?, lease_until=NULL",
+            (time.time() + delay, error, kind), delivery_id, token,
+        )  # fmt: skip
+
+    def mark_dead(self, delivery_id: int, *, error: str, kind: str, token: int | None = None) -> bool:
+        return self._fenced(
+            "UPDATE outbox SET state='dead', last_error=?, last_error_kind=?, lease_until=NULL",
+            (error, kind), delivery_id, token,
+        )  # fmt: skip
+
+    def release(self, delivery_id: int, *, error: str, kind: str, token: int | None = None) -> bool:
         """Give a claimed delivery back without counting the attempt (e.g. its backend was stopped)."""
-        self._update(
+        return self._fenced(
             "UPDATE outbox SET attempts=CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, "
-            "lease_until=NULL, last_error=?, last_error_kind=? WHERE id=? AND state='pending'",
-            (error, kind, delivery_id),
-        )
+            "lease_until=NULL, last_error=?, last_error_kind=?",
+            (error, kind), delivery_id, token,
+        )  # fmt: skip
 
     def outbox_counts(self) -> dict[str, dict[str, int]]:
         """Per backend: pending, held (pending until a human decides), delivered, dead."""
