@@ -395,6 +395,33 @@ def outbox_status(as_json: JsonOpt = False) -> None:
     out.print(t)
 
 
+@app.command()
+def drain(
+    timeout: Annotated[float, typer.Option(help="seconds to keep delivering before giving up")] = 60.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Deliver everything due now, then say per backend what was delivered, held, dead or stopped.
+
+    Exit 0 only when nothing deliverable is left; 6 when something is pending, dead or stopped."""
+    with context(worker=False) as ctx:
+        report = ctx.drain(timeout=timeout)
+    if as_json:
+        emit_json(report.model_dump(mode="json") | {"ok": bool(report)})
+    else:
+        t = Table()
+        for col in ("backend", "state", "delivered", "pending", "held", "dead", "declined", "why"):
+            t.add_column(col, overflow="fold")
+        for b in report.backends:
+            state = "[red]stopped[/]" if b.stopped else "[green]running[/]"
+            t.add_row(b.backend, state, *(str(getattr(b, k)) for k in ("delivered", "pending", "held", "dead",
+                                                                       "declined")), b.reason or "")
+        out.print(t)
+        if report.timed_out:
+            err.print(f"[yellow]note:[/] gave up after {timeout:g}s with deliveries still due")
+    if not report:
+        raise typer.Exit(6)
+
+
 @outbox_app.command("list")
 def outbox_list(
     dead: Annotated[bool, typer.Option("--dead", help="only dead letters")] = False,

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from .backends import make_backend
 from .backends.base import Backend
 from .config import Config, load_config
-from .delivery import Worker
+from .delivery import BackendDrain, DrainReport, Worker
 from .errors import CaseNotFound, EntryNotFound, InvalidEntry
 from .model import (
     MAX_BODY_BYTES,
@@ -382,10 +382,11 @@ class SharedContext:
         return [self.case(i).verify() for i in ids]
 
     # -- delivery ---------------------------------------------------------------------------------
-    def drain(self, timeout: float = 30.0) -> bool:
-        """Wait until nothing is due for delivery (delivered, dead, or held for a human decision);
-        True if the outbox drained."""
+    def drain(self, timeout: float = 30.0) -> DrainReport:
+        """Wait until nothing is due for delivery, then say per backend what was delivered, held, dead or
+        stopped. The report is truthy only if everything deliverable was delivered (`if ctx.drain():`)."""
         deadline = time.monotonic() + timeout
+        timed_out = True
         while time.monotonic() < deadline:
             counts = self.store.outbox_counts()
             pending = sum(
@@ -394,9 +395,20 @@ class SharedContext:
                 if self.store.get_backend_state(name).state != "stopped"
             )
             if pending == 0:
-                return True
+                timed_out = False
+                break
             if not self.worker.running:
                 self.worker.run_once()
             else:
                 time.sleep(0.02)
-        return False
+        counts = self.store.outbox_counts()
+        report = DrainReport(timed_out=timed_out)
+        for name in self.backend_names:
+            c = counts.get(name, {})
+            st = self.store.get_backend_state(name)
+            report.backends.append(BackendDrain(
+                backend=name, delivered=c.get("delivered", 0), pending=c.get("pending", 0), held=c.get("held", 0),
+                dead=c.get("dead", 0) - c.get("declined", 0), declined=c.get("declined", 0),
+                stopped=st.state == "stopped", reason=st.reason,
+            ))  # fmt: skip
+        return report

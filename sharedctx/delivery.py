@@ -35,6 +35,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
+from pydantic import BaseModel, Field
+
 from .backends.base import Backend, ThreadRef
 from .config import WorkerSettings
 from .errors import Ambiguous, AuthFailed, LeaseLost, Rejected, Retryable
@@ -364,3 +366,40 @@ class Worker:
                 self.on_event(what, d, detail)
             except Exception:
                 log.exception("delivery event handler failed")
+
+
+class BackendDrain(BaseModel):
+    """Where one backend's deliveries stand after a drain."""
+
+    backend: str
+    delivered: int = 0
+    pending: int = Field(0, description="still to deliver (not held)")
+    held: int = Field(0, description="waiting for a human decision before delivery")
+    dead: int = Field(0, description="dead letters that need an operator (`outbox list --dead`)")
+    declined: int = Field(0, description="dead letters a human declined on purpose; never to be delivered")
+    stopped: bool = False
+    reason: str | None = None
+
+    @property
+    def settled(self) -> bool:
+        return self.pending == 0 and self.dead == 0 and not self.stopped
+
+
+class DrainReport(BaseModel):
+    """What `drain()` left behind, per backend. Truthy only when nothing deliverable is left undelivered:
+    no pending row, no dead letter an operator must look at, no stopped backend. Held and declined entries
+    wait for (or were refused by) a person, so they do not make the report falsy."""
+
+    backends: list[BackendDrain] = Field(default_factory=list)
+    timed_out: bool = False
+
+    def __bool__(self) -> bool:
+        return all(b.settled for b in self.backends)
+
+    def summary(self) -> str:
+        parts = []
+        for b in self.backends:
+            state = f"stopped ({b.reason})" if b.stopped else "running"
+            parts.append(f"{b.backend}: {b.delivered} delivered, {b.pending} pending, {b.held} held, "
+                         f"{b.dead} dead, {b.declined} declined; {state}")
+        return "; ".join(parts) or "no backends"

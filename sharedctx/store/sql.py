@@ -475,14 +475,19 @@ class SQLStore:
         )  # fmt: skip
 
     def outbox_counts(self) -> dict[str, dict[str, int]]:
-        """Per backend: pending, held (pending until a human decides), delivered, dead."""
+        """Per backend: pending, held (pending until a human decides), delivered, dead; and `declined`, the
+        dead letters a human declined on purpose (a subset of dead)."""
         out: dict[str, dict[str, int]] = {}
         rows = self._q(
             "SELECT backend, CASE WHEN state = 'pending' AND last_error_kind = 'held' THEN 'held' "
-            "ELSE state END AS st, count(*) FROM outbox GROUP BY 1, 2"
+            "ELSE state END AS st, count(*), "
+            "sum(CASE WHEN last_error_kind = 'declined' THEN 1 ELSE 0 END) FROM outbox GROUP BY 1, 2"
         )
-        for backend, state, n in rows:
-            out.setdefault(backend, {"pending": 0, "held": 0, "delivered": 0, "dead": 0})[state] = n
+        for backend, state, n, declined in rows:
+            c = out.setdefault(backend, {"pending": 0, "held": 0, "delivered": 0, "dead": 0, "declined": 0})
+            c[state] = n
+            if state == "dead":
+                c["declined"] = int(declined or 0)
         return out
 
     def list_deliveries(
