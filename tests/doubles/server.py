@@ -10,6 +10,7 @@ die, the service kept the comment.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import socket
 import threading
@@ -90,10 +91,8 @@ class PortServer:
             with self._lock:
                 self.counts["dropped"] += 1
             h.close_connection = True
-            try:  # the write is stored; the client never hears about it
+            with contextlib.suppress(OSError):  # the write is stored; the client never hears about it
                 h.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             return
         try:
             h.send_response(response.status_code)
