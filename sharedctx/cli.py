@@ -355,18 +355,29 @@ def index_rebuild() -> None:
 
 @app.command()
 def verify(case_id: Annotated[str | None, typer.Argument(help="a case; default: every case")] = None,
+           against: Annotated[str | None, typer.Option("--against", help="compare with the copies this backend "
+                                                       "holds (by name) instead of the local checks")] = None,
            as_json: JsonOpt = False) -> None:
-    """Check the hash chain; say exactly which entry breaks it. Exit 5 if any does."""
+    """Check the hash chains, each case's recorded head and the checkpoints: name the entry or case that breaks
+    them (an edit, a reorder, a deleted entry, a truncated tail, a deleted case). Exit 5 if any does."""
+    from .verify import CHECKPOINTS
+
     with context() as ctx:
-        reports = ctx.verify(ctx.find_case(case_id).id if case_id else None)
+        reports = ctx.verify(ctx.find_case(case_id).id if case_id else None, against=against)
     if as_json:
         emit_json([r.model_dump(mode="json") for r in reports])
     else:
+        where = f" against {against}" if against else ""
         for r in reports:
-            if r.ok:
-                out.print(f"[green]ok[/]   {r.case_id}: {r.entries} entries, chain intact")
+            if r.ok and r.case_id == CHECKPOINTS:
+                out.print(f"[green]ok[/]   {r.entries} checkpoints of case heads agree with the journal",
+                          highlight=False)
+            elif r.ok:
+                out.print(f"[green]ok[/]   {r.case_id}: {r.entries} entries, chain intact{where}", highlight=False)
             for issue in r.issues:
-                out.print(f"[red]FAIL[/] {r.case_id} entry #{issue.seq} ({issue.entry_id}): {issue.problem}")
+                at = f" entry #{issue.seq}" if issue.seq is not None else ""
+                at += f" ({issue.entry_id})" if issue.entry_id else ""
+                out.print(f"[red]FAIL[/] {r.case_id}{at}: {issue.problem}", highlight=False)
     if not all(r.ok for r in reports):
         raise typer.Exit(5)
 

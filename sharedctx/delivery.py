@@ -140,6 +140,8 @@ class Worker:
         self._inflight_lock = threading.Lock()
         self._heartbeat: threading.Thread | None = None
         self.lost_leases = 0  # results dropped because another claim took the row over
+        self.checkpoint_every = 60.0  # seconds between checkpoints of case heads (sharedctx.verify)
+        self._next_checkpoint = time.monotonic() + self.checkpoint_every
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> Worker:
@@ -184,7 +186,20 @@ class Worker:
             if worked:
                 self.wake(name)  # there may be more: bring in a sibling
             else:
+                self._checkpoint()
                 self._idle(name)
+
+    def _checkpoint(self) -> None:
+        """Now and then, one idle lane records the case heads that moved (truncation evidence, in batches)."""
+        now = time.monotonic()
+        with self._inflight_lock:
+            if now < self._next_checkpoint:
+                return
+            self._next_checkpoint = now + self.checkpoint_every
+        try:
+            self.store.write_checkpoint()
+        except Exception:
+            log.exception("could not write a checkpoint of case heads; the next one will include them")
 
     def _idle(self, name: str) -> None:
         wait = self.settings.poll_interval

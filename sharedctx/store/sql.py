@@ -30,7 +30,7 @@ from ..model import (
     parse_ts,
     utcnow,
 )
-from .base import Candidate, CandidateQuery, EntryMatch, SearchFilters, build_entry
+from .base import Candidate, CandidateQuery, Checkpoint, EntryMatch, SearchFilters, build_entry, checkpoint_hash
 
 ENTRY_COLS = (
     "id, case_id, seq, ts, author_kind, author_name, kind, title, body, evidence, ref, trace_id, attrs, "
@@ -375,6 +375,48 @@ class SQLStore:
         """The smallest and largest storage position of an entry (0, 0 when empty)."""
         r = self._q("SELECT (SELECT min(rowid) FROM entries), (SELECT max(rowid) FROM entries)")
         return (int(r[0][0] or 0), int(r[0][1] or 0)) if r else (0, 0)
+
+    # -- truncation evidence ----------------------------------------------------------------------
+    def write_checkpoint(self) -> Checkpoint | None:
+        """Record the heads of every case whose head moved since the last checkpoint; None if none moved.
+
+        Written in batches (by `verify`, by a closing context that appended, and by the worker now and
+        then), never by `append`, so concurrent writers on PostgreSQL never meet on one row. Each checkpoint
+        chains to the previous one; `prev_hash` is unique, so two writers racing from the same checkpoint
+        cannot fork the chain: the loser writes nothing and its heads go into the next checkpoint."""
+        with self._tx() as c:
+            last = c.execute("SELECT hash FROM checkpoints ORDER BY id DESC LIMIT 1").fetchone()
+            prev = last[0] if last else GENESIS_HASH
+            moved = c.execute(
+                "SELECT c.id, c.last_seq, c.last_hash FROM cases c LEFT JOIN checkpoint_heads h ON h.case_id = c.id "
+                "WHERE c.last_seq > 0 AND (h.seq IS NULL OR h.seq <> c.last_seq OR h.hash <> c.last_hash)"
+            ).fetchall()
+            if not moved:
+                return None
+            heads = {r[0]: (int(r[1]), str(r[2])) for r in moved}
+            at = format_ts(utcnow())
+            digest = checkpoint_hash(prev, at, heads)
+            row = c.execute(
+                "INSERT INTO checkpoints (at, heads, prev_hash, hash) VALUES (?,?,?,?) "
+                "ON CONFLICT (prev_hash) DO NOTHING RETURNING id",
+                (at, json.dumps({k: list(v) for k, v in heads.items()}, sort_keys=True), prev, digest),
+            ).fetchone()
+            if row is None:
+                return None
+            c.executemany(
+                "INSERT INTO checkpoint_heads (case_id, seq, hash) VALUES (?,?,?) "
+                "ON CONFLICT (case_id) DO UPDATE SET seq=excluded.seq, hash=excluded.hash",
+                [(k, v[0], v[1]) for k, v in heads.items()],
+            )
+        return Checkpoint(id=int(row[0]), at=at, heads=heads, prev_hash=prev, hash=digest)
+
+    def checkpoints(self) -> list[Checkpoint]:
+        rows = self._q("SELECT id, at, heads, prev_hash, hash FROM checkpoints ORDER BY id")
+        return [
+            Checkpoint(id=int(r[0]), at=r[1], heads={k: (int(v[0]), str(v[1])) for k, v in _json(r[2]).items()},
+                       prev_hash=r[3], hash=r[4])
+            for r in rows
+        ]
 
     # -- outbox -----------------------------------------------------------------------------------
     def _delivery(self, r: Sequence[Any]) -> Delivery:

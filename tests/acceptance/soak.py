@@ -43,7 +43,7 @@ class Soak:
     drop_writes: float = 0.15
     lease: float = 2.0
     timeout: float | None = None  # the backend's request timeout; default: the lease
-    kill_window: tuple[float, float] = (0.4, 2.0)  # seconds after a worker starts
+    kill_window: tuple[float, float] = (0.5, 3.0)  # seconds between kills (a worker needs ~1 s to start)
     seed: int | None = None
 
 
@@ -134,24 +134,41 @@ def run(soak: Soak, folder: Path) -> SoakResult:
             cases = [ctx.open_case(f"soak case {c}", service="checkout", severity="critical",
                                    fingerprint=f"soak-{seed}-{c}") for c in range(soak.cases)]
             plan = [(i % soak.cases, i >= soak.entries - soak.cases) for i in range(soak.entries)]
-            per_round = -(-len(plan) // soak.rounds)
-            for round_no in range(soak.rounds):
-                for c, last in plan[round_no * per_round:(round_no + 1) * per_round]:
+            # Half the entries wait before the first worker starts; the rest arrive a few per round.
+            backlog, rest = plan[: len(plan) // 2], plan[len(plan) // 2:]
+            per_round = -(-len(rest) // soak.rounds)
+            batches = [backlog] + [rest[i * per_round:(i + 1) * per_round] for i in range(soak.rounds)]
+
+            def record(batch: list[tuple[int, bool]], round_no: int) -> None:
+                for c, last in batch:
                     if last:
                         cases[c].resolve(f"soak case {c} resolved", author="primary:soak")
                     else:
                         cases[c].record(EntryKind.FINDING, f"round {round_no} finding", "x" * rng.randrange(0, 300),
                                         author="primary:soak")
-                procs = [_spawn(config, folder, log) for _ in range(soak.workers)]
-                t0 = time.monotonic()
-                for at, proc in sorted(((rng.uniform(*soak.kill_window), p) for p in procs), key=lambda x: x[0]):
-                    time.sleep(max(0.0, at - (time.monotonic() - t0)))
+
+            record(batches[0], 0)
+            # Workers run side by side; each round one of them, picked at random, is killed at a random
+            # moment and replaced at once, so kills land in startup, in claims, mid-request and mid-mark.
+            procs = [_spawn(config, folder, log) for _ in range(soak.workers)]
+            try:
+                for round_no in range(soak.rounds):
+                    time.sleep(rng.uniform(*soak.kill_window))
+                    victim = rng.randrange(len(procs))
+                    proc = procs[victim]
                     if proc.poll() is not None:
                         raise AssertionError(f"round {round_no}: a worker exited with {proc.returncode} before its "
                                              f"kill (seed {seed}); see {log}:\n{log.read_text()[-3000:]}")
                     proc.send_signal(signal.SIGKILL)
                     proc.wait()
                     result.kills += 1
+                    record(batches[round_no + 1], round_no + 1)
+                    procs[victim] = _spawn(config, folder, log)
+            finally:
+                for proc in procs:
+                    proc.send_signal(signal.SIGKILL)
+                    proc.wait()
+            result.kills += len(procs)
             counts = ctx.store.outbox_counts().get("github", {})
             result.delivered_during_rounds = counts.get("delivered", 0)
             # Leases held by the last killed workers run out; then this process delivers what is left.

@@ -18,6 +18,14 @@ CREATE TABLE checkpoints (
 );
 
 -- Facts about this journal file itself (its id, for the marker beside the file).
+-- The newest checkpointed head of each case: what the next checkpoint compares against (only the
+-- checkpoint writer touches it, never an append).
+CREATE TABLE checkpoint_heads (
+    case_id TEXT PRIMARY KEY,
+    seq     INTEGER NOT NULL,
+    hash    TEXT NOT NULL
+);
+
 CREATE TABLE journal_meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
