@@ -171,6 +171,10 @@ class SQLiteStore(SQLStore):
                 raise StoreError(_explain(self.url, "cannot write to the journal", exc)) from exc
             try:
                 yield self._conn
+            except sqlite3.Error as exc:  # disk full, read-only, I/O error: say which, keep nothing half-done
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK")
+                raise StoreError(_explain(self.url, "the journal refused a write", exc)) from exc
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):
                     self._conn.execute("ROLLBACK")
