@@ -139,6 +139,8 @@ max_attempts = 8        # then the delivery goes to dead letters (`sharedctx out
 base_delay = 1.0        # seconds; doubles per attempt, with jitter; Retry-After wins when given
 max_delay = 300.0
 concurrency = 4         # deliveries in flight per backend
+lease_seconds = 60.0    # how long a worker holds a claimed delivery (renewed while in flight);
+                        # at least every backend's request `timeout`
 
 # Where humans read cases. Add as many as you like; each gets every entry, in order.
 [[backends]]
