@@ -1,8 +1,9 @@
 """Exactly-once under kill -9: the README "Reliability" figures.
 
 Runs the soak of tests/acceptance/soak.py at full scale: real `sharedctx worker` processes, one of them
-SIGKILLed at a random moment every 1–3 s, delivering to a GitHub double on a real port with 50–400 ms
-latency per request and 15% of writes stored and then answered with a dropped connection. On SQLite with
+SIGKILLed each round at a random moment 0–2 s after it started delivering (15% of kills land during its
+startup instead), deliver to a GitHub double on a real port with 50–400 ms latency per request; 15% of
+writes are stored and then answered with a dropped connection. On SQLite with
 one worker, and on PostgreSQL with two workers whose lease (1 s) is shorter than a delivery. Everything is
 counted on the double's storage.
 
@@ -39,7 +40,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=None)
     args = ap.parse_args()
     shape = ({"rounds": 5, "entries": 24, "cases": 4} if args.quick else {"rounds": 30, "entries": 240, "cases": 8})
-    common = {**shape, "latency": (0.05, 0.4), "drop_writes": 0.15, "kill_window": (1.0, 3.0), "lease": 1.0,
+    common = {**shape, "latency": (0.05, 0.4), "drop_writes": 0.15, "kill_window": (0.0, 2.0), "lease": 1.0,
               "seed": args.seed}
     rows = []
     with tempfile.TemporaryDirectory(prefix="sctx-bench-") as tmp:

@@ -43,7 +43,8 @@ class Soak:
     drop_writes: float = 0.15
     lease: float = 2.0
     timeout: float | None = None  # the backend's request timeout; default: the lease
-    kill_window: tuple[float, float] = (0.5, 3.0)  # seconds between kills (a worker needs ~1 s to start)
+    kill_window: tuple[float, float] = (0.0, 1.5)  # seconds after the victim said it is delivering
+    startup_kills: float = 0.15  # share of kills aimed at a worker still starting (before it delivers)
     seed: int | None = None
 
 
@@ -108,12 +109,33 @@ read_status = false
 """
 
 
-def _spawn(config: Path, cwd: Path, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "SOAK_GITHUB_TOKEN": TOKEN,
-           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "sharedctx.cli", "--config", str(config), "worker"],
-                                cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+class _Worker:
+    """One `sharedctx worker` process with a log of its own, so the soak can tell when it is delivering."""
+
+    def __init__(self, config: Path, cwd: Path, log: Path) -> None:
+        env = {**os.environ, "SOAK_GITHUB_TOKEN": TOKEN,
+               "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        self.log = log
+        self.started = time.monotonic()
+        with open(log, "wb") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "sharedctx.cli", "--config", str(config), "worker"],
+                                         cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Until it says "delivering to": startup takes ~1 s on an idle machine, many on a loaded one."""
+        deadline = time.monotonic() + timeout
+        while b"delivering to" not in self.log.read_bytes():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"a worker did not start (exit {self.proc.returncode}); see {self.log}:\n"
+                                     f"{self.log.read_text()[-3000:]}")
+            time.sleep(0.02)
+
+    def kill(self) -> None:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"a worker exited with {self.proc.returncode} before its kill; see {self.log}:\n"
+                                 f"{self.log.read_text()[-3000:]}")
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
 
 
 def run(soak: Soak, folder: Path) -> SoakResult:
@@ -125,7 +147,6 @@ def run(soak: Soak, folder: Path) -> SoakResult:
     double = GitHubDouble(token=TOKEN, validate=specs_available())
     before_violations = len(violations("github"))
     config = folder / "sharedctx.toml"
-    log = folder / "workers.log"
     os.environ["SOAK_GITHUB_TOKEN"] = TOKEN  # the final drain runs in this process
     with PortServer(double, latency=soak.latency, drop_writes=soak.drop_writes, seed=seed) as server:
         config.write_text(_config(soak, server.url))
@@ -148,26 +169,33 @@ def run(soak: Soak, folder: Path) -> SoakResult:
                                         author="primary:soak")
 
             record(batches[0], 0)
-            # Workers run side by side; each round one of them, picked at random, is killed at a random
+            # Workers run side by side; each round the longest-lived one is killed at a random
             # moment and replaced at once, so kills land in startup, in claims, mid-request and mid-mark.
-            procs = [_spawn(config, folder, log) for _ in range(soak.workers)]
+            spawned = 0
+
+            def spawn() -> _Worker:
+                nonlocal spawned
+                spawned += 1
+                return _Worker(config, folder, folder / f"worker-{spawned}.log")
+
+            procs = [spawn() for _ in range(soak.workers)]
             try:
                 for round_no in range(soak.rounds):
-                    time.sleep(rng.uniform(*soak.kill_window))
-                    victim = rng.randrange(len(procs))
-                    proc = procs[victim]
-                    if proc.poll() is not None:
-                        raise AssertionError(f"round {round_no}: a worker exited with {proc.returncode} before its "
-                                             f"kill (seed {seed}); see {log}:\n{log.read_text()[-3000:]}")
-                    proc.send_signal(signal.SIGKILL)
-                    proc.wait()
+                    victim = min(range(len(procs)), key=lambda i: procs[i].started)  # the longest-lived one
+                    if rng.random() < soak.startup_kills:  # somewhere in its startup
+                        time.sleep(max(0.0, procs[victim].started + rng.uniform(0.1, 0.8) - time.monotonic()))
+                    else:  # somewhere in its work: claims, requests, marks
+                        procs[victim].wait_ready()
+                        time.sleep(rng.uniform(*soak.kill_window))
+                    procs[victim].kill()
                     result.kills += 1
                     record(batches[round_no + 1], round_no + 1)
-                    procs[victim] = _spawn(config, folder, log)
+                    procs[victim] = spawn()
             finally:
-                for proc in procs:
-                    proc.send_signal(signal.SIGKILL)
-                    proc.wait()
+                for w in procs:
+                    if w.proc.poll() is None:
+                        w.proc.send_signal(signal.SIGKILL)
+                        w.proc.wait()
             result.kills += len(procs)
             counts = ctx.store.outbox_counts().get("github", {})
             result.delivered_during_rounds = counts.get("delivered", 0)

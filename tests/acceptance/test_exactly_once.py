@@ -16,10 +16,11 @@ import pytest
 
 from tests.acceptance.soak import Soak, SoakResult, run
 
-# A worker needs about a second to start; kills come 0.8–2.6 s apart, and a lease as short as the request
-# timeout (0.5 s) lets the next worker take over a killed worker's rows quickly.
+# Each kill lands 0–1 s after the victim started delivering (15% of them during its startup instead), so
+# a loaded machine slows the soak down but never turns it into kills of workers that never worked. A lease
+# as short as the request timeout (0.5 s) lets the next worker take over a killed worker's rows quickly.
 CI = {"rounds": 30, "entries": 96, "cases": 8, "latency": (0.02, 0.2), "drop_writes": 0.15,
-      "kill_window": (0.8, 2.6), "lease": 0.5}
+      "kill_window": (0.0, 1.0), "lease": 0.5}
 
 
 def _check(result: SoakResult) -> None:
