@@ -147,6 +147,8 @@ max_attempts = 8        # then the delivery goes to dead letters (`sharedctx out
 base_delay = 1.0        # seconds; doubles per attempt, with jitter; Retry-After wins when given
 max_delay = 300.0
 concurrency = 4         # deliveries in flight per backend
+lease_seconds = 60.0    # how long a worker holds a claimed delivery (renewed while in flight);
+                        # at least every backend's request `timeout`
 
 # Where humans read cases. Add as many as you like; each gets every entry, in order.
 [[backends]]
@@ -374,18 +376,29 @@ def index_rebuild() -> None:
 
 @app.command()
 def verify(case_id: Annotated[str | None, typer.Argument(help="a case; default: every case")] = None,
+           against: Annotated[str | None, typer.Option("--against", help="compare with the copies this backend "
+                                                       "holds (by name) instead of the local checks")] = None,
            as_json: JsonOpt = False) -> None:
-    """Check the hash chain; say exactly which entry breaks it. Exit 5 if any does."""
+    """Check the hash chains, each case's recorded head and the checkpoints: name the entry or case that breaks
+    them (an edit, a reorder, a deleted entry, a truncated tail, a deleted case). Exit 5 if any does."""
+    from .verify import CHECKPOINTS
+
     with context() as ctx:
-        reports = ctx.verify(ctx.find_case(case_id).id if case_id else None)
+        reports = ctx.verify(ctx.find_case(case_id).id if case_id else None, against=against)
     if as_json:
         emit_json([r.model_dump(mode="json") for r in reports])
     else:
+        where = f" against {against}" if against else ""
         for r in reports:
-            if r.ok:
-                out.print(f"[green]ok[/]   {r.case_id}: {r.entries} entries, chain intact")
+            if r.ok and r.case_id == CHECKPOINTS:
+                out.print(f"[green]ok[/]   {r.entries} checkpoints of case heads agree with the journal",
+                          highlight=False)
+            elif r.ok:
+                out.print(f"[green]ok[/]   {r.case_id}: {r.entries} entries, chain intact{where}", highlight=False)
             for issue in r.issues:
-                out.print(f"[red]FAIL[/] {r.case_id} entry #{issue.seq} ({issue.entry_id}): {issue.problem}")
+                at = f" entry #{issue.seq}" if issue.seq is not None else ""
+                at += f" ({issue.entry_id})" if issue.entry_id else ""
+                out.print(f"[red]FAIL[/] {r.case_id}{at}: {issue.problem}", highlight=False)
     if not all(r.ok for r in reports):
         raise typer.Exit(5)
 
@@ -412,6 +425,33 @@ def outbox_status(as_json: JsonOpt = False) -> None:
         state = "[red]stopped[/]" if r["state"] == "stopped" else "[green]running[/]"
         t.add_row(str(r["backend"]), state, *(str(r[k]) for k in states), str(r["reason"] or ""))
     out.print(t)
+
+
+@app.command()
+def drain(
+    timeout: Annotated[float, typer.Option(help="seconds to keep delivering before giving up")] = 60.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Deliver everything due now, then say per backend what was delivered, held, dead or stopped.
+
+    Exit 0 only when nothing deliverable is left; 6 when something is pending, dead or stopped."""
+    with context(worker=False) as ctx:
+        report = ctx.drain(timeout=timeout)
+    if as_json:
+        emit_json(report.model_dump(mode="json") | {"ok": bool(report)})
+    else:
+        t = Table()
+        for col in ("backend", "state", "delivered", "pending", "held", "dead", "declined", "why"):
+            t.add_column(col, overflow="fold")
+        for b in report.backends:
+            state = "[red]stopped[/]" if b.stopped else "[green]running[/]"
+            t.add_row(b.backend, state, *(str(getattr(b, k)) for k in ("delivered", "pending", "held", "dead",
+                                                                       "declined")), b.reason or "")
+        out.print(t)
+        if report.timed_out:
+            err.print(f"[yellow]note:[/] gave up after {timeout:g}s with deliveries still due")
+    if not report:
+        raise typer.Exit(6)
 
 
 @outbox_app.command("list")

@@ -327,7 +327,10 @@ class Config(BaseModel):
     def store_url(self) -> str:
         """The store to open. `store = "env:NAME"` reads the URL from the environment when it is needed,
         so a PostgreSQL password can live there (or in PGPASSWORD, which libpq reads itself)."""
-        store = Secret(self.store).get() if self.store.startswith("env:") else self.store
+        store = self.store
+        if store.startswith("env:"):
+            store = Secret(store).get()
+            check_store_url(store, f"the URL in {self.store[4:]}")  # as strict as a URL in the file
         if store.startswith(("postgresql://", "postgres://")):
             return store
         if store == ":memory:":
@@ -342,12 +345,54 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
     return format_validation_error(exc, f"invalid configuration in {source}:", unknown=UNKNOWN_KEY)
 
 
+STORE_FORMS = "a SQLite file path (e.g. .sharedctx/sharedctx.db), sqlite:///PATH, or postgresql://USER@HOST:PORT/DB"
+
+
+def check_store_url(store: Any, source: str = "<config>") -> None:
+    """Refuse a store this library cannot open, at load time.
+
+    Anything with `://` that is not PostgreSQL or SQLite used to become a SQLite *file* named like the
+    URL, so each process silently got a private journal; `mysql://…` or `postgresql+psycopg://…` must fail."""
+    if not isinstance(store, str) or not store.strip():
+        raise ConfigError(f"{source}: store: must be {STORE_FORMS}")
+    if "://" in store and not store.startswith(("postgresql://", "postgres://", "sqlite:///")):
+        scheme = store.split("://", 1)[0]
+        raise ConfigError(f"{source}: store: unsupported URL scheme {scheme!r}; use {STORE_FORMS}")
+
+
+def check_lease_covers_requests(cfg: Config, source: str = "<config>") -> None:
+    """Refuse `worker.lease_seconds` shorter than a backend's request timeout.
+
+    A lease that can run out while one request is still in flight hands the row to another worker
+    mid-send; the heartbeat renews leases, but only between requests it can see. Backends with no
+    request timeout (local files) are not bound by this."""
+    from .backends import BACKEND_TYPES, backend_class
+
+    for b in cfg.backends:
+        if b.type not in BACKEND_TYPES:
+            continue  # unknown types are reported where backends are built, with the known ones listed
+        timeout = b.options.get("timeout")
+        if timeout is None:
+            field = getattr(backend_class(b.type), "Options", None)
+            default = getattr(field, "model_fields", {}).get("timeout") if field is not None else None
+            timeout = default.default if default is not None else None
+        if isinstance(timeout, int | float) and cfg.worker.lease_seconds < timeout:
+            raise ConfigError(
+                f"{source}: worker.lease_seconds = {cfg.worker.lease_seconds:g} is shorter than "
+                f"backends.{b.name}.timeout = {timeout:g}: a delivery could lose its lease while its request is "
+                f"still in flight. Raise worker.lease_seconds to at least {timeout:g}, or lower the backend's timeout."
+            )
+
+
 def parse_config(data: dict[str, Any], *, base_dir: Path | None = None, source: str = "<config>") -> Config:
     check_no_literal_secrets(data)
+    if "store" in data:
+        check_store_url(data["store"], source)
     try:
         cfg = Config.model_validate({**data, "base_dir": base_dir or Path.cwd()})
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc, source)) from None
+    check_lease_covers_requests(cfg, source)
     return cfg
 
 

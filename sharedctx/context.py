@@ -13,6 +13,7 @@ worker. From asyncio code use `await case.arecord(...)`, which runs the same cal
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -26,8 +27,8 @@ from .backends import make_backend
 from .backends.base import Backend
 from .config import Config, load_config
 from .decisions import Decision, check_answer, get_decision
-from .delivery import Worker
-from .errors import CaseNotFound, EntryNotFound, InvalidEntry, validation_problems
+from .delivery import BackendDrain, DrainReport, Worker
+from .errors import CaseNotFound, ConfigError, EntryNotFound, InvalidEntry, SharedCtxError, validation_problems
 from .model import (
     Author,
     CaseRecord,
@@ -39,7 +40,7 @@ from .model import (
     VerifyReport,
 )
 from .redact import Redactor
-from .store.base import SearchFilters, Store, open_store, verify_entries
+from .store.base import SearchFilters, Store, open_store
 
 if TYPE_CHECKING:
     from .handoff import Handoff
@@ -202,8 +203,11 @@ class Case:
         return get_decision(self.ctx.store, request_id)
 
     def verify(self) -> VerifyReport:
-        """Recompute the hash chain; the report names the first entry that breaks it."""
-        return verify_entries(self.id, self.timeline())
+        """Recompute the hash chain and check it against the case's recorded head and the checkpoints;
+        the report names the entry where it breaks (see `sharedctx.verify`)."""
+        from .verify import verify_journal
+
+        return verify_journal(self.ctx.store, self.id)[0]
 
 
 class SharedContext:
@@ -227,6 +231,7 @@ class SharedContext:
         self.backend_names = list(self.backends)
         self.default_author = Author(kind=config.agent.kind, name=config.agent.name)
         self.worker = Worker(store, self.backends, config.worker)
+        self._appended = False
         if worker:
             self.worker.start()
 
@@ -257,6 +262,11 @@ class SharedContext:
 
     def close(self) -> None:
         self.worker.stop()
+        if self._appended:
+            # The heads this process moved go into the checkpoint chain (truncation evidence, see
+            # sharedctx.verify); a failure here must not hide the close, the next writer checkpoints them.
+            with contextlib.suppress(SharedCtxError):
+                self.store.write_checkpoint()
         for b in self.backends.values():
             b.close()
         self.store.close()
@@ -296,8 +306,10 @@ class SharedContext:
             title=title, service=service, severity=severity, fingerprint=fingerprint, labels=labels,
             first=draft, backends=self.deliver_to(draft) if draft is not None else (),
         )  # fmt: skip
-        if created and draft is not None and self.worker.running:
-            self.worker.wake()
+        if created and draft is not None:
+            self._appended = True
+            if self.worker.running:
+                self.worker.wake()
         return Case(self, record, created=created)
 
     def case(self, case_id: str) -> Case:
@@ -343,6 +355,7 @@ class SharedContext:
             trace_id=trace_id, attrs=attrs, status=status,
         )  # fmt: skip
         entry = self.store.append(draft, self.deliver_to(draft), new_status)
+        self._appended = True
         if self.worker.running:
             self.worker.wake()
         return entry
@@ -427,15 +440,27 @@ class SharedContext:
 
         return similar_cases(self, case_id, limit)
 
-    def verify(self, case_id: str | None = None) -> list[VerifyReport]:
-        ids = [case_id] if case_id else [c.id for c in self.store.list_cases(limit=1_000_000)]
-        return [self.case(i).verify() for i in ids]
+    def verify(self, case_id: str | None = None, *, against: str | None = None) -> list[VerifyReport]:
+        """Check every case (or one): its chain, its recorded head, and the checkpoints that saw it; with
+        `against`, compare the journal with the copies that backend holds instead. A whole-journal check
+        that passes is recorded as a checkpoint, so a case deleted later is named by the next check."""
+        from .verify import verify_against, verify_journal
+
+        if against is not None:
+            if against not in self.backends:
+                raise ConfigError(f"no backend named {against!r}; configured: {', '.join(self.backend_names)}")
+            return verify_against(self.store, self.backends[against], case_id)
+        reports = verify_journal(self.store, case_id)
+        if case_id is None and all(r.ok for r in reports):
+            self.store.write_checkpoint()
+        return reports
 
     # -- delivery ---------------------------------------------------------------------------------
-    def drain(self, timeout: float = 30.0) -> bool:
-        """Wait until nothing is due for delivery (delivered, dead, or held for a human decision);
-        True if the outbox drained."""
+    def drain(self, timeout: float = 30.0) -> DrainReport:
+        """Wait until nothing is due for delivery, then say per backend what was delivered, held, dead or
+        stopped. The report is truthy only if everything deliverable was delivered (`if ctx.drain():`)."""
         deadline = time.monotonic() + timeout
+        timed_out = True
         while time.monotonic() < deadline:
             counts = self.store.outbox_counts()
             pending = sum(
@@ -444,9 +469,20 @@ class SharedContext:
                 if self.store.get_backend_state(name).state != "stopped"
             )
             if pending == 0:
-                return True
+                timed_out = False
+                break
             if not self.worker.running:
                 self.worker.run_once()
             else:
                 time.sleep(0.02)
-        return False
+        counts = self.store.outbox_counts()
+        report = DrainReport(timed_out=timed_out)
+        for name in self.backend_names:
+            c = counts.get(name, {})
+            st = self.store.get_backend_state(name)
+            report.backends.append(BackendDrain(
+                backend=name, delivered=c.get("delivered", 0), pending=c.get("pending", 0), held=c.get("held", 0),
+                dead=c.get("dead", 0) - c.get("declined", 0), declined=c.get("declined", 0),
+                stopped=st.state == "stopped", reason=st.reason,
+            ))  # fmt: skip
+        return report

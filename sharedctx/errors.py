@@ -9,6 +9,8 @@
     ├── StoreError               the local store failed (disk, schema, connection)
     ├── ChainBroken              `verify` found an edited, missing or reordered entry
     ├── IntakeError              an alert request refused at the HTTP intake (carries its 4xx status)
+
+    ├── LeaseLost                a worker's claim on a delivery was taken over (fencing)
     ├── Unauthenticated          no valid credentials (HTTP 401)
     ├── PermissionDenied         an identity acting outside its scope or policy (403)
     │   └── RateLimited          ...beyond its hourly write budget (429)
@@ -92,6 +94,13 @@ class IntakeError(SharedCtxError):
         """A stable name for the status, for clients that branch on it."""
         return {400: "invalid_json", 401: "unauthorized", 413: "too_large", 415: "unsupported_media_type",
                 422: "invalid_alert"}.get(self.status, "invalid_request")  # fmt: skip
+
+class LeaseLost(SharedCtxError):
+    """This worker's lease on the delivery was taken over by another claim; its result is dropped.
+
+    Raised (and handled) inside the delivery worker: a worker that lost its lease must neither send
+    nor change the row's state, because the new holder owns both now.
+    """
 
 
 class PermissionDenied(SharedCtxError):

@@ -96,6 +96,28 @@ class Candidate(BaseModel):
     score: float = 0.0  # full-text relevance, higher is better; 0 without text
 
 
+class Checkpoint(BaseModel):
+    """Case heads at a moment, chained to the previous checkpoint (see `SQLStore.write_checkpoint`)."""
+
+    id: int
+    at: str
+    heads: dict[str, tuple[int, str]]  # case id -> (last seq, last hash) for the cases that moved since
+    prev_hash: str
+    hash: str
+
+    def expected_hash(self) -> str:
+        return checkpoint_hash(self.prev_hash, self.at, self.heads)
+
+
+def checkpoint_hash(prev_hash: str, at: str, heads: dict[str, tuple[int, str]]) -> str:
+    import hashlib
+    import json
+
+    body = json.dumps({"at": at, "heads": {k: list(v) for k, v in sorted(heads.items())}},
+                      sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(prev_hash.encode("ascii") + body.encode("utf-8")).hexdigest()
+
+
 class Store(Protocol):
     url: str
     redactor: Redactor  # every value is sanitised with it before it is written (see SQLStore)
@@ -142,13 +164,23 @@ class Store(Protocol):
     def case_entries(self, case_ids: Sequence[str], kinds: Sequence[str] | None = None) -> list[Entry]: ...
     def entry_rowid_range(self) -> tuple[int, int]: ...
 
+    # truncation evidence
+    def write_checkpoint(self) -> Checkpoint | None: ...
+    def checkpoints(self) -> list[Checkpoint]: ...
+
     # outbox
     def claim(self, backend: str, owner: str, limit: int, lease_seconds: float) -> list[Delivery]: ...
     def has_due(self, backend: str) -> bool: ...
-    def mark_delivered(self, delivery_id: int, external: dict[str, Any]) -> None: ...
-    def reschedule(self, delivery_id: int, *, error: str, kind: str, delay: float) -> None: ...
-    def mark_dead(self, delivery_id: int, *, error: str, kind: str) -> None: ...
-    def release(self, delivery_id: int, *, error: str, kind: str) -> None: ...
+    # Every state change below is fenced: with `token` (the claim's lease token) it applies only while
+    # that claim still holds the row, and returns False when the lease was lost (see SQLStore._fenced).
+    def mark_attempted(self, delivery_id: int, token: int) -> bool: ...
+    def renew_lease(self, delivery_id: int, token: int, lease_seconds: float) -> bool: ...
+    def mark_delivered(self, delivery_id: int, external: dict[str, Any], *, token: int | None = None) -> bool: ...
+    def reschedule(
+        self, delivery_id: int, *, error: str, kind: str, delay: float, token: int | None = None
+    ) -> bool: ...
+    def mark_dead(self, delivery_id: int, *, error: str, kind: str, token: int | None = None) -> bool: ...
+    def release(self, delivery_id: int, *, error: str, kind: str, token: int | None = None) -> bool: ...
     def outbox_counts(self) -> dict[str, dict[str, int]]: ...
     def list_deliveries(
         self, *, state: str | None = None, backend: str | None = None, limit: int = 100
