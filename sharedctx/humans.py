@@ -63,7 +63,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .backends.base import Backend, HumanItem, ThreadRef
+from .backends.base import Authorizes, Backend, HumanItem, ThreadRef
 from .config import Config, Secret
 from .errors import BackendError, ConfigError
 from .model import SYSTEM, Author, CaseStatus, Entry, EntryKind, format_ts, parse_ts, utcnow
@@ -80,7 +80,7 @@ VERDICTS = {"verify": "verified", "dispute": "disputed"}
 UP, DOWN = "+1", "-1"
 INSTRUCTIONS = (
     "Reply `/approve`, `/reject <reason>`, `/override <what to do instead>`, or react 👍 / 👎 "
-    "(GitHub). Only people allowed to decide for this case decide; anything else is recorded as a note."
+    "(GitHub, Matrix). Only people allowed to decide for this case decide; anything else is recorded as a note."
 )
 GITHUB_LEVELS = {"none": 0, "read": 1, "triage": 2, "write": 3, "maintain": 4, "admin": 5}
 
@@ -332,6 +332,10 @@ def may_decide(settings: HumanSettings, backend: Backend | None, item: HumanItem
     allow = [a.lower() for a in settings.allow.get(item.backend, [])]
     if any(a in ids for a in allow):
         return Verdict(True, f"allow:{item.backend}")
+    if isinstance(backend, Authorizes):  # the service knows who may decide (Matrix power levels)
+        said = backend.authorize(item)
+        if said is not None:
+            return Verdict(*said)
     if backend is not None and backend.type == "github" and hasattr(backend, "permission"):
         need = settings.github_permission
         try:

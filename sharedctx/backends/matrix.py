@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..errors import BackendError, Rejected
 from ..model import Author, CaseRecord, Entry, EntryKind, ExternalRef, format_ts
-from ..render import CopyPart, assemble, encode_copy, human_markdown, meta_line, render_parts
+from ..render import CopyPart, assemble, human_markdown, meta_line, render_parts
 from .base import Check, Hit, HumanItem, ReadBack, ThreadRef
 from .http import call, new_client, secret
 
