@@ -19,8 +19,9 @@ a timeout, a reset, or a `kill -9` of the worker between the send and `mark_deli
 `lookup()` (the marker scan the worker does after an ambiguous failure) is the second line, for when the
 txnId is no longer remembered (token rotated, or the server forgot it).
 
-Read-back uses one paginated call: `GET /v1/rooms/{room}/relations/{root}?recurse=true` returns the
-thread's replies and the reactions on them, oldest first. Its cursor is a time window (see `_Cursor`).
+Read-back: our entries come from the thread (`GET /v1/rooms/{room}/relations/{root}/m.thread`), and what
+is new - people's replies and reactions, our fresh entries - from the room timeline read forward from a
+saved `/messages` token (see `read_back`).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ RESOLVED_KEY = "org.sharedctx.resolved"
 OURS = (ENTRY_KEY, CASE_KEY, RESOLVED_KEY)
 THUMBS = {"👍": "+1", "👎": "-1"}  # a reaction key may carry a variation selector (U+FE0F); stripped first
 DONE = "✅"
-CURSOR_WINDOW_MS = 10_000
+TIMELINE_FILTER = json.dumps({"types": ["m.room.message", "m.reaction"], "lazy_load_members": True})
 
 
 class MatrixOptions(BaseModel):
@@ -132,35 +133,6 @@ def _copy_of(content: dict[str, Any]) -> tuple[str, int, int, str] | None:
     return (eid, k, n, data) if 1 <= k <= n else None
 
 
-class _Cursor:
-    """`{"t": ms, "ids": [...]}`: everything at or after `t - window` not in `ids` is new.
-
-    The homeserver stamps `origin_server_ts` when it creates an event, but two sends in flight may
-    become visible in the other order; a plain "newer than the last one seen" cursor would then skip
-    one forever. Keeping the ids of the last `CURSOR_WINDOW_MS` and looking back that far costs a few
-    ids in the cursor and loses nothing (callers dedupe human items on their id anyway).
-    """
-
-    def __init__(self, since: str | None) -> None:
-        data = json.loads(since) if since and since.startswith("{") else {}
-        self.t = int(data.get("t", 0))
-        self.ids = set(data.get("ids", []))
-        self._seen: dict[str, int] = {}
-
-    def is_new(self, ts: int, event_id: str) -> bool:
-        self._seen[event_id] = ts
-        if not self.t:
-            return True
-        return ts >= self.t - CURSOR_WINDOW_MS and event_id not in self.ids
-
-    def next(self, since: str | None) -> str | None:
-        if not self._seen:
-            return since
-        top = max(self._seen.values())
-        keep = sorted(e for e, ts in self._seen.items() if ts >= top - 2 * CURSOR_WINDOW_MS)
-        return json.dumps({"t": top, "ids": keep})
-
-
 class MatrixBackend:
     """Entries as thread replies in a Matrix room; the machine copy in a custom content key."""
 
@@ -211,12 +183,10 @@ class MatrixBackend:
             self._me = str(self._call("GET", "/account/whoami")["user_id"])
         return self._me
 
-    def _thread_events(self, root: str, *, recurse: bool) -> list[dict[str, Any]]:
-        """Every reply in the thread (and, with `recurse`, the reactions on them), oldest first."""
-        path = f"{self._room}/relations/{_q(root)}" + ("" if recurse else "/m.thread")
+    def _thread_events(self, root: str) -> list[dict[str, Any]]:
+        """Every reply in the thread, oldest first."""
+        path = f"{self._room}/relations/{_q(root)}/m.thread"
         params: dict[str, Any] = {"dir": "f", "limit": 100}
-        if recurse:
-            params["recurse"] = "true"
         out: list[dict[str, Any]] = []
         while True:
             page = self._call("GET", path, version="v1", params=params,
@@ -256,7 +226,7 @@ class MatrixBackend:
 
     def _parts(self, thread: ThreadRef, entry_id: str) -> dict[int, CopyPart]:
         found: dict[int, CopyPart] = {}
-        for ev in self._thread_events(thread.id, recurse=False):
+        for ev in self._thread_events(thread.id):
             p = _copy_of(ev.get("content") or {})
             if p and p[0] == entry_id:
                 found.setdefault(p[1], CopyPart(*p, external_id=ev["event_id"], url=self.url(ev["event_id"])))
@@ -288,38 +258,63 @@ class MatrixBackend:
         return ExternalRef(backend=self.name, id=ids[0], url=self.url(ids[0]), parts=ids)
 
     def read_back(self, thread: ThreadRef, since: str | None = None) -> ReadBack:
-        cursor = _Cursor(since)
+        """Our entries from the thread's relations; what is new since the cursor from the room's timeline.
+
+        The cursor is a `/messages` pagination token. Reading the timeline forward from it sees every
+        event once, in the server's order, whatever `origin_server_ts` says. Reactions cannot be read
+        through `/relations?recurse=true`: Synapse caches that answer per root and does not invalidate it
+        when a reaction lands on a reply (measured: stale for good), so they come from the timeline too.
+        """
         me = self.me()
-        events = self._thread_events(thread.id, recurse=True)
-        parts: list[CopyPart] = []
+        parts: dict[str, CopyPart] = {}
+        entry_of: dict[str, str] = {}  # event id -> entry id: what a reaction or an explicit reply answers
+        for ev in self._thread_events(thread.id):
+            self._collect(ev, me, parts, entry_of)
+        token = since if since and not since.startswith("{") else None
+        if token is None:
+            token = str(self._call("GET", f"{self._room}/context/{_q(thread.id)}", params={"limit": 0},
+                                   not_found=f"thread {thread.id} no longer exists in {self.options.room_id}")["end"])
+        new: list[dict[str, Any]] = []
+        while True:
+            page = self._call("GET", f"{self._room}/messages", params={
+                "dir": "f", "from": token, "limit": 100, "filter": TIMELINE_FILTER})
+            chunk = page.get("chunk") or []
+            new += chunk
+            if not chunk or not page.get("end"):
+                break
+            token = str(page["end"])
         fresh: set[str] = set()
-        entry_of: dict[str, str] = {}  # event id -> entry id, for reactions and explicit replies
-        for ev in events:
-            p = _copy_of(ev.get("content") or {})
-            if p and ev.get("sender") == me:
-                entry_of[ev["event_id"]] = p[0]
         humans: list[HumanItem] = []
-        for ev in events:
-            eid, content, sender = ev["event_id"], ev.get("content") or {}, str(ev.get("sender", ""))
-            new = cursor.is_new(int(ev.get("origin_server_ts", 0)), eid)
+        for ev in new:
+            content, sender = ev.get("content") or {}, str(ev.get("sender", ""))
             rel = content.get("m.relates_to") or {}
-            if ev.get("type") == "m.room.message" and rel.get("rel_type") == "m.thread":
-                p = _copy_of(content)
-                if p and sender == me:
-                    parts.append(CopyPart(*p, external_id=eid, url=self.url(eid), position=ev.get("origin_server_ts")))
-                    if new:
-                        fresh.add(p[0])
-                elif new and sender != me and not any(k in content for k in OURS) and content.get("body"):
+            if ev.get("type") == "m.room.message" and rel.get("rel_type") == "m.thread" \
+                    and rel.get("event_id") == thread.id:
+                ours = self._collect(ev, me, parts, entry_of)
+                if ours:
+                    fresh.add(ours)
+                elif sender != me and not any(k in content for k in OURS) and content.get("body"):
                     replied = (rel.get("m.in_reply_to") or {}).get("event_id")
                     explicit = replied if replied and not rel.get("is_falling_back") else None
                     humans.append(self._human(ev, "comment", str(content["body"]), entry_of.get(explicit or "")))
-            elif ev.get("type") == "m.reaction" and rel.get("rel_type") == "m.annotation" and new and sender != me:
+            elif ev.get("type") == "m.reaction" and rel.get("rel_type") == "m.annotation" and sender != me:
                 key = THUMBS.get(str(rel.get("key", "")).replace("\ufe0f", ""))
                 target = entry_of.get(str(rel.get("event_id", "")))
                 if key and target:
                     humans.append(self._human(ev, "reaction", key, target))
-        got = assemble(parts)
-        return ReadBack(entries=[e for e in got.entries if e.id in fresh], humans=humans, cursor=cursor.next(since))
+        got = assemble(parts.values())
+        entries = got.entries if since is None else [e for e in got.entries if e.id in fresh]
+        return ReadBack(entries=entries, humans=humans, cursor=token)
+
+    def _collect(self, ev: dict[str, Any], me: str, parts: dict[str, CopyPart], entry_of: dict[str, str]) -> str | None:
+        """Take one of our entry events into `parts`; its entry id, or None if it is not ours."""
+        p = _copy_of(ev.get("content") or {})
+        if not p or ev.get("sender") != me:
+            return None
+        eid = str(ev["event_id"])
+        parts.setdefault(eid, CopyPart(*p, external_id=eid, url=self.url(eid), position=ev.get("origin_server_ts")))
+        entry_of[eid] = p[0]
+        return p[0]
 
     def _human(self, ev: dict[str, Any], kind: str, text: str, in_reply_to: str | None) -> HumanItem:
         sender = str(ev["sender"])
