@@ -7,6 +7,7 @@ Exit codes: 0 ok · 1 unexpected error · 2 usage error · 3 not found · 4 inva
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import time
@@ -20,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .config import CONFIG_NAME
+from .config import CONFIG_ENV, CONFIG_NAME
 from .context import SharedContext
 from .errors import (
     BackendError,
@@ -522,6 +523,13 @@ def demo(
     if transport not in ("stdio", "http"):
         raise typer.BadParameter("use stdio or http", param_hint="--transport")
     config_path = _state["config"] or (Path(CONFIG_NAME) if Path(CONFIG_NAME).exists() else None)
+    if config_path is None and not os.environ.get(CONFIG_ENV):
+        from .agents.demo import matrix_demo_config
+
+        config_path = matrix_demo_config(Path.cwd())  # MATRIX_* set: post to that room too
+        if config_path is not None:
+            _state["config"] = config_path
+            out.print(f"[dim]MATRIX_* is set: posting to room {os.environ['MATRIX_ROOM_ID']} ({config_path})[/]")
     with context(worker=True) as ctx:
         result = asyncio.run(run_demo(ctx, transport=transport, config_path=config_path, console=out))  # type: ignore[arg-type]
     if not result.ok:

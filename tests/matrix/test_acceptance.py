@@ -256,3 +256,27 @@ def test_with_stock_rate_limits_every_429_is_honoured_and_nothing_is_lost(
         assert_rebuilt_from_the_room_alone(w, case)
     finally:
         w.ctx.close()
+
+
+def test_the_demo_posts_the_case_to_the_matrix_room_when_matrix_env_is_set(
+        tmp_path: Path, synapse: MatrixServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sharedctx.agents.demo import matrix_demo_config
+
+    assert matrix_demo_config(tmp_path, {"MATRIX_URL": synapse.url}) is None  # partial env: no Matrix
+    room = synapse.new_room("demo")
+    env = {**os.environ, "MATRIX_URL": synapse.url, "MATRIX_BOT_TOKEN": synapse.bot_token, "MATRIX_ROOM_ID": room,
+           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.pop("SHAREDCTX_CONFIG", None)
+    done = subprocess.run([sys.executable, "-m", "sharedctx.cli", "demo"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "Watch it in Element" in done.stdout
+    monkeypatch.setenv("SCTX_MATRIX_TOKEN", synapse.bot_token)
+    monkeypatch.setenv("MATRIX_BOT_TOKEN", synapse.bot_token)
+    cfg = load_config(tmp_path / ".sharedctx" / "demo-matrix.toml")
+    with SharedContext.open(cfg, worker=False) as ctx:
+        (rec,) = ctx.store.list_cases()
+        case = ctx.case(rec.id)
+        w = World(ctx, synapse, room)
+        assert {e.author.kind for e in case.timeline()} >= {"primary", "partner"}
+        assert_rebuilt_from_the_room_alone(w, case)
