@@ -150,6 +150,15 @@ path = ".sharedctx/cases"
 # type = "github"
 # repo = "acme/payments"
 # token = "env:GITHUB_TOKEN"
+
+# A thread per case in a Matrix (Element) room; people answer with /approve or a 👍 reaction.
+# The bot must have joined the room; people with power level >= 50 (Moderator) may decide.
+# [[backends]]
+# type = "matrix"
+# homeserver = "https://matrix.acme.org"
+# room_id = "!incidents:acme.org"
+# token = "env:MATRIX_BOT_TOKEN"
+# decide_power_level = 50
 """
 
 
