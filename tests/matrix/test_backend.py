@@ -186,3 +186,26 @@ def test_an_injected_429_without_a_body_hint_uses_retry_after(svc: Harness) -> N
     with pytest.raises(Retryable) as err:
         b.append(thread, make_chain(case.id, 1)[0])
     assert err.value.retry_after == pytest.approx(3)
+
+
+NASTY = ["<script>alert(1)</script>", "\u202egnp.exe", "e\u0301\u0301 ﷽ 𝔘𝔫𝔦𝔠𝔬𝔡𝔢", "🔥👍🏽‍", "\x00\x07\x1b[31m",
+         "&amp; &lt;b&gt;", "```\nunclosed fence", "sharedctx:entry:01J part 1/1", '{"org.sharedctx.entry": 1}']
+
+
+@pytest.mark.parametrize("nasty", NASTY, ids=range(len(NASTY)))
+def test_every_field_with_hostile_text_round_trips_through_the_real_server(svc: Harness, nasty: str) -> None:
+    from datetime import UTC, datetime
+
+    from sharedctx.model import GENESIS_HASH, Entry, EntryKind, Evidence, new_id
+
+    b = svc.backend
+    thread = b.bind(case := make_case())
+    e = Entry(id=new_id(), case_id=case.id, seq=1,
+              ts=datetime.now(UTC), author=Author(kind="human", name=f"a{nasty}"), kind=EntryKind.NOTE,
+              title=f"t {nasty}", body=f"{nasty}\n\n{nasty}", prev_hash=GENESIS_HASH, ref=None,
+              evidence=(Evidence(type="link", source=nasty, summary=nasty, query=nasty,
+                                 url=f"https://x.example/?q={nasty}"),), attrs={nasty: [nasty], "k": nasty})
+    e = e.model_copy(update={"hash": e.compute_hash()})
+    b.append(thread, e)
+    assert b.read_back(thread).entries == [e]
+    assert b.lookup(thread, e.id) is not None
