@@ -280,3 +280,20 @@ def test_the_demo_posts_the_case_to_the_matrix_room_when_matrix_env_is_set(
         w = World(ctx, synapse, room)
         assert {e.author.kind for e in case.timeline()} >= {"primary", "partner"}
         assert_rebuilt_from_the_room_alone(w, case)
+
+
+def test_a_threaded_reject_decides_only_from_someone_with_the_power_level(world: World) -> None:
+    s, room = world.server, world.room
+    _, dave_token = s.user("dave", room)  # power 0
+    s.set_power(room, s.human_user, 50)
+    case = world.ctx.open_case("checkout 5xx", service="checkout", severity="critical")
+    request = _ask(case)
+    assert world.ctx.drain(60)
+    root = world.thread(case).id
+    poller = Poller(world.ctx)
+    s.reply(dave_token, room, root, "/approve")
+    assert [g.meaning for g in poller.poll_case(case.id)] == ["not authorised"]
+    s.reply(s.human_token, room, root, "/reject error ratio is already falling")
+    assert [g.meaning for g in poller.poll_case(case.id)] == ["rejected"]
+    decision = get_decision(world.ctx, request.id)
+    assert decision.outcome == "rejected" and decision.reason == "error ratio is already falling"

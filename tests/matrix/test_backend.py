@@ -209,3 +209,28 @@ def test_every_field_with_hostile_text_round_trips_through_the_real_server(svc: 
     b.append(thread, e)
     assert b.read_back(thread).entries == [e]
     assert b.lookup(thread, e.id) is not None
+
+
+def test_resolve_posts_a_final_reply_and_marks_the_root_with_a_check(svc: Harness, synapse: MatrixServer,
+                                                                   room: str) -> None:
+    b = svc.backend
+    thread = b.bind(case := make_case())
+    (e,) = make_chain(case.id, 1)
+    b.append(thread, e)
+    b.resolve(thread, e)
+    last = synapse.thread(room, thread.id)[-1]["content"]
+    assert last["body"].startswith("✅ **Resolved**") and e.title in last["body"]
+    marks = synapse.call("GET", f"/_matrix/client/v1/rooms/{q(room)}/relations/{q(thread.id)}/m.annotation",
+                         synapse.bot_token)["chunk"]
+    assert [(m["sender"], m["content"]["m.relates_to"]["key"]) for m in marks] == [(synapse.bot_user, "✅")]
+
+
+def test_search_finds_the_case_thread_by_words_in_its_entries(svc: Harness) -> None:
+    b = svc.backend
+    thread = b.bind(case := make_case())
+    word = "zanzibar" + case.id[-6:].lower()
+    (e,) = make_chain(case.id, 1, body=f"connection pool {word} exhausted")
+    b.append(thread, e)
+    hits = b.search(word)
+    assert [(h.case_id, h.thread_id) for h in hits] == [(case.id, thread.id)]
+    assert b.search("nothing-matches-this-" + word) == []
