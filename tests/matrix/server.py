@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import uuid
 from dataclasses import dataclass, field
@@ -131,8 +132,11 @@ def start(*, stock_limits: bool = False) -> MatrixServer:
 
 
 def stop(server: MatrixServer) -> None:
+    """Stop the homeserver `start()` started, and remove its data folder (a server from the env is left alone)."""
     if server.port is not None:
         subprocess.run(["bash", str(START), "stop", str(server.port)], capture_output=True, timeout=60)
+        base = Path(os.environ.get("SYNAPSE_DIR") or Path(os.environ.get("TMPDIR") or "/tmp") / "sharedctx-synapse")
+        shutil.rmtree(base / f"data-{server.port}", ignore_errors=True)
 
 
 class FaultProxy(ServiceDouble):
