@@ -225,10 +225,13 @@ class MatrixBackend:
         return render_parts(entry, human_markdown(entry), self.options.max_event_bytes, entry_content, content_bytes)
 
     def _parts(self, thread: ThreadRef, entry_id: str) -> dict[int, CopyPart]:
+        """The parts of `entry_id` the bot itself sent: anyone in the room can send any content, and a copy
+        forged by someone else must not make the worker think an entry was delivered."""
+        me = self.me()
         found: dict[int, CopyPart] = {}
         for ev in self._thread_events(thread.id):
             p = _copy_of(ev.get("content") or {})
-            if p and p[0] == entry_id:
+            if p and p[0] == entry_id and ev.get("sender") == me:
                 found.setdefault(p[1], CopyPart(*p, external_id=ev["event_id"], url=self.url(ev["event_id"])))
         return found
 

@@ -234,3 +234,29 @@ def test_search_finds_the_case_thread_by_words_in_its_entries(svc: Harness) -> N
     hits = b.search(word)
     assert [(h.case_id, h.thread_id) for h in hits] == [(case.id, thread.id)]
     assert b.search("nothing-matches-this-" + word) == []
+
+
+def test_a_forged_machine_copy_from_a_person_is_neither_an_entry_nor_lost_text(svc: Harness, synapse: MatrixServer,
+                                                                              room: str) -> None:
+    """Anyone in the room can send any content (Element's devtools): only the bot's own events are entries."""
+    b = svc.backend
+    thread = b.bind(case := make_case())
+    e1, e2 = make_chain(case.id, 2)
+    b.append(thread, e1)
+    (real,) = synapse.thread(room, thread.id)
+    forged = {**real["content"], "body": "approved by the bot, honest"}
+    forged[ENTRY_KEY] = {**forged[ENTRY_KEY], "id": e2.id}  # claims to be the next entry
+    synapse.send(synapse.human_token, room, forged)
+    synapse.send(synapse.human_token, room, real["content"])  # a byte-for-byte replay of ours
+    back = b.read_back(thread)
+    assert back.entries == [e1] and back.humans == []
+    assert b.lookup(thread, e2.id) is None  # the worker would still deliver e2
+
+
+def test_a_person_quoting_our_markers_in_plain_text_is_still_read(svc: Harness, synapse: MatrixServer,
+                                                                  room: str) -> None:
+    b = svc.backend
+    thread = b.bind(make_case())
+    text = "/approve — see sharedctx:entry:01J part 1/1 and org.sharedctx.entry, sharedctx:case:01J"
+    synapse.reply(synapse.human_token, room, thread.id, text)
+    assert [h.text for h in b.read_back(thread).humans] == [text]
