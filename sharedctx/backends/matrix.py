@@ -447,4 +447,19 @@ class MatrixBackend:
         out.append(Check(what="power level", ok=not short,
                          detail=f"{me} has power {shown}; " + ("; ".join(short) + ": raise it in the room settings"
                                                               if short else "enough to post entries and react")))
-        return out
+        return [*out, self._check_deciders(me)]
+
+    def _check_deciders(self, me: str) -> Check:
+        """Someone other than the bot must be able to answer a decision request, or every request times out."""
+        need = self.options.decide_power_level
+        try:
+            members = self._call("GET", f"{self._room}/joined_members").get("joined") or {}
+            able = sorted(u for u in members if u != me and (u in self.options.deciders or self.power_of(u) >= need))
+        except BackendError as exc:
+            return Check(what="deciders", ok=False, detail=str(exc))
+        if able:
+            return Check(what="deciders", ok=True, detail=f"may decide: {', '.join(able[:10])}"
+                         + (f" and {len(able) - 10} more" if len(able) > 10 else ""))
+        return Check(what="deciders", ok=False, detail=(
+            f"nobody in {self.options.room_id} but the bot may decide: give the people who approve power level "
+            f">= {need} (Moderator in Element), or list their user ids in `deciders`"))

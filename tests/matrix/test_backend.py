@@ -128,8 +128,19 @@ def test_a_bot_outside_the_room_is_auth_failed_and_check_says_why(svc: Harness, 
     assert "has not joined" in checks["room membership"].detail
 
 
+def test_check_says_when_nobody_but_the_bot_may_decide(svc: Harness, synapse: MatrixServer) -> None:
+    room = synapse.new_room("check")
+    checks = {c.what: c for c in svc.make(room_id=room).check()}
+    assert not checks["deciders"].ok and "nobody" in checks["deciders"].detail
+    assert all(c.ok for what, c in checks.items() if what != "deciders")
+    checks = {c.what: c for c in svc.make(room_id=room, deciders=[synapse.human_user]).check()}
+    assert checks["deciders"].ok and synapse.human_user in checks["deciders"].detail
+    synapse.set_power(room, synapse.human_user, 50)
+    assert all(c.ok for c in svc.make(room_id=room).check())
+
+
 def test_check_passes_for_the_configured_bot_and_fails_for_a_bad_token(svc: Harness) -> None:
-    assert all(c.ok for c in svc.backend.check())
+    assert all(c.ok for c in svc.make(deciders=["@human:localhost"]).check())
     svc.double.auth_ok = False
     (bad,) = svc.backend.check()
     assert not bad.ok and "M_UNKNOWN_TOKEN" in bad.detail
