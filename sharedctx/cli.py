@@ -1,7 +1,7 @@
 """`sharedctx`: the command line, one verb per API call. Tables for people, `--json` for scripts.
 
 Exit codes: 0 ok · 1 unexpected error · 2 usage error · 3 not found · 4 invalid input or config ·
-5 `verify` found a broken chain · 6 store or backend failure.
+5 `verify` found a broken chain · 6 store or backend failure · 7 not permitted (e.g. an agent deciding).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from .errors import (
     ConfigError,
     EntryNotFound,
     InvalidEntry,
+    PermissionDenied,
     SharedCtxError,
     StoreError,
 )
@@ -55,7 +56,8 @@ app.add_typer(backends_app, name="backends")
 
 out = Console()
 err = Console(stderr=True)
-EXIT = {CaseNotFound: 3, EntryNotFound: 3, InvalidEntry: 4, ConfigError: 4, StoreError: 6, BackendError: 6}
+EXIT = {CaseNotFound: 3, EntryNotFound: 3, InvalidEntry: 4, ConfigError: 4, StoreError: 6, BackendError: 6,
+        PermissionDenied: 7}
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help=f"config file (default: $SHAREDCTX_CONFIG or ./{CONFIG_NAME})")
@@ -519,7 +521,7 @@ def worker(
 # -- demo / serve (the agents and the alert intake: sharedctx/agents, sharedctx/server.py) -------------
 @app.command()
 def demo(
-    transport: Annotated[str, typer.Option(help="how the primary reaches the partner: stdio | http")] = "stdio",
+    transport: Annotated[str, typer.Option(help="how the primary reaches the partner: stdio | http | a2a")] = "stdio",
 ) -> None:
     """Send a sample alert through the whole seven-step flow, with a real partner agent process.
 
@@ -529,8 +531,8 @@ def demo(
 
     from .agents.demo import run_demo
 
-    if transport not in ("stdio", "http"):
-        raise typer.BadParameter("use stdio or http", param_hint="--transport")
+    if transport not in ("stdio", "http", "a2a"):
+        raise typer.BadParameter("use stdio, http or a2a", param_hint="--transport")
     config_path = _state["config"] or (Path(CONFIG_NAME) if Path(CONFIG_NAME).exists() else None)
     if config_path is None and not os.environ.get(CONFIG_ENV):
         from .agents.demo import matrix_demo_config

@@ -112,7 +112,7 @@ class PartnerSettings(_Section):
     """`[[partners]]`: a partner agent the primary may call over the direct channel."""
 
     name: str
-    transport: Literal["stdio", "http", "api"] = "stdio"
+    transport: Literal["stdio", "http", "api", "a2a"] = "stdio"
     command: list[str] | None = None
     url: str | None = None
     headers: dict[str, str] = Field(default_factory=dict, description="header -> 'env:NAME' reference")
@@ -123,7 +123,7 @@ class PartnerSettings(_Section):
     def _transport_target(self) -> PartnerSettings:
         if self.transport == "stdio" and not self.command:
             raise ValueError("a stdio partner needs `command` (a list, e.g. ['python', '-m', 'x'])")
-        if self.transport in ("http", "api") and not self.url:
+        if self.transport in ("http", "api", "a2a") and not self.url:
             raise ValueError(f"a {self.transport} partner needs `url`")
         return self
 

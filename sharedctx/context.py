@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from .backends import make_backend
 from .backends.base import Backend
 from .config import Config, load_config
+from .decisions import Decision, check_answer, get_decision
 from .delivery import Worker
 from .errors import CaseNotFound, EntryNotFound, InvalidEntry
 from .model import (
@@ -41,6 +42,7 @@ from .model import (
 from .store.base import SearchFilters, Store, open_store, verify_entries
 
 if TYPE_CHECKING:
+    from .handoff import Handoff
     from .search import CaseResult, SearchResult
 
 
@@ -150,8 +152,8 @@ class Case:
         attrs: Mapping[str, Any] | None = None,
     ) -> Any:
         """Ask the people on every backend of this case, then wait (asyncio) for the first authorised
-        answer or the timeout policy. Returns a `sharedctx.humans.Decision`. See docs/humans.md."""
-        from .humans import request_decision
+        answer or the timeout policy. Returns a `sharedctx.decisions.Decision`. See docs/humans.md."""
+        from .decisions import request_decision
 
         return await request_decision(
             self, question, options, timeout=timeout, on_timeout=on_timeout, default=default,
@@ -178,6 +180,18 @@ class Case:
             EntryKind.RESOLUTION, title, summary, author=author, evidence=evidence,
             trace_id=trace_id, status=CaseStatus.RESOLVED,
         )  # fmt: skip
+
+    def handoff(self) -> Handoff:
+        """One screen for whoever picks the case up next: state, findings, actions, pending decisions."""
+        from .handoff import handoff
+
+        return handoff(self.info, self.timeline())
+
+    def decision(self, request_id: str) -> Decision:
+        """Where a decision request of this case stands (`sharedctx.decisions.get_decision`)."""
+        if self.ctx.store.get_entry(request_id).case_id != self.id:
+            raise InvalidEntry(f"decision request {request_id} belongs to another case")
+        return get_decision(self.ctx.store, request_id)
 
     def verify(self) -> VerifyReport:
         """Recompute the hash chain; the report names the first entry that breaks it."""
@@ -336,6 +350,7 @@ class SharedContext:
             new_status = CaseStatus(status) if status is not None else None
         except (ValidationError, ValueError) as exc:
             raise InvalidEntry(f"invalid entry: {exc}") from None
+        check_answer(draft)  # the one place that refuses an agent's `decision` (sharedctx.decisions)
         if self.redactor is not None:
             draft = self.redactor.redact_draft(draft)
         if new_status is None and draft.kind == EntryKind.RESOLUTION:

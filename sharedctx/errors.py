@@ -5,9 +5,12 @@
     ├── CaseNotFound             no case with that id / fingerprint / reference
     ├── EntryNotFound
     ├── InvalidEntry             an entry the journal refuses (kind, size, encoding)
+    │   └── PayloadTooLarge      an MCP tool call over the size limit (413)
     ├── StoreError               the local store failed (disk, schema, connection)
     ├── ChainBroken              `verify` found an edited, missing or reordered entry
-    ├── PermissionDenied         an identity acting outside its scope or policy
+    ├── Unauthenticated          no valid credentials (HTTP 401)
+    ├── PermissionDenied         an identity acting outside its scope or policy (403)
+    │   └── RateLimited          ...beyond its hourly write budget (429)
     ├── PartnerError             the direct channel to a partner agent failed
     │   ├── PartnerTimeout
     │   ├── PartnerUnavailable
@@ -53,6 +56,10 @@ class InvalidEntry(SharedCtxError):
     """The entry was refused; nothing was recorded."""
 
 
+class PayloadTooLarge(InvalidEntry):
+    """The tool call is larger than the server accepts."""
+
+
 class StoreError(SharedCtxError):
     """The local store failed."""
 
@@ -63,6 +70,14 @@ class ChainBroken(SharedCtxError):
 
 class PermissionDenied(SharedCtxError):
     """This identity may not do that."""
+
+
+class Unauthenticated(SharedCtxError):
+    """No valid credentials: send `Authorization: Bearer <token>` with the token configured for your agent."""
+
+
+class RateLimited(PermissionDenied):
+    """This identity has written as many entries this hour as its write policy allows."""
 
 
 class PartnerError(SharedCtxError):

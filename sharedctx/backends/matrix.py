@@ -404,10 +404,17 @@ class MatrixBackend:
         return float(users.get(user_id, levels.get("users_default", 0)))
 
     def authorize(self, item: HumanItem) -> tuple[bool, str] | None:
-        """Room power level >= `decide_power_level`, or a user id on `deciders`; None for other backends."""
+        """Room power level >= `decide_power_level`, or a user id on `deciders`; never the bot's own user
+        (it is usually the room's creator, and agents hold its token). None for other backends' items."""
         if item.backend != self.name:
             return None
         user = str(item.raw.get("user_id") or item.author.name)
+        try:
+            me = self.me()
+        except BackendError as exc:
+            return False, f"matrix:could not check who the bot is ({exc})"
+        if user == me:  # the account sharedctx writes as: an agent holding its token could post as it
+            return False, f"matrix:{user} is the account sharedctx writes as, not a person"
         if user in self.options.deciders:
             return True, f"matrix:deciders ({user})"
         need = self.options.decide_power_level

@@ -185,7 +185,16 @@ def test_authorize_uses_room_power_levels_and_the_deciders_list(svc: Harness, sy
     assert b.authorize(item(synapse.human_user)) == (True, "matrix:power>=50 (50)")
     assert b.authorize(item(third)) == (False, "matrix:power>=50 (0)")
     assert b.authorize(item("@dave:localhost")) == (True, "matrix:deciders (@dave:localhost)")
-    assert b.authorize(item(synapse.bot_user)) == (True, "matrix:power>=50 (creator)")
+    erin, _ = synapse.user("erin", room)
+    synapse.set_power(room, erin, 100)
+    assert b.authorize(item(erin)) == (False, "matrix:power>=50 (0)")  # power levels are cached (power_ttl)
+    assert svc.make(room_id=room, power_ttl=0).authorize(item(erin)) == (True, "matrix:power>=50 (100)")
+    assert b.authorize(item(synapse.bot_user)) == (False, "matrix:@bot:localhost is the account sharedctx writes as, "
+                                                          "not a person")  # though it created the room
+    theirs = synapse.call("POST", "/_matrix/client/v3/createRoom", synapse.human_token,
+                          {"preset": "private_chat", "invite": [synapse.bot_user]})["room_id"]
+    synapse.call("POST", f"/_matrix/client/v3/join/{q(theirs)}", synapse.bot_token, {})
+    assert svc.make(room_id=theirs).authorize(item(synapse.human_user)) == (True, "matrix:power>=50 (creator)")
     other = HumanItem(backend="github", external_id="1", author=Author(kind="human", name="x"), at="")
     assert b.authorize(other) is None
 
