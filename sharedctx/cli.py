@@ -508,6 +508,10 @@ def worker(
         from .humans import Poller, human_settings
 
         poller = Poller(ctx).start() if human_settings(ctx.config).poll else None  # human answers, read back
+        if poller is not None:
+            for b in ctx.backends.values():
+                if hasattr(b, "wait_for_activity"):  # chat (Matrix): a person's answer wakes the poller at once
+                    _wake_on_activity(b, poller)
         err.print(f"delivering to {', '.join(ctx.backend_names)}; Ctrl-C to stop")
         try:
             while True:
@@ -516,6 +520,25 @@ def worker(
             err.print("stopping")
             if poller is not None:
                 poller.stop()
+
+
+def _wake_on_activity(backend: Any, poller: Any) -> None:
+    """A daemon thread: long-poll the backend for people's activity and read every live case back when there
+    is some. A failure waits and tries again; the poller's own interval still runs underneath."""
+    import threading
+
+    from .errors import BackendError
+
+    def loop() -> None:
+        while True:
+            try:
+                if backend.wait_for_activity():
+                    poller.poll_once()
+            except BackendError as exc:
+                err.print(f"{backend.name}: waiting for activity failed ({exc}); the poller's interval still runs")
+                time.sleep(10)
+
+    threading.Thread(target=loop, name=f"sharedctx-{backend.name}-sync", daemon=True).start()
 
 
 # -- demo / serve (the agents and the alert intake: sharedctx/agents, sharedctx/server.py) -------------

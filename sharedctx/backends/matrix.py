@@ -149,6 +149,11 @@ class MatrixBackend:
         self._me: str | None = None
         self._power: tuple[float, dict[str, Any]] | None = None
         self._lock = threading.Lock()
+        self._sync_token: str | None = None
+        self._sync_filter = json.dumps({
+            "room": {"rooms": [options.room_id], "timeline": {"limit": 50, "types": ["m.room.message", "m.reaction"]},
+                     "state": {"types": []}, "ephemeral": {"types": []}, "account_data": {"types": []}},
+            "presence": {"types": []}, "account_data": {"types": []}})
 
     # ---- HTTP -------------------------------------------------------------------------------------
     @staticmethod
@@ -374,6 +379,25 @@ class MatrixBackend:
         except Rejected as exc:
             if "M_DUPLICATE_ANNOTATION" not in str(exc):
                 raise
+
+    def wait_for_activity(self, timeout: float = 25.0) -> bool:
+        """Long-poll `/sync` (room-only filter, saved `next_batch`) until someone other than the bot posts or
+        reacts in the room, or `timeout` passes. True means "read the threads back now": `sharedctx worker`
+        uses it to wake the poller, so a 👍 reaches the agents in well under a second, not a poll interval.
+        The first call only takes the current position and returns False."""
+        params: dict[str, Any] = {"filter": self._sync_filter, "timeout": int(timeout * 1000)}
+        if self._sync_token is None:
+            params["timeout"] = 0
+        else:
+            params["since"] = self._sync_token
+        data = self._call("GET", "/sync", params=params, timeout=timeout + self.options.timeout)
+        first = self._sync_token is None
+        self._sync_token = str(data.get("next_batch") or self._sync_token or "")
+        if first:
+            return False
+        me = self.me()
+        room = ((data.get("rooms") or {}).get("join") or {}).get(self.options.room_id) or {}
+        return any(ev.get("sender") != me for ev in (room.get("timeline") or {}).get("events") or [])
 
     def close(self) -> None:
         if self._owns_client:

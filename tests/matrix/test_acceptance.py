@@ -297,3 +297,36 @@ def test_a_threaded_reject_decides_only_from_someone_with_the_power_level(world:
     assert [g.meaning for g in poller.poll_case(case.id)] == ["rejected"]
     decision = get_decision(world.ctx, request.id)
     assert decision.outcome == "rejected" and decision.reason == "error ratio is already falling"
+
+
+def test_sharedctx_worker_takes_a_thumbs_up_in_at_once_not_at_the_next_poll(
+        tmp_path: Path, synapse: MatrixServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`sharedctx worker` long-polls `/sync` and reads threads back when a person acts; the poll interval
+    here is 10 minutes, so a decision within the test's minute can only come from that wake-up."""
+    w = open_world(tmp_path, synapse, monkeypatch)
+    synapse.set_power(w.room, synapse.human_user, 50)
+    cfg = tmp_path / "sharedctx.toml"
+    data = config(tmp_path, synapse, w.room)
+    data["humans"] = {"poll": True, "poll_interval": 600}
+    cfg.write_text(_toml(data), encoding="utf-8")
+    proc = _spawn_worker(cfg, tmp_path / "worker.log")
+    try:
+        case = w.ctx.open_case("checkout 5xx", service="checkout", severity="critical")
+        request = _ask(case)
+        deadline = time.monotonic() + 60
+        while (ref := w.ctx.store.get_case(case.id).bindings.get("matrix")) is None or \
+                w.ctx.store.outbox_counts()["matrix"].get("pending", 0):
+            assert time.monotonic() < deadline and proc.poll() is None, (tmp_path / "worker.log").read_text()[-2000:]
+            time.sleep(0.05)
+        event = w.ctx.backends["matrix"].lookup(w.thread(case), request.id)
+        assert ref and event is not None
+        time.sleep(1.0)  # the worker's first poll round is over; the next one is 10 minutes away
+        synapse.react(synapse.human_token, w.room, event.id, "👍")
+        while get_decision(w.ctx, request.id).status != "decided":
+            assert time.monotonic() < deadline, "the 👍 was not taken in before the next poll"
+            time.sleep(0.05)
+        assert get_decision(w.ctx, request.id).outcome == "approved"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        w.ctx.close()
