@@ -37,6 +37,11 @@ TEXT_COPY = re.compile(
 )
 WIKI_COPY = re.compile(r"\{noformat\}\s*(sharedctx:entry:[0-9A-Za-z_-]+ part \d+/\d+)\s*(?P<data>[A-Za-z0-9+/=\s]*?)"
                        r"\{noformat\}")
+# Redmine: the copy sits in a `{{collapse(<marker>)}}` macro (shown folded), its data in <pre> or a fence
+REDMINE_COPY = re.compile(
+    r"\{\{collapse\((sharedctx:entry:[0-9A-Za-z_-]+ part \d+/\d+)\)\s*(?:<pre>|```)?\s*"
+    r"(?P<data>[A-Za-z0-9+/=\s]*?)\s*(?:</pre>|```)?\s*\}\}"
+)
 RESOLVED_MARK = "sharedctx:resolved"
 CASE_MARK = "sharedctx:case"
 DATA_LINE = 100
@@ -55,6 +60,7 @@ _OWN_TAILS = tuple(
         GITHUB_COPY.pattern,
         TEXT_COPY.pattern,
         WIKI_COPY.pattern,
+        REDMINE_COPY.pattern,
         r"<!-- sharedctx:resolved:[0-9A-Za-z_-]+ -->",
         r"\[sharedctx:resolved:[0-9A-Za-z_-]+\]",
     )

@@ -24,6 +24,7 @@ BACKEND_TYPES: dict[str, str] = {
     "servicenow": "sharedctx.backends.servicenow:ServiceNowBackend",
     "jira": "sharedctx.backends.jira:JiraBackend",
     "matrix": "sharedctx.backends.matrix:MatrixBackend",
+    "redmine": "sharedctx.backends.redmine:RedmineBackend",
 }
 
 __all__ = ["BACKEND_TYPES", "Backend", "Hit", "HumanItem", "ReadBack", "ThreadRef", "backend_class", "make_backend"]
