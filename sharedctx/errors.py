@@ -120,3 +120,7 @@ class AuthFailed(BackendError):
 
 class Rejected(BackendError):
     """The backend will never accept this request as it is (4xx); it goes to dead letters."""
+
+
+class MessageTooLong(Rejected):
+    """The service refused a message as too long (Slack `msg_too_long`); the connector renders smaller parts."""
