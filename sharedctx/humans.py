@@ -63,7 +63,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .backends.base import Backend, HumanItem, ThreadRef
+from .backends.base import Authorizes, Backend, HumanItem, ThreadRef
 from .config import Config, Secret
 from .errors import BackendError, ConfigError
 from .model import SYSTEM, Author, CaseStatus, Entry, EntryKind, format_ts, parse_ts, utcnow
@@ -332,6 +332,13 @@ def may_decide(settings: HumanSettings, backend: Backend | None, item: HumanItem
     allow = [a.lower() for a in settings.allow.get(item.backend, [])]
     if any(a in ids for a in allow):
         return Verdict(True, f"allow:{item.backend}")
+    if isinstance(backend, Authorizes):  # the service's own rule (e.g. Redmine `deciders`), when it has one
+        try:
+            said = backend.authorize(item)
+        except BackendError as exc:
+            return Verdict(False, f"{backend.type}: could not check ({exc})")
+        if said is not None:
+            return Verdict(*said)
     if backend is not None and backend.type == "github" and hasattr(backend, "permission"):
         need = settings.github_permission
         try:

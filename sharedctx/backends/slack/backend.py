@@ -404,6 +404,27 @@ class SlackBackend:
                 return self._located[ts]
         return None
 
+    def complete_item(self, thread_id: str, item: HumanItem) -> tuple[str, HumanItem] | None:
+        """Fill in what an Events API item lacks, so it equals the item polling builds (see events.py): the
+        thread and entry of a reacted-to message, the person's name. None drops it: another channel, or the
+        bot itself, or a reaction on something that is not one of our entries."""
+        if item.raw.get("channel") != self.options.channel:
+            return None
+        user = str(item.raw.get("user_id") or "")
+        if user and user == self.whoami().get("user_id"):
+            return None
+        update: dict[str, Any] = {"author": Author(kind="human", name=self.name_of(user))}
+        if item.kind == "reaction" and not thread_id:
+            ts = str(item.raw.get("ts") or "")
+            found = self.locate(ts)
+            if found is None or found[1] is None:
+                return None
+            thread_id, update["in_reply_to"] = found
+            update["url"] = self.permalink(ts, thread_id)
+        elif not item.url:
+            update["url"] = self.permalink(item.external_id if item.kind == "comment" else thread_id, thread_id)
+        return thread_id, item.model_copy(update=update)
+
     def search(self, text: str, limit: int = 20) -> list[Hit]:
         """Slack's search.messages takes user tokens only; a bot token cannot search. Nothing to offer."""
         return []
