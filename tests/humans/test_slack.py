@@ -140,7 +140,8 @@ def test_forged_stale_or_unsigned_events_are_401_and_record_nothing(sw: SlackWor
 
 
 def test_url_verification_is_answered_only_when_signed(sw: SlackWorld) -> None:
-    challenge = {"type": "url_verification", "token": "legacy", "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"}
+    challenge = {"type": "url_verification", "token": "legacy",
+                 "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"}
     resp = sw.send(*signed(challenge))
     assert resp.status_code == 200 and resp.json() == {"challenge": challenge["challenge"]}
     assert sw.send(*signed(challenge, secret="wrong")).status_code == 401
@@ -189,8 +190,8 @@ def test_a_button_click_decides_and_a_threaded_reply_is_taken_in_once(sw: SlackW
         (req,) = await eventually(lambda: case.timeline(kinds=["decision-request"]), "the request is recorded")
         await asyncio.to_thread(sw.deliver)
         msg, thread = sw.message_of(case.id, req), sw.thread(case.id)
-        reply = sw.slack.add_human_reply(thread, "looking at the failover runbook &amp; the <https://grafana.example/d/1|dash>",
-                                         BOB)
+        reply = sw.slack.add_human_reply(
+            thread, "looking at the failover runbook &amp; the <https://grafana.example/d/1|dash>", BOB)
         assert (await sw.post(*signed(reply_event(thread, reply["ts"], BOB, reply["text"])))).status_code == 200
         await asyncio.to_thread(sw.poller.poll_once)
         click = {"type": "block_actions", "user": {"id": ALICE, "username": "alice"}, "trigger_id": "1.2.3",
@@ -206,7 +207,8 @@ def test_a_button_click_decides_and_a_threaded_reply_is_taken_in_once(sw: SlackW
     d, case = asyncio.run(scenario())
     assert d.approved and d.decided_by == "alice"
     replies = [n for n in human_notes(case) if n.attrs["human"]["kind"] == "comment" and n.author.name == "bob"]
-    assert len(replies) == 1 and "looking at the failover runbook & the dash (https://grafana.example/d/1)" in replies[0].body
+    assert len(replies) == 1
+    assert "looking at the failover runbook & the dash (https://grafana.example/d/1)" in replies[0].body
 
 
 def test_our_own_posts_and_other_channels_are_not_taken_for_people(sw: SlackWorld) -> None:
