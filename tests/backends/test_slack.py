@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.backends import harness
 from tests.backends.harness import Harness
@@ -12,3 +16,183 @@ from tests.backends.suite import *  # noqa: F403  (the shared behaviour suite)
 @pytest.fixture
 def svc(monkeypatch: pytest.MonkeyPatch) -> Harness:
     return harness.slack(monkeypatch)
+
+
+# ---- Slack answers 200 with ok:false: one table maps the codes --------------------------------------------
+@pytest.mark.parametrize(("code", "cls", "words"), [
+    ("invalid_auth", "AuthFailed", "not valid"), ("not_authed", "AuthFailed", "no token"),
+    ("account_inactive", "AuthFailed", "deactivated"), ("token_revoked", "AuthFailed", "revoked"),
+    ("missing_scope", "AuthFailed", "scope"), ("channel_not_found", "Rejected", "channel ID"),
+    ("not_in_channel", "Rejected", "/invite"), ("is_archived", "Rejected", "archived"),
+    ("fatal_error", "Ambiguous", "may have been applied"), ("invalid_blocks", "Rejected", "invalid_blocks"),
+    ("some_new_code", "Rejected", "some_new_code"),
+])
+def test_ok_false_codes_map_to_the_right_error_class_in_plain_words(svc: Harness, code: str, cls: str,
+                                                                     words: str) -> None:
+    from sharedctx import errors
+    from tests.backends.conftest import make_case, make_chain
+
+    b = svc.backend
+    thread = b.bind(case := make_case())
+    svc.double.error_next.append((code, "chat.postMessage"))
+    with pytest.raises(errors.BackendError) as err:
+        b.append(thread, make_chain(case.id, 1)[0])
+    assert type(err.value) is getattr(errors, cls) and words in str(err.value)
+    assert svc.double.replies(thread.id) == []  # nothing landed
+
+
+def test_a_missing_scope_names_what_is_needed(svc: Harness) -> None:
+    from sharedctx.errors import AuthFailed
+
+    b = svc.backend
+    resp = b._error("chat.postMessage", {"ok": False, "error": "missing_scope", "needed": "chat:write",
+                                         "provided": "channels:history"}, not_found=None)
+    assert isinstance(resp, AuthFailed) and "needed: chat:write" in str(resp) and "has: channels:history" in str(resp)
+
+
+def test_ratelimited_429_is_retryable_after_retry_after_and_holds_that_methods_pacer(svc: Harness) -> None:
+    from sharedctx.errors import Ambiguous, Retryable
+    from tests.backends.conftest import make_case, make_chain
+
+    b = svc.backend
+    thread = b.bind(case := make_case())
+    svc.double.inject("429", retry_after=12, path="chat.postMessage")
+    with pytest.raises(Retryable) as err:
+        b.append(thread, make_chain(case.id, 1)[0])
+    assert not isinstance(err.value, Ambiguous) and err.value.retry_after == 12
+    with pytest.raises(Retryable, match="pacing"):
+        b.pacers["post"].acquire()  # every thread posting through this backend now waits
+    b.pacers["read"].acquire()  # reads have their own tier and are not held
+
+
+def test_posts_are_paced_per_channel_at_about_one_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sharedctx.errors import Retryable
+    from tests.backends.conftest import make_case, make_chain
+
+    now = [0.0]
+    svc = harness.slack(monkeypatch)
+    b = svc.make(posts_per_second=1.0, max_block=0.0)
+    b.pacers["post"]._clock = lambda: now[0]
+    thread = b.bind(case := make_case())  # the root post takes this second's slot
+    e1, e2 = make_chain(case.id, 2)
+    with pytest.raises(Retryable, match="pacing") as err:
+        b.append(thread, e1)
+    assert 0 < (err.value.retry_after or 0) <= 1.0
+    now[0] += 1.0
+    b.append(thread, e1)
+    now[0] += 1.0
+    b.append(thread, e2)
+    assert b.read_back(thread).entries == [e1, e2]
+
+
+# ---- msg_too_long: render smaller parts ---------------------------------------------------------------
+def test_msg_too_long_renders_smaller_parts_and_nothing_is_lost(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.backends.conftest import make_case, make_chain
+
+    svc = harness.slack(monkeypatch, max_text=3_000)  # a workspace that refuses what our budget allows
+    b = svc.make(max_message_chars=20_000)
+    thread = b.bind(case := make_case())
+    big = make_chain(case.id, 1, body="p99 spans by region, all of them. " * 400 + "THE-END")[0]
+    before = len(b.render(big))
+    b.append(thread, big)
+    assert len(b.render(big)) > before  # the backend keeps the smaller budget
+    assert b.read_back(thread).entries == [big]
+    assert all(len(m["text"]) <= 3_000 for m in svc.double.replies(thread.id))
+
+
+def test_msg_too_long_after_some_parts_landed_leaves_orphans_that_never_mix(svc: Harness) -> None:
+    from tests.backends.conftest import make_case, make_chain
+
+    b = svc.make(max_message_chars=12_000)
+    thread = b.bind(case := make_case())
+    big = make_chain(case.id, 1, body="x " * 20_000 + "THE-END")[0]
+    assert len(b.render(big)) >= 2
+    real_post = svc.double._post
+    calls = [0]
+
+    def second_post_too_long(args: dict) -> object:
+        calls[0] += 1
+        return svc.double.fail("msg_too_long") if calls[0] == 2 else real_post(args)
+
+    svc.double._post = second_post_too_long  # type: ignore[method-assign]
+    b.append(thread, big)
+    assert b.read_back(thread).entries == [big] and b.lookup(thread, big.id) is not None
+    totals = {svc.double.metadata_of(m)["event_payload"]["of"] for m in svc.double.replies(thread.id)}
+    assert len(totals) == 2  # the first rendering's part 1 is still there, ignored
+
+
+# ---- rendering --------------------------------------------------------------------------------------
+def test_people_see_blocks_and_readable_text_and_no_machine_copy(svc: Harness) -> None:
+    from tests.backends.conftest import make_case, make_chain
+
+    b = svc.backend
+    thread = b.bind(case := make_case())
+    (e,) = make_chain(case.id, 1)
+    b.append(thread, e)
+    (msg,) = svc.double.replies(thread.id)
+    visible = msg["text"] + json.dumps(msg["blocks"])
+    copy = svc.double.metadata_of(msg)["event_payload"]["copy"]
+    assert copy and copy.split("\n")[0] not in visible  # the machine copy is only in metadata
+    assert e.title in msg["text"] and "**" not in msg["text"] and "<https://grafana.example/d/1|dashboard>" in msg["text"]
+    assert {blk["type"] for blk in msg["blocks"]} <= {"section", "context", "actions"}
+
+
+def test_the_text_fallback_copy_round_trips_when_metadata_is_off(svc: Harness) -> None:
+    from tests.backends.conftest import make_case, make_chain
+
+    b = svc.make(machine_copy="text")
+    case = make_case()
+    thread = b.bind(case)
+    assert b.bind(case).id == thread.id  # found again by the text marker
+    entries = make_chain(case.id, 2)
+    entries += make_chain(case.id, 1, body="long & <odd> " * 3000, start=3, prev=entries[1].hash)
+    for e in entries:
+        b.append(thread, e)
+    assert len(b.render(entries[2])) > 1
+    assert b.read_back(thread).entries == entries
+    assert all(svc.double.metadata_of(m) is None for m in svc.double.replies(thread.id))
+    b.resolve(thread, entries[0])
+    assert b.read_back(thread).humans == []
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=3000),
+       title=st.text(min_size=1, max_size=200))
+def test_any_entry_text_round_trips_through_slack(svc: Harness, body: str, title: str) -> None:
+    from tests.backends.conftest import make_case, make_chain
+
+    b = svc.make(max_message_chars=2_000)
+    thread = b.bind(case := make_case())
+    (e,) = make_chain(case.id, 1, body=body or "x")
+    e = e.model_copy(update={"title": title})
+    e = e.model_copy(update={"hash": e.compute_hash()})
+    b.append(thread, e)
+    assert b.read_back(thread).entries == [e]
+
+
+# ---- check() and the starter config --------------------------------------------------------------
+def test_check_reports_token_scopes_channel_and_membership(monkeypatch: pytest.MonkeyPatch) -> None:
+    svc = harness.slack(monkeypatch)
+    assert all(c.ok for c in svc.backend.check())
+    svc = harness.slack(monkeypatch, scopes="chat:write,users:read")
+    svc.double.member = False
+    got = {c.what: c for c in svc.backend.check()}
+    assert not got["scopes"].ok and "channels:history" in got["scopes"].detail and "reinstall" in got["scopes"].detail
+    assert not got["membership"].ok and "/invite" in got["membership"].detail
+    svc.double.auth_ok = False
+    (bad,) = svc.backend.check()
+    assert not bad.ok and bad.what == "credentials" and "invalid_auth" in bad.detail
+
+
+def test_the_starter_config_example_builds_a_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+    import tomllib
+
+    from sharedctx.backends import make_backend
+    from sharedctx.cli import STARTER
+    from sharedctx.config import BackendSettings
+
+    block = STARTER[STARTER.index('# type = "slack"'):].split("\n\n")[0]
+    table = tomllib.loads("\n".join(re.sub(r"^# ?", "", ln).split("  #")[0] for ln in block.splitlines()))
+    backend = make_backend(BackendSettings.model_validate(table))
+    assert backend.type == "slack" and backend.options.deciders == ["U0123ABCD"]
