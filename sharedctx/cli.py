@@ -158,7 +158,7 @@ path = ".sharedctx/cases"
 # type = "slack"
 # channel = "C0123456789"
 # token = "env:SLACK_BOT_TOKEN"
-# deciders = ["U0123ABCD"]      # user IDs who may decide (or use [humans.allow] slack = [...])
+# deciders = ["U0123ABCD"]      # user IDs or user group IDs (S...) who may decide
 # interactivity = false         # true: decision requests carry Approve/Reject buttons
 # broadcast_resolution = false  # true: the resolution reply is also sent to the channel
 """

@@ -197,3 +197,27 @@ def test_the_starter_config_example_builds_a_backend(monkeypatch: pytest.MonkeyP
     table = tomllib.loads("\n".join(re.sub(r"^# ?", "", ln).split("  #")[0] for ln in block.splitlines()))
     backend = make_backend(BackendSettings.model_validate(table))
     assert backend.type == "slack" and backend.options.deciders == ["U0123ABCD"]
+
+
+def test_deciders_are_user_ids_or_the_current_members_of_a_user_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sharedctx.backends.base import HumanItem
+    from sharedctx.errors import Rejected
+    from sharedctx.model import Author
+
+    svc = harness.slack(monkeypatch)
+    svc.double.groups["S0ONCALL01"] = ["U0BOB00001"]
+    b = svc.make(deciders=["U0ALICE001", "S0ONCALL01"], group_ttl=0)
+
+    def by(user: str, backend: str = "slack") -> HumanItem:
+        return HumanItem(backend=backend, external_id="1", author=Author(kind="human", name=user), at="",
+                         raw={"user_id": user})
+
+    assert b.authorize(by("U0ALICE001")) == (True, "slack:deciders (U0ALICE001)")
+    assert b.authorize(by("U0BOB00001")) == (True, "slack:deciders (U0BOB00001 in user group S0ONCALL01)")
+    assert b.authorize(by("U0MALLORY1"))[0] is False  # type: ignore[index]
+    assert b.authorize(by("U0ALICE001", backend="github")) is None  # not ours to say
+    svc.double.groups["S0ONCALL01"] = []  # Bob handed over the pager
+    assert b.authorize(by("U0BOB00001"))[0] is False  # type: ignore[index]
+    assert svc.make().authorize(by("U0ALICE001")) is None  # no deciders: [humans.allow] decides alone
+    with pytest.raises(Rejected, match="does not exist"):
+        svc.make(deciders=["S0NOSUCH01"]).authorize(by("U0BOB00001"))

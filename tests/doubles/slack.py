@@ -18,6 +18,8 @@ Spec checking (how the 2020 description's quirks are handled, see /work/shared/s
 - known defects of the description itself (each also fails its own example) are listed in
   `known_defects`: no schema declares `response_metadata` (the pagination cursor every list method
   returns) nor message `metadata` (2022), and conversations.history wants at least one message.
+- `usergroups.users.list` (user groups as deciders) is not in the trimmed description: the double checks
+  its one required argument and the answer's shape by hand (`UNDESCRIBED`);
 - openapi-core cannot check the description's oauth2 security scheme and warns about it; that one warning is
   silenced here (authentication is the double's own `authorized`).
 """
@@ -42,6 +44,8 @@ TEAM = "T0ACME0001"
 HUMANS = {"U0ALICE001": "alice", "U0BOB00001": "bob"}
 SCOPES = "chat:write,channels:history,groups:history,reactions:read,users:read,channels:read"
 MAX_BLOCKS, MAX_SECTION = 50, 3000
+# Methods the trimmed 2020 description does not include; checked against Slack's documented shape by hand.
+UNDESCRIBED = frozenset({"/api/usergroups.users.list"})
 
 
 class SlackDouble(ServiceDouble):
@@ -65,6 +69,7 @@ class SlackDouble(ServiceDouble):
         self.archived = False
         self.messages: dict[str, dict[str, Any]] = {}  # ts -> message (with private "_meta")
         self.error_next: list[tuple[str, str | None]] = []  # (ok:false code, method or None) answered once
+        self.groups: dict[str, list[str]] = {}  # user group id -> member user ids
         self._ts = 0
 
     # ---- helpers ---------------------------------------------------------------------------------
@@ -117,6 +122,9 @@ class SlackDouble(ServiceDouble):
                            content_type=request.headers.get("content-type", "application/json").split(";")[0])
 
     def check_request(self, request: httpx.Request) -> None:
+        if request.url.path in UNDESCRIBED:
+            self._log(request, "request", None if request.url.params.get("usergroup") else "usergroup is required")
+            return
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "Unsupported scheme type")
             super().check_request(request)
@@ -126,6 +134,11 @@ class SlackDouble(ServiceDouble):
             failed = resp.status_code == 200 and json.loads(resp.content).get("ok") is False
         except ValueError:
             failed = False
+        if request.url.path in UNDESCRIBED:
+            body = json.loads(resp.content)
+            shape = isinstance(body.get("users"), list) if body.get("ok") else isinstance(body.get("error"), str)
+            self._log(request, "response", None if shape else "not Slack's usergroups.users.list shape")
+            return
         if failed:  # Slack's error shape is described under `default`; it is sent with HTTP 200
             resp = httpx.Response(299, content=resp.content, headers=resp.headers)
         super().check_response(request, resp)
@@ -205,6 +218,7 @@ class SlackDouble(ServiceDouble):
             "auth.test": self._auth_test, "chat.postMessage": self._post, "conversations.replies": self._replies,
             "conversations.history": self._history, "conversations.info": self._info,
             "reactions.get": self._reactions_get, "users.info": self._users_info,
+            "usergroups.users.list": self._group_users,
         }.get(method)
         if handler is None:
             return self.fail("unknown_method")
@@ -312,6 +326,11 @@ class SlackDouble(ServiceDouble):
             return self.fail("user_not_found")
         return self.ok({"user": {"id": uid, "team_id": TEAM, "name": name, "real_name": name.title(),
                                  "is_bot": uid == BOT_USER, "profile": {"display_name": name}}})
+
+    def _group_users(self, args: dict[str, Any]) -> httpx.Response:
+        if args.get("usergroup") not in self.groups:
+            return self.fail("no_such_subteam")
+        return self.ok({"users": list(self.groups[args["usergroup"]])})
 
     def now(self) -> float:
         return time.time()

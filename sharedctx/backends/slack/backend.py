@@ -59,6 +59,7 @@ ERRORS: dict[str, tuple[type[BackendError], str]] = {
     "is_archived": (Rejected, "the channel is archived; unarchive it or configure another channel"),
     "thread_not_found": (Rejected, "the thread no longer exists (its root message was deleted)"),
     "message_not_found": (Rejected, "the message no longer exists"),
+    "no_such_subteam": (Rejected, "a user group in `deciders` does not exist (use its ID, S...)"),
 }
 
 
@@ -72,7 +73,9 @@ class SlackOptions(BaseModel):
     max_message_chars: int = Field(12_000, ge=2_000, le=40_000, description="budget per message (text+blocks+copy)")
     interactivity: bool = Field(False, description="decision requests carry Approve/Reject buttons")
     broadcast_resolution: bool = Field(False, description="the resolution reply is also sent to the channel")
-    deciders: list[str] = Field(default_factory=list, description="user IDs (U...) who may decide")
+    deciders: list[str] = Field(default_factory=list, description="user IDs (U...) or user group IDs (S...) who "
+                                "may decide; groups need the usergroups:read scope")
+    group_ttl: float = Field(300.0, ge=0, description="seconds a user group's members are cached")
     posts_per_second: float = Field(1.0, gt=0, description="chat.postMessage: about 1 per second per channel")
     reads_per_minute: int = Field(50, ge=1, description="conversations.replies/history: Tier 3")
     reactions_per_minute: int = Field(20, ge=1, description="reactions.get: Tier 2")
@@ -130,6 +133,7 @@ class SlackBackend:
         self._limit = options.max_message_chars
         self._me: dict[str, Any] | None = None
         self._names: dict[str, str] = {}
+        self._groups: dict[str, tuple[float, set[str]]] = {}
         self._located: dict[str, tuple[str, str | None]] = {}  # message ts -> (thread ts, entry id) of ours
 
     # ---- HTTP -------------------------------------------------------------------------------------
@@ -443,12 +447,29 @@ class SlackBackend:
 
     # ---- who may decide / setup check ------------------------------------------------------------
     def authorize(self, item: HumanItem) -> tuple[bool, str] | None:
-        """`deciders` (user IDs) decide; with none configured, `[humans.allow]` decides alone."""
+        """`deciders` (user IDs, or user groups whose current members count) decide; with none configured,
+        `[humans.allow]` decides alone. Group membership is read when someone answers (cached `group_ttl`),
+        so a change of the on-call group in Slack applies without a config change."""
         if item.backend != self.name or not self.options.deciders:
             return None
         user = str(item.raw.get("user_id") or "")
-        ok = user in self.options.deciders
-        return ok, f"slack:deciders ({user or item.author.name} {'is' if ok else 'is not'} on it)"
+        who = user or item.author.name
+        if user and user in self.options.deciders:
+            return True, f"slack:deciders ({who})"
+        for group in (d for d in self.options.deciders if d.startswith("S")):
+            if user and user in self.group_members(group):
+                return True, f"slack:deciders ({who} in user group {group})"
+        return False, f"slack:deciders ({who} is not on it)"
+
+    def group_members(self, group: str) -> set[str]:
+        """Current members of a user group (usergroups.users.list); errors propagate (the caller refuses)."""
+        now = time.monotonic()
+        hit = self._groups.get(group)
+        if hit is None or now - hit[0] > self.options.group_ttl:
+            data = self._call("usergroups.users.list", usergroup=group)
+            hit = (now, {str(u) for u in data.get("users") or []})
+            self._groups[group] = hit
+        return hit[1]
 
     def check(self) -> list[Check]:
         out: list[Check] = []
