@@ -25,7 +25,7 @@ from urllib.parse import parse_qs
 
 from ...model import Author
 from ..base import HumanItem
-from .backend import _plain, reaction_id, reaction_sign, ts_iso
+from .api import plain, reaction_id, reaction_sign, ts_iso
 from .render import APPROVE, REJECT
 
 ACTIONS = {APPROVE: "approve", REJECT: "reject"}
@@ -72,7 +72,7 @@ def read(name: str, body: bytes, headers: dict[str, str], secret: str, settings:
         elif thread_ts and thread_ts != msg_ts:
             out.items.append((thread_ts, HumanItem(
                 backend=name, external_id=msg_ts, author=Author(kind="human", name=user or "unknown"),
-                at=ts_iso(msg_ts), text=_plain(str(ev.get("text") or "")),
+                at=ts_iso(msg_ts), text=plain(str(ev.get("text") or "")),
                 raw={"user_id": user, "channel": ev.get("channel"), "thread_ts": thread_ts})))
     elif etype == "reaction_added":
         item = ev.get("item") or {}
