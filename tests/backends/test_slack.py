@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -25,7 +26,7 @@ def svc(monkeypatch: pytest.MonkeyPatch) -> Harness:
     ("missing_scope", "AuthFailed", "scope"), ("channel_not_found", "Rejected", "channel ID"),
     ("not_in_channel", "Rejected", "/invite"), ("is_archived", "Rejected", "archived"),
     ("fatal_error", "Ambiguous", "may have been applied"), ("invalid_blocks", "Rejected", "invalid_blocks"),
-    ("some_new_code", "Rejected", "some_new_code"),
+    ("metadata_too_large", "Rejected", 'machine_copy = "text"'), ("some_new_code", "Rejected", "some_new_code"),
 ])
 def test_ok_false_codes_map_to_the_right_error_class_in_plain_words(svc: Harness, code: str, cls: str,
                                                                      words: str) -> None:
@@ -221,3 +222,31 @@ def test_deciders_are_user_ids_or_the_current_members_of_a_user_group(monkeypatc
     assert svc.make().authorize(by("U0ALICE001")) is None  # no deciders: [humans.allow] decides alone
     with pytest.raises(Rejected, match="does not exist"):
         svc.make(deciders=["S0NOSUCH01"]).authorize(by("U0BOB00001"))
+
+
+def test_a_quiet_poll_costs_one_read_and_reactions_get_only_when_a_thumb_shows(svc: Harness) -> None:
+    from sharedctx.model import EntryKind
+    from tests.backends.conftest import make_case, make_chain
+
+    b = svc.backend
+    thread = b.bind(case := make_case())
+    (e,) = make_chain(case.id, 1)
+    e = e.model_copy(update={"kind": EntryKind.DECISION_REQUEST})
+    e = e.model_copy(update={"hash": e.compute_hash()})
+    ref = b.append(thread, e)
+
+    def methods_during(fn: Callable[[], object]) -> list[str]:
+        before = len(svc.double.requests)
+        fn()
+        return [r.url.path.removeprefix("/api/") for r in svc.double.requests[before:]]
+
+    cursor = b.read_back(thread).cursor
+    assert methods_during(lambda: b.read_back(thread, cursor)) == ["conversations.replies"]
+    svc.double.add_reaction(ref.id, "eyes", "U0ALICE001")
+    assert methods_during(lambda: b.read_back(thread, cursor)) == ["conversations.replies"]
+    svc.double.add_reaction(ref.id, "+1::skin-tone-2", "U0ALICE001")
+    got: list[object] = []
+    assert methods_during(lambda: got.append(b.read_back(thread, cursor))) == [
+        "conversations.replies", "reactions.get", "users.info"]
+    (item,) = got[0].humans  # type: ignore[attr-defined]
+    assert (item.kind, item.text, item.in_reply_to, item.author.name) == ("reaction", "+1", e.id, "alice")

@@ -52,6 +52,10 @@ ERRORS: dict[str, tuple[type[BackendError], str]] = {
     "thread_not_found": (Rejected, "the thread no longer exists (its root message was deleted)"),
     "message_not_found": (Rejected, "the message no longer exists"),
     "no_such_subteam": (Rejected, "a user group in `deciders` does not exist (use its ID, S...)"),
+    "invalid_metadata_format": (Rejected, 'the workspace refused message metadata; set machine_copy = "text"'),
+    "invalid_metadata_schema": (Rejected, 'the workspace refused message metadata; set machine_copy = "text"'),
+    "metadata_too_large": (Rejected, 'the machine copy is too large for metadata here; lower max_message_chars '
+                                     'or set machine_copy = "text"'),
 }
 
 

@@ -198,12 +198,14 @@ class SlackBackend(SlackApi):
     def _reactions(self, thread: ThreadRef, msg: dict[str, Any], entry: Entry) -> list[HumanItem]:
         """👍/👎 on the first part of one of our entries. Inline reaction lists in conversations.replies may
         be abridged for popular messages; for decision requests, where who reacted decides, reactions.get
-        (`full=true`, Tier 2) gives every user. No cursor: every one is returned each time, deduped by id."""
+        (`full=true`, Tier 2) gives every user - only when the inline list shows a thumb at all, so a quiet
+        thread costs no Tier 2 budget. No cursor: every one is returned each time, deduped by id."""
         ts = str(msg.get("ts") or "")
         if not ts:
             return []
         reactions = msg.get("reactions") or []
-        if entry.kind == EntryKind.DECISION_REQUEST:
+        thumbs = any(reaction_sign(str(r.get("name") or "")) for r in reactions)
+        if entry.kind == EntryKind.DECISION_REQUEST and thumbs:
             got = self._call("reactions.get", pacer="reactions", not_found=self._gone(thread),
                              channel=self.options.channel, timestamp=ts, full="true")
             reactions = (got.get("message") or {}).get("reactions") or []
