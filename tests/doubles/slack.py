@@ -60,8 +60,13 @@ class SlackDouble(ServiceDouble):
     )
 
     def __init__(self, *, token: str = "xoxb-test-token", validate: bool = True, max_text: int = 40_000,
-                 scopes: str = SCOPES) -> None:
+                 scopes: str = SCOPES, enforce_rate: bool = False, clock: Any = time.monotonic) -> None:
+        """`enforce_rate`: answer `ratelimited` (429, Retry-After 1) to a second chat.postMessage in the channel
+        within one second on `clock`, counting each in `rate_violations` (the bench wants zero)."""
         super().__init__(validate=validate)
+        self.enforce_rate, self.clock = enforce_rate, clock
+        self.post_times: list[float] = []
+        self.rate_violations = 0
         self.token = token
         self.max_text = max_text
         self.scopes = scopes
@@ -240,6 +245,14 @@ class SlackDouble(ServiceDouble):
     def _post(self, args: dict[str, Any]) -> httpx.Response:
         if (bad := self._channel_ok(args, write=True)) is not None:
             return bad
+        if self.enforce_rate:
+            now = self.clock()
+            if self.post_times and now - self.post_times[-1] < 1.0:
+                self.rate_violations += 1
+                resp = self.fail("ratelimited", 429)
+                resp.headers["retry-after"] = "1"
+                return resp
+            self.post_times.append(now)
         text = str(args.get("text") or "")
         blocks = args.get("blocks")
         meta = args.get("metadata")

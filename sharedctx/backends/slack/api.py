@@ -73,6 +73,8 @@ class SlackOptions(BaseModel):
                                 "may decide; groups need the usergroups:read scope")
     group_ttl: float = Field(300.0, ge=0, description="seconds a user group's members are cached")
     posts_per_second: float = Field(1.0, gt=0, description="chat.postMessage: about 1 per second per channel")
+    pacing_margin: float = Field(0.1, ge=0, description="seconds added to the post window: posts reach Slack a "
+                                 "variable time after the pacer admits them")
     reads_per_minute: int = Field(50, ge=1, description="conversations.replies/history: Tier 3")
     reactions_per_minute: int = Field(20, ge=1, description="reactions.get: Tier 2")
     max_block: float = Field(2.0, ge=0, description="longest pacing wait spent blocking; longer -> Retryable")
@@ -123,7 +125,7 @@ class SlackApi:
         self._owns_client = client is None
         self._api = options.base_url.rstrip("/")
         pps = options.posts_per_second
-        post = (round(pps), 1.0) if pps >= 1 else (1, 1.0 / pps)
+        post = (round(pps), 1.0 + options.pacing_margin) if pps >= 1 else (1, 1.0 / pps + options.pacing_margin)
 
         def pacer(limit: tuple[int, float]) -> Pacer:
             return Pacer([limit], max_block=options.max_block, clock=clock, sleep=sleep)
