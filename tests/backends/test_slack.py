@@ -253,3 +253,42 @@ def test_a_quiet_poll_costs_one_read_and_reactions_get_only_when_a_thumb_shows(s
         "conversations.replies", "reactions.get", "users.info"]
     (item,) = got[0].humans  # type: ignore[attr-defined]
     assert (item.kind, item.text, item.in_reply_to, item.author.name) == ("reaction", "+1", e.id, "alice")
+
+
+def test_resolution_is_a_final_reply_optionally_broadcast_to_the_channel(svc: Harness) -> None:
+    from tests.backends.conftest import make_case, make_chain
+
+    for broadcast in (False, True):
+        b = svc.make(broadcast_resolution=broadcast)
+        thread = b.bind(case := make_case())
+        (e,) = make_chain(case.id, 1)
+        b.append(thread, e)
+        b.resolve(thread, e)
+        last = svc.double.replies(thread.id)[-1]
+        assert "Resolved" in last["text"] and svc.double.metadata_of(last)["event_type"] == "sharedctx_resolved"
+        assert (last.get("subtype") == "thread_broadcast") is broadcast
+        sent = [r for r in svc.double.requests if r.url.path.endswith("chat.postMessage")][-1]
+        assert (b"reply_broadcast=true" in sent.content) is broadcast
+
+
+def test_a_reaction_event_on_a_message_this_process_never_saw_is_located_by_lookup(svc: Harness) -> None:
+    from sharedctx.backends.base import HumanItem
+    from sharedctx.model import Author
+    from tests.backends.conftest import make_case, make_chain
+
+    writer = svc.backend
+    thread = writer.bind(case := make_case())
+    e1, e2 = make_chain(case.id, 2)
+    writer.append(thread, e1)
+    ref = writer.append(thread, e2)
+    reader = svc.make()  # another process (sharedctx serve): nothing cached
+    event_item = HumanItem(backend="slack", external_id=f"reaction:C0INCIDENT1:{ref.id}:U0ALICE001:+1",
+                           kind="reaction", author=Author(kind="human", name="U0ALICE001"), at="", text="+1",
+                           raw={"user_id": "U0ALICE001", "channel": "C0INCIDENT1", "ts": ref.id})
+    got = reader.complete_item("", event_item)
+    assert got is not None
+    thread_id, item = got
+    assert (thread_id, item.in_reply_to, item.author.name) == (thread.id, e2.id, "alice")
+    assert reader.complete_item("", event_item.model_copy(update={"raw": {**event_item.raw, "ts": thread.id}})) is None
+    assert reader.complete_item("", event_item.model_copy(update={"raw": {**event_item.raw, "channel": "C0OTHER001"}}
+                                                          )) is None
