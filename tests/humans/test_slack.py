@@ -206,6 +206,8 @@ def test_a_button_click_decides_and_a_threaded_reply_is_taken_in_once(sw: SlackW
 
     d, case = asyncio.run(scenario())
     assert d.approved and d.decided_by == "alice"
+    (click,) = [n for n in human_notes(case) if n.attrs["external"]["id"].startswith("action:")]
+    assert click.attrs["external"]["url"].startswith("https://acme.slack.com/archives/C0INCIDENT1/p")
     replies = [n for n in human_notes(case) if n.attrs["human"]["kind"] == "comment" and n.author.name == "bob"]
     assert len(replies) == 1
     assert "looking at the failover runbook & the dash (https://grafana.example/d/1)" in replies[0].body

@@ -259,7 +259,7 @@ class SlackBackend(SlackApi):
             thread_id, update["in_reply_to"] = found
             update["url"] = self.permalink(ts, thread_id)
         elif not item.url:
-            update["url"] = self.permalink(item.external_id if item.kind == "comment" else thread_id, thread_id)
+            update["url"] = self.permalink(str(item.raw.get("ts") or thread_id), thread_id)
         return thread_id, item.model_copy(update=update)
 
     def search(self, text: str, limit: int = 20) -> list[Hit]:

@@ -73,7 +73,7 @@ def read(name: str, body: bytes, headers: dict[str, str], secret: str, settings:
             out.items.append((thread_ts, HumanItem(
                 backend=name, external_id=msg_ts, author=Author(kind="human", name=user or "unknown"),
                 at=ts_iso(msg_ts), text=plain(str(ev.get("text") or "")),
-                raw={"user_id": user, "channel": ev.get("channel"), "thread_ts": thread_ts})))
+                raw={"user_id": user, "channel": ev.get("channel"), "thread_ts": thread_ts, "ts": msg_ts})))
     elif etype == "reaction_added":
         item = ev.get("item") or {}
         sign = reaction_sign(str(ev.get("reaction") or ""))
@@ -112,5 +112,6 @@ def _interaction(name: str, body: bytes, parsed: Any, refused: Any) -> Any:
         out.items.append((thread_ts, HumanItem(
             backend=name, external_id=f"action:{channel}:{message.get('ts')}:{user}:{command}",
             author=Author(kind="human", name=user or "unknown"), at=ts_iso(action_ts), text=f"/{command} {entry_id}",
-            in_reply_to=entry_id or None, raw={"user_id": user, "channel": channel, "button": command})))
+            in_reply_to=entry_id or None,
+            raw={"user_id": user, "channel": channel, "button": command, "ts": str(message.get("ts") or thread_ts)})))
     return out
