@@ -151,9 +151,32 @@ class AgentSettings(_Section):
 
 
 class ServerSettings(_Section):
+    """`[server]`: where `sharedctx serve` listens, who may post alerts, and how much one request may carry.
+
+    Intake auth is a bearer token (`intake_token`) and/or basic auth (`intake_basic_user` +
+    `intake_basic_password`), secrets by `env:` reference. Without either, `serve` refuses a
+    non-loopback `host` (see docs/intake.md).
+    """
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
     host: str = "127.0.0.1"
     port: int = Field(8765, ge=0, le=65535)
-    max_alert_bytes: int = Field(1_000_000, ge=1024)
+    max_alert_bytes: int = Field(1_000_000, ge=1024, le=64 * 1024 * 1024)
+    max_alerts_per_request: int = Field(1000, ge=1, le=100_000)
+    intake_token: Secret | None = Field(None, description="bearer token for POST /alerts*, 'env:NAME'")
+    intake_basic_user: str | None = Field(None, min_length=1, max_length=256)
+    intake_basic_password: Secret | None = Field(None, description="basic-auth password, 'env:NAME'")
+
+    @field_validator("intake_token", "intake_basic_password", mode="before")
+    @classmethod
+    def _secret(cls, v: Any) -> Any:
+        return Secret(v) if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _basic_pair(self) -> ServerSettings:
+        if (self.intake_basic_user is None) != (self.intake_basic_password is None):
+            raise ValueError("basic auth needs both `intake_basic_user` and `intake_basic_password`")
+        return self
 
 
 class Config(BaseModel):

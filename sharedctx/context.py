@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -23,6 +24,7 @@ from pydantic import ValidationError
 from .backends import make_backend
 from .backends.base import Backend
 from .config import Config, load_config
+from .decisions import Decision, check_answer, get_decision
 from .delivery import Worker
 from .errors import CaseNotFound, EntryNotFound, InvalidEntry
 from .model import (
@@ -41,6 +43,7 @@ from .model import (
 from .store.base import SearchFilters, Store, open_store, verify_entries
 
 if TYPE_CHECKING:
+    from .handoff import Handoff
     from .search import CaseResult, SearchResult
 
 
@@ -86,6 +89,19 @@ def _evidence(items: Iterable[Evidence | Mapping[str, Any]]) -> tuple[Evidence, 
     if len(out) > MAX_EVIDENCE_ITEMS:
         raise InvalidEntry(f"{len(out)} evidence items; the limit is {MAX_EVIDENCE_ITEMS} per entry")
     return tuple(out)
+
+
+@dataclass(frozen=True)
+class NewEntry:
+    """An entry to record together with a new case: `ctx.open_case(..., first=NewEntry(...))`."""
+
+    kind: str | EntryKind
+    title: str
+    body: str | bytes = ""
+    evidence: Sequence[Evidence | Mapping[str, Any]] = ()
+    author: Author | str | None = None
+    trace_id: str | None = None
+    attrs: Mapping[str, Any] | None = None
 
 
 class Case:
@@ -150,8 +166,8 @@ class Case:
         attrs: Mapping[str, Any] | None = None,
     ) -> Any:
         """Ask the people on every backend of this case, then wait (asyncio) for the first authorised
-        answer or the timeout policy. Returns a `sharedctx.humans.Decision`. See docs/humans.md."""
-        from .humans import request_decision
+        answer or the timeout policy. Returns a `sharedctx.decisions.Decision`. See docs/humans.md."""
+        from .decisions import request_decision
 
         return await request_decision(
             self, question, options, timeout=timeout, on_timeout=on_timeout, default=default,
@@ -178,6 +194,18 @@ class Case:
             EntryKind.RESOLUTION, title, summary, author=author, evidence=evidence,
             trace_id=trace_id, status=CaseStatus.RESOLVED,
         )  # fmt: skip
+
+    def handoff(self) -> Handoff:
+        """One screen for whoever picks the case up next: state, findings, actions, pending decisions."""
+        from .handoff import handoff
+
+        return handoff(self.info, self.timeline())
+
+    def decision(self, request_id: str) -> Decision:
+        """Where a decision request of this case stands (`sharedctx.decisions.get_decision`)."""
+        if self.ctx.store.get_entry(request_id).case_id != self.id:
+            raise InvalidEntry(f"decision request {request_id} belongs to another case")
+        return get_decision(self.ctx.store, request_id)
 
     def verify(self) -> VerifyReport:
         """Recompute the hash chain; the report names the first entry that breaks it."""
@@ -254,8 +282,19 @@ class SharedContext:
         severity: str = "warning",
         fingerprint: str | None = None,
         labels: Mapping[str, str] | None = None,
+        first: NewEntry | None = None,
     ) -> Case:
-        """Open a case, or return the open case with the same `fingerprint` (`case.created` is False)."""
+        """Open a case, or return the open case with the same `fingerprint` (`case.created` is False).
+
+        `first` is recorded in the same transaction as a *new* case, so a case never exists without
+        what opened it (an invalid `first` raises `InvalidEntry` and creates nothing). A case that was
+        found gets nothing: the caller decides what a repeat adds.
+        """
+        draft = None
+        if first is not None:  # validated (and redacted) before anything is written
+            draft, _ = self._draft("", first.kind, first.title, first.body, evidence=first.evidence,
+                                   author=first.author, ref=None, trace_id=first.trace_id, attrs=first.attrs,
+                                   status=None)  # fmt: skip
         title = _text(title, "title").strip()
         if not title or len(title) > MAX_TITLE_CHARS:
             raise InvalidEntry(f"a case title must be 1–{MAX_TITLE_CHARS} characters")
@@ -265,8 +304,11 @@ class SharedContext:
             fingerprint = self.redactor.redact(fingerprint) if fingerprint else fingerprint
             labels = {k: self.redactor.redact(v) for k, v in labels.items()}
         record, created = self.store.open_case(
-            title=title, service=service, severity=severity, fingerprint=fingerprint, labels=labels
-        )
+            title=title, service=service, severity=severity, fingerprint=fingerprint, labels=labels,
+            first=draft, backends=self.deliver_to(draft) if draft is not None else (),
+        )  # fmt: skip
+        if created and draft is not None and self.worker.running:
+            self.worker.wake()
         return Case(self, record, created=created)
 
     def case(self, case_id: str) -> Case:
@@ -307,6 +349,30 @@ class SharedContext:
         attrs: Mapping[str, Any] | None,
         status: CaseStatus | str | None,
     ) -> Entry:
+        draft, new_status = self._draft(
+            case_id, kind, title, body, evidence=evidence, author=author, ref=ref,
+            trace_id=trace_id, attrs=attrs, status=status,
+        )  # fmt: skip
+        entry = self.store.append(draft, self.deliver_to(draft), new_status)
+        if self.worker.running:
+            self.worker.wake()
+        return entry
+
+    def _draft(
+        self,
+        case_id: str,
+        kind: str | EntryKind,
+        title: str | bytes,
+        body: str | bytes,
+        *,
+        evidence: Iterable[Evidence | Mapping[str, Any]],
+        author: Author | str | None,
+        ref: str | None,
+        trace_id: str | None,
+        attrs: Mapping[str, Any] | None,
+        status: CaseStatus | str | None,
+    ) -> tuple[EntryDraft, CaseStatus | None]:
+        """Validate and redact one entry: the draft the store appends, and the case status it sets."""
         title = _text(title, "title").strip()
         body = _text(body, "body")
         if not title:
@@ -336,14 +402,12 @@ class SharedContext:
             new_status = CaseStatus(status) if status is not None else None
         except (ValidationError, ValueError) as exc:
             raise InvalidEntry(f"invalid entry: {exc}") from None
+        check_answer(draft)  # the one place that refuses an agent's `decision` (sharedctx.decisions)
         if self.redactor is not None:
             draft = self.redactor.redact_draft(draft)
         if new_status is None and draft.kind == EntryKind.RESOLUTION:
             new_status = CaseStatus.RESOLVED
-        entry = self.store.append(draft, self.deliver_to(draft), new_status)
-        if self.worker.running:
-            self.worker.wake()
-        return entry
+        return draft, new_status
 
     def deliver_to(self, draft: EntryDraft) -> list[str]:
         """The backends an entry goes to: all of them, except the one it came from.

@@ -24,10 +24,10 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import NamedTuple
 
 from .backends.base import Backend, ThreadRef
 from .config import WorkerSettings
+from .decisions import Hold, held_for_decision
 from .errors import Ambiguous, AuthFailed, Rejected, Retryable
 from .model import CaseRecord, Delivery, Entry, EntryKind
 from .store.base import Store
@@ -37,58 +37,13 @@ log = logging.getLogger("sharedctx.delivery")
 Event = Callable[[str, Delivery, str], None]
 
 # -- decision holds -------------------------------------------------------------------------------
-# An entry recorded with `attrs.held_for_decision` (e.g. a partner's `remediation`, per the agent's
-# write policy) is in the journal at once but is not delivered to any backend until a *human*
-# `decision` entry answers the `decision-request` whose `ref` is the held entry. Approval releases
-# it; any other human answer (reject, override) sends it to dead letters as "declined". Held rows
+# An entry recorded with `attrs.held_for_decision` is in the journal at once but is not delivered to any
+# backend until a person approves it; what counts as an answer is `sharedctx.decisions` alone. Held rows
 # stay `pending` with `last_error_kind = 'held'` and are skipped by the head-of-line check, so one
 # unanswered question never stops the rest of the case (including the request itself) from reaching
 # the people who must answer it.
-HOLD_ATTR = "held_for_decision"
 HOLD_KIND = "held"
-APPROVE_WORDS = frozenset({"approve", "approved", "yes"})
-
-
-class Hold(NamedTuple):
-    """Why an entry is not delivered yet; `final` means never (a human declined it)."""
-
-    reason: str
-    final: bool = False
-
-
 HoldCheck = Callable[[Store, Entry], "Hold | None"]
-
-
-def decision_approves(decision: Entry) -> bool:
-    """A human `decision` approves when `attrs.approved is True`, or its choice/outcome says approve."""
-    approved = decision.attrs.get("approved")
-    if isinstance(approved, bool):
-        return approved
-    words = {str(decision.attrs.get(k, "")).strip().lower() for k in ("choice", "outcome")}
-    return bool(words & APPROVE_WORDS)
-
-
-def first_human_decision(store: Store, case_id: str, request_ids: set[str]) -> Entry | None:
-    """The first `decision` by a human answering one of `request_ids` (first authorised answer wins)."""
-    for e in store.entries(case_id, kinds=[EntryKind.DECISION.value]):
-        if e.ref in request_ids and e.author.kind == "human":
-            return e
-    return None
-
-
-def held_for_decision(store: Store, entry: Entry) -> Hold | None:
-    """The default hold check: None to deliver `entry` now, else why not (see HOLD_ATTR above)."""
-    if not entry.attrs.get(HOLD_ATTR):
-        return None
-    requests = {
-        e.id for e in store.entries(entry.case_id, kinds=[EntryKind.DECISION_REQUEST.value]) if e.ref == entry.id
-    }
-    decision = first_human_decision(store, entry.case_id, requests) if requests else None
-    if decision is None:
-        return Hold(f"held until a human answers decision request {', '.join(sorted(requests)) or '(none yet)'}")
-    if decision_approves(decision):
-        return None
-    return Hold(f"declined by {decision.author} in decision {decision.id}", final=True)
 
 
 def backoff_delay(attempts: int, settings: WorkerSettings, rng: random.Random | None = None) -> float:

@@ -53,6 +53,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from .decisions import counts
 from .errors import StoreError
 from .model import Entry, EntryKind, utcnow
 from .store.base import Candidate, CandidateQuery, EntryMatch, SearchFilters, Store, literal_terms
@@ -559,7 +560,7 @@ def summarize(entries: Sequence[Entry], created_at: datetime, resolved_at: datet
             o.tried.append(e.title)
         elif e.kind == EntryKind.REMEDIATION:
             (o.tried if e.id in failed_refs else o.worked).append(e.title)
-        elif e.kind == EntryKind.DECISION:
+        elif e.kind == EntryKind.DECISION and counts(e):  # an agent's "decision" is nobody's decision
             outcome = str(attrs.get("outcome", "")).lower()
             req = by_id.get(e.ref or "")
             asked = req.title if req else e.title

@@ -34,6 +34,7 @@ from rich.table import Table
 from ..channel.net import free_port, wait_for_port
 from ..config import PartnerSettings
 from ..context import SharedContext
+from ..intake_guard import NO_AUTH
 from ..model import CaseStatus, Entry, format_ts, utcnow
 from ..server import Dispatcher, build_app
 from .primary import PrimaryAgent
@@ -166,7 +167,7 @@ async def run_demo(
             out.print("[dim]partner: a subprocess speaking MCP over stdio[/]")
         agent = PrimaryAgent([settings], on_event=show)
         dispatcher = Dispatcher(ctx, agent)
-        app = build_app(ctx, dispatcher=dispatcher)
+        app = build_app(ctx, dispatcher=dispatcher, auth=NO_AUTH)  # in-process only: nothing listens
         http = await stack.enter_async_context(
             httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sharedctx.demo")
         )

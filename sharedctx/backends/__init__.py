@@ -23,6 +23,7 @@ BACKEND_TYPES: dict[str, str] = {
     "pagerduty": "sharedctx.backends.pagerduty:PagerDutyBackend",
     "servicenow": "sharedctx.backends.servicenow:ServiceNowBackend",
     "jira": "sharedctx.backends.jira:JiraBackend",
+    "redmine": "sharedctx.backends.redmine:RedmineBackend",
     "slack": "sharedctx.backends.slack:SlackBackend",
 }
 

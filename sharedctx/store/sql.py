@@ -251,8 +251,22 @@ class SQLStore:
         )
 
     def open_case(
-        self, *, title: str, service: str, severity: str, fingerprint: str | None, labels: dict[str, str]
+        self,
+        *,
+        title: str,
+        service: str,
+        severity: str,
+        fingerprint: str | None,
+        labels: dict[str, str],
+        first: EntryDraft | None = None,
+        backends: Sequence[str] = (),
     ) -> tuple[CaseRecord, bool]:
+        """Find the open case with `fingerprint`, or create one.
+
+        `first` (its `case_id` is replaced by the new case's) is appended in the same transaction as
+        the new case, so a case never exists without it: if the entry fails, no case is left behind.
+        A case that was found gets no entry here; the caller decides what to add to it.
+        """
         now = format_ts(utcnow())
         with self._tx() as c:
             if fingerprint:
@@ -268,6 +282,8 @@ class SQLStore:
                 "updated_at, last_seq, last_hash, labels) VALUES (?,?,?,?,'open',?,?,?,0,?,?)",
                 (case_id, title, service, severity, fingerprint, now, now, GENESIS_HASH, json.dumps(labels)),
             )
+            if first is not None:
+                self._append_in(c, first.model_copy(update={"case_id": case_id}), backends, None)
             r = c.execute(f"SELECT {CASE_COLS} FROM cases WHERE id=?", (case_id,)).fetchone()
         return self._case(r), True
 
@@ -301,35 +317,39 @@ class SQLStore:
 
     # -- journal ----------------------------------------------------------------------------------
     def append(self, draft: EntryDraft, backends: Sequence[str], status: CaseStatus | None = None) -> Entry:
-        now_epoch = time.time()
         with self._tx() as c:
-            r = c.execute(
-                f"SELECT last_seq, last_hash, status, resolved_at FROM cases WHERE id=?{self.FOR_UPDATE}",
-                (draft.case_id,),
-            ).fetchone()
-            if r is None:
-                raise CaseNotFound(f"no case with id {draft.case_id!r}; nothing was recorded")
-            entry = build_entry(draft, r[0] + 1, r[1])
-            params = entry_params(entry)
-            c.execute(
-                f"INSERT INTO entries ({ENTRY_COLS}, evidence_text) VALUES (:id, :case_id, :seq, :ts, "
-                ":author_kind, :author_name, :kind, :title, :body, :evidence, :ref, :trace_id, :attrs, "
-                ":prev_hash, :hash, :evidence_text)",
-                params,
+            return self._append_in(c, draft, backends, status)
+
+    def _append_in(self, c: Any, draft: EntryDraft, backends: Sequence[str], status: CaseStatus | None) -> Entry:
+        """The append itself, inside the caller's transaction `c` (shared by `append` and `open_case`)."""
+        now_epoch = time.time()
+        r = c.execute(
+            f"SELECT last_seq, last_hash, status, resolved_at FROM cases WHERE id=?{self.FOR_UPDATE}",
+            (draft.case_id,),
+        ).fetchone()
+        if r is None:
+            raise CaseNotFound(f"no case with id {draft.case_id!r}; nothing was recorded")
+        entry = build_entry(draft, r[0] + 1, r[1])
+        params = entry_params(entry)
+        c.execute(
+            f"INSERT INTO entries ({ENTRY_COLS}, evidence_text) VALUES (:id, :case_id, :seq, :ts, "
+            ":author_kind, :author_name, :kind, :title, :body, :evidence, :ref, :trace_id, :attrs, "
+            ":prev_hash, :hash, :evidence_text)",
+            params,
+        )
+        if backends:
+            c.executemany(
+                "INSERT INTO outbox (entry_id, case_id, seq, backend, next_attempt_at, created_at) "
+                "VALUES (?,?,?,?,?,?)",
+                [(entry.id, entry.case_id, entry.seq, b, now_epoch, now_epoch) for b in backends],
             )
-            if backends:
-                c.executemany(
-                    "INSERT INTO outbox (entry_id, case_id, seq, backend, next_attempt_at, created_at) "
-                    "VALUES (?,?,?,?,?,?)",
-                    [(entry.id, entry.case_id, entry.seq, b, now_epoch, now_epoch) for b in backends],
-                )
-            new = next_status(r[2], status)
-            ts = params["ts"]
-            resolved_at = r[3] or (ts if new == "resolved" else None)
-            c.execute(
-                "UPDATE cases SET last_seq=?, last_hash=?, updated_at=?, status=?, resolved_at=? WHERE id=?",
-                (entry.seq, entry.hash, ts, new, resolved_at, entry.case_id),
-            )
+        new = next_status(r[2], status)
+        ts = params["ts"]
+        resolved_at = r[3] or (ts if new == "resolved" else None)
+        c.execute(
+            "UPDATE cases SET last_seq=?, last_hash=?, updated_at=?, status=?, resolved_at=? WHERE id=?",
+            (entry.seq, entry.hash, ts, new, resolved_at, entry.case_id),
+        )
         return entry
 
     def entries(

@@ -264,6 +264,13 @@ class SQLiteStore(SQLStore):
             raise StoreError(f"search failed: {exc}") from exc
         return [row_to_candidate(r) for r in rows]
 
+    def open_case(self, **kwargs: Any) -> tuple[Any, bool]:
+        """`SQLStore.open_case` (with its first entry), a database failure named as a `StoreError`."""
+        try:
+            return super().open_case(**kwargs)
+        except sqlite3.Error as exc:
+            raise StoreError(f"could not open the case: {exc}; nothing was recorded") from exc
+
     def append(self, draft: EntryDraft, backends: Sequence[str], status: CaseStatus | None = None) -> Entry:
         try:
             return super().append(draft, backends, status)

@@ -76,7 +76,7 @@ def test_every_table_in_docs_backends_md_builds(tmp_path: Path) -> None:
     doc = (Path(__file__).resolve().parents[2] / "docs" / "backends.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```toml\n(.*?)```", doc, flags=re.S)
     documented = {m.group(1) for b in blocks if (m := re.search(r'^type = "(\w+)"', b, flags=re.M))}
-    assert documented >= {"github", "pagerduty", "servicenow", "jira", "slack"}  # one table per connector
+    assert documented >= {"github", "pagerduty", "servicenow", "jira", "redmine", "slack"}  # one table per connector
     for block in blocks:
         (tmp_path / "sharedctx.toml").write_text(block)
         (settings,) = load_config(tmp_path / "sharedctx.toml").backends
