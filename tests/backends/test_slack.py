@@ -223,6 +223,7 @@ def test_deciders_are_user_ids_or_the_current_members_of_a_user_group(monkeypatc
     svc.double.groups["S0ONCALL01"] = []  # Bob handed over the pager
     assert b.authorize(by("U0BOB00001"))[0] is False  # type: ignore[index]
     assert svc.make().authorize(by("U0ALICE001")) is None  # no deciders: [humans.allow] decides alone
+    assert svc.make(deciders=["U0BOT00001"]).authorize(by("U0BOT00001"))[0] is False  # type: ignore[index]
     with pytest.raises(Rejected, match="does not exist"):
         svc.make(deciders=["S0NOSUCH01"]).authorize(by("U0BOB00001"))
 
@@ -292,3 +293,18 @@ def test_a_reaction_event_on_a_message_this_process_never_saw_is_located_by_look
     assert reader.complete_item("", event_item.model_copy(update={"raw": {**event_item.raw, "ts": thread.id}})) is None
     assert reader.complete_item("", event_item.model_copy(update={"raw": {**event_item.raw, "channel": "C0OTHER001"}}
                                                           )) is None
+
+
+def test_a_person_quoting_our_marker_is_still_a_person_and_the_bots_own_reaction_is_not(svc: Harness) -> None:
+    from tests.backends.conftest import make_case, make_chain
+
+    b = svc.make(machine_copy="text")
+    thread = b.bind(case := make_case())
+    (e,) = make_chain(case.id, 1)
+    ref = b.append(thread, e)
+    ours = svc.double.replies(thread.id)[0]["text"]
+    svc.double.add_human_reply(thread.id, "/approve\n> " + ours.replace("&", "&amp;") + "\nlooks right to me")
+    svc.double.add_reaction(ref.id, "+1", "U0BOT00001")
+    back = b.read_back(thread)
+    (item,) = back.humans
+    assert item.text.startswith("/approve") and back.entries == [e]

@@ -215,6 +215,8 @@ class SlackBackend(SlackApi):
             if sign is None:
                 continue
             for user in r.get("users") or []:
+                if user == self.whoami().get("user_id"):
+                    continue  # the bot's own reaction is not a person's
                 items.append(self.reaction_item(thread.id, ts, str(user), sign, entry.id, at=ts_iso(ts)))
         return items
 
@@ -273,7 +275,7 @@ class SlackBackend(SlackApi):
                 return
         text = f"✅ *Resolved* — {escape(summary.title)} (summary entry `{summary.id}`)"
         if self.options.machine_copy == "text":
-            text += f"\nsharedctx:resolved:{summary.id}"
+            text += f"\n[sharedctx:resolved:{summary.id}]"
         self._post(thread, {"text": text, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}],
                             "metadata": {"event_type": RESOLVED_EVENT, "event_payload": {"entry": summary.id}}},
                    broadcast=self.options.broadcast_resolution)
@@ -283,9 +285,13 @@ class SlackBackend(SlackApi):
         """`deciders` (user IDs, or user groups whose current members count) decide; with none configured,
         `[humans.allow]` decides alone. Group membership is read when someone answers (cached `group_ttl`),
         so a change of the on-call group in Slack applies without a config change."""
-        if item.backend != self.name or not self.options.deciders:
+        if item.backend != self.name:
             return None
         user = str(item.raw.get("user_id") or "")
+        if user and user == self.whoami().get("user_id"):  # an agent holding the token could react as the bot
+            return False, f"slack:{user} is the bot sharedctx posts as, not a person"
+        if not self.options.deciders:
+            return None
         who = user or item.author.name
         if user and user in self.options.deciders:
             return True, f"slack:deciders ({who})"

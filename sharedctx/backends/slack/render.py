@@ -15,7 +15,7 @@ import re
 from typing import Any
 
 from ...model import Entry, EntryKind
-from ...render import CopyPart, _lead, parse_plain, split_lines
+from ...render import CopyPart, _lead, is_own_echo, parse_plain, split_lines
 
 ENTRY_EVENT = "sharedctx_entry"
 CASE_EVENT = "sharedctx_case"
@@ -101,12 +101,14 @@ def parse_message(msg: dict[str, Any]) -> CopyPart | None:
         except (KeyError, TypeError, ValueError):
             return None
         return None
-    got = parse_plain(unescape(str(msg.get("text") or "")))
+    text = unescape(str(msg.get("text") or ""))
+    got = parse_plain(text) if is_own_echo(text) else None  # a person quoting a copy is a person
     return CopyPart(*got, external_id=ts, position=ts) if got else None
 
 
 def is_ours(msg: dict[str, Any], bot_user: str | None) -> bool:
-    """Anything the bot posted, or anything carrying our metadata, is not a person speaking."""
+    """Anything the bot posted, anything carrying our metadata, or a text that ends with our copy or resolution
+    marker (`render.is_own_echo`, the one test for the text forms) is not a person speaking."""
     meta = (msg.get("metadata") or {}).get("event_type", "")
     return (bool(bot_user) and msg.get("user") == bot_user) or str(meta).startswith("sharedctx_") or (
-        "sharedctx:entry:" in str(msg.get("text") or "") and "machine copy" in str(msg.get("text") or ""))
+        is_own_echo(unescape(str(msg.get("text") or ""))))
