@@ -180,6 +180,18 @@ path = ".sharedctx/cases"
 # room_id = "!incidents:acme.org"
 # token = "env:MATRIX_BOT_TOKEN"
 # decide_power_level = 50
+
+# A thread per case in a Slack channel (use the channel ID); people answer with /approve or a 👍 reaction.
+# Bot scopes: chat:write, channels:history (groups:history if private), reactions:read, users:read.
+# Invite the bot to the channel. Events API (message.channels, reaction_added) -> POST /webhooks/slack
+# on `sharedctx serve`, with [humans.webhooks.slack] secret = "env:SLACK_SIGNING_SECRET".
+# [[backends]]
+# type = "slack"
+# channel = "C0123456789"
+# token = "env:SLACK_BOT_TOKEN"
+# deciders = ["U0123ABCD"]      # user IDs or user group IDs (S...) who may decide
+# interactivity = false         # true: decision requests carry Approve/Reject buttons
+# broadcast_resolution = false  # true: the resolution reply is also sent to the channel
 """
 
 

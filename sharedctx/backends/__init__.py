@@ -25,6 +25,7 @@ BACKEND_TYPES: dict[str, str] = {
     "jira": "sharedctx.backends.jira:JiraBackend",
     "matrix": "sharedctx.backends.matrix:MatrixBackend",
     "redmine": "sharedctx.backends.redmine:RedmineBackend",
+    "slack": "sharedctx.backends.slack:SlackBackend",
 }
 
 __all__ = ["BACKEND_TYPES", "Backend", "Hit", "HumanItem", "ReadBack", "ThreadRef", "backend_class", "make_backend"]
