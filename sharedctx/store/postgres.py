@@ -192,6 +192,17 @@ class PostgresStore(SQLStore):
                     [*params, cap])
         return int(r[0][0])
 
+    def index_terms(self, near: str, limit: int = 400) -> list[tuple[str, int]]:
+        """Index terms (english stems) sharing `near`'s first two letters, with how many entries hold each,
+        from the most recent VOCAB_SAMPLE entries (`ts_stat` over the whole journal would read every row)."""
+        head = near[:2].lower()
+        if len(head) < 2 or not head.isalnum():
+            return []
+        rows = self._q(
+            f"SELECT word, ndoc FROM ts_stat('SELECT tsv FROM entries ORDER BY rowid DESC LIMIT {VOCAB_SAMPLE}') "
+            "WHERE word LIKE ? ORDER BY ndoc DESC LIMIT ?", (head + "%", limit))
+        return [(str(t), int(d)) for t, d in rows]
+
     def search_candidates(self, query: CandidateQuery, limit: int = 200) -> list[Candidate]:
         """The best `limit` entries by `ts_rank` that pass the filters; newest first without text."""
         cols = ", ".join(f"e.{c.strip()}" for c in ENTRY_COLS.split(",")) + ", e.rowid, " + CANDIDATE_CASE_COLS
@@ -213,6 +224,9 @@ class PostgresStore(SQLStore):
             conn.execute("REINDEX INDEX entries_tsv")
             row = conn.execute("SELECT count(*) FROM entries").fetchone()
         return int(row[0]) if row else 0
+
+
+VOCAB_SAMPLE = 50_000  # entries whose words typo correction considers on PostgreSQL
 
 
 def _redact_url(url: str) -> str:

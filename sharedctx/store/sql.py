@@ -142,6 +142,9 @@ def filter_clauses(f: SearchFilters) -> tuple[list[str], list[Any]]:
     if f.kinds:
         where.append(f"e.kind IN ({','.join('?' * len(f.kinds))})")
         params.extend(f.kinds)
+    if f.services:
+        where.append(f"c.service IN ({','.join('?' * len(f.services))})")
+        params.extend(f.services)
     return where, params
 
 
@@ -375,6 +378,10 @@ class SQLStore:
         """The smallest and largest storage position of an entry (0, 0 when empty)."""
         r = self._q("SELECT (SELECT min(rowid) FROM entries), (SELECT max(rowid) FROM entries)")
         return (int(r[0][0] or 0), int(r[0][1] or 0)) if r else (0, 0)
+
+    def services(self) -> list[str]:
+        """Every service name a case was opened with (for `service:` prefixes and aliases)."""
+        return [r[0] for r in self._q("SELECT DISTINCT service FROM cases WHERE service <> ''")]
 
     # -- outbox -----------------------------------------------------------------------------------
     def _delivery(self, r: Sequence[Any]) -> Delivery:

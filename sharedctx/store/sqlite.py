@@ -231,6 +231,18 @@ class SQLiteStore(SQLStore):
             raise StoreError(f"search failed: {exc}") from exc
         return int(r[0][0])
 
+    def index_terms(self, near: str, limit: int = 400) -> list[tuple[str, int]]:
+        """Index terms (porter stems) sharing `near`'s first two letters, with how many entries hold each."""
+        head = near[:2].lower()
+        if len(head) < 2:
+            return []
+        try:
+            rows = self._q("SELECT term, doc FROM entries_fts_vocab WHERE term >= ? AND term < ? LIMIT ?",
+                           (head, head[0] + chr(ord(head[1]) + 1), limit * 10))
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"index vocabulary unavailable: {exc}") from exc
+        return [(str(t), int(d)) for t, d in rows]
+
     def search_candidates(self, query: CandidateQuery, limit: int = 200) -> list[Candidate]:
         """The best `limit` entries by BM25 (title weighted 4x) that pass the filters; newest first without text."""
         cols = ", ".join(f"e.{c.strip()}" for c in ENTRY_COLS.split(",")) + ", e.rowid, " + CANDIDATE_CASE_COLS

@@ -1,0 +1,318 @@
+"""Case-level ranking: BM25F over each candidate case's fields, pseudo-relevance feedback (RM3) from
+the best cases, then structured signals as proportional evidence.
+
+Why case-level: a case is what a person wants back, and its evidence is spread over many entries;
+scoring entries one by one lets a one-line note sharing one common word beat a case whose findings
+match a rare word. Why multiplicative signals: a same-service or resolved case should win among
+equally good text matches, never lift a weak text match over a strong one, so each signal is a small
+factor (at most `MAX_BOOST` together) on the text score, not an addend.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from ..model import Entry, EntryKind, utcnow
+from ..store.base import Candidate
+from .models import CaseResult, Hit, Outcome
+from .outcome import summarize
+from .words import STOPWORDS, highlight, negated_positions, stem, tokens
+
+# field weights and length normalisation, chosen on the tuning set (bench/eval_queries.json)
+FIELD_WEIGHT = {"title": 2.5, "alert": 1.5, "findings": 1.5, "fix": 1.3, "human": 1.3, "other": 0.6}
+FIELD_B = 0.75
+K1 = 1.2
+NEG_UNNEGATED = 0.2  # a negated query word ("without a deploy") found un-negated counts this much
+POOL = 60  # candidate cases ranked at case level
+FEEDBACK_CASES = 5  # RM3: cases the expansion is learned from
+FEEDBACK_TERMS = 8  # RM3: words added
+FEEDBACK_WEIGHT = 0.35  # RM3: share of the final text score that comes from the added words
+HALF_LIFE_DAYS = 90.0
+# structured evidence: factors on the text score
+F_SERVICE, F_SERVICE_HEAD, F_ALERT, F_FAMILY = 1.15, 1.07, 1.10, 1.05
+F_RESOLVED, F_VERIFIED, F_HUMAN, F_RECENT = 1.04, 1.03, 1.02, 1.03
+MAX_BOOST = 1.35
+
+_SPLIT = re.compile(r"[-_.\s/:]+")
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+def field_of(e: Entry) -> str:
+    """Which BM25F field an entry's text belongs to."""
+    k = e.kind
+    if k == EntryKind.ALERT:
+        return "alert"
+    if k in (EntryKind.FINDING, EntryKind.TRIAGE):
+        return "findings"
+    if k in (EntryKind.REMEDIATION, EntryKind.RESOLUTION, EntryKind.VERIFICATION, EntryKind.CORRECTION,
+             EntryKind.DECISION, EntryKind.ACTION):
+        return "fix"
+    if e.author.kind == "human":
+        return "human"
+    return "other"
+
+
+@dataclass
+class Term:
+    """One query word group: the stems that count as it, its idf, its weight, and whether it is negated."""
+
+    word: str
+    stems: frozenset[str]
+    idf: float
+    weight: float = 1.0
+    negated: bool = False
+    expansion: bool = False
+
+
+@dataclass
+class CaseDoc:
+    case_id: str
+    meta: Candidate  # any retrieved entry of the case: carries the case's title, service, status, dates
+    entries: list[Entry] = field(default_factory=list)
+    tf: dict[str, Counter[str]] = field(default_factory=dict)  # field -> stem counts
+    neg: Counter[str] = field(default_factory=Counter)  # stem -> negated occurrences (all fields)
+    length: dict[str, int] = field(default_factory=dict)
+    first_score: float = 0.0  # the index's score of its best entry (pool order)
+    alertname: str | None = None
+
+
+def alert_of(meta: Candidate, entries: Iterable[Entry]) -> str | None:
+    a = (meta.labels or {}).get("alertname")
+    if a:
+        return a
+    return next((str(e.attrs["alertname"]) for e in entries if e.kind == EntryKind.ALERT and e.attrs.get("alertname")),
+                None)
+
+
+def build_doc(meta: Candidate, entries: Sequence[Entry]) -> CaseDoc:
+    """A case as BM25F fields (title, alert, findings, fix, human, other) of stem counts."""
+    d = CaseDoc(case_id=meta.entry.case_id, meta=meta, entries=list(entries))
+    d.alertname = alert_of(meta, entries)
+    parts: dict[str, list[str]] = {"title": [meta.case_title, " ".join(_name_words(d.alertname or ""))]}
+    disputed = {e.ref for e in entries if e.attrs.get("verdict") == "disputed" and e.ref}
+    for e in entries:
+        if e.id in disputed:
+            continue
+        parts.setdefault(field_of(e), []).append(f"{e.title}. {e.body}")
+    for f, texts in parts.items():
+        toks = tokens(" ".join(texts))
+        negpos = negated_positions(toks)
+        st = [stem(t) for t in toks]
+        d.tf[f] = Counter(st)
+        d.length[f] = len(st)
+        for i in negpos:
+            d.neg[st[i]] += 1
+    return d
+
+
+def _name_words(name: str) -> list[str]:
+    """`KafkaConsumerLagHigh` / `payments-api` -> their words."""
+    return [w.lower() for w in _SPLIT.split(_CAMEL.sub(" ", name)) if w]
+
+
+def bm25f(docs: Sequence[CaseDoc], terms: Sequence[Term], *, boost_fix: bool = False,
+          fields: dict[str, float] | None = None) -> dict[str, float]:
+    """BM25F text score of each case for the weighted query terms."""
+    if not docs or not terms:
+        return {d.case_id: 0.0 for d in docs}
+    avg = {f: max(1.0, sum(d.length.get(f, 0) for d in docs) / len(docs)) for f in FIELD_WEIGHT}
+    weight = dict(fields or FIELD_WEIGHT)
+    if boost_fix:
+        weight["fix"] *= 1.3
+    out: dict[str, float] = {}
+    for d in docs:
+        s = 0.0
+        for t in terms:
+            tf = 0.0
+            for f, counts in d.tf.items():
+                n = float(sum(counts.get(x, 0) for x in t.stems))
+                if not n:
+                    continue
+                if t.negated:
+                    negn = min(n, sum(d.neg.get(x, 0) for x in t.stems))
+                    n = negn + NEG_UNNEGATED * (n - negn)
+                norm = 1 - FIELD_B + FIELD_B * d.length.get(f, 0) / avg[f]
+                tf += weight[f] * n / norm
+            if tf:
+                s += t.weight * t.idf * tf * (K1 + 1) / (K1 + tf)
+        out[d.case_id] = s
+    return out
+
+
+def feedback_terms(docs: Sequence[CaseDoc], scores: dict[str, float], terms: Sequence[Term]) -> list[Term]:
+    """RM3: words that characterise the best-scoring cases but not the pool as a whole."""
+    top = sorted(docs, key=lambda d: -scores.get(d.case_id, 0.0))[:FEEDBACK_CASES]
+    total = sum(scores.get(d.case_id, 0.0) for d in top)
+    if total <= 0 or len(docs) < 4:
+        return []
+    have = set().union(*(t.stems for t in terms))
+    pool_df: Counter[str] = Counter()
+    for d in docs:
+        pool_df.update({x for f, c in d.tf.items() if f != "other" for x in c})
+    n = len(docs)
+    rm: dict[str, float] = {}
+    for d in top:
+        p = scores[d.case_id] / total
+        counts: Counter[str] = Counter()
+        for f, c in d.tf.items():
+            if f != "other":
+                counts.update(c)
+        length = sum(counts.values()) or 1
+        for x, k in counts.items():
+            rm[x] = rm.get(x, 0.0) + p * k / length
+    ranked: list[tuple[float, str]] = []
+    for x, v in rm.items():
+        dfp = pool_df.get(x, 0)
+        if x in have or x in STOPWORDS or len(x) < 3 or x.isdigit() or dfp < 2 or dfp > 0.5 * n:
+            continue
+        ranked.append((v * math.log(n / dfp), x))
+    ranked.sort(reverse=True)
+    chosen = ranked[:FEEDBACK_TERMS]
+    if not chosen:
+        return []
+    best = chosen[0][0]
+    return [Term(word=x, stems=frozenset({x}), idf=math.log(1 + (n - pool_df[x] + 0.5) / (pool_df[x] + 0.5)),
+                 weight=v / best, expansion=True) for v, x in chosen]
+
+
+# -- structured evidence -----------------------------------------------------------------------------
+def service_named(service: str, words: Sequence[str]) -> float:
+    """How clearly the query's words name `service`: its whole name as consecutive words (1.0), or its
+    distinctive first word (0.5); token-exact, so "api" in a query never names "payments-api"."""
+    if not service:
+        return 0.0
+    parts = _name_words(service)
+    if not parts:
+        return 0.0
+    ws = list(words)
+    joined = service.lower()
+    if joined in ws:
+        return 1.0
+    for i in range(len(ws) - len(parts) + 1):
+        if ws[i : i + len(parts)] == parts:
+            return 1.0
+    head = parts[0]
+    if len(parts) > 1 and len(head) >= 4 and head not in STOPWORDS and head in ws:
+        return 0.5
+    return 0.0
+
+
+def alert_named(alert: str | None, words: Sequence[str]) -> bool:
+    """The query names the alert (its exact name as one word, or all its CamelCase words in order)."""
+    if not alert:
+        return False
+    if alert.lower() in words:
+        return True
+    parts = _name_words(alert)
+    return len(parts) > 1 and any(list(words[i : i + len(parts)]) == parts for i in range(len(words)))
+
+
+def family(fingerprint: str | None) -> str | None:
+    """A fingerprint's family: the part before a trailing instance id (`alert:svc:1234` -> `alert:svc`)."""
+    if not fingerprint:
+        return None
+    parts = fingerprint.split(":")
+    return ":".join(parts[:2]) if len(parts) > 2 else fingerprint
+
+
+@dataclass
+class Evidence:
+    """What the structured signals compare a case with: the query's words, or (similar_cases) an open case."""
+
+    words: list[str] = field(default_factory=list)
+    service: str | None = None  # similar_cases: the open case's service
+    alertname: str | None = None
+    family: str | None = None
+    now: datetime = field(default_factory=utcnow)
+
+
+def score_cases(docs: Sequence[CaseDoc], text: dict[str, float], ev: Evidence, outcomes: dict[str, Outcome],
+                terms: Sequence[Term]) -> list[CaseResult]:
+    """Final score = text score (normalised to the best case) x the product of the structured factors."""
+    top = max(text.values(), default=0.0) or 1.0
+    out: list[CaseResult] = []
+    for d in docs:
+        m = d.meta
+        t = text.get(d.case_id, 0.0) / top
+        signals: dict[str, float] = {}
+        reasons: list[str] = []
+        if t > 0:
+            signals["text"] = round(t, 4)
+        found: list[tuple[str, float, str]] = []
+        add = found.append
+        if ev.service is not None:
+            if m.service and m.service == ev.service:
+                add(("same_service", F_SERVICE_HEAD, f"same service: {m.service}"))
+        else:
+            named = service_named(m.service, ev.words)
+            if named:
+                add(("same_service", F_SERVICE if named >= 1 else F_SERVICE_HEAD,
+                     f"service named in the query: {m.service}"))
+        if d.alertname and ((ev.alertname and d.alertname == ev.alertname)
+                            or (not ev.alertname and alert_named(d.alertname, ev.words))):
+            add(("same_alert", F_ALERT, f"same alert: {d.alertname}"))
+        if ev.family and family(m.fingerprint) == ev.family:
+            add(("same_fingerprint_family", F_FAMILY, f"same fingerprint family: {ev.family}"))
+        if m.case_status == "resolved":
+            add(("resolved", F_RESOLVED, "resolved"))
+        o = outcomes.get(d.case_id)
+        if o is not None and o.verified:
+            add(("verified", F_VERIFIED, "remediation verified"))
+        if o is not None and (o.overridden or o.rejected):
+            add(("human_verdict", F_HUMAN, "a human overrode or rejected a step"))
+        factor = 1.0
+        for name, f, why in found:
+            signals[name] = round(f, 4)
+            reasons.append(why)
+            factor *= f
+        age = max(0.0, (ev.now - (m.case_resolved_at or m.case_created_at)).total_seconds() / 86400)
+        rec = 1 + (F_RECENT - 1) * 0.5 ** (age / HALF_LIFE_DAYS)
+        signals["recency"] = round(rec, 4)
+        factor = min(MAX_BOOST, factor * rec)
+        matched = _matched(d, terms)
+        if t > 0:
+            n = len(d.entries)
+            orig = [w for w, e in matched if not e]
+            reasons.insert(0, f"text: {', '.join(orig) or 'related words'} in {n} entr{'y' if n == 1 else 'ies'}"
+                           + (f"; related: {', '.join(w for w, e in matched if e)}" if any(e for _, e in matched)
+                              else ""))
+        out.append(CaseResult(case_id=d.case_id, title=m.case_title, service=m.service, status=m.case_status,
+                              created_at=m.case_created_at, score=round(t * factor, 4) if t > 0 else
+                              round((factor - 1) * 0.01, 6), signals=signals, reasons=reasons,
+                              matched=[w for w, _ in matched], outcome=o))
+    out.sort(key=lambda r: -r.score)
+    return out
+
+
+def _matched(d: CaseDoc, terms: Sequence[Term]) -> list[tuple[str, bool]]:
+    have: set[str] = set()
+    for c in d.tf.values():
+        have.update(c)
+    return [(t.word, t.expansion) for t in terms if t.stems & have]
+
+
+def hits(d: CaseDoc, terms: Sequence[Term], n: int = 3) -> list[Hit]:
+    """The case's entries that carry the most query weight, highlighted."""
+    stem_sets = [set(t.stems) for t in terms if not t.expansion] or [set(t.stems) for t in terms]
+    scored: list[tuple[float, int, Entry]] = []
+    for i, e in enumerate(d.entries):
+        have = {stem(w) for w in tokens(f"{e.title} {e.body}")}
+        s = sum(t.idf * t.weight for t in terms if t.stems & have)
+        if s > 0:
+            scored.append((s, -i, e))
+    scored.sort(key=lambda x: (-x[0], -x[1]))
+    out = []
+    for s, _, e in scored[:n]:
+        text, spans = highlight(e.title, e.body, stem_sets)
+        out.append(Hit(entry_id=e.id, seq=e.seq, kind=e.kind.value, author=str(e.author), ts=e.ts, title=e.title,
+                       text=text, spans=spans, score=round(s, 4)))
+    return out
+
+
+def outcome_of(d: CaseDoc) -> Outcome:
+    return summarize(d.entries, d.meta.case_created_at, d.meta.case_resolved_at)
