@@ -1,0 +1,1 @@
+"""Held-out search evaluation data (loader below)."""
