@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from ..errors import StoreError
 from ..store.base import Candidate, CandidateQuery, Store
-from .words import edit_distance
+from .words import edit_distance, stem
 
 BUDGET = 4000  # most entries the store ranks for one query (bounded latency at any journal size)
 DF_CAP = 100_000  # counting a word's matches stops here
@@ -126,28 +126,39 @@ def _window(store: Store, q: CandidateQuery, estimate: int) -> CandidateQuery:
 
 
 # -- typo tolerance ----------------------------------------------------------------------------------
+# what an index stemmer strips from a word's end (porter on FTS5, english on PostgreSQL)
+_SUFFIXES = ("", "e", "s", "es", "ed", "ing", "ion", "ions", "ation", "ations", "ate", "ated", "icate", "y", "ies",
+             "ied", "er", "ers", "ly", "ity", "ment", "ness", "al")
+
+
 def _distance(word: str, term: str) -> int:
-    """How far a typed word is from an index term; index terms may be stems ("certif"), so a term that is
-    a near-prefix of the word with a short remainder counts by its prefix distance."""
-    d = edit_distance(word, term, 3)
-    if len(word) > len(term) >= 4 and len(word) - len(term) <= 4:
-        d = min(d, edit_distance(word[: len(term)], term, 3))
+    """How far a typed word is from an index term. Index terms are stems ("certif", "expir"), so the word
+    is compared with the term plus a suffix the stemmer would have removed (allowing the typo there too)."""
+    d = edit_distance(stem(word), term, 3)
+    if len(word) > len(term) >= 4:
+        rest = word[len(term):]
+        suffix = min((edit_distance(rest, x, 2) for x in _SUFFIXES), default=3)
+        d = min(d, edit_distance(word[: len(term)], term, 3) + suffix)
     return d
 
 
-def correct(store: Store, word: str) -> str | None:
+def correct(store: Store, word: str, *, alone: bool = True) -> str | None:
     """The index term the store holds that `word` most likely meant, or None (no close term, or the store
-    cannot list its vocabulary). Only called for words the index does not contain."""
+    cannot list its vocabulary). Only for words the index does not contain; a short word (< 8 letters) is
+    corrected only when `alone` (nothing else in the query matched), because short real words missing from
+    a journal ("broken") are often one letter from a word it holds ("broker")."""
     if len(word) < 4 or word.isdigit() or not re.fullmatch(r"[a-z][a-z0-9_]*", word):
+        return None
+    if not alone and len(word) < 8:
         return None
     try:
         near = store.index_terms(word, 400)
     except (StoreError, AttributeError, NotImplementedError):
         return None
     best: tuple[int, int, str] | None = None
-    allowed = 1 if len(word) <= 5 else 2
+    allowed = 1 if len(word) < 8 else 2
     for term, docs in near:
-        if term == word or len(term) < 3 or docs <= 0:
+        if term == word or len(term) < 3 or docs <= 0 or term.isdigit():
             continue
         d = _distance(word, term)
         if d <= allowed and (best is None or (d, -docs) < (best[0], best[1])):

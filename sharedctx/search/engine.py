@@ -19,7 +19,9 @@ from .ranking import (
     POOL,
     CaseDoc,
     Evidence,
+    Row,
     Term,
+    apply_outcome,
     bm25f,
     build_doc,
     feedback_terms,
@@ -39,8 +41,9 @@ def _keeps(f: SearchFilters | None) -> Any:
     """Entry-level filters (kind, author) also decide which of a case's entries its text is ranked on."""
     if f is None or not (f.kinds or f.author_kind or f.author):
         return None
-    return lambda e: ((not f.kinds or e.kind.value in f.kinds) and (not f.author_kind or e.author.kind == f.author_kind)
-                      and (not f.author or e.author.name == f.author))
+    return lambda kind, author_kind, author: ((not f.kinds or kind in f.kinds)
+                                              and (not f.author_kind or author_kind == f.author_kind)
+                                              and (not f.author or author == f.author))
 
 
 def pool_docs(store: Store, cands: Sequence[Candidate], size: int = POOL,
@@ -58,14 +61,15 @@ def pool_docs(store: Store, cands: Sequence[Candidate], size: int = POOL,
     order = list(by_case) if all(c.score == 0 for c in cands) else \
         sorted(by_case, key=lambda k: -first(by_case[k]))
     order = order[:size]
-    ents: dict[str, list[Entry]] = {}
     keep = _keeps(filters)
-    for e in store.case_entries(order):
-        if keep is None or keep(e):
-            ents.setdefault(e.case_id, []).append(e)
+    rows: dict[str, list[Row]] = {}
+    for r in store.case_texts(order):
+        row = Row(*r)
+        if keep is None or keep(row.kind, row.author_kind, row.author_name):
+            rows.setdefault(row.case_id, []).append(row)
     docs = []
     for k in order:
-        d = build_doc(by_case[k][0], ents.get(k, []))
+        d = build_doc(by_case[k][0], rows.get(k, []))
         d.first_score = first(by_case[k])
         docs.append(d)
     return docs
@@ -83,9 +87,28 @@ def rank_docs(docs: list[CaseDoc], terms: list[Term], ev: Evidence, *, expand: b
             t1, t2 = max(text.values()) or 1.0, max(more.values()) or 1.0
             text = {k: (1 - FEEDBACK_WEIGHT) * v / t1 + FEEDBACK_WEIGHT * more.get(k, 0.0) / t2
                     for k, v in text.items()}
-    outcomes = {d.case_id: outcome_of(d) for d in docs}
-    ranked = score_cases(docs, text, ev, outcomes, [*terms, *extra])
+    ranked = score_cases(docs, text, ev, [*terms, *extra])
     return ranked, extra
+
+
+def finish(store: Store, docs: Sequence[CaseDoc], ranked: list[CaseResult], limit: int,
+           filters: SearchFilters | None = None, *, keep_order: bool = False) -> list[CaseResult]:
+    """Read the entries of the best cases (a few more than shown), add their outcome's evidence, cut."""
+    head = ranked[: limit + 10]
+    by_id = {d.case_id: d for d in docs}
+    keep = _keeps(filters)
+    ents: dict[str, list[Entry]] = {}
+    for e in store.case_entries([r.case_id for r in head]):
+        ents.setdefault(e.case_id, []).append(e)
+    for r in head:
+        d = by_id[r.case_id]
+        d.entries = ents.get(r.case_id, [])
+        apply_outcome(r, outcome_of(d))  # outcome from every entry, even when filters narrow the text
+        if keep is not None:
+            d.entries = [e for e in d.entries if keep(e.kind.value, e.author.kind, e.author.name)]
+    if not keep_order:
+        head.sort(key=lambda r: -r.score)
+    return head[:limit]
 
 
 def search(ctx_or_store: Any, text: str, filters: SearchFilters | None = None, *, limit: int = 20,
@@ -113,13 +136,13 @@ def search(ctx_or_store: Any, text: str, filters: SearchFilters | None = None, *
     groups = groups_for(pq.terms)
     corrections: dict[str, str] = {}
     prefixes: set[str] = set()
+    try:
+        counts = [df(store, g) for g in groups]
+    except StoreError:
+        counts = [1] * len(groups)
     for i, g in enumerate(groups):
-        try:
-            missing = df(store, g) == 0
-        except StoreError:
-            missing = False
-        if missing:
-            fixed = correct(store, g[0])
+        if counts[i] == 0:
+            fixed = correct(store, g[0], alone=not any(counts))
             if fixed:
                 corrections[g[0]] = fixed
                 groups[i] = [fixed]
@@ -150,9 +173,9 @@ def search(ctx_or_store: Any, text: str, filters: SearchFilters | None = None, *
     for p in pq.phrases:
         for w in tokens(p):
             terms.append(Term(word=w, stems=frozenset({stem(w)}), idf=idf(1, 10), weight=0.5))
-    for typed, fixed in corrections.items():
-        shown = _shown(docs, fixed)
-        notices.append(f"“{typed}” is not in the index; searched for “{shown}” instead")
+    shown = {typed: _shown(docs, fixed) for typed, fixed in corrections.items()}
+    for typed, word in shown.items():
+        notices.append(f"“{typed}” is not in the index; searched for “{word}” instead")
     ev = Evidence(words=pq.words, now=now)
     if terms:
         ranked, extra = rank_docs(docs, terms, ev, expand=expand, fix_intent=pq.fix_intent)
@@ -160,7 +183,7 @@ def search(ctx_or_store: Any, text: str, filters: SearchFilters | None = None, *
         ranked, extra = rank_docs(docs, [], ev, expand=False)
         order = {d.case_id: i for i, d in enumerate(docs)}
         ranked.sort(key=lambda r: order[r.case_id])  # no words: newest first, as retrieved
-    ranked = ranked[:limit]
+    ranked = finish(store, docs, ranked, limit, f, keep_order=not terms)
     by_id = {d.case_id: d for d in docs}
     for r in ranked:
         r.hits = hits(by_id[r.case_id], [*terms, *extra]) if terms else \
@@ -168,12 +191,12 @@ def search(ctx_or_store: Any, text: str, filters: SearchFilters | None = None, *
         if extra:
             r.reasons.append("query expanded from the best cases with: " + ", ".join(t.word for t in extra))
         if corrections:
-            r.reasons.append("corrected: " + ", ".join(f"{a} → {_shown(docs, b)}" for a, b in corrections.items()))
+            r.reasons.append("corrected: " + ", ".join(f"{a} → {b}" for a, b in shown.items()))
         if not with_outcomes:
             r.outcome = None
     return SearchResult(query=pq, cases=ranked, strategy=got.strategy, fallback=bool(notices),
                         notice="; ".join(notices) or None, candidates=len(got.candidates),
-                        corrections={a: _shown(docs, b) for a, b in corrections.items()},
+                        corrections=shown,
                         expansions=[t.word for t in extra],
                         elapsed_ms=round((time.perf_counter() - t0) * 1000, 2))
 

@@ -10,18 +10,20 @@ factor (at most `MAX_BOOST` together) on the text score, not an addend.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any, NamedTuple
 
-from ..model import Entry, EntryKind, utcnow
+from ..model import Entry, utcnow
 from ..store.base import Candidate
 from .models import CaseResult, Hit, Outcome
 from .outcome import summarize
-from .words import STOPWORDS, highlight, negated_positions, stem, tokens
+from .words import NEGATORS, STOPWORDS, highlight, negated_positions, stem, tokens
 
 # field weights and length normalisation, chosen on the tuning set (bench/eval_queries.json)
 FIELD_WEIGHT = {"title": 2.5, "alert": 1.5, "findings": 1.5, "fix": 1.3, "human": 1.3, "other": 0.6}
@@ -42,19 +44,35 @@ _SPLIT = re.compile(r"[-_.\s/:]+")
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 
-def field_of(e: Entry) -> str:
+_FIELD_OF_KIND = {"alert": "alert", "finding": "findings", "triage": "findings", "remediation": "fix",
+                  "resolution": "fix", "verification": "fix", "correction": "fix", "decision": "fix", "action": "fix"}
+
+
+def field_of(kind: str, author_kind: str) -> str:
     """Which BM25F field an entry's text belongs to."""
-    k = e.kind
-    if k == EntryKind.ALERT:
-        return "alert"
-    if k in (EntryKind.FINDING, EntryKind.TRIAGE):
-        return "findings"
-    if k in (EntryKind.REMEDIATION, EntryKind.RESOLUTION, EntryKind.VERIFICATION, EntryKind.CORRECTION,
-             EntryKind.DECISION, EntryKind.ACTION):
-        return "fix"
-    if e.author.kind == "human":
-        return "human"
-    return "other"
+    return _FIELD_OF_KIND.get(kind) or ("human" if author_kind == "human" else "other")
+
+
+class Row(NamedTuple):
+    """An entry as ranking reads it (`Store.case_texts`): no Entry object is built for the whole pool."""
+
+    case_id: str
+    id: str
+    kind: str
+    author_kind: str
+    author_name: str
+    title: str
+    body: str
+    ref: str | None
+    attrs: Any  # JSON text (SQLite) or a dict (PostgreSQL)
+
+    def attr(self, key: str) -> Any:
+        a = self.attrs
+        if isinstance(a, str):
+            if f'"{key}"' not in a:
+                return None
+            a = json.loads(a)
+        return a.get(key) if isinstance(a, dict) else None
 
 
 @dataclass
@@ -73,7 +91,8 @@ class Term:
 class CaseDoc:
     case_id: str
     meta: Candidate  # any retrieved entry of the case: carries the case's title, service, status, dates
-    entries: list[Entry] = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)
+    entries: list[Entry] = field(default_factory=list)  # filled for the cases shown (hits, outcome)
     tf: dict[str, Counter[str]] = field(default_factory=dict)  # field -> stem counts
     neg: Counter[str] = field(default_factory=Counter)  # stem -> negated occurrences (all fields)
     length: dict[str, int] = field(default_factory=dict)
@@ -81,32 +100,51 @@ class CaseDoc:
     alertname: str | None = None
 
 
-def alert_of(meta: Candidate, entries: Iterable[Entry]) -> str | None:
+def alert_of(meta: Candidate, rows: Iterable[Row]) -> str | None:
     a = (meta.labels or {}).get("alertname")
     if a:
         return a
-    return next((str(e.attrs["alertname"]) for e in entries if e.kind == EntryKind.ALERT and e.attrs.get("alertname")),
-                None)
+    return next((str(r.attr("alertname")) for r in rows if r.kind == "alert" and r.attr("alertname")), None)
 
 
-def build_doc(meta: Candidate, entries: Sequence[Entry]) -> CaseDoc:
+_TERMS_CACHE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+_TERMS_CACHE_MAX = 200_000
+
+
+def _entry_terms(e: Row | Entry) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(stems, negated stems) of an entry's title and body. Entries never change, so this is cached by id."""
+    hit = _TERMS_CACHE.get(e.id)
+    if hit is None:
+        hit = _text_terms(f"{e.title}. {e.body}")
+        if len(_TERMS_CACHE) >= _TERMS_CACHE_MAX:
+            _TERMS_CACHE.clear()
+        _TERMS_CACHE[e.id] = hit
+    return hit
+
+
+def _text_terms(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    toks = tokens(text)
+    st = tuple(stem(t) for t in toks)
+    return st, tuple(st[i] for i in sorted(negated_positions(toks)))
+
+
+def build_doc(meta: Candidate, rows: Sequence[Row]) -> CaseDoc:
     """A case as BM25F fields (title, alert, findings, fix, human, other) of stem counts."""
-    d = CaseDoc(case_id=meta.entry.case_id, meta=meta, entries=list(entries))
-    d.alertname = alert_of(meta, entries)
-    parts: dict[str, list[str]] = {"title": [meta.case_title, " ".join(_name_words(d.alertname or ""))]}
-    disputed = {e.ref for e in entries if e.attrs.get("verdict") == "disputed" and e.ref}
-    for e in entries:
+    d = CaseDoc(case_id=meta.entry.case_id, meta=meta, rows=list(rows))
+    d.alertname = alert_of(meta, rows)
+    title, neg = _text_terms(f"{meta.case_title}. {' '.join(_name_words(d.alertname or ''))}")
+    d.tf["title"] = Counter(title)
+    d.length["title"] = len(title)
+    d.neg.update(neg)
+    disputed = {e.ref for e in rows if e.ref and e.attr("verdict") == "disputed"}
+    for e in rows:
         if e.id in disputed:
             continue
-        parts.setdefault(field_of(e), []).append(f"{e.title}. {e.body}")
-    for f, texts in parts.items():
-        toks = tokens(" ".join(texts))
-        negpos = negated_positions(toks)
-        st = [stem(t) for t in toks]
-        d.tf[f] = Counter(st)
-        d.length[f] = len(st)
-        for i in negpos:
-            d.neg[st[i]] += 1
+        f = field_of(e.kind, e.author_kind)
+        st, neg = _entry_terms(e)
+        d.tf.setdefault(f, Counter()).update(st)
+        d.length[f] = d.length.get(f, 0) + len(st)
+        d.neg.update(neg)
     return d
 
 
@@ -168,7 +206,8 @@ def feedback_terms(docs: Sequence[CaseDoc], scores: dict[str, float], terms: Seq
     ranked: list[tuple[float, str]] = []
     for x, v in rm.items():
         dfp = pool_df.get(x, 0)
-        if x in have or x in STOPWORDS or len(x) < 3 or x.isdigit() or dfp < 2 or dfp > 0.5 * n:
+        if (x in have or x in STOPWORDS or x in NEGATORS or len(x) < 3 or any(ch.isdigit() for ch in x)
+                or dfp < 2 or dfp > 0.5 * n):
             continue
         ranked.append((v * math.log(n / dfp), x))
     ranked.sort(reverse=True)
@@ -231,7 +270,7 @@ class Evidence:
     now: datetime = field(default_factory=utcnow)
 
 
-def score_cases(docs: Sequence[CaseDoc], text: dict[str, float], ev: Evidence, outcomes: dict[str, Outcome],
+def score_cases(docs: Sequence[CaseDoc], text: dict[str, float], ev: Evidence,
                 terms: Sequence[Term]) -> list[CaseResult]:
     """Final score = text score (normalised to the best case) x the product of the structured factors."""
     top = max(text.values(), default=0.0) or 1.0
@@ -260,11 +299,6 @@ def score_cases(docs: Sequence[CaseDoc], text: dict[str, float], ev: Evidence, o
             add(("same_fingerprint_family", F_FAMILY, f"same fingerprint family: {ev.family}"))
         if m.case_status == "resolved":
             add(("resolved", F_RESOLVED, "resolved"))
-        o = outcomes.get(d.case_id)
-        if o is not None and o.verified:
-            add(("verified", F_VERIFIED, "remediation verified"))
-        if o is not None and (o.overridden or o.rejected):
-            add(("human_verdict", F_HUMAN, "a human overrode or rejected a step"))
         factor = 1.0
         for name, f, why in found:
             signals[name] = round(f, 4)
@@ -276,7 +310,7 @@ def score_cases(docs: Sequence[CaseDoc], text: dict[str, float], ev: Evidence, o
         factor = min(MAX_BOOST, factor * rec)
         matched = _matched(d, terms)
         if t > 0:
-            n = len(d.entries)
+            n = len(d.rows)
             orig = [w for w, e in matched if not e]
             reasons.insert(0, f"text: {', '.join(orig) or 'related words'} in {n} entr{'y' if n == 1 else 'ies'}"
                            + (f"; related: {', '.join(w for w, e in matched if e)}" if any(e for _, e in matched)
@@ -284,7 +318,7 @@ def score_cases(docs: Sequence[CaseDoc], text: dict[str, float], ev: Evidence, o
         out.append(CaseResult(case_id=d.case_id, title=m.case_title, service=m.service, status=m.case_status,
                               created_at=m.case_created_at, score=round(t * factor, 4) if t > 0 else
                               round((factor - 1) * 0.01, 6), signals=signals, reasons=reasons,
-                              matched=[w for w, _ in matched], outcome=o))
+                              matched=[w for w, _ in matched]))
     out.sort(key=lambda r: -r.score)
     return out
 
@@ -301,7 +335,7 @@ def hits(d: CaseDoc, terms: Sequence[Term], n: int = 3) -> list[Hit]:
     stem_sets = [set(t.stems) for t in terms if not t.expansion] or [set(t.stems) for t in terms]
     scored: list[tuple[float, int, Entry]] = []
     for i, e in enumerate(d.entries):
-        have = {stem(w) for w in tokens(f"{e.title} {e.body}")}
+        have = set(_entry_terms(e)[0])
         s = sum(t.idf * t.weight for t in terms if t.stems & have)
         if s > 0:
             scored.append((s, -i, e))
@@ -316,3 +350,17 @@ def hits(d: CaseDoc, terms: Sequence[Term], n: int = 3) -> list[Hit]:
 
 def outcome_of(d: CaseDoc) -> Outcome:
     return summarize(d.entries, d.meta.case_created_at, d.meta.case_resolved_at)
+
+
+def apply_outcome(r: CaseResult, o: Outcome) -> None:
+    """Add the outcome's evidence (verified fix, human verdict) to a ranked case's score and reasons."""
+    r.outcome = o
+    for name, f, why, on in (("verified", F_VERIFIED, "remediation verified", o.verified),
+                             ("human_verdict", F_HUMAN, "a human overrode or rejected a step",
+                              bool(o.overridden or o.rejected))):
+        if on:
+            r.signals[name] = f
+            r.reasons.append(why)
+    if r.signals.get("text"):
+        factor = math.prod(v for k, v in r.signals.items() if k != "text")
+        r.score = round(r.signals["text"] * min(MAX_BOOST, factor), 4)

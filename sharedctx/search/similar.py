@@ -17,7 +17,7 @@ from ..errors import StoreError
 from ..model import EntryKind
 from ..store.base import CandidateQuery, SearchFilters
 from .candidates import df, idf, retrieve
-from .engine import _store, pool_docs, rank_docs
+from .engine import _store, finish, pool_docs, rank_docs
 from .models import CaseResult
 from .query import MAX_TERMS
 from .ranking import Evidence, Term, family, hits
@@ -87,7 +87,7 @@ def similar_cases(ctx_or_store: Any, case_id: str, limit: int = 5, *, expand: bo
                   weight=1 + math.log(n)) for n, d, g in weighted]
     ev = Evidence(service=case.service or None, alertname=alert, family=family(case.fingerprint))
     ranked, extra = rank_docs(docs, terms, ev, expand=expand, fields=SYMPTOM_FIELDS)
-    ranked = ranked[:limit]
+    ranked = finish(store, docs, ranked, limit)
     by_id = {d.case_id: d for d in docs}
     for r in ranked:
         r.hits = hits(by_id[r.case_id], terms)

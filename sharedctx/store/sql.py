@@ -379,6 +379,18 @@ class SQLStore:
         r = self._q("SELECT (SELECT min(rowid) FROM entries), (SELECT max(rowid) FROM entries)")
         return (int(r[0][0] or 0), int(r[0][1] or 0)) if r else (0, 0)
 
+    def case_texts(self, case_ids: Sequence[str]) -> list[tuple[Any, ...]]:
+        """(case_id, id, kind, author_kind, author_name, title, body, ref, attrs) of every entry of these
+        cases, in case then sequence order: what history search ranks a case on, without Entry objects."""
+        out: list[tuple[Any, ...]] = []
+        ids = list(dict.fromkeys(case_ids))
+        for i in range(0, len(ids), 200):
+            chunk = ids[i : i + 200]
+            out.extend(tuple(r) for r in self._q(
+                "SELECT case_id, id, kind, author_kind, author_name, title, body, ref, attrs FROM entries "
+                f"WHERE case_id IN ({','.join('?' * len(chunk))}) ORDER BY case_id, seq", chunk))
+        return out
+
     def services(self) -> list[str]:
         """Every service name a case was opened with (for `service:` prefixes and aliases)."""
         return [r[0] for r in self._q("SELECT DISTINCT service FROM cases WHERE service <> ''")]
