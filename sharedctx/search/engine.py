@@ -15,6 +15,7 @@ from .candidates import CANDIDATES, Retrieval, correct, df, idf, resolve_service
 from .models import CaseResult, Hit, SearchResult
 from .query import outcome_matches, parse_query
 from .ranking import (
+    EXPAND_BELOW,
     FEEDBACK_WEIGHT,
     POOL,
     CaseDoc,
@@ -75,12 +76,27 @@ def pool_docs(store: Store, cands: Sequence[Candidate], size: int = POOL,
     return docs
 
 
+def weak_match(docs: Sequence[CaseDoc], text: dict[str, float], terms: Sequence[Term]) -> bool:
+    """Selective expansion: only when the best cases hold less than EXPAND_BELOW of the query's weight
+    (idf x weight of the words they contain) is the query worth expanding; a query the journal already
+    answers in its own words only drifts when words from the top cases are added."""
+    top = sorted(docs, key=lambda d: -text.get(d.case_id, 0.0))[:3]
+    total = sum(t.idf * t.weight for t in terms) or 1.0
+    best = 0.0
+    for d in top:
+        have: set[str] = set()
+        for c in d.tf.values():
+            have.update(c)
+        best = max(best, sum(t.idf * t.weight for t in terms if t.stems & have) / total)
+    return best < EXPAND_BELOW
+
+
 def rank_docs(docs: list[CaseDoc], terms: list[Term], ev: Evidence, *, expand: bool, fix_intent: bool = False,
               fields: dict[str, float] | None = None) -> tuple[list[CaseResult], list[Term]]:
     """BM25F, then RM3 expansion from the best cases, then structured evidence. Returns (ranked, expansions)."""
     text = bm25f(docs, terms, boost_fix=fix_intent, fields=fields)
     extra: list[Term] = []
-    if expand and terms:
+    if expand and terms and weak_match(docs, text, terms):
         extra = feedback_terms(docs, text, terms)
         if extra:
             more = bm25f(docs, extra, fields=fields)

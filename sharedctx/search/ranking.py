@@ -27,13 +27,14 @@ from .words import NEGATORS, STOPWORDS, highlight, negated_positions, stem, toke
 
 # field weights and length normalisation, chosen on the tuning set (bench/eval_queries.json)
 FIELD_WEIGHT = {"title": 2.5, "alert": 1.5, "findings": 1.5, "fix": 1.3, "human": 1.3, "other": 0.6}
-FIELD_B = 0.75
-K1 = 1.2
+FIELD_B = 0.6
+K1 = 1.5
 NEG_UNNEGATED = 0.2  # a negated query word ("without a deploy") found un-negated counts this much
 POOL = 60  # candidate cases ranked at case level
 FEEDBACK_CASES = 5  # RM3: cases the expansion is learned from
 FEEDBACK_TERMS = 8  # RM3: words added
-FEEDBACK_WEIGHT = 0.35  # RM3: share of the final text score that comes from the added words
+FEEDBACK_WEIGHT = 0.15  # RM3: share of the final text score that comes from the added words
+EXPAND_BELOW = 0.6  # RM3 runs only when the best cases hold less than this share of the query's weight
 HALF_LIFE_DAYS = 90.0
 # structured evidence: factors on the text score
 F_SERVICE, F_SERVICE_HEAD, F_ALERT, F_FAMILY = 1.15, 1.07, 1.10, 1.05
@@ -183,12 +184,15 @@ def bm25f(docs: Sequence[CaseDoc], terms: Sequence[Term], *, boost_fix: bool = F
 
 
 def feedback_terms(docs: Sequence[CaseDoc], scores: dict[str, float], terms: Sequence[Term]) -> list[Term]:
-    """RM3: words that characterise the best-scoring cases but not the pool as a whole."""
+    """RM3 over passages: words that, in the best-scoring cases, share an entry with a query word, and that
+    characterise those cases rather than the pool as a whole. Service names are structured evidence, not
+    words to expand with (they would pull in the same service's unrelated cases)."""
     top = sorted(docs, key=lambda d: -scores.get(d.case_id, 0.0))[:FEEDBACK_CASES]
     total = sum(scores.get(d.case_id, 0.0) for d in top)
     if total <= 0 or len(docs) < 4:
         return []
     have = set().union(*(t.stems for t in terms))
+    names = {stem(w) for d in docs for w in _name_words(d.meta.service)}
     pool_df: Counter[str] = Counter()
     for d in docs:
         pool_df.update({x for f, c in d.tf.items() if f != "other" for x in c})
@@ -197,17 +201,18 @@ def feedback_terms(docs: Sequence[CaseDoc], scores: dict[str, float], terms: Seq
     for d in top:
         p = scores[d.case_id] / total
         counts: Counter[str] = Counter()
-        for f, c in d.tf.items():
-            if f != "other":
-                counts.update(c)
+        for r in d.rows:
+            st = _entry_terms(r)[0]
+            if have.intersection(st):
+                counts.update(st)
         length = sum(counts.values()) or 1
         for x, k in counts.items():
             rm[x] = rm.get(x, 0.0) + p * k / length
     ranked: list[tuple[float, str]] = []
     for x, v in rm.items():
         dfp = pool_df.get(x, 0)
-        if (x in have or x in STOPWORDS or x in NEGATORS or len(x) < 3 or any(ch.isdigit() for ch in x)
-                or dfp < 2 or dfp > 0.5 * n):
+        if (x in have or x in names or x in STOPWORDS or x in NEGATORS or len(x) < 3
+                or any(ch.isdigit() for ch in x) or dfp < 2 or dfp > 0.5 * n):
             continue
         ranked.append((v * math.log(n / dfp), x))
     ranked.sort(reverse=True)
