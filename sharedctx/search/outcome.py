@@ -16,10 +16,17 @@ OUTCOME_KINDS = ("action", "remediation", "verification", "decision", "decision-
                  "note", "finding")
 
 
+GENERIC_TITLES = frozenset({"resolved", "resolution", "fix", "fixed", "remediation", "verified", "done", "mitigated",
+                            "action", "finding", "note", "update"})
+
+
 def say(e: Entry, limit: int = 200) -> str:
-    """An entry in a few words: its title, or title and body when the title alone says little ("fix")."""
+    """An entry in a few words: its title, or title and body when the title alone says little; the body
+    alone when the title is only a label ("Resolved", "fix")."""
     title, body = e.title.strip(), " ".join(e.body.split())
-    if body and (len(title.split()) < 4 or title.lower().rstrip(":") in body.lower()[: len(title) + 2]):
+    if body and title.lower().strip(" .:!") in GENERIC_TITLES:
+        text = body
+    elif body and (len(title.split()) < 4 or title.lower().rstrip(":") in body.lower()[: len(title) + 2]):
         text = body if title.lower().rstrip(".:") in body.lower() else f"{title}: {body}"
     else:
         text = title or body
