@@ -219,6 +219,21 @@ def embedder(store: Store, keys: dict[str, str], cache: Path) -> Callable[[str],
         return None
 
 
+def pg_scratch(name: str, admin: str) -> str | None:
+    """A fresh PostgreSQL database for one held-out set (dropped and re-created), or None without a server."""
+    try:
+        import psycopg
+
+        db = f"sharedctx_bench_heldout_{name}"
+        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{db}"')
+        return admin.rsplit("/", 1)[0] + "/" + db
+    except Exception as exc:  # any failure means: no PostgreSQL figures
+        print(f"  PostgreSQL unavailable ({exc}); skipping", file=sys.stderr)
+        return None
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sets", default=",".join(sets()))
@@ -226,8 +241,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-embed", action="store_true")
     a = ap.parse_args(argv)
     for name in [s for s in a.sets.split(",") if s]:
-        row = evaluate(name, embed=not a.no_embed)
-        print(json.dumps(row))
+        print(json.dumps(evaluate(name, embed=not a.no_embed)))
+        if a.pg:
+            url = pg_scratch(name, a.pg)
+            if url:
+                print(json.dumps(evaluate(name, url=url, embed=False)))
 
 
 if __name__ == "__main__":
