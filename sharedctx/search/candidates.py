@@ -22,7 +22,8 @@ from .words import edit_distance, stem
 
 BUDGET = 4000  # most entries the store ranks for one query (bounded latency at any journal size)
 DF_CAP = 100_000  # counting a word's matches stops here
-CANDIDATES = 200  # entries retrieved per query
+CANDIDATES = 200  # entries retrieved per query (one ranked OR)
+STEP = 100  # entries retrieved per step of the bounded plan (large journals)
 
 _DF_CACHE: dict[tuple[str, tuple[str, ...]], tuple[float, int]] = {}
 _DF_TTL = 300.0
@@ -104,7 +105,7 @@ def retrieve(store: Store, groups: list[list[str]], phrases: list[str], base: Ca
         windowed = est > BUDGET
         if windowed:
             q = _window(store, q, est)
-        got = store.search_candidates(q, limit)
+        got = store.search_candidates(q, STEP)
         steps.append(f"and{size}" + ("w" if windowed else ""))
         for c in got:
             if c.rowid not in seen:

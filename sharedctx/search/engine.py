@@ -47,7 +47,7 @@ def _keeps(f: SearchFilters | None) -> Any:
                                               and (not f.author or author == f.author))
 
 
-def pool_docs(store: Store, cands: Sequence[Candidate], size: int = POOL,
+def pool_docs(store: Store, cands: Sequence[Candidate], size: int | None = None,
               filters: SearchFilters | None = None) -> list[CaseDoc]:
     """The best `size` candidate cases (by their best entries' index scores), each with all its entries
     (only those passing the entry-level filters, when there are some)."""
@@ -61,7 +61,7 @@ def pool_docs(store: Store, cands: Sequence[Candidate], size: int = POOL,
 
     order = list(by_case) if all(c.score == 0 for c in cands) else \
         sorted(by_case, key=lambda k: -first(by_case[k]))
-    order = order[:size]
+    order = order[: size or POOL]
     keep = _keeps(filters)
     rows: dict[str, list[Row]] = {}
     for r in store.case_texts(order):

@@ -129,9 +129,28 @@ def _text_terms(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return st, tuple(st[i] for i in sorted(negated_positions(toks)))
 
 
+_DOC_CACHE: dict[tuple[str, int, str, str], tuple[dict[str, Counter[str]], Counter[str], dict[str, int],
+                                                   str | None]] = {}
+_DOC_CACHE_MAX = 20_000
+
+
 def build_doc(meta: Candidate, rows: Sequence[Row]) -> CaseDoc:
-    """A case as BM25F fields (title, alert, findings, fix, human, other) of stem counts."""
+    """A case as BM25F fields (title, alert, findings, fix, human, other) of stem counts. Cached per case
+    and per exact set of its entries (entries are append-only: a new entry makes a new key)."""
     d = CaseDoc(case_id=meta.entry.case_id, meta=meta, rows=list(rows))
+    key = (d.case_id, len(rows), rows[-1].id if rows else "", meta.case_title)
+    hit = _DOC_CACHE.get(key)
+    if hit is not None:
+        d.tf, d.neg, d.length, d.alertname = hit
+        return d
+    _fill(d, meta, rows)
+    if len(_DOC_CACHE) >= _DOC_CACHE_MAX:
+        _DOC_CACHE.clear()
+    _DOC_CACHE[key] = (d.tf, d.neg, d.length, d.alertname)
+    return d
+
+
+def _fill(d: CaseDoc, meta: Candidate, rows: Sequence[Row]) -> None:
     d.alertname = alert_of(meta, rows)
     title, neg = _text_terms(f"{meta.case_title}. {' '.join(_name_words(d.alertname or ''))}")
     d.tf["title"] = Counter(title)
@@ -146,7 +165,6 @@ def build_doc(meta: Candidate, rows: Sequence[Row]) -> CaseDoc:
         d.tf.setdefault(f, Counter()).update(st)
         d.length[f] = d.length.get(f, 0) + len(st)
         d.neg.update(neg)
-    return d
 
 
 def _name_words(name: str) -> list[str]:

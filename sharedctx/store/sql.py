@@ -18,12 +18,15 @@ from typing import Any
 from ..errors import CaseNotFound, EntryNotFound
 from ..model import (
     GENESIS_HASH,
+    Author,
     BackendState,
     CaseRecord,
     CaseStatus,
     Delivery,
     Entry,
     EntryDraft,
+    EntryKind,
+    Evidence,
     _evidence_payload,
     format_ts,
     new_id,
@@ -77,6 +80,18 @@ def row_to_entry(r: Sequence[Any]) -> Entry:
             "prev_hash": r[13],
             "hash": r[14],
         }
+    )
+
+
+def stored_entry(r: Sequence[Any]) -> Entry:
+    """An Entry from a row of ENTRY_COLS without re-validation: history search reads hundreds of stored
+    entries per query, and what the store holds was validated when it was recorded (and is hash-checked
+    by `verify`, not here)."""
+    return Entry.model_construct(
+        id=r[0], case_id=r[1], seq=r[2], ts=parse_ts(r[3]), author=Author.model_construct(kind=r[4], name=r[5]),
+        kind=EntryKind(r[6]), title=r[7], body=r[8],
+        evidence=tuple(Evidence.model_construct(**x) for x in (_json(r[9]) or ())),
+        ref=r[10], trace_id=r[11], attrs=_json(r[12]) or {}, prev_hash=r[13], hash=r[14],
     )
 
 
@@ -201,8 +216,8 @@ CANDIDATE_CASE_COLS = "c.service, c.title, c.status, c.fingerprint, c.labels, c.
 
 def row_to_candidate(r: Sequence[Any]) -> Candidate:
     """A row of ENTRY_COLS, rowid, CANDIDATE_CASE_COLS, score."""
-    return Candidate(
-        entry=row_to_entry(r[:15]),
+    return Candidate.model_construct(
+        entry=stored_entry(r[:15]),
         rowid=r[15],
         service=r[16],
         case_title=r[17],
@@ -371,7 +386,7 @@ class SQLStore:
             if kinds:
                 sql += f" AND kind IN ({','.join('?' * len(kinds))})"
                 params.extend(kinds)
-            out.extend(row_to_entry(r) for r in self._q(sql + " ORDER BY case_id, seq", params))
+            out.extend(stored_entry(r) for r in self._q(sql + " ORDER BY case_id, seq", params))
         return out
 
     def entry_rowid_range(self) -> tuple[int, int]:
