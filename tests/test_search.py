@@ -19,9 +19,9 @@ from sharedctx.search import parse_query, search, similar_cases
 
 @pytest.fixture(autouse=True)
 def _fresh_df_cache() -> Iterator[None]:
-    search_mod._DF_CACHE.clear()  # the PostgreSQL test database is reused (truncated) between tests
+    search_mod.clear_caches()  # the PostgreSQL test database is reused (truncated) between tests
     yield
-    search_mod._DF_CACHE.clear()
+    search_mod.clear_caches()
 
 
 def pool_case(ctx: SharedContext, service: str, *, resolve: bool, fix: str = "raised the pool size") -> Case:

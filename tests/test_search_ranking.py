@@ -27,9 +27,9 @@ NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)  # a Monday
 
 @pytest.fixture(autouse=True)
 def _fresh_caches() -> Iterator[None]:
-    search_mod._DF_CACHE.clear()  # the PostgreSQL test database is reused (truncated) between tests
+    search_mod.clear_caches()  # the PostgreSQL test database is reused (truncated) between tests
     yield
-    search_mod._DF_CACHE.clear()
+    search_mod.clear_caches()
 
 
 def incident(ctx: SharedContext, title: str, service: str, *texts: tuple[str, str, str],

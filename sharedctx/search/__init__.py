@@ -29,7 +29,17 @@ Outcome conventions (written by the humans-in-the-loop code and by agents):
 
 from __future__ import annotations
 
-from .candidates import _DF_CACHE, BUDGET, CANDIDATES, DF_CAP, Retrieval, correct, resolve_services, retrieve
+from .candidates import (
+    _DF_CACHE,
+    BUDGET,
+    CANDIDATES,
+    DF_CAP,
+    Retrieval,
+    clear_caches,
+    correct,
+    resolve_services,
+    retrieve,
+)
 from .engine import search
 from .models import CaseResult, Hit, Outcome, ParsedQuery, SearchResult
 from .outcome import OUTCOME_KINDS, summarize
@@ -49,9 +59,42 @@ from .similar import SIMILAR_KINDS, describe, similar_cases
 from .words import INTENT_FIX, NEGATORS, STOPWORDS, coverage, groups_for, highlight, stem, synonym_groups
 
 __all__ = [
-    "AUTHOR_KINDS", "BUDGET", "CANDIDATES", "DF_CAP", "FAILED", "INTENT_FIX", "MAX_QUERY_CHARS", "MAX_TERMS",
-    "NEGATORS", "OUTCOMES", "OUTCOME_KINDS", "SIMILAR_KINDS", "STATUSES", "STOPWORDS", "VERIFIED", "_DF_CACHE",
-    "CaseResult", "Hit", "Outcome", "ParsedQuery", "Retrieval", "SearchResult", "correct", "coverage", "describe",
-    "groups_for", "highlight", "outcome_matches", "parse_query", "parse_since", "resolve_services", "retrieve",
-    "search", "similar_cases", "stem", "summarize", "synonym_groups",
+    "AUTHOR_KINDS",
+    "BUDGET",
+    "CANDIDATES",
+    "DF_CAP",
+    "FAILED",
+    "INTENT_FIX",
+    "MAX_QUERY_CHARS",
+    "MAX_TERMS",
+    "NEGATORS",
+    "OUTCOMES",
+    "OUTCOME_KINDS",
+    "SIMILAR_KINDS",
+    "STATUSES",
+    "STOPWORDS",
+    "VERIFIED",
+    "_DF_CACHE",
+    "CaseResult",
+    "Hit",
+    "Outcome",
+    "ParsedQuery",
+    "Retrieval",
+    "SearchResult",
+    "clear_caches",
+    "correct",
+    "coverage",
+    "describe",
+    "groups_for",
+    "highlight",
+    "outcome_matches",
+    "parse_query",
+    "parse_since",
+    "resolve_services",
+    "retrieve",
+    "search",
+    "similar_cases",
+    "stem",
+    "summarize",
+    "synonym_groups",
 ]  # fmt: skip

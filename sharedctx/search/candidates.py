@@ -80,8 +80,9 @@ def retrieve(store: Store, groups: list[list[str]], phrases: list[str], base: Ca
         out.strategy = "no-match"
         return out
     full = base.model_copy(update={"match": [[*must, g] for g in live]})
-    n = sum(d for g, d in zip(groups, out.dfs, strict=True) if g in live) if count else BUDGET + 1
-    if n > BUDGET:
+    live_dfs = [d for g, d in zip(groups, out.dfs, strict=True) if g in live] if count else []
+    n = sum(live_dfs) if count else BUDGET + 1
+    if n > BUDGET and (not live_dfs or max(live_dfs) <= BUDGET):  # one group over the budget: so is the OR
         n = store.count_matches(full, BUDGET + 1)
     if n <= BUDGET:
         out.candidates = store.search_candidates(full, limit)
@@ -143,6 +144,9 @@ def _distance(word: str, term: str) -> int:
     return d
 
 
+_FIX_CACHE: dict[tuple[str, str], tuple[float, str | None]] = {}
+
+
 def correct(store: Store, word: str, *, alone: bool = True) -> str | None:
     """The index term the store holds that `word` most likely meant, or None (no close term, or the store
     cannot list its vocabulary). Only for words the index does not contain; a short word (< 8 letters) is
@@ -152,10 +156,21 @@ def correct(store: Store, word: str, *, alone: bool = True) -> str | None:
         return None
     if not alone and len(word) < 8:
         return None
+    key, now = (store.url, word), time.monotonic()
+    hit = _FIX_CACHE.get(key)
+    if hit and now - hit[0] < _DF_TTL:
+        return hit[1]
     try:
         near = store.index_terms(word, 400)
     except (StoreError, AttributeError, NotImplementedError):
         return None
+    if len(_FIX_CACHE) > 10_000:
+        _FIX_CACHE.clear()
+    _FIX_CACHE[key] = (now, _nearest(word, near))
+    return _FIX_CACHE[key][1]
+
+
+def _nearest(word: str, near: list[tuple[str, int]]) -> str | None:
     best: tuple[int, int, str] | None = None
     allowed = 1 if len(word) < 8 else 2
     for term, docs in near:
@@ -165,6 +180,12 @@ def correct(store: Store, word: str, *, alone: bool = True) -> str | None:
         if d <= allowed and (best is None or (d, -docs) < (best[0], best[1])):
             best = (d, -docs, term)
     return best[2] if best else None
+
+
+def clear_caches() -> None:
+    """Forget cached match counts and corrections (tests that reuse a database; after bulk loads)."""
+    _DF_CACHE.clear()
+    _FIX_CACHE.clear()
 
 
 def resolve_services(store: Store, value: str) -> tuple[list[str], str | None]:
