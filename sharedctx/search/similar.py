@@ -80,8 +80,12 @@ def similar_cases(ctx_or_store: Any, case_id: str, limit: int = 5, *, expand: bo
     groups = [g for _, _, g in weighted]
     base = CandidateQuery(filters=SearchFilters(until=case.created_at))
     got = retrieve(store, groups, [], base) if groups else None
-    cands = [c for c in (got.candidates if got else []) if c.entry.case_id != case_id
-             and c.case_created_at < case.created_at]
+    found = list(got.candidates) if got else []
+    if case.service:  # the same service's recent cases are candidates too (a case title is not in the index);
+        # they still rank by their symptoms, the service is only a factor
+        found.extend(store.search_candidates(
+            base.model_copy(update={"filters": SearchFilters(service=case.service, until=case.created_at)}), 60))
+    cands = [c for c in found if c.entry.case_id != case_id and c.case_created_at < case.created_at]
     docs = pool_docs(store, cands)
     terms = [Term(word=g[0], stems=frozenset(stem(w) for alt in g for w in tokens(alt)), idf=idf(d, total),
                   weight=1 + math.log(n)) for n, d, g in weighted]
