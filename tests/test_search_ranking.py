@@ -251,3 +251,14 @@ def test_every_result_is_explained(ctx: SharedContext) -> None:
     for c in res.cases:
         assert c.reasons and c.reasons[0].startswith("text:") and c.matched
         assert "text" in c.signals
+
+
+def test_a_case_is_found_by_its_title_alone(ctx: SharedContext) -> None:
+    """Case titles have their own full-text index (migration 0011): a known-item query that only matches
+    the title still finds the case."""
+    case = incident(ctx, "Osprey ledger reconciliation drift", "ledger", ("note", "looking", "nothing yet"))
+    incident(ctx, "unrelated", "ledger", ("note", "looking", "nothing yet"))
+    res = ctx.search("osprey reconciliation")
+    assert [c.case_id for c in res.cases] == [case.id]
+    assert ctx.store.rebuild_index() >= 2
+    assert [c.case_id for c in ctx.search("osprey reconciliation").cases] == [case.id]

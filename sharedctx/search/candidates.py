@@ -121,6 +121,21 @@ def retrieve(store: Store, groups: list[list[str]], phrases: list[str], base: Ca
     return out
 
 
+def title_candidates(store: Store, groups: list[list[str]], dfs: Sequence[int], base: CandidateQuery,
+                     limit: int = 40) -> list[Candidate]:
+    """Cases found by their title (case titles have their own index): the OR of the query's words, or when
+    that matches too many titles, the AND of all of them."""
+    if not groups:
+        return []
+    try:
+        got = store.search_case_titles(base.model_copy(update={"match": [[g] for g in groups]}), limit)
+        if got is None and len(groups) > 1:
+            got = store.search_case_titles(base.model_copy(update={"match": [groups]}), limit)
+    except (StoreError, AttributeError, NotImplementedError):
+        return []
+    return got or []
+
+
 def budget_of(store: Store) -> int:
     return BUDGET_PG if store.url.startswith(("postgresql://", "postgres://")) else BUDGET
 

@@ -11,7 +11,7 @@ from typing import Any
 from ..errors import StoreError
 from ..model import Entry, utcnow
 from ..store.base import Candidate, CandidateQuery, SearchFilters, Store
-from .candidates import CANDIDATES, Retrieval, correct, df, idf, resolve_services, retrieve
+from .candidates import CANDIDATES, Retrieval, correct, df, idf, resolve_services, retrieve, title_candidates
 from .models import CaseResult, Hit, SearchResult
 from .query import outcome_matches, parse_query
 from .ranking import (
@@ -177,6 +177,10 @@ def search(ctx_or_store: Any, text: str, filters: SearchFilters | None = None, *
         except StoreError as exc2:
             notices.append(f"the literal search failed too: {exc2}")
             got = Retrieval(strategy="failed")
+    titled = title_candidates(store, groups, got.dfs, base) if groups and not no_text else []
+    if titled:  # a case is found by its title too; it joins the pool with its first entry
+        seen = {c.entry.case_id for c in got.candidates}
+        got.candidates.extend(c for c in titled if c.entry.case_id not in seen)
     docs = pool_docs(store, got.candidates, filters=f)
     negated = {stem(w) for w in pq.negated}
     terms: list[Term] = []

@@ -16,7 +16,7 @@ from typing import Any
 from ..errors import StoreError
 from ..model import EntryKind
 from ..store.base import CandidateQuery, SearchFilters
-from .candidates import df, idf, retrieve
+from .candidates import df, idf, retrieve, title_candidates
 from .engine import _store, finish, pool_docs, rank_docs
 from .models import CaseResult
 from .query import MAX_TERMS
@@ -81,6 +81,7 @@ def similar_cases(ctx_or_store: Any, case_id: str, limit: int = 5, *, expand: bo
     base = CandidateQuery(filters=SearchFilters(until=case.created_at))
     got = retrieve(store, groups, [], base) if groups else None
     found = list(got.candidates) if got else []
+    found.extend(title_candidates(store, groups, [], base))
     if case.service:  # the same service's recent cases are candidates too (a case title is not in the index);
         # they still rank by their symptoms, the service is only a factor
         found.extend(store.search_candidates(

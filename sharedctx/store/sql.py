@@ -211,6 +211,12 @@ def candidate_conditions(dialect: str, q: CandidateQuery) -> tuple[list[str], li
     return where, params
 
 
+def title_query(q: CandidateQuery) -> CandidateQuery:
+    """`q` with only its case-level conditions: a case found by its title is represented by its first entry."""
+    f = q.filters.model_copy(update={"kinds": None, "author": None, "author_kind": None})
+    return q.model_copy(update={"entry_is": [], "min_rowid": None, "filters": f})
+
+
 CANDIDATE_CASE_COLS = "c.service, c.title, c.status, c.fingerprint, c.labels, c.created_at, c.resolved_at"
 
 
