@@ -90,6 +90,8 @@ class CaseResult(BaseModel):
         if o:
             if o.resolution or o.worked:
                 parts.append("what worked: " + (o.resolution or o.worked[0]))
+            if o.findings_verified:
+                parts.append("confirmed: " + o.findings_verified[0])
             if o.tried:
                 parts.append("tried without effect: " + "; ".join(o.tried[:2]))
             if o.rejected:
