@@ -1,10 +1,13 @@
-"""History-search benchmark: quality (recall@5, MRR) of our ranking vs plain BM25 vs an embedding
-baseline, and query latency p50/p99 at 10k / 100k / 1M entries on SQLite and PostgreSQL.
+"""History-search benchmark: quality (recall@5, hit@5, MRR) of our ranking vs plain BM25 vs an embedding
+baseline, and query latency p50/p99 at 10k / 100k / 1M entries on SQLite and PostgreSQL; then the same
+methods on the held-out sets (bench/heldout/, see bench/search_quality.py) in one table beside the tuning
+set. The tuning set (bench/history.py + bench/eval_queries.json) is the only data ranking was tuned on.
 
     python -m bench.search                       # full run (10k, 100k, 1M; SQLite and PostgreSQL)
     python -m bench.search --quick               # skip 1M
     python -m bench.search --sizes 10000,100000 --no-pg
     python -m bench.search --write-queries       # regenerate bench/eval_queries.json from the generator
+    python -m bench.search --no-heldout          # tuning set only
 
 Datasets are generated once (bench/history.py, seed 7) and reused: SQLite files under
 /tmp/sharedctx-bench/, PostgreSQL databases named sharedctx_bench_<n>_s<seed> (`--drop-pg` removes them).
