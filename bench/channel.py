@@ -4,7 +4,8 @@
     .venv/bin/python bench/channel.py --quick    # fewer calls, ~30 s
 
 Transports: in-process (direct function vs `Partner.call`), MCP in-memory, MCP stdio, MCP
-Streamable HTTP, and the plain HTTP API (ours vs a bare Starlette JSON endpoint). The tool is the
+Streamable HTTP, the plain HTTP API (ours vs a bare Starlette JSON endpoint), and A2A JSON-RPC
+with streaming (ours vs an agent and client made only of the official `a2a-sdk` classes). The tool is the
 same function everywhere; "bare" is FastMCP / Starlette and a raw `ClientSession` / httpx with
 nothing of ours around them; "ours" is `Partner` served and `PartnerClient` calling. HTTP servers
 run in their own processes so the client and server do not share a GIL.
@@ -108,6 +109,42 @@ def bare_api() -> Any:
     return Starlette(routes=[Route("/v1/capabilities/search_logs", endpoint, methods=["POST"])])
 
 
+def bare_a2a(port: int) -> Any:
+    """An A2A agent made only of the official SDK's classes, answering with the same function."""
+    from a2a.helpers import get_data_parts, new_data_part
+    from a2a.server.agent_execution import AgentExecutor, RequestContext
+    from a2a.server.events import EventQueue
+    from a2a.server.request_handlers import DefaultRequestHandler
+    from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes
+    from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
+    from a2a.types import AgentCapabilities, AgentCard, AgentInterface, AgentSkill, Task, TaskState, TaskStatus
+    from starlette.applications import Starlette
+
+    class Executor(AgentExecutor):
+        async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+            assert context.message is not None and context.task_id and context.context_id
+            await event_queue.enqueue_event(Task(id=context.task_id, context_id=context.context_id,
+                                                 status=TaskStatus(state=TaskState.TASK_STATE_SUBMITTED)))  # fmt: skip
+            updater = TaskUpdater(event_queue, context.task_id, context.context_id)
+            inp = CapabilityInput.model_validate(get_data_parts(context.message.parts)[0])
+            finding = await analyse(inp)
+            await updater.add_artifact([new_data_part(finding.model_dump(mode="json"))], name="finding")
+            await updater.complete()
+
+        async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+            pass
+
+    card = AgentCard(
+        name="bare", description="bare", version="1",
+        supported_interfaces=[AgentInterface(url=f"http://127.0.0.1:{port}/a2a", protocol_binding="JSONRPC",
+                                             protocol_version="1.0")],
+        capabilities=AgentCapabilities(streaming=True),
+        skills=[AgentSkill(id="search_logs", name="search_logs", description="d", tags=["t"])],
+    )  # fmt: skip
+    handler = DefaultRequestHandler(agent_executor=Executor(), task_store=InMemoryTaskStore(), agent_card=card)
+    return Starlette(routes=create_agent_card_routes(card) + create_jsonrpc_routes(handler, "/a2a"))
+
+
 def serve(kind: str, port: int) -> None:
     """Server side of the bench, run in a child process."""
     if kind == "ours-stdio":
@@ -117,9 +154,11 @@ def serve(kind: str, port: int) -> None:
     else:
         import uvicorn
 
-        app = {"ours-http": lambda: ours().http_app(), "bare-http": lambda: bare().streamable_http_app()}.get(
-            kind, bare_api
-        )()
+        app = {
+            "ours-http": lambda: ours().http_app(),
+            "bare-http": lambda: bare().streamable_http_app(),
+            "bare-a2a": lambda: bare_a2a(port),
+        }.get(kind, bare_api)()
         uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
@@ -176,6 +215,13 @@ async def client(transport: str, side: str) -> AsyncIterator[Call]:
                     resp = await http.post("/v1/capabilities/search_logs", content=ASK.model_dump_json())
                     return resp.json()
 
+        elif transport == "A2A":
+            if side == "ours":
+                url = stack.enter_context(server_process("ours-http"))
+                c = await stack.enter_async_context(PartnerClient(PartnerSettings(name="t", transport="a2a", url=url)))
+                call = lambda: c.call("search_logs", ASK)  # noqa: E731
+            else:
+                call = await bare_a2a_client(stack)
         elif side == "ours":
             if transport == "MCP in-memory":
                 session = await stack.enter_async_context(create_connected_server_and_client_session(ours().mcp()))
@@ -203,6 +249,26 @@ async def client(transport: str, side: str) -> AsyncIterator[Call]:
                 session = await stack.enter_async_context(raw_session(read, write))
             call = lambda: session.call_tool("search_logs", ARGS)  # noqa: E731
         yield call
+
+
+async def bare_a2a_client(stack: AsyncExitStack) -> Call:
+    """The official SDK's client, streaming, against the SDK-only agent: what A2A costs with nothing of ours."""
+    import uuid
+
+    from a2a.client import ClientConfig, create_client
+    from a2a.helpers import new_data_part
+    from a2a.types import Message, Role, SendMessageRequest
+
+    url = stack.enter_context(server_process("bare-a2a"))
+    http = await stack.enter_async_context(httpx.AsyncClient())
+    a2a = await create_client(url, ClientConfig(streaming=True, httpx_client=http))
+    stack.push_async_callback(a2a.close)
+
+    async def call() -> Any:
+        msg = Message(message_id=str(uuid.uuid4()), role=Role.ROLE_USER, parts=[new_data_part(ARGS)])
+        return [e async for e in a2a.send_message(SendMessageRequest(message=msg))]
+
+    return call
 
 
 # -- measuring -----------------------------------------------------------------------------------------
@@ -233,7 +299,7 @@ def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
 
 
-TRANSPORTS = ["in-process", "MCP in-memory", "MCP stdio", "MCP HTTP", "plain API"]
+TRANSPORTS = ["in-process", "MCP in-memory", "MCP stdio", "MCP HTTP", "plain API", "A2A"]
 
 
 async def run(calls: int, concurrencies: list[int]) -> None:
@@ -264,6 +330,11 @@ async def run(calls: int, concurrencies: list[int]) -> None:
         ours_ratio = pct(results["MCP HTTP", "ours", conc], 50) / pct(results["plain API", "ours", conc], 50)
         bare_ratio = pct(results["MCP HTTP", "bare", conc], 50) / pct(results["plain API", "bare", conc], 50)
         print(f"  conc {conc:>2}: ours MCP HTTP / ours API {ours_ratio:5.2f}x   bare: {bare_ratio:5.2f}x")
+    print("\nA2A (JSON-RPC, streaming) vs plain HTTP API at p50")
+    for conc in concurrencies:
+        ours_ratio = pct(results["A2A", "ours", conc], 50) / pct(results["plain API", "ours", conc], 50)
+        bare_ratio = pct(results["A2A", "bare", conc], 50) / pct(results["plain API", "bare", conc], 50)
+        print(f"  conc {conc:>2}: ours A2A / ours API {ours_ratio:5.2f}x   bare: {bare_ratio:5.2f}x")
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ The rules, in one place so that the MCP tools stay thin and every transport enfo
   an hour (counted from the journal, so a restart does not reset the budget), and which kinds are
   *held for a human decision*: such an entry is recorded at once with `attrs.held_for_decision`,
   a `decision-request` referencing it is recorded by sharedctx, and the delivery worker keeps it
-  away from every backend until a human approves (`sharedctx.delivery.held_for_decision`).
+  away from every backend until a human approves (`sharedctx.decisions.held_for_decision`).
 * **Provenance** — every entry shown to an agent says who wrote it (`agent`, `partner`, `human`,
   `system`) and whether its text is *trusted*. Text from humans, partners and external systems
   (alert payloads) is content to read, never instructions to follow; `mark_untrusted` fences it.
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,8 +37,8 @@ from datetime import timedelta
 from typing import Any, Literal
 
 from .config import AgentSettings, Config, WritePolicy
-from .delivery import HOLD_ATTR, decision_approves, first_human_decision
-from .errors import ConfigError, InvalidEntry, PermissionDenied, SharedCtxError
+from .decisions import HOLD_ATTR, answer_for, approves
+from .errors import ConfigError, InvalidEntry, PermissionDenied, RateLimited, Unauthenticated
 from .model import SYSTEM, Author, AuthorKind, Entry, EntryKind, utcnow
 from .store.base import SearchFilters, Store
 
@@ -47,20 +48,14 @@ Role = Literal["primary", "partner", "human-readonly"]
 Provenance = Literal["agent", "partner", "human", "system"]
 
 INVITE_ATTR = "invite"
+# an agent's name as configured, and as it is written into the journal when it is invited
+AGENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,99}")
 # attrs keys only sharedctx itself sets: an agent setting them could invite itself or fake a hold
 RESERVED_ATTRS = frozenset({INVITE_ATTR, HOLD_ATTR, "requested_by", "holds"})
 ROLE_AUTHOR: dict[str, AuthorKind] = {"primary": "primary", "partner": "partner", "human-readonly": "human"}
 PROVENANCE: dict[str, Provenance] = {"primary": "agent", "partner": "partner", "human": "human", "system": "system"}
 UNTRUSTED_OPEN = '<untrusted-content source="{source}">'
 UNTRUSTED_CLOSE = "</untrusted-content>"
-
-
-class Unauthenticated(SharedCtxError):
-    """No valid credentials: send `Authorization: Bearer <token>` with the token configured for your agent."""
-
-
-class RateLimited(PermissionDenied):
-    """This identity has written as many entries this hour as its write policy allows."""
 
 
 @dataclass(frozen=True)
@@ -304,12 +299,17 @@ class Access:
         """
         if by.kind == "partner":
             raise PermissionDenied("a partner cannot invite anyone into a case; the primary agent does")
+        if not AGENT_NAME.fullmatch(partner):
+            raise InvalidEntry(
+                "a partner name is 1–100 letters, digits, `.`, `_`, `-` or `@`, starting with a letter or digit "
+                "(the name it is configured under); nothing was recorded"
+            )
         for e in ctx.case(case_id).timeline(kinds=[EntryKind.NOTE.value]):
             if e.attrs.get(INVITE_ATTR) == partner and e.author.kind != "partner":
                 return e
         entry: Entry = ctx.case(case_id).record(
             EntryKind.NOTE, f"Invited partner {partner} into this case",
-            note or f"{by} invited the partner agent {partner!r} to read and write this case.",
+            note or f"{by} invited the partner agent `{partner}` to read and write this case.",
             author=by, attrs={INVITE_ATTR: partner}, trace_id=trace_id,
         )  # fmt: skip
         self._invited.add((case_id, partner))
@@ -317,9 +317,9 @@ class Access:
 
     # decisions
     def decision_for(self, request: Entry) -> Entry | None:
-        """The human decision that answers `request` (the first authorised answer wins), or None."""
-        return first_human_decision(self.store, request.case_id, {request.id})
+        """The decision that answers `request` (`sharedctx.decisions.answer_for`), or None."""
+        return answer_for(self.store, request)
 
     @staticmethod
     def approves(decision: Entry) -> bool:
-        return decision_approves(decision)
+        return approves(decision)

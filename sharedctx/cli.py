@@ -1,7 +1,7 @@
 """`sharedctx`: the command line, one verb per API call. Tables for people, `--json` for scripts.
 
 Exit codes: 0 ok · 1 unexpected error · 2 usage error · 3 not found · 4 invalid input or config ·
-5 `verify` found a broken chain · 6 store or backend failure.
+5 `verify` found a broken chain · 6 store or backend failure · 7 not permitted (e.g. an agent deciding).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from .errors import (
     ConfigError,
     EntryNotFound,
     InvalidEntry,
+    PermissionDenied,
     SharedCtxError,
     StoreError,
 )
@@ -54,7 +55,8 @@ app.add_typer(backends_app, name="backends")
 
 out = Console()
 err = Console(stderr=True)
-EXIT = {CaseNotFound: 3, EntryNotFound: 3, InvalidEntry: 4, ConfigError: 4, StoreError: 6, BackendError: 6}
+EXIT = {CaseNotFound: 3, EntryNotFound: 3, InvalidEntry: 4, ConfigError: 4, StoreError: 6, BackendError: 6,
+        PermissionDenied: 7}
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help=f"config file (default: $SHAREDCTX_CONFIG or ./{CONFIG_NAME})")
@@ -132,6 +134,12 @@ store = ".sharedctx/sharedctx.db"
 name = "operator"
 kind = "human"          # primary | partner | human | system
 
+# `sharedctx serve`, the alert intake (docs/intake.md). Listening beyond 127.0.0.1 needs credentials.
+# [server]
+# host = "0.0.0.0"
+# port = 8765
+# intake_token = "env:SHAREDCTX_INTAKE_TOKEN"   # Alertmanager: http_config.authorization.credentials_file
+
 # Delivery to backends happens behind record(), in a background worker.
 [worker]
 enabled = true          # run the worker inside processes that open the context
@@ -139,6 +147,8 @@ max_attempts = 8        # then the delivery goes to dead letters (`sharedctx out
 base_delay = 1.0        # seconds; doubles per attempt, with jitter; Retry-After wins when given
 max_delay = 300.0
 concurrency = 4         # deliveries in flight per backend
+lease_seconds = 60.0    # how long a worker holds a claimed delivery (renewed while in flight);
+                        # at least every backend's request `timeout`
 
 # Where humans read cases. Add as many as you like; each gets every entry, in order.
 [[backends]]
@@ -149,6 +159,17 @@ path = ".sharedctx/cases"
 # type = "github"
 # repo = "acme/payments"
 # token = "env:GITHUB_TOKEN"
+
+# [[backends]]
+# type = "redmine"                       # a case is an issue, entries are notes; polled (no webhooks in 5.x)
+# url = "https://redmine.example.com"
+# api_key = "env:REDMINE_API_KEY"        # its user needs: view/add issues, add notes, edit status
+# project = "ops"                        # project identifier
+# text_format = "textile"                # or "markdown": the server's Administration > Settings > Text formatting
+# external_id_field = 1                  # optional: an issue custom field that holds the case id
+# closed_status_id = 5                   # set on resolve (checked by `sharedctx backends check`)
+# private_notes = false
+# deciders = ["alice", "42"]             # Redmine logins or user ids whose /approve decides
 """
 
 
@@ -355,18 +376,29 @@ def index_rebuild() -> None:
 
 @app.command()
 def verify(case_id: Annotated[str | None, typer.Argument(help="a case; default: every case")] = None,
+           against: Annotated[str | None, typer.Option("--against", help="compare with the copies this backend "
+                                                       "holds (by name) instead of the local checks")] = None,
            as_json: JsonOpt = False) -> None:
-    """Check the hash chain; say exactly which entry breaks it. Exit 5 if any does."""
+    """Check the hash chains, each case's recorded head and the checkpoints: name the entry or case that breaks
+    them (an edit, a reorder, a deleted entry, a truncated tail, a deleted case). Exit 5 if any does."""
+    from .verify import CHECKPOINTS
+
     with context() as ctx:
-        reports = ctx.verify(ctx.find_case(case_id).id if case_id else None)
+        reports = ctx.verify(ctx.find_case(case_id).id if case_id else None, against=against)
     if as_json:
         emit_json([r.model_dump(mode="json") for r in reports])
     else:
+        where = f" against {against}" if against else ""
         for r in reports:
-            if r.ok:
-                out.print(f"[green]ok[/]   {r.case_id}: {r.entries} entries, chain intact")
+            if r.ok and r.case_id == CHECKPOINTS:
+                out.print(f"[green]ok[/]   {r.entries} checkpoints of case heads agree with the journal",
+                          highlight=False)
+            elif r.ok:
+                out.print(f"[green]ok[/]   {r.case_id}: {r.entries} entries, chain intact{where}", highlight=False)
             for issue in r.issues:
-                out.print(f"[red]FAIL[/] {r.case_id} entry #{issue.seq} ({issue.entry_id}): {issue.problem}")
+                at = f" entry #{issue.seq}" if issue.seq is not None else ""
+                at += f" ({issue.entry_id})" if issue.entry_id else ""
+                out.print(f"[red]FAIL[/] {r.case_id}{at}: {issue.problem}", highlight=False)
     if not all(r.ok for r in reports):
         raise typer.Exit(5)
 
@@ -393,6 +425,33 @@ def outbox_status(as_json: JsonOpt = False) -> None:
         state = "[red]stopped[/]" if r["state"] == "stopped" else "[green]running[/]"
         t.add_row(str(r["backend"]), state, *(str(r[k]) for k in states), str(r["reason"] or ""))
     out.print(t)
+
+
+@app.command()
+def drain(
+    timeout: Annotated[float, typer.Option(help="seconds to keep delivering before giving up")] = 60.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Deliver everything due now, then say per backend what was delivered, held, dead or stopped.
+
+    Exit 0 only when nothing deliverable is left; 6 when something is pending, dead or stopped."""
+    with context(worker=False) as ctx:
+        report = ctx.drain(timeout=timeout)
+    if as_json:
+        emit_json(report.model_dump(mode="json") | {"ok": bool(report)})
+    else:
+        t = Table()
+        for col in ("backend", "state", "delivered", "pending", "held", "dead", "declined", "why"):
+            t.add_column(col, overflow="fold")
+        for b in report.backends:
+            state = "[red]stopped[/]" if b.stopped else "[green]running[/]"
+            t.add_row(b.backend, state, *(str(getattr(b, k)) for k in ("delivered", "pending", "held", "dead",
+                                                                       "declined")), b.reason or "")
+        out.print(t)
+        if report.timed_out:
+            err.print(f"[yellow]note:[/] gave up after {timeout:g}s with deliveries still due")
+    if not report:
+        raise typer.Exit(6)
 
 
 @outbox_app.command("list")
@@ -509,7 +568,7 @@ def worker(
 # -- demo / serve (the agents and the alert intake: sharedctx/agents, sharedctx/server.py) -------------
 @app.command()
 def demo(
-    transport: Annotated[str, typer.Option(help="how the primary reaches the partner: stdio | http")] = "stdio",
+    transport: Annotated[str, typer.Option(help="how the primary reaches the partner: stdio | http | a2a")] = "stdio",
 ) -> None:
     """Send a sample alert through the whole seven-step flow, with a real partner agent process.
 
@@ -519,8 +578,8 @@ def demo(
 
     from .agents.demo import run_demo
 
-    if transport not in ("stdio", "http"):
-        raise typer.BadParameter("use stdio or http", param_hint="--transport")
+    if transport not in ("stdio", "http", "a2a"):
+        raise typer.BadParameter("use stdio, http or a2a", param_hint="--transport")
     config_path = _state["config"] or (Path(CONFIG_NAME) if Path(CONFIG_NAME).exists() else None)
     with context(worker=True) as ctx:
         result = asyncio.run(run_demo(ctx, transport=transport, config_path=config_path, console=out))  # type: ignore[arg-type]
@@ -538,43 +597,12 @@ def serve(
     """Accept alerts (Alertmanager webhook, generic JSON) and run the primary agent on them.
 
     POST /alerts/alertmanager · POST /alerts · GET /healthz. Partners come from `[[partners]]`.
+    Beyond loopback the intake needs `[server] intake_token` (or basic auth); see docs/intake.md.
     """
-    import logging
+    from .server import serve as run_server
 
-    import uvicorn
-
-    from .agents.primary import PrimaryAgent
-    from .server import build_app
-
-    log = logging.getLogger("sharedctx.agent")
-    if not logging.getLogger().handlers:
-        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("sharedctx").setLevel(logging.INFO)
     with context(worker=True) as ctx:
-        agent = PrimaryAgent(ctx.config.partners, dry_run=not act, on_event=lambda s, msg: log.info("%s: %s", s, msg))
-        h, p = host or ctx.config.server.host, ctx.config.server.port if port is None else port
-        err.print(f"sharedctx: alerts at http://{h}:{p}/alerts/alertmanager and /alerts; "
-                  f"partners: {', '.join(s.name for s in ctx.config.partners) or 'none'}")  # fmt: skip
-        from .mcp_server import mcp_mount
-        from .redact import Redactor, install_log_redaction
-
-        install_log_redaction(ctx.redactor if isinstance(ctx.redactor, Redactor) else None)
-        mounts: list[Any] = []
-        lifespans: list[Any] = []
-        if ctx.config.agents:  # /mcp (Streamable HTTP) needs [[agents]] with tokens
-            routes, mcp_lifespan = mcp_mount(ctx)
-            mounts, lifespans = [*routes], [mcp_lifespan]
-            err.print(f"sharedctx: MCP (Streamable HTTP, bearer tokens) at http://{h}:{p}/mcp")
-        from .humans import human_settings
-        from .webhooks import poller_lifespan, webhook_mount
-
-        mounts.append(webhook_mount(ctx))  # /webhooks/<backend name>: human answers (docs/humans.md)
-        if human_settings(ctx.config).poll:
-            lifespans.append(poller_lifespan(ctx))
-        hooks = ", ".join(f"/webhooks/{n}" for n in human_settings(ctx.config).webhooks) or "none configured"
-        err.print(f"sharedctx: human answers by webhook ({hooks}) and polling")
-        uvicorn.run(build_app(ctx, agent=agent, mounts=mounts, lifespans=lifespans),
-                    host=h, port=p, log_level="warning")  # fmt: skip
+        run_server(ctx, host=host, port=port, act=act, say=lambda line: err.print(line, highlight=False, markup=False))
 
 
 @app.command("mcp")

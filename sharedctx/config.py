@@ -112,7 +112,7 @@ class PartnerSettings(_Section):
     """`[[partners]]`: a partner agent the primary may call over the direct channel."""
 
     name: str
-    transport: Literal["stdio", "http", "api"] = "stdio"
+    transport: Literal["stdio", "http", "api", "a2a"] = "stdio"
     command: list[str] | None = None
     url: str | None = None
     headers: dict[str, str] = Field(default_factory=dict, description="header -> 'env:NAME' reference")
@@ -123,7 +123,7 @@ class PartnerSettings(_Section):
     def _transport_target(self) -> PartnerSettings:
         if self.transport == "stdio" and not self.command:
             raise ValueError("a stdio partner needs `command` (a list, e.g. ['python', '-m', 'x'])")
-        if self.transport in ("http", "api") and not self.url:
+        if self.transport in ("http", "api", "a2a") and not self.url:
             raise ValueError(f"a {self.transport} partner needs `url`")
         return self
 
@@ -151,9 +151,32 @@ class AgentSettings(_Section):
 
 
 class ServerSettings(_Section):
+    """`[server]`: where `sharedctx serve` listens, who may post alerts, and how much one request may carry.
+
+    Intake auth is a bearer token (`intake_token`) and/or basic auth (`intake_basic_user` +
+    `intake_basic_password`), secrets by `env:` reference. Without either, `serve` refuses a
+    non-loopback `host` (see docs/intake.md).
+    """
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
     host: str = "127.0.0.1"
     port: int = Field(8765, ge=0, le=65535)
-    max_alert_bytes: int = Field(1_000_000, ge=1024)
+    max_alert_bytes: int = Field(1_000_000, ge=1024, le=64 * 1024 * 1024)
+    max_alerts_per_request: int = Field(1000, ge=1, le=100_000)
+    intake_token: Secret | None = Field(None, description="bearer token for POST /alerts*, 'env:NAME'")
+    intake_basic_user: str | None = Field(None, min_length=1, max_length=256)
+    intake_basic_password: Secret | None = Field(None, description="basic-auth password, 'env:NAME'")
+
+    @field_validator("intake_token", "intake_basic_password", mode="before")
+    @classmethod
+    def _secret(cls, v: Any) -> Any:
+        return Secret(v) if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _basic_pair(self) -> ServerSettings:
+        if (self.intake_basic_user is None) != (self.intake_basic_password is None):
+            raise ValueError("basic auth needs both `intake_basic_user` and `intake_basic_password`")
+        return self
 
 
 class Config(BaseModel):
@@ -206,12 +229,54 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+STORE_FORMS = "a SQLite file path (e.g. .sharedctx/sharedctx.db), sqlite:///PATH, or postgresql://USER@HOST:PORT/DB"
+
+
+def check_store_url(store: Any, source: str = "<config>") -> None:
+    """Refuse a store this library cannot open, at load time.
+
+    Anything with `://` that is not PostgreSQL or SQLite used to become a SQLite *file* named like the
+    URL, so each process silently got a private journal; `mysql://…` or `postgresql+psycopg://…` must fail."""
+    if not isinstance(store, str) or not store.strip():
+        raise ConfigError(f"{source}: store: must be {STORE_FORMS}")
+    if "://" in store and not store.startswith(("postgresql://", "postgres://", "sqlite:///")):
+        scheme = store.split("://", 1)[0]
+        raise ConfigError(f"{source}: store: unsupported URL scheme {scheme!r}; use {STORE_FORMS}")
+
+
+def check_lease_covers_requests(cfg: Config, source: str = "<config>") -> None:
+    """Refuse `worker.lease_seconds` shorter than a backend's request timeout.
+
+    A lease that can run out while one request is still in flight hands the row to another worker
+    mid-send; the heartbeat renews leases, but only between requests it can see. Backends with no
+    request timeout (local files) are not bound by this."""
+    from .backends import BACKEND_TYPES, backend_class
+
+    for b in cfg.backends:
+        if b.type not in BACKEND_TYPES:
+            continue  # unknown types are reported where backends are built, with the known ones listed
+        timeout = b.options.get("timeout")
+        if timeout is None:
+            field = getattr(backend_class(b.type), "Options", None)
+            default = getattr(field, "model_fields", {}).get("timeout") if field is not None else None
+            timeout = default.default if default is not None else None
+        if isinstance(timeout, int | float) and cfg.worker.lease_seconds < timeout:
+            raise ConfigError(
+                f"{source}: worker.lease_seconds = {cfg.worker.lease_seconds:g} is shorter than "
+                f"backends.{b.name}.timeout = {timeout:g}: a delivery could lose its lease while its request is "
+                f"still in flight. Raise worker.lease_seconds to at least {timeout:g}, or lower the backend's timeout."
+            )
+
+
 def parse_config(data: dict[str, Any], *, base_dir: Path | None = None, source: str = "<config>") -> Config:
     check_no_literal_secrets(data)
+    if "store" in data:
+        check_store_url(data["store"], source)
     try:
         cfg = Config.model_validate({**data, "base_dir": base_dir or Path.cwd()})
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc, source)) from None
+    check_lease_covers_requests(cfg, source)
     return cfg
 
 

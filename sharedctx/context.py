@@ -13,8 +13,10 @@ worker. From asyncio code use `await case.arecord(...)`, which runs the same cal
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -23,8 +25,9 @@ from pydantic import ValidationError
 from .backends import make_backend
 from .backends.base import Backend
 from .config import Config, load_config
-from .delivery import Worker
-from .errors import CaseNotFound, EntryNotFound, InvalidEntry
+from .decisions import Decision, check_answer, get_decision
+from .delivery import BackendDrain, DrainReport, Worker
+from .errors import CaseNotFound, ConfigError, EntryNotFound, InvalidEntry, SharedCtxError
 from .model import (
     MAX_BODY_BYTES,
     MAX_EVIDENCE_ITEMS,
@@ -38,9 +41,10 @@ from .model import (
     Evidence,
     VerifyReport,
 )
-from .store.base import SearchFilters, Store, open_store, verify_entries
+from .store.base import SearchFilters, Store, open_store
 
 if TYPE_CHECKING:
+    from .handoff import Handoff
     from .search import CaseResult, SearchResult
 
 
@@ -86,6 +90,19 @@ def _evidence(items: Iterable[Evidence | Mapping[str, Any]]) -> tuple[Evidence, 
     if len(out) > MAX_EVIDENCE_ITEMS:
         raise InvalidEntry(f"{len(out)} evidence items; the limit is {MAX_EVIDENCE_ITEMS} per entry")
     return tuple(out)
+
+
+@dataclass(frozen=True)
+class NewEntry:
+    """An entry to record together with a new case: `ctx.open_case(..., first=NewEntry(...))`."""
+
+    kind: str | EntryKind
+    title: str
+    body: str | bytes = ""
+    evidence: Sequence[Evidence | Mapping[str, Any]] = ()
+    author: Author | str | None = None
+    trace_id: str | None = None
+    attrs: Mapping[str, Any] | None = None
 
 
 class Case:
@@ -150,8 +167,8 @@ class Case:
         attrs: Mapping[str, Any] | None = None,
     ) -> Any:
         """Ask the people on every backend of this case, then wait (asyncio) for the first authorised
-        answer or the timeout policy. Returns a `sharedctx.humans.Decision`. See docs/humans.md."""
-        from .humans import request_decision
+        answer or the timeout policy. Returns a `sharedctx.decisions.Decision`. See docs/humans.md."""
+        from .decisions import request_decision
 
         return await request_decision(
             self, question, options, timeout=timeout, on_timeout=on_timeout, default=default,
@@ -179,9 +196,24 @@ class Case:
             trace_id=trace_id, status=CaseStatus.RESOLVED,
         )  # fmt: skip
 
+    def handoff(self) -> Handoff:
+        """One screen for whoever picks the case up next: state, findings, actions, pending decisions."""
+        from .handoff import handoff
+
+        return handoff(self.info, self.timeline())
+
+    def decision(self, request_id: str) -> Decision:
+        """Where a decision request of this case stands (`sharedctx.decisions.get_decision`)."""
+        if self.ctx.store.get_entry(request_id).case_id != self.id:
+            raise InvalidEntry(f"decision request {request_id} belongs to another case")
+        return get_decision(self.ctx.store, request_id)
+
     def verify(self) -> VerifyReport:
-        """Recompute the hash chain; the report names the first entry that breaks it."""
-        return verify_entries(self.id, self.timeline())
+        """Recompute the hash chain and check it against the case's recorded head and the checkpoints;
+        the report names the entry where it breaks (see `sharedctx.verify`)."""
+        from .verify import verify_journal
+
+        return verify_journal(self.ctx.store, self.id)[0]
 
 
 class SharedContext:
@@ -203,6 +235,7 @@ class SharedContext:
         self.redactor = redactor
         self.default_author = Author(kind=config.agent.kind, name=config.agent.name)
         self.worker = Worker(store, self.backends, config.worker)
+        self._appended = False
         if worker:
             self.worker.start()
 
@@ -235,6 +268,11 @@ class SharedContext:
 
     def close(self) -> None:
         self.worker.stop()
+        if self._appended:
+            # The heads this process moved go into the checkpoint chain (truncation evidence, see
+            # sharedctx.verify); a failure here must not hide the close, the next writer checkpoints them.
+            with contextlib.suppress(SharedCtxError):
+                self.store.write_checkpoint()
         for b in self.backends.values():
             b.close()
         self.store.close()
@@ -254,8 +292,19 @@ class SharedContext:
         severity: str = "warning",
         fingerprint: str | None = None,
         labels: Mapping[str, str] | None = None,
+        first: NewEntry | None = None,
     ) -> Case:
-        """Open a case, or return the open case with the same `fingerprint` (`case.created` is False)."""
+        """Open a case, or return the open case with the same `fingerprint` (`case.created` is False).
+
+        `first` is recorded in the same transaction as a *new* case, so a case never exists without
+        what opened it (an invalid `first` raises `InvalidEntry` and creates nothing). A case that was
+        found gets nothing: the caller decides what a repeat adds.
+        """
+        draft = None
+        if first is not None:  # validated (and redacted) before anything is written
+            draft, _ = self._draft("", first.kind, first.title, first.body, evidence=first.evidence,
+                                   author=first.author, ref=None, trace_id=first.trace_id, attrs=first.attrs,
+                                   status=None)  # fmt: skip
         title = _text(title, "title").strip()
         if not title or len(title) > MAX_TITLE_CHARS:
             raise InvalidEntry(f"a case title must be 1–{MAX_TITLE_CHARS} characters")
@@ -265,8 +314,13 @@ class SharedContext:
             fingerprint = self.redactor.redact(fingerprint) if fingerprint else fingerprint
             labels = {k: self.redactor.redact(v) for k, v in labels.items()}
         record, created = self.store.open_case(
-            title=title, service=service, severity=severity, fingerprint=fingerprint, labels=labels
-        )
+            title=title, service=service, severity=severity, fingerprint=fingerprint, labels=labels,
+            first=draft, backends=self.deliver_to(draft) if draft is not None else (),
+        )  # fmt: skip
+        if created and draft is not None:
+            self._appended = True
+            if self.worker.running:
+                self.worker.wake()
         return Case(self, record, created=created)
 
     def case(self, case_id: str) -> Case:
@@ -307,6 +361,31 @@ class SharedContext:
         attrs: Mapping[str, Any] | None,
         status: CaseStatus | str | None,
     ) -> Entry:
+        draft, new_status = self._draft(
+            case_id, kind, title, body, evidence=evidence, author=author, ref=ref,
+            trace_id=trace_id, attrs=attrs, status=status,
+        )  # fmt: skip
+        entry = self.store.append(draft, self.deliver_to(draft), new_status)
+        self._appended = True
+        if self.worker.running:
+            self.worker.wake()
+        return entry
+
+    def _draft(
+        self,
+        case_id: str,
+        kind: str | EntryKind,
+        title: str | bytes,
+        body: str | bytes,
+        *,
+        evidence: Iterable[Evidence | Mapping[str, Any]],
+        author: Author | str | None,
+        ref: str | None,
+        trace_id: str | None,
+        attrs: Mapping[str, Any] | None,
+        status: CaseStatus | str | None,
+    ) -> tuple[EntryDraft, CaseStatus | None]:
+        """Validate and redact one entry: the draft the store appends, and the case status it sets."""
         title = _text(title, "title").strip()
         body = _text(body, "body")
         if not title:
@@ -336,14 +415,12 @@ class SharedContext:
             new_status = CaseStatus(status) if status is not None else None
         except (ValidationError, ValueError) as exc:
             raise InvalidEntry(f"invalid entry: {exc}") from None
+        check_answer(draft)  # the one place that refuses an agent's `decision` (sharedctx.decisions)
         if self.redactor is not None:
             draft = self.redactor.redact_draft(draft)
         if new_status is None and draft.kind == EntryKind.RESOLUTION:
             new_status = CaseStatus.RESOLVED
-        entry = self.store.append(draft, self.deliver_to(draft), new_status)
-        if self.worker.running:
-            self.worker.wake()
-        return entry
+        return draft, new_status
 
     def deliver_to(self, draft: EntryDraft) -> list[str]:
         """The backends an entry goes to: all of them, except the one it came from.
@@ -377,15 +454,27 @@ class SharedContext:
 
         return similar_cases(self, case_id, limit)
 
-    def verify(self, case_id: str | None = None) -> list[VerifyReport]:
-        ids = [case_id] if case_id else [c.id for c in self.store.list_cases(limit=1_000_000)]
-        return [self.case(i).verify() for i in ids]
+    def verify(self, case_id: str | None = None, *, against: str | None = None) -> list[VerifyReport]:
+        """Check every case (or one): its chain, its recorded head, and the checkpoints that saw it; with
+        `against`, compare the journal with the copies that backend holds instead. A whole-journal check
+        that passes is recorded as a checkpoint, so a case deleted later is named by the next check."""
+        from .verify import verify_against, verify_journal
+
+        if against is not None:
+            if against not in self.backends:
+                raise ConfigError(f"no backend named {against!r}; configured: {', '.join(self.backend_names)}")
+            return verify_against(self.store, self.backends[against], case_id)
+        reports = verify_journal(self.store, case_id)
+        if case_id is None and all(r.ok for r in reports):
+            self.store.write_checkpoint()
+        return reports
 
     # -- delivery ---------------------------------------------------------------------------------
-    def drain(self, timeout: float = 30.0) -> bool:
-        """Wait until nothing is due for delivery (delivered, dead, or held for a human decision);
-        True if the outbox drained."""
+    def drain(self, timeout: float = 30.0) -> DrainReport:
+        """Wait until nothing is due for delivery, then say per backend what was delivered, held, dead or
+        stopped. The report is truthy only if everything deliverable was delivered (`if ctx.drain():`)."""
         deadline = time.monotonic() + timeout
+        timed_out = True
         while time.monotonic() < deadline:
             counts = self.store.outbox_counts()
             pending = sum(
@@ -394,9 +483,20 @@ class SharedContext:
                 if self.store.get_backend_state(name).state != "stopped"
             )
             if pending == 0:
-                return True
+                timed_out = False
+                break
             if not self.worker.running:
                 self.worker.run_once()
             else:
                 time.sleep(0.02)
-        return False
+        counts = self.store.outbox_counts()
+        report = DrainReport(timed_out=timed_out)
+        for name in self.backend_names:
+            c = counts.get(name, {})
+            st = self.store.get_backend_state(name)
+            report.backends.append(BackendDrain(
+                backend=name, delivered=c.get("delivered", 0), pending=c.get("pending", 0), held=c.get("held", 0),
+                dead=c.get("dead", 0) - c.get("declined", 0), declined=c.get("declined", 0),
+                stopped=st.state == "stopped", reason=st.reason,
+            ))  # fmt: skip
+        return report

@@ -13,6 +13,15 @@ What happens after a failure is decided here, from the exception type the backen
                    the delivery is released uncounted: no retry storm against a bad token
     Rejected    -> dead letter with the reason (retrying cannot help); `outbox retry` requeues
 Any attempt past `max_attempts` goes to dead letters with the last reason.
+
+Exactly-once, by construction (one choke point: `Worker._send`, the only code that calls a backend's
+`bind`/`lookup`/`append`/`resolve`):
+    1. before any network I/O for a claimed row, `sent_possibly` is committed on it (fenced);
+    2. every attempt on a row with `sent_possibly` set first asks `backend.lookup()` and adopts what it
+       finds, whatever ended the earlier attempt (kill -9, lease expiry, an error of any kind);
+    3. every claim bumps the row's fencing token; every state change names it, and a worker whose lease
+       was taken over drops its result instead of marking anything (`LeaseLost`);
+    4. a heartbeat renews the lease of every delivery in flight, so a slow delivery keeps its row.
 """
 
 from __future__ import annotations
@@ -24,12 +33,14 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import NamedTuple
+
+from pydantic import BaseModel, Field
 
 from .backends.base import Backend, ThreadRef
 from .config import WorkerSettings
-from .errors import Ambiguous, AuthFailed, Rejected, Retryable
-from .model import CaseRecord, Delivery, Entry, EntryKind
+from .decisions import Hold, held_for_decision
+from .errors import Ambiguous, AuthFailed, LeaseLost, Rejected, Retryable
+from .model import CaseRecord, Delivery, Entry, EntryKind, ExternalRef
 from .store.base import Store
 
 log = logging.getLogger("sharedctx.delivery")
@@ -37,58 +48,13 @@ log = logging.getLogger("sharedctx.delivery")
 Event = Callable[[str, Delivery, str], None]
 
 # -- decision holds -------------------------------------------------------------------------------
-# An entry recorded with `attrs.held_for_decision` (e.g. a partner's `remediation`, per the agent's
-# write policy) is in the journal at once but is not delivered to any backend until a *human*
-# `decision` entry answers the `decision-request` whose `ref` is the held entry. Approval releases
-# it; any other human answer (reject, override) sends it to dead letters as "declined". Held rows
+# An entry recorded with `attrs.held_for_decision` is in the journal at once but is not delivered to any
+# backend until a person approves it; what counts as an answer is `sharedctx.decisions` alone. Held rows
 # stay `pending` with `last_error_kind = 'held'` and are skipped by the head-of-line check, so one
 # unanswered question never stops the rest of the case (including the request itself) from reaching
 # the people who must answer it.
-HOLD_ATTR = "held_for_decision"
 HOLD_KIND = "held"
-APPROVE_WORDS = frozenset({"approve", "approved", "yes"})
-
-
-class Hold(NamedTuple):
-    """Why an entry is not delivered yet; `final` means never (a human declined it)."""
-
-    reason: str
-    final: bool = False
-
-
 HoldCheck = Callable[[Store, Entry], "Hold | None"]
-
-
-def decision_approves(decision: Entry) -> bool:
-    """A human `decision` approves when `attrs.approved is True`, or its choice/outcome says approve."""
-    approved = decision.attrs.get("approved")
-    if isinstance(approved, bool):
-        return approved
-    words = {str(decision.attrs.get(k, "")).strip().lower() for k in ("choice", "outcome")}
-    return bool(words & APPROVE_WORDS)
-
-
-def first_human_decision(store: Store, case_id: str, request_ids: set[str]) -> Entry | None:
-    """The first `decision` by a human answering one of `request_ids` (first authorised answer wins)."""
-    for e in store.entries(case_id, kinds=[EntryKind.DECISION.value]):
-        if e.ref in request_ids and e.author.kind == "human":
-            return e
-    return None
-
-
-def held_for_decision(store: Store, entry: Entry) -> Hold | None:
-    """The default hold check: None to deliver `entry` now, else why not (see HOLD_ATTR above)."""
-    if not entry.attrs.get(HOLD_ATTR):
-        return None
-    requests = {
-        e.id for e in store.entries(entry.case_id, kinds=[EntryKind.DECISION_REQUEST.value]) if e.ref == entry.id
-    }
-    decision = first_human_decision(store, entry.case_id, requests) if requests else None
-    if decision is None:
-        return Hold(f"held until a human answers decision request {', '.join(sorted(requests)) or '(none yet)'}")
-    if decision_approves(decision):
-        return None
-    return Hold(f"declined by {decision.author} in decision {decision.id}", final=True)
 
 
 def backoff_delay(attempts: int, settings: WorkerSettings, rng: random.Random | None = None) -> float:
@@ -124,6 +90,13 @@ class Worker:
         self._threads: list[threading.Thread] = []
         self._bind_locks: dict[tuple[str, str], threading.Lock] = {}
         self._bind_locks_guard = threading.Lock()
+        # deliveries in flight: id -> (fencing token, set when the heartbeat found the lease lost)
+        self._inflight: dict[int, tuple[int, threading.Event]] = {}
+        self._inflight_lock = threading.Lock()
+        self._heartbeat: threading.Thread | None = None
+        self.lost_leases = 0  # results dropped because another claim took the row over
+        self.checkpoint_every = 60.0  # seconds between checkpoints of case heads (sharedctx.verify)
+        self._next_checkpoint = time.monotonic() + self.checkpoint_every
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> Worker:
@@ -168,7 +141,20 @@ class Worker:
             if worked:
                 self.wake(name)  # there may be more: bring in a sibling
             else:
+                self._checkpoint()
                 self._idle(name)
+
+    def _checkpoint(self) -> None:
+        """Now and then, one idle lane records the case heads that moved (truncation evidence, in batches)."""
+        now = time.monotonic()
+        with self._inflight_lock:
+            if now < self._next_checkpoint:
+                return
+            self._next_checkpoint = now + self.checkpoint_every
+        try:
+            self.store.write_checkpoint()
+        except Exception:
+            log.exception("could not write a checkpoint of case heads; the next one will include them")
 
     def _idle(self, name: str) -> None:
         wait = self.settings.poll_interval
@@ -206,6 +192,46 @@ class Worker:
                 break
         return handled
 
+    # -- leases -----------------------------------------------------------------------------------
+    def _beat(self) -> None:
+        """Renew the lease of every delivery in flight, every third of a lease; exit when none is left."""
+        interval = max(0.01, self.settings.lease_seconds / 3)
+        while True:
+            time.sleep(interval)
+            with self._inflight_lock:
+                flying = list(self._inflight.items())
+                if not flying:
+                    self._heartbeat = None  # under the lock: `_in_flight` starts a new one when needed
+                    return
+            for delivery_id, (token, lost) in flying:
+                try:
+                    if not self.store.renew_lease(delivery_id, token, self.settings.lease_seconds):
+                        lost.set()
+                except Exception:  # the store is failing; the final fenced mark will say what happened
+                    log.exception("could not renew the lease on delivery %s", delivery_id)
+
+    def _in_flight(self, d: Delivery) -> threading.Event:
+        lost = threading.Event()
+        with self._inflight_lock:
+            self._inflight[d.id] = (d.lease_token, lost)
+            if self._heartbeat is None:
+                self._heartbeat = threading.Thread(target=self._beat, name="sharedctx-lease-heartbeat", daemon=True)
+                self._heartbeat.start()
+        return lost
+
+    def _landed(self, d: Delivery) -> None:
+        with self._inflight_lock:
+            self._inflight.pop(d.id, None)
+
+    def _fenced(self, d: Delivery, changed: bool, what: str) -> bool:
+        """Report a state change that found the lease taken over: the result is dropped, never re-marked."""
+        if not changed:
+            self.lost_leases += 1
+            log.warning("delivery %s to %s: lease lost before it could be %s; another claim owns it now",
+                        d.id, d.backend, what)
+            self._emit("lost", d, f"lease lost before it could be {what}")
+        return changed
+
     # -- one delivery -----------------------------------------------------------------------------
     def _thread(self, backend: Backend, case: CaseRecord) -> ThreadRef:
         bound = case.bindings.get(backend.name)
@@ -214,7 +240,9 @@ class Worker:
         with self._bind_locks_guard:
             lock = self._bind_locks.setdefault((backend.name, case.id), threading.Lock())
         # Two lanes binding the same case must not create two threads; the lock is per (backend,
-        # case) so a backend that hangs in bind() holds up nobody else.
+        # case) so a backend that hangs in bind() holds up nobody else. Across processes, only the
+        # holder of the case's head delivery binds, and `bind` itself finds a thread created by an
+        # attempt that died (the contract in backends/base.py).
         with lock:
             fresh = self.store.get_case(case.id).bindings.get(backend.name)
             if fresh:
@@ -223,33 +251,44 @@ class Worker:
             self.store.set_binding(case.id, backend.name, thread.model_dump(mode="json"))
             return thread
 
+    def _send(self, backend: Backend, d: Delivery, entry: Entry, lost: threading.Event) -> ExternalRef:
+        """The only code that talks to a backend about a delivery (see the module docstring)."""
+        if not self.store.mark_attempted(d.id, d.lease_token):
+            raise LeaseLost(f"delivery {d.id}: claimed by another worker before it was sent")
+        thread = self._thread(backend, self.store.get_case(d.case_id))
+        ref = backend.lookup(thread, entry.id) if d.sent_possibly else None
+        if ref is None:
+            if lost.is_set():
+                raise LeaseLost(f"delivery {d.id}: lease lost while binding; not sending")
+            ref = backend.append(thread, entry)
+        if entry.kind == EntryKind.RESOLUTION:
+            backend.resolve(thread, entry)  # idempotent by contract: a second resolve is a no-op
+        return ref
+
     def _deliver(self, backend: Backend, d: Delivery) -> None:
         name = backend.name
+        token = d.lease_token
+        lost = self._in_flight(d)
         try:
             entry = self.store.get_entry(d.entry_id)
             held = self.hold(self.store, entry) if self.hold is not None else None
             if held is not None:
                 self._hold(d, held)
                 return
-            thread = self._thread(backend, self.store.get_case(d.case_id))
-            ref = None
-            if d.last_error_kind == "ambiguous" or (d.attempts > 1 and entry.kind == EntryKind.RESOLUTION):
-                ref = backend.lookup(thread, entry.id)
-            if ref is None:
-                ref = backend.append(thread, entry)
-            if entry.kind == EntryKind.RESOLUTION:
-                backend.resolve(thread, entry)
+            ref = self._send(backend, d, entry, lost)
+        except LeaseLost as exc:
+            self._fenced(d, False, f"sent ({exc})")
         except AuthFailed as exc:
             reason = str(exc)
             self.store.set_backend_state(name, "stopped", reason)
-            self.store.release(d.id, error=reason, kind="auth")
-            log.error("backend %s stopped: %s (fix the credentials, then `sharedctx outbox retry --backend %s`)",
-                      name, reason, name)
-            self._emit("stopped", d, reason)
+            if self._fenced(d, self.store.release(d.id, error=reason, kind="auth", token=token), "released"):
+                log.error("backend %s stopped: %s (fix the credentials, then `sharedctx outbox retry --backend %s`)",
+                          name, reason, name)
+                self._emit("stopped", d, reason)
         except Rejected as exc:
-            self.store.mark_dead(d.id, error=str(exc), kind="rejected")
-            log.warning("delivery %s to %s rejected, moved to dead letters: %s", d.id, name, exc)
-            self._emit("dead", d, str(exc))
+            if self._fenced(d, self.store.mark_dead(d.id, error=str(exc), kind="rejected", token=token), "buried"):
+                log.warning("delivery %s to %s rejected, moved to dead letters: %s", d.id, name, exc)
+                self._emit("dead", d, str(exc))
         except Retryable as exc:
             kind = "ambiguous" if isinstance(exc, Ambiguous) else "retryable"
             if exc.retry_after is not None:
@@ -258,31 +297,38 @@ class Worker:
         except Exception as exc:  # a bug or an unclassified failure: retry, but say exactly what it was
             self._retry_or_bury(d, f"{type(exc).__name__}: {exc}", "error", None)
         else:
-            self.store.mark_delivered(d.id, ref.model_dump(mode="json"))
-            self._emit("delivered", d, ref.url or ref.id)
+            if self._fenced(d, self.store.mark_delivered(d.id, ref.model_dump(mode="json"), token=token), "marked"):
+                self._emit("delivered", d, ref.url or ref.id)
+        finally:
+            self._landed(d)
 
     def _hold(self, d: Delivery, held: Hold) -> None:
         """Park a held delivery (uncounted) and look again later; a declined one goes to dead letters."""
+        token = d.lease_token
         if held.final:
-            self.store.mark_dead(d.id, error=held.reason, kind="declined")
-            log.info("delivery %s to %s not sent: %s", d.id, d.backend, held.reason)
-            self._emit("dead", d, held.reason)
+            if self._fenced(d, self.store.mark_dead(d.id, error=held.reason, kind="declined", token=token), "buried"):
+                log.info("delivery %s to %s not sent: %s", d.id, d.backend, held.reason)
+                self._emit("dead", d, held.reason)
             return
-        self.store.reschedule(d.id, error=held.reason, kind=HOLD_KIND, delay=self.hold_recheck)
-        self.store.release(d.id, error=held.reason, kind=HOLD_KIND)  # after: not due in between
+        if not self._fenced(d, self.store.reschedule(d.id, error=held.reason, kind=HOLD_KIND,
+                                                     delay=self.hold_recheck, token=token), "held"):
+            return
+        self.store.release(d.id, error=held.reason, kind=HOLD_KIND, token=token)  # after: not due in between
         self._emit("held", d, held.reason)
 
     def _retry_or_bury(self, d: Delivery, error: str, kind: str, retry_after: float | None) -> None:
+        token = d.lease_token
         if d.attempts >= self.settings.max_attempts:
             reason = f"gave up after {d.attempts} attempts; last error: {error}"
-            self.store.mark_dead(d.id, error=reason, kind=kind)
-            log.warning("delivery %s to %s moved to dead letters: %s", d.id, d.backend, reason)
-            self._emit("dead", d, reason)
+            if self._fenced(d, self.store.mark_dead(d.id, error=reason, kind=kind, token=token), "buried"):
+                log.warning("delivery %s to %s moved to dead letters: %s", d.id, d.backend, reason)
+                self._emit("dead", d, reason)
             return
         delay = retry_after if retry_after is not None else backoff_delay(d.attempts, self.settings)
-        self.store.reschedule(d.id, error=error, kind=kind, delay=delay)
-        log.info("delivery %s to %s failed (%s), retrying in %.1fs: %s", d.id, d.backend, kind, delay, error)
-        self._emit("retry", d, error)
+        if self._fenced(d, self.store.reschedule(d.id, error=error, kind=kind, delay=delay, token=token),
+                        "rescheduled"):
+            log.info("delivery %s to %s failed (%s), retrying in %.1fs: %s", d.id, d.backend, kind, delay, error)
+            self._emit("retry", d, error)
 
     def _emit(self, what: str, d: Delivery, detail: str) -> None:
         if self.on_event is not None:
@@ -290,3 +336,40 @@ class Worker:
                 self.on_event(what, d, detail)
             except Exception:
                 log.exception("delivery event handler failed")
+
+
+class BackendDrain(BaseModel):
+    """Where one backend's deliveries stand after a drain."""
+
+    backend: str
+    delivered: int = 0
+    pending: int = Field(0, description="still to deliver (not held)")
+    held: int = Field(0, description="waiting for a human decision before delivery")
+    dead: int = Field(0, description="dead letters that need an operator (`outbox list --dead`)")
+    declined: int = Field(0, description="dead letters a human declined on purpose; never to be delivered")
+    stopped: bool = False
+    reason: str | None = None
+
+    @property
+    def settled(self) -> bool:
+        return self.pending == 0 and self.dead == 0 and not self.stopped
+
+
+class DrainReport(BaseModel):
+    """What `drain()` left behind, per backend. Truthy only when nothing deliverable is left undelivered:
+    no pending row, no dead letter an operator must look at, no stopped backend. Held and declined entries
+    wait for (or were refused by) a person, so they do not make the report falsy."""
+
+    backends: list[BackendDrain] = Field(default_factory=list)
+    timed_out: bool = False
+
+    def __bool__(self) -> bool:
+        return all(b.settled for b in self.backends)
+
+    def summary(self) -> str:
+        parts = []
+        for b in self.backends:
+            state = f"stopped ({b.reason})" if b.stopped else "running"
+            parts.append(f"{b.backend}: {b.delivered} delivered, {b.pending} pending, {b.held} held, "
+                         f"{b.dead} dead, {b.declined} declined; {state}")
+        return "; ".join(parts) or "no backends"

@@ -5,9 +5,15 @@
     ├── CaseNotFound             no case with that id / fingerprint / reference
     ├── EntryNotFound
     ├── InvalidEntry             an entry the journal refuses (kind, size, encoding)
+    │   └── PayloadTooLarge      an MCP tool call over the size limit (413)
     ├── StoreError               the local store failed (disk, schema, connection)
     ├── ChainBroken              `verify` found an edited, missing or reordered entry
-    ├── PermissionDenied         an identity acting outside its scope or policy
+    ├── IntakeError              an alert request refused at the HTTP intake (carries its 4xx status)
+
+    ├── LeaseLost                a worker's claim on a delivery was taken over (fencing)
+    ├── Unauthenticated          no valid credentials (HTTP 401)
+    ├── PermissionDenied         an identity acting outside its scope or policy (403)
+    │   └── RateLimited          ...beyond its hourly write budget (429)
     ├── PartnerError             the direct channel to a partner agent failed
     │   ├── PartnerTimeout
     │   ├── PartnerUnavailable
@@ -24,6 +30,8 @@ says something useful; pass a message to say something specific.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class SharedCtxError(Exception):
@@ -53,6 +61,10 @@ class InvalidEntry(SharedCtxError):
     """The entry was refused; nothing was recorded."""
 
 
+class PayloadTooLarge(InvalidEntry):
+    """The tool call is larger than the server accepts."""
+
+
 class StoreError(SharedCtxError):
     """The local store failed."""
 
@@ -61,8 +73,46 @@ class ChainBroken(SharedCtxError):
     """The hash chain does not verify: an entry was edited, removed or reordered."""
 
 
+class IntakeError(SharedCtxError):
+    """The alert request was refused; nothing was recorded.
+
+    `status` is the HTTP answer (400 unreadable, 401 unauthenticated, 413 too large, 415 not JSON,
+    422 invalid); `detail` lists each problem as `where: what is wrong` (`validation_problems`).
+    """
+
+    def __init__(self, message: str, *, status: int = 422, errors: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.errors = errors or []
+
+    def to_json(self) -> dict[str, Any]:
+        """The 4xx body: `{"error": message, "type": ..., "detail": ["where: what is wrong", ...]}`."""
+        return {"error": self.message, "type": self.kind, "detail": self.errors}
+
+    @property
+    def kind(self) -> str:
+        """A stable name for the status, for clients that branch on it."""
+        return {400: "invalid_json", 401: "unauthorized", 413: "too_large", 415: "unsupported_media_type",
+                422: "invalid_alert"}.get(self.status, "invalid_request")  # fmt: skip
+
+class LeaseLost(SharedCtxError):
+    """This worker's lease on the delivery was taken over by another claim; its result is dropped.
+
+    Raised (and handled) inside the delivery worker: a worker that lost its lease must neither send
+    nor change the row's state, because the new holder owns both now.
+    """
+
+
 class PermissionDenied(SharedCtxError):
     """This identity may not do that."""
+
+
+class Unauthenticated(SharedCtxError):
+    """No valid credentials: send `Authorization: Bearer <token>` with the token configured for your agent."""
+
+
+class RateLimited(PermissionDenied):
+    """This identity has written as many entries this hour as its write policy allows."""
 
 
 class PartnerError(SharedCtxError):
@@ -120,3 +170,48 @@ class AuthFailed(BackendError):
 
 class Rejected(BackendError):
     """The backend will never accept this request as it is (4xx); it goes to dead letters."""
+
+
+def _where(prefix: str, loc: tuple[int | str, ...] | list[int | str]) -> str:
+    out = prefix
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def validation_problems(exc: Any, *, prefix: str = "", unknown: str = "unknown key") -> list[str]:
+    """`where: what is wrong` for each problem of a pydantic `ValidationError`.
+
+    The one formatter for validation errors (config, entries, cases, intake, MCP). It never echoes the
+    input value: the value may be the very secret the caller should not have sent, and these messages end
+    up in HTTP answers, MCP results and logs.
+    """
+    lines: list[str] = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = tuple(err.get("loc", ()))
+        if err.get("type") == "extra_forbidden":
+            msg = unknown
+        else:
+            msg = str(err.get("msg", "")).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        field = str(loc[-1]) if loc else ""
+        if field and msg.startswith(field) and msg[len(field) : len(field) + 1] in ("[", ".", " ", ":"):
+            parent = _where(prefix, loc[:-1])  # the message names its own field: `evidence[3].data is …`
+            lines.append(f"{parent}.{msg}" if parent else msg)
+            continue
+        where = _where(prefix, loc)
+        lines.append(f"{where}: {msg}" if where else msg)
+    return lines
+
+
+def format_validation_error(exc: Any, heading: str, *, prefix: str = "", unknown: str = "unknown key",
+                            limit: int | None = None, joiner: str = "\n  ") -> str:
+    """`heading` and then every problem (or the first `limit`), each naming its key; see `validation_problems`."""
+    lines = validation_problems(exc, prefix=prefix, unknown=unknown)
+    more = len(lines) - limit if limit is not None and len(lines) > limit else 0
+    lines = lines[:limit] if limit is not None else lines
+    if more:
+        lines.append(f"… and {more} more")
+    return heading + joiner + joiner.join(lines) if heading else joiner.join(lines).strip()

@@ -1,7 +1,11 @@
 """Alert intake: an Alertmanager webhook (payload version 4) or a generic JSON alert -> typed `Alert`s.
 
 Everything that starts an investigation comes through here, so a bad payload is refused with a
-message that says what is wrong and where (`alerts[0].labels: field required`), never half-read.
+message that says what is wrong and where (`alerts.0.labels: Field required`), never half-read.
+Each alert of a payload is read on its own (`read_alertmanager`, `read_generic` -> `Batch` of
+`Alert` or `Refused`): one bad alert is refused with its reason and its siblings go on. The limits
+are types (`LabelMap`, `Timestamp`, ...), so they hold wherever these models are used; the HTTP
+checks before parsing (auth, content type, size) are in `sharedctx.intake_guard`.
 
 **Alertmanager** (`POST /alerts/alertmanager`): the webhook payload version 4 — `version`,
 `receiver`, `status`, `alerts[]` (each with `status`, `labels`, `annotations`, `startsAt`, `endsAt`,
@@ -12,14 +16,14 @@ message that says what is wrong and where (`alerts[0].labels: field required`), 
 
     {
       "title": "Checkout 5xx above 5%",          # required, 1-300 characters
-      "service": "checkout",                     # optional
+      "service": "checkout",                     # optional; normalised to a slug (`service_slug`)
       "severity": "critical",                    # critical | warning | info (default warning)
       "status": "firing",                        # firing | resolved (default firing)
       "fingerprint": "checkout-5xx",             # dedupe key; default: hash of title + service + labels
       "description": "...",                      # optional, Markdown
       "labels": {"team": "payments"},            # optional, string -> string
       "starts_at": "2026-01-01T10:00:00Z",       # optional, ISO 8601
-      "source": "grafana",                       # optional: who sent it
+      "source": "grafana",                       # optional: who sent it (the entries' author, 1-200)
       "query": "sum(rate(...))"                  # optional: the expression that fired
     }
 """
@@ -29,57 +33,158 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from datetime import datetime
-from typing import Any, Literal
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, urlparse
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
-from .errors import SharedCtxError
+from .errors import IntakeError, validation_problems
 from .model import MAX_TITLE_CHARS
 
-__all__ = ["Alert", "AlertmanagerPayload", "GenericAlert", "IntakeError", "parse_alertmanager", "parse_generic"]
+__all__ = [
+    "Alert",
+    "AlertmanagerPayload",
+    "GenericAlert",
+    "IntakeError",
+    "Refused",
+    "parse_alertmanager",
+    "parse_generic",
+    "read_alertmanager",
+    "read_generic",
+    "service_slug",
+]
 
 AlertStatus = Literal["firing", "resolved"]
 Severity = Literal["critical", "warning", "info"]
 _GO_ZERO_TIME = "0001-01-01T00:00:00Z"  # Alertmanager's `endsAt` for an alert that has not ended
 
+# Limits on one request. The byte limit (`[server] max_alert_bytes`) and the alert count
+# (`[server] max_alerts_per_request`) are configurable; these field limits are not: they are far
+# above what Prometheus, Grafana or any pager sends, and low enough that no one field can make an
+# entry the journal refuses after the case was opened.
+MAX_DEPTH = 16  # JSON nesting; a v4 payload is 4 deep
+MAX_FINGERPRINT_CHARS = 128
+MAX_LABELS = 100
+MAX_LABEL_NAME_CHARS = 256
+MAX_LABEL_VALUE_CHARS = 4096
+MAX_ANNOTATION_CHARS = 64 * 1024
+MAX_URL_CHARS = 4096
+MAX_NAME_CHARS = 256
 
-class IntakeError(SharedCtxError):
-    """The alert payload was refused; nothing was recorded."""
 
-    def __init__(self, message: str, *, status: int = 422, errors: list[dict[str, Any]] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.errors = errors or []
+def _clean(v: str) -> str:
+    """No NUL (PostgreSQL refuses it in text) and no lone surrogates (not encodable as UTF-8)."""
+    if "\x00" in v:
+        raise ValueError("contains a NUL character (\\u0000)")
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"is not valid Unicode (a lone surrogate at position {exc.start})") from None
+    return v
 
-    def to_json(self) -> dict[str, Any]:
-        return {"error": {"type": "invalid_alert" if self.status != 413 else "too_large",
-                          "message": self.message, "errors": self.errors}}  # fmt: skip
+
+def _utc(v: datetime) -> datetime:
+    """In UTC (a time without an offset is taken as UTC), or refused if it has no UTC equivalent (year 1, 9999)."""
+    try:
+        return v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range once converted to UTC") from None
+
+
+Timestamp = Annotated[datetime, AfterValidator(_utc)]
+
+# JSON strings the journal can store: bounded, no NUL, valid Unicode (aliases, so mypy sees `str`)
+Name = Annotated[str, StringConstraints(max_length=MAX_NAME_CHARS), AfterValidator(_clean)]
+Source = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_clean)]  # an author name
+Title = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TITLE_CHARS), AfterValidator(_clean)]
+LongText = Annotated[str, StringConstraints(max_length=MAX_ANNOTATION_CHARS), AfterValidator(_clean)]
+Url = Annotated[str, StringConstraints(max_length=MAX_URL_CHARS), AfterValidator(_clean)]
+Fingerprint = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_clean)]
+SourceFingerprint = Annotated[str, StringConstraints(max_length=MAX_FINGERPRINT_CHARS), AfterValidator(_clean)]
+GenericFingerprint = Annotated[str, StringConstraints(min_length=1, max_length=190), AfterValidator(_clean)]
+GenericService = Annotated[str, StringConstraints(max_length=200), AfterValidator(_clean)]
+LabelName = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LABEL_NAME_CHARS), AfterValidator(_clean)]
+LabelValue = Annotated[str, StringConstraints(max_length=MAX_LABEL_VALUE_CHARS), AfterValidator(_clean)]
+LabelMap = Annotated[dict[LabelName, LabelValue], Field(max_length=MAX_LABELS)]
+AnnotationMap = Annotated[dict[LabelName, LongText], Field(max_length=MAX_LABELS)]
+
+_NOT_SLUG = re.compile(r"[^a-z0-9._-]+")
+
+
+def service_slug(value: str) -> str:
+    """`Checkout API` -> `checkout-api`: lowercase ASCII, anything else a `-`, at most 63 characters.
+
+    Labels name services freely (`job="Checkout API"`, `app="zahlungsdienst-ä"`); cases are filtered
+    and searched by service, and the journal takes a slug, so intake normalises instead of refusing.
+    """
+    ascii_text = unicodedata.normalize("NFKD", value).encode("ascii", "ignore").decode("ascii")
+    slug = _NOT_SLUG.sub("-", ascii_text.lower()).lstrip("-._")[:63].rstrip("-")
+    return slug
 
 
 class Alert(BaseModel):
     """One alert, whatever sent it: what the primary agent needs to open or find a case and triage."""
 
     model_config = ConfigDict(frozen=True)
-    fingerprint: str = Field(min_length=1, max_length=200)
+    fingerprint: Fingerprint
     status: AlertStatus
-    name: str
-    title: str = Field(min_length=1, max_length=MAX_TITLE_CHARS)
+    name: Name
+    title: Title
     service: str = ""
     severity: str = "warning"
-    description: str = ""
-    labels: dict[str, str] = Field(default_factory=dict)
-    annotations: dict[str, str] = Field(default_factory=dict)
-    starts_at: datetime | None = None
-    ends_at: datetime | None = None
-    generator_url: str | None = None
-    query: str | None = Field(None, description="the expression that fired, when the source says")
-    source: str = "generic"
+    description: LongText = ""
+    labels: LabelMap = Field(default_factory=dict)
+    annotations: AnnotationMap = Field(default_factory=dict)
+    starts_at: Timestamp | None = None
+    ends_at: Timestamp | None = None
+    generator_url: Url | None = None
+    query: LongText | None = Field(None, description="the expression that fired, when the source says")
+    source: Name = "generic"
+
+    @field_validator("service", mode="before")
+    @classmethod
+    def _slug(cls, v: Any) -> Any:
+        return service_slug(v) if isinstance(v, str) else v
 
     @property
     def case_title(self) -> str:
-        return self.title if not self.service or self.service in self.title else f"{self.title} ({self.service})"
+        if not self.service or self.service in self.title:
+            return self.title
+        titled = f"{self.title} ({self.service})"
+        return titled if len(titled) <= MAX_TITLE_CHARS else self.title
+
+
+@dataclass(frozen=True)
+class Refused:
+    """One alert of a payload that was refused; its siblings go on (`index` is its place in the payload)."""
+
+    index: int
+    errors: list[str]  # `where: what is wrong`, from the one formatter (`errors.validation_problems`)
+    fingerprint: str | None = None
+    status: str | None = None
+
+    @property
+    def reason(self) -> str:
+        return _summary(self.errors)
+
+
+@dataclass
+class Batch:
+    """A readable payload: its alerts in order, each an `Alert` or a `Refused` (at least one is an `Alert`)."""
+
+    items: list[Alert | Refused] = field(default_factory=list)
+
+    @property
+    def alerts(self) -> list[Alert]:
+        return [a for a in self.items if isinstance(a, Alert)]
+
+    @property
+    def refused(self) -> list[Refused]:
+        return [a for a in self.items if isinstance(a, Refused)]
 
 
 # -- Alertmanager v4 ---------------------------------------------------------------------------------
@@ -88,12 +193,12 @@ class Alert(BaseModel):
 class AlertmanagerAlert(BaseModel):
     model_config = ConfigDict(extra="allow")
     status: AlertStatus
-    labels: dict[str, str] = Field(min_length=1)
-    annotations: dict[str, str] = Field(default_factory=dict)
-    startsAt: datetime | None = None
-    endsAt: datetime | None = None
-    generatorURL: str = ""
-    fingerprint: str = ""
+    labels: Annotated[LabelMap, Field(min_length=1)]
+    annotations: AnnotationMap = Field(default_factory=dict)
+    startsAt: Timestamp | None = None
+    endsAt: Timestamp | None = None
+    generatorURL: Url = ""
+    fingerprint: SourceFingerprint = ""
 
     @field_validator("startsAt", "endsAt", mode="before")
     @classmethod
@@ -102,16 +207,16 @@ class AlertmanagerAlert(BaseModel):
 
 
 class AlertmanagerPayload(BaseModel):
-    """The webhook body Alertmanager posts (`version: "4"`)."""
+    """The webhook body Alertmanager posts (`version: "4"`); each of `alerts` is read on its own."""
 
     model_config = ConfigDict(extra="allow")
     version: str
-    receiver: str = ""
+    receiver: Name = ""
     status: AlertStatus
-    alerts: list[AlertmanagerAlert] = Field(min_length=1)
-    groupLabels: dict[str, str] = Field(default_factory=dict)
-    commonLabels: dict[str, str] = Field(default_factory=dict)
-    commonAnnotations: dict[str, str] = Field(default_factory=dict)
+    alerts: list[Any] = Field(min_length=1)
+    groupLabels: dict[str, Any] = Field(default_factory=dict)
+    commonLabels: dict[str, Any] = Field(default_factory=dict)
+    commonAnnotations: dict[str, Any] = Field(default_factory=dict)
     externalURL: str = ""
     groupKey: str = ""
     truncatedAlerts: int = 0
@@ -135,7 +240,10 @@ def expression_from_generator_url(url: str) -> str | None:
     """
     if not url:
         return None
-    exprs = parse_qs(urlparse(url).query).get("g0.expr")
+    try:
+        exprs = parse_qs(urlparse(url).query).get("g0.expr")
+    except ValueError:  # e.g. an invalid IPv6 host: the URL is kept as a link, there is no query in it
+        return None
     if not exprs:
         return None
     return _COMPARISON.sub("", exprs[0]).strip() or None
@@ -154,8 +262,8 @@ def _from_alertmanager(a: AlertmanagerAlert, payload: AlertmanagerPayload) -> Al
     return Alert(
         fingerprint=f"alertmanager:{fingerprint}",
         status=a.status,
-        name=name,
-        title=summary[:MAX_TITLE_CHARS],
+        name=name[:MAX_NAME_CHARS],
+        title=summary.strip()[:MAX_TITLE_CHARS] or name[:MAX_TITLE_CHARS],
         service=service,
         severity=_severity(a.labels),
         description=a.annotations.get("description", ""),
@@ -176,23 +284,30 @@ class GenericAlert(BaseModel):
     """The documented generic alert (see the module docstring)."""
 
     model_config = ConfigDict(extra="forbid")
-    title: str = Field(min_length=1, max_length=MAX_TITLE_CHARS)
-    service: str = Field("", max_length=200)
+    title: Title
+    service: GenericService = ""
     severity: Severity = "warning"
     status: AlertStatus = "firing"
-    fingerprint: str | None = Field(None, min_length=1, max_length=190)
-    description: str = Field("", max_length=64_000)
-    labels: dict[str, str] = Field(default_factory=dict)
-    starts_at: datetime | None = None
-    source: str = "generic"
-    query: str | None = None
+    fingerprint: GenericFingerprint | None = None
+    description: LongText = ""
+    labels: LabelMap = Field(default_factory=dict)
+    starts_at: Timestamp | None = None
+    source: Source = "generic"
+    query: LongText | None = None
+
+    @field_validator("source")
+    @classmethod
+    def _author_name(cls, v: str) -> str:
+        if not v.split(":")[0].strip():
+            raise ValueError("must start with a name (it becomes the author of the alert's entries)")
+        return v
 
     def to_alert(self) -> Alert:
         fingerprint = self.fingerprint or _hash({"title": self.title, "service": self.service, "labels": self.labels})
         return Alert(
             fingerprint=f"generic:{fingerprint}",
             status=self.status,
-            name=self.labels.get("alertname", self.title),
+            name=self.labels.get("alertname", self.title)[:MAX_NAME_CHARS],
             title=self.title,
             service=self.service,
             severity=self.severity,
@@ -204,14 +319,28 @@ class GenericAlert(BaseModel):
         )
 
 
-_GENERIC_LIST = TypeAdapter(list[GenericAlert])
-
-
 def _hash(data: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-# -- parsing ----------------------------------------------------------------------------------------
+# -- reading ----------------------------------------------------------------------------------------
+
+
+def _too_deep(data: Any, limit: int) -> bool:
+    """Iteratively (a recursive walk is what deep nesting attacks): is any container deeper than `limit`?"""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            items: Any = value.values()
+        elif isinstance(value, list):
+            items = value
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((v, depth + 1) for v in items)
+    return False
 
 
 def _load(body: bytes, max_bytes: int) -> Any:
@@ -224,43 +353,103 @@ def _load(body: bytes, max_bytes: int) -> Any:
     except UnicodeDecodeError as exc:
         raise IntakeError(f"the payload is not UTF-8 (byte {exc.start})", status=400) from None
     try:
-        return json.loads(text)
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise IntakeError(f"the payload is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
                           status=400) from None  # fmt: skip
+    except RecursionError:
+        data = None
+        deep = True
+    else:
+        deep = _too_deep(data, MAX_DEPTH)
+    if deep:
+        raise IntakeError(f"the payload is nested more than {MAX_DEPTH} levels deep; an alert payload is 4",
+                          status=400)  # fmt: skip
+    return data
 
 
-def _refuse(exc: ValidationError, what: str) -> IntakeError:
-    errors = [
-        {"loc": ".".join(str(p) for p in e["loc"]) or "(body)", "msg": e["msg"]}
-        for e in exc.errors(include_url=False)
-    ]
-    shown = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors[:5])
-    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
-    return IntakeError(f"not a valid {what}: {shown}{more}", status=422, errors=errors)
+def _summary(errors: list[str]) -> str:
+    return "; ".join(errors[:5]) + (f" (and {len(errors) - 5} more)" if len(errors) > 5 else "")
 
 
-def parse_alertmanager(body: bytes, *, max_bytes: int = 1_000_000) -> list[Alert]:
-    """An Alertmanager webhook body -> its alerts; `IntakeError` (with an HTTP status) if refused."""
+def _whole(exc: ValidationError, what: str) -> IntakeError:
+    errors = validation_problems(exc)
+    return IntakeError(f"not a valid {what}: {_summary(errors)}", status=422, errors=errors)
+
+
+def _count(n: int, max_alerts: int) -> None:
+    if n > max_alerts:
+        raise IntakeError(f"the payload has {n:,} alerts; the limit is {max_alerts:,} per request (set "
+                          "`max_alerts` in Alertmanager's webhook_config, or split the batch)", status=413)  # fmt: skip
+
+
+def _each(raw: Sequence[Any], convert: Callable[[Any], Alert], where: str) -> Batch:
+    """Convert each alert on its own: a refused one is recorded as `Refused`, never drops its siblings."""
+    batch = Batch()
+    for i, item in enumerate(raw):
+        try:
+            batch.items.append(convert(item))
+        except ValidationError as exc:
+            fp = item.get("fingerprint") if isinstance(item, dict) else None
+            st = item.get("status") if isinstance(item, dict) else None
+            # echoed so the sender can tell which alert it was; cut, so a refusal stays small
+            batch.items.append(Refused(i, validation_problems(exc, prefix=f"{where}[{i}]"),
+                                       fp[:200] if isinstance(fp, str) else None,
+                                       st[:20] if isinstance(st, str) else None))
+    if not batch.alerts:
+        errors = [e for r in batch.refused for e in r.errors]
+        raise IntakeError(f"no alert in the payload is valid: {_summary(errors)}", status=422, errors=errors)
+    return batch
+
+
+def read_alertmanager(body: bytes, *, max_bytes: int = 1_000_000, max_alerts: int = 1000) -> Batch:
+    """An Alertmanager webhook body -> its alerts, each valid or refused on its own.
+
+    Raises `IntakeError` (with its HTTP status) when the payload as a whole is unreadable, too big,
+    not version 4, or has no valid alert at all.
+    """
     data = _load(body, max_bytes)
     if not isinstance(data, dict):
         raise IntakeError("an Alertmanager payload is a JSON object with `version`, `status` and `alerts`")
     if "version" not in data:
         raise IntakeError("missing `version`: sharedctx reads Alertmanager webhook payloads with version \"4\"")
+    if isinstance(data.get("alerts"), list):
+        _count(len(data["alerts"]), max_alerts)
     try:
         payload = AlertmanagerPayload.model_validate(data)
     except ValidationError as exc:
-        raise _refuse(exc, "Alertmanager webhook payload (version 4)") from None
-    return [_from_alertmanager(a, payload) for a in payload.alerts]
+        raise _whole(exc, "Alertmanager webhook payload (version 4)") from None
+    return _each(payload.alerts, lambda a: _from_alertmanager(AlertmanagerAlert.model_validate(a), payload), "alerts")
 
 
-def parse_generic(body: bytes, *, max_bytes: int = 1_000_000) -> list[Alert]:
-    """A generic JSON alert (object or list of objects) -> alerts; `IntakeError` if refused."""
+def read_generic(body: bytes, *, max_bytes: int = 1_000_000, max_alerts: int = 1000) -> Batch:
+    """A generic JSON alert (an object, or a list of them) -> alerts, each valid or refused on its own."""
     data = _load(body, max_bytes)
-    if isinstance(data, list) and not data:
+    if isinstance(data, dict):
+        try:
+            return Batch([GenericAlert.model_validate(data).to_alert()])
+        except ValidationError as exc:
+            raise _whole(exc, "generic alert (see `sharedctx.intake` for the format)") from None
+    if not isinstance(data, list):
+        raise IntakeError(f"a generic alert is a JSON object, or a list of them; got {type(data).__name__}")
+    if not data:
         raise IntakeError("the list of alerts is empty")
-    try:
-        items = _GENERIC_LIST.validate_python(data) if isinstance(data, list) else [GenericAlert.model_validate(data)]
-    except ValidationError as exc:
-        raise _refuse(exc, "generic alert (see `sharedctx.intake` for the format)") from None
-    return [g.to_alert() for g in items]
+    _count(len(data), max_alerts)
+    return _each(data, lambda a: GenericAlert.model_validate(a).to_alert(), "")
+
+
+def _strict(batch: Batch) -> list[Alert]:
+    if batch.refused:
+        errors = [e for r in batch.refused for e in r.errors]
+        raise IntakeError("not every alert is valid: " + "; ".join(r.reason for r in batch.refused), errors=errors)
+    return batch.alerts
+
+
+def parse_alertmanager(body: bytes, *, max_bytes: int = 1_000_000, max_alerts: int = 1000) -> list[Alert]:
+    """All-or-nothing `read_alertmanager`: the alerts, or `IntakeError` if any alert is refused."""
+    return _strict(read_alertmanager(body, max_bytes=max_bytes, max_alerts=max_alerts))
+
+
+def parse_generic(body: bytes, *, max_bytes: int = 1_000_000, max_alerts: int = 1000) -> list[Alert]:
+    """All-or-nothing `read_generic`: the alerts, or `IntakeError` if any alert is refused."""
+    return _strict(read_generic(body, max_bytes=max_bytes, max_alerts=max_alerts))

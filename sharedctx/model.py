@@ -252,6 +252,8 @@ class Delivery(BaseModel):
     external: dict[str, Any] | None = None
     created_at: datetime | None = None
     delivered_at: datetime | None = None
+    lease_token: int = 0  # fencing token of the claim that returned this row; state changes must name it
+    sent_possibly: bool = False  # an earlier attempt may have reached the backend: reconcile before sending
 
 
 class BackendState(BaseModel):

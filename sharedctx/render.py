@@ -37,10 +37,48 @@ TEXT_COPY = re.compile(
 )
 WIKI_COPY = re.compile(r"\{noformat\}\s*(sharedctx:entry:[0-9A-Za-z_-]+ part \d+/\d+)\s*(?P<data>[A-Za-z0-9+/=\s]*?)"
                        r"\{noformat\}")
+# Redmine: the copy sits in a `{{collapse(<marker>)}}` macro (shown folded), its data in <pre> or a fence
+REDMINE_COPY = re.compile(
+    r"\{\{collapse\((sharedctx:entry:[0-9A-Za-z_-]+ part \d+/\d+)\)\s*(?:<pre>|```)?\s*"
+    r"(?P<data>[A-Za-z0-9+/=\s]*?)\s*(?:</pre>|```)?\s*\}\}"
+)
 RESOLVED_MARK = "sharedctx:resolved"
 CASE_MARK = "sharedctx:case"
 DATA_LINE = 100
 R = TypeVar("R")
+
+
+# ---- our own echo ----------------------------------------------------------------------------------
+# Every comment/note sharedctx itself writes into a thread *ends* with one of these exact forms: the
+# machine copy of an entry, or the marker of its resolution note. (The hidden `sharedctx:case` marker is
+# only ever in an issue's body, never in a comment, so it marks nothing here.) A person's comment that
+# mentions or quotes a marker anywhere else (`/approve` under a pasted `<!-- sharedctx:case:… -->`) is a
+# person's comment and is taken in like any other.
+_OWN_TAILS = tuple(
+    re.compile(f"(?:{p})\\s*\\Z")
+    for p in (
+        GITHUB_COPY.pattern,
+        TEXT_COPY.pattern,
+        WIKI_COPY.pattern,
+        REDMINE_COPY.pattern,
+        r"<!-- sharedctx:resolved:[0-9A-Za-z_-]+ -->",
+        r"\[sharedctx:resolved:[0-9A-Za-z_-]+\]",
+    )
+)
+
+
+def is_own_echo(text: str, adf: Any = None) -> bool:
+    """Is this thread item something sharedctx wrote (so read-back must not take it in as a person's)?
+
+    The one place that decides it, for every backend and webhook. `adf` is a Jira Cloud comment body
+    (our copy is its last node, an `expand` titled with the marker); `text` is the item's plain text.
+    """
+    if isinstance(adf, dict):
+        nodes = adf.get("content") or []
+        last = nodes[-1] if nodes and isinstance(nodes[-1], dict) else {}
+        if last.get("type") == "expand" and MARKER.fullmatch(str((last.get("attrs") or {}).get("title", ""))):
+            return True
+    return any(p.search(text or "") for p in _OWN_TAILS)
 
 
 # ---- the machine copy ------------------------------------------------------------------------------

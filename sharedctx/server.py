@@ -4,16 +4,25 @@
     POST /alerts                the generic JSON alert (format in `sharedctx.intake`)
     GET  /healthz               {"ok": true, "running": <investigations in flight>}
 
-An alert is validated (4xx saying what is wrong; 413 when over `[server] max_alert_bytes`), its case
-opened or found by fingerprint, the alert recorded — and only then is 202 returned, so an accepted
-alert is durable. The agent runs afterwards, in the background, one task per case at a time:
-a firing alert for a new case starts an investigation; the same alert again while the case is open
-adds a "re-fired" entry (an identical repeat of a notification adds nothing); a `resolved`
-notification makes the agent verify and close.
+Every intake route is built by one factory (`build_app`'s `intake`), the choke point where a request
+is authenticated, checked to be JSON and within size (`sharedctx.intake_guard`), then read alert by
+alert (`sharedctx.intake`). A payload that cannot be read at all gets a 4xx naming the problem; a
+readable one gets 202 with one outcome per alert — `opened`, `refired`, `repeat`, `resolving`,
+`ignored`, or `rejected` with the reason — so one bad alert never drops its siblings and
+Alertmanager does not retry a batch forever. If no alert was accepted the answer is 422.
+
+An accepted alert is durable before the answer: a new case is opened together with its first entry,
+in one transaction (no empty case), or the alert is added to the open case with its fingerprint.
+The agent runs afterwards, in the background, one task per case at a time: a firing alert for a new
+case starts an investigation; the same alert again while the case is open adds a "re-fired" entry
+(an identical repeat of a notification adds nothing); a `resolved` notification makes the agent
+verify and close.
 
 `build_app(ctx, mounts=[...], lifespans=[...])` keeps the app composable: the shared-context MCP
-server (`/mcp`) and backend webhooks (`/webhooks/...`) mount beside the intake, and their lifespans
-(e.g. an MCP session manager) run with the app's.
+server (`/mcp`) and backend webhooks (`/webhooks/...`) mount beside the intake with their own
+authentication, and their lifespans (e.g. an MCP session manager) run with the app's. `serve()` is
+what `sharedctx serve` runs: it wires those mounts and refuses to expose an unauthenticated intake
+beyond loopback.
 """
 
 from __future__ import annotations
@@ -26,37 +35,45 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from .agents.primary import Investigation, PrimaryAgent
-from .context import Case, SharedContext
-from .errors import SharedCtxError
-from .intake import Alert, IntakeError, parse_alertmanager, parse_generic
-from .model import Author, EntryKind, format_ts
+from .context import Case, NewEntry, SharedContext
+from .errors import ConfigError, IntakeError, InvalidEntry, SharedCtxError, validation_problems
+from .intake import Alert, Batch, Refused, read_alertmanager, read_generic
+from .intake_guard import IntakeAuth, is_loopback, read_limited, require_json
+from .model import MAX_TITLE_CHARS, Author, EntryKind, format_ts
 
-__all__ = ["Dispatcher", "Outcome", "build_app"]
+__all__ = ["Dispatcher", "Outcome", "build_app", "serve"]
 
 log = logging.getLogger("sharedctx.server")
 
-Action = Literal["opened", "refired", "repeat", "resolving", "ignored"]
+Action = Literal["opened", "refired", "repeat", "resolving", "ignored", "rejected"]
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """What the intake did with one alert (the 202 answer lists one per alert)."""
+    """What the intake did with one alert (the answer lists one per alert, in payload order)."""
 
-    fingerprint: str
-    status: str
+    fingerprint: str | None
+    status: str | None
     action: Action
     case_id: str | None
     detail: str = ""
+    errors: tuple[str, ...] = ()  # `where: what is wrong`, for a rejected alert
+
+    @classmethod
+    def rejected(cls, refused: Refused) -> Outcome:
+        return cls(refused.fingerprint, refused.status, "rejected", None, refused.reason, tuple(refused.errors))
 
     def to_json(self) -> dict[str, Any]:
-        return {"fingerprint": self.fingerprint, "status": self.status, "action": self.action,
-                "case_id": self.case_id, "detail": self.detail}  # fmt: skip
+        out = {"fingerprint": self.fingerprint, "status": self.status, "action": self.action,
+               "case_id": self.case_id, "detail": self.detail}  # fmt: skip
+        return {**out, "errors": list(self.errors)} if self.action == "rejected" else out
 
 
 class Dispatcher:
@@ -74,11 +91,29 @@ class Dispatcher:
     def running(self) -> int:
         return len(self._tasks)
 
-    async def submit(self, alerts: Sequence[Alert]) -> list[Outcome]:
-        """Record each alert in its case (durable when this returns), then schedule the agent."""
+    async def submit(self, alerts: Sequence[Alert | Refused]) -> list[Outcome]:
+        """Record each alert in its case (durable when this returns), then schedule the agent.
+
+        A `Refused` alert, or one the journal refuses (`InvalidEntry`), becomes a `rejected` outcome
+        and the others go on. A journal failure (`StoreError`) propagates: the sender should retry.
+        """
         outcomes = []
         for alert in alerts:
-            outcome, case = await asyncio.to_thread(self._intake, alert)
+            if isinstance(alert, Refused):
+                outcomes.append(Outcome.rejected(alert))
+                continue
+            try:
+                outcome, case = await asyncio.to_thread(self._intake, alert)
+            except InvalidEntry as exc:
+                outcomes.append(Outcome(alert.fingerprint, alert.status, "rejected", None, exc.message,
+                                        (exc.message,)))  # fmt: skip
+                continue
+            except ValidationError as exc:  # a model downstream (author, entry) refused a value intake let through
+                problems = validation_problems(exc)
+                log.warning("alert %s passed intake but was refused downstream: %s", alert.fingerprint, problems)
+                outcomes.append(Outcome(alert.fingerprint, alert.status, "rejected", None, "; ".join(problems),
+                                        tuple(problems)))  # fmt: skip
+                continue
             outcomes.append(outcome)
             if case is None:
                 continue
@@ -102,16 +137,16 @@ class Dispatcher:
             case = self.ctx.case(rec.id)
             if self._seen(case, alert):
                 return Outcome(alert.fingerprint, alert.status, "repeat", case.id, "already recorded"), None
-            case.record(EntryKind.ALERT, f"Alert resolved: {alert.title}", body, author=src, attrs=attrs)
+            case.record(EntryKind.ALERT, _title("Alert resolved: ", alert), body, author=src, attrs=attrs)
             return Outcome(alert.fingerprint, alert.status, "resolving", case.id, "verification scheduled"), case
+        first = NewEntry(EntryKind.ALERT, _title("Alert firing: ", alert), body, author=src, attrs=attrs)
         case = self.ctx.open_case(alert.case_title, service=alert.service, severity=alert.severity,
-                                  fingerprint=alert.fingerprint)  # fmt: skip
-        if case.created:
-            case.record(EntryKind.ALERT, f"Alert firing: {alert.title}", body, author=src, attrs=attrs)
+                                  fingerprint=alert.fingerprint, first=first)  # fmt: skip
+        if case.created:  # the case and its first entry were one transaction
             return Outcome(alert.fingerprint, alert.status, "opened", case.id, "investigation scheduled"), case
         if self._seen(case, alert):
             return Outcome(alert.fingerprint, alert.status, "repeat", case.id, "same notification again"), None
-        case.record(EntryKind.ALERT, f"Alert re-fired: {alert.title}", body, author=src, attrs=attrs)
+        case.record(EntryKind.ALERT, _title("Alert re-fired: ", alert), body, author=src, attrs=attrs)
         return Outcome(alert.fingerprint, alert.status, "refired", case.id, "added to the open case"), case
 
     @staticmethod
@@ -181,26 +216,18 @@ class Dispatcher:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
 
+def _title(prefix: str, alert: Alert) -> str:
+    """`Alert firing: <title>`, cut to fit an entry title (a 300-character alert title must not be refused)."""
+    text = prefix + alert.title
+    return text if len(text) <= MAX_TITLE_CHARS else text[: MAX_TITLE_CHARS - 1] + "…"
+
+
 def _labels_line(alert: Alert) -> str:
     return "Labels: " + ", ".join(f"`{k}={v}`" for k, v in sorted(alert.labels.items())) if alert.labels else ""
 
 
 def _link(alert: Alert) -> str:
     return f"Source: {alert.generator_url}" if alert.generator_url else ""
-
-
-async def _read_limited(request: Request, limit: int) -> bytes:
-    """The body, refusing (413) as soon as it is over the limit rather than after buffering it all."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise IntakeError(f"the payload is {int(declared):,} bytes; the limit is {limit:,} bytes", status=413)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise IntakeError(f"the payload is over the limit of {limit:,} bytes", status=413)
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 Lifespan = Callable[[Starlette], AbstractAsyncContextManager[Any]]
@@ -212,26 +239,44 @@ def build_app(
     agent: PrimaryAgent | None = None,
     dispatcher: Dispatcher | None = None,
     max_alert_bytes: int | None = None,
+    max_alerts: int | None = None,
+    auth: IntakeAuth | None = None,
     mounts: Sequence[BaseRoute] = (),
     lifespans: Sequence[Lifespan] = (),
 ) -> Starlette:
-    """The intake app. `mounts` are extra routes (e.g. `Mount("/mcp", app=...)`); `lifespans` run with it."""
+    """The intake app. `mounts` are extra routes (e.g. `Mount("/mcp", app=...)`); `lifespans` run with it.
+
+    `auth` defaults to `[server]`'s intake credentials (resolved now: a missing variable is a
+    `ConfigError` here, not a 500 later); pass `NO_AUTH` for an app that is only reached in-process.
+    Mounted routes keep their own authentication: intake credentials are neither needed nor accepted there.
+    """
     disp = dispatcher or Dispatcher(ctx, agent or PrimaryAgent(ctx.config.partners))
     limit = max_alert_bytes or ctx.config.server.max_alert_bytes
+    count = max_alerts or ctx.config.server.max_alerts_per_request
+    guard = auth if auth is not None else IntakeAuth.from_settings(ctx.config.server)
 
-    def intake(parse: Callable[..., list[Alert]]) -> Callable[[Request], Any]:
+    def intake(read: Callable[..., Batch]) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
-            try:
-                alerts = parse(await _read_limited(request, limit), max_bytes=limit)
+            try:  # the order is the contract: 401, then 415, then 413, then what the payload says
+                guard.check(request.headers.get("authorization"))
+                require_json(request.headers.get("content-type"))
+                batch = read(await read_limited(request, limit), max_bytes=limit, max_alerts=count)
             except IntakeError as exc:
-                return JSONResponse(exc.to_json(), status_code=exc.status)
+                headers = {"WWW-Authenticate": guard.challenge} if exc.status == 401 else None
+                return JSONResponse(exc.to_json(), status_code=exc.status, headers=headers)
             try:
-                outcomes = await disp.submit(alerts)
+                outcomes = await disp.submit(batch.items)
             except SharedCtxError as exc:  # the journal itself failed: the sender should retry
                 log.error("alert not recorded: %s", exc)
-                return JSONResponse({"error": {"type": "store_unavailable", "message": str(exc)}}, status_code=503)
-            return JSONResponse({"accepted": len(outcomes), "alerts": [o.to_json() for o in outcomes]},
-                                status_code=202)  # fmt: skip
+                return JSONResponse({"error": str(exc), "type": "store_unavailable", "detail": []}, status_code=503)
+            rejected = [o for o in outcomes if o.action == "rejected"]
+            body: dict[str, Any] = {"accepted": len(outcomes) - len(rejected), "rejected": len(rejected),
+                                    "alerts": [o.to_json() for o in outcomes]}  # fmt: skip
+            if len(rejected) == len(outcomes):
+                detail = [e for o in rejected for e in o.errors]
+                return JSONResponse({"error": "no alert in the payload was accepted", "type": "invalid_alert",
+                                     "detail": detail, **body}, status_code=422)  # fmt: skip
+            return JSONResponse(body, status_code=202)
 
         return endpoint
 
@@ -249,8 +294,8 @@ def build_app(
                 await disp.shutdown()
 
     routes: list[BaseRoute] = [
-        Route("/alerts/alertmanager", intake(parse_alertmanager), methods=["POST"]),
-        Route("/alerts", intake(parse_generic), methods=["POST"]),
+        Route("/alerts/alertmanager", intake(read_alertmanager), methods=["POST"]),
+        Route("/alerts", intake(read_generic), methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         *mounts,
     ]
@@ -258,3 +303,60 @@ def build_app(
     app.state.dispatcher = disp
     app.state.ctx = ctx
     return app
+
+
+def serve(
+    ctx: SharedContext,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    act: bool = False,
+    say: Callable[[str], None] = print,
+) -> None:
+    """Run `sharedctx serve` until interrupted: intake, `/webhooks/<backend>`, `/mcp` (with `[[agents]]`).
+
+    Raises `ConfigError` before binding anything if the intake credentials cannot be resolved, or if
+    the intake would be reachable from other machines without authentication.
+    """
+    import uvicorn
+
+    from .humans import human_settings
+    from .mcp import mcp_mount
+    from .redact import Redactor, install_log_redaction
+    from .webhooks import poller_lifespan, webhook_mount
+
+    h, p = host or ctx.config.server.host, ctx.config.server.port if port is None else port
+    # what the mounts see (e.g. /mcp's DNS-rebinding protection on loopback) is where we really listen
+    ctx.config.server = ctx.config.server.model_copy(update={"host": h, "port": p})
+    auth = IntakeAuth.from_settings(ctx.config.server)
+    if not auth.enabled and not is_loopback(h):
+        raise ConfigError(
+            f"refusing to serve the alert intake on {h} without authentication: anyone who can reach it could "
+            'open cases. Set [server] intake_token = "env:SHAREDCTX_INTAKE_TOKEN" (or intake_basic_user and '
+            "intake_basic_password), or listen on 127.0.0.1. See docs/intake.md."
+        )
+    agent_log = logging.getLogger("sharedctx.agent")
+    if not logging.getLogger().handlers:
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("sharedctx").setLevel(logging.INFO)
+    agent = PrimaryAgent(ctx.config.partners, dry_run=not act, on_event=lambda s, msg: agent_log.info("%s: %s", s, msg))
+    say(f"sharedctx: alerts at http://{h}:{p}/alerts/alertmanager and /alerts "
+        f"({' or '.join(auth.schemes) + ' auth' if auth.enabled else 'no authentication'}); "
+        f"partners: {', '.join(s.name for s in ctx.config.partners) or 'none'}")  # fmt: skip
+    if not auth.enabled:
+        say("sharedctx: warning: the alert intake has no authentication, so any process on this machine can "
+            'open cases; set [server] intake_token = "env:SHAREDCTX_INTAKE_TOKEN" (docs/intake.md)')
+    install_log_redaction(ctx.redactor if isinstance(ctx.redactor, Redactor) else None)
+    mounts: list[BaseRoute] = []
+    lifespans: list[Lifespan] = []
+    if ctx.config.agents:  # /mcp (Streamable HTTP) needs [[agents]] with tokens
+        routes, mcp_lifespan = mcp_mount(ctx)
+        mounts, lifespans = [*routes], [mcp_lifespan]
+        say(f"sharedctx: MCP (Streamable HTTP, bearer tokens) at http://{h}:{p}/mcp")
+    mounts.append(webhook_mount(ctx))  # /webhooks/<backend name>: human answers (docs/humans.md)
+    if human_settings(ctx.config).poll:
+        lifespans.append(poller_lifespan(ctx))
+    hooks = ", ".join(f"/webhooks/{n}" for n in human_settings(ctx.config).webhooks) or "none configured"
+    say(f"sharedctx: human answers by webhook ({hooks}) and polling")
+    app = build_app(ctx, agent=agent, auth=auth, mounts=mounts, lifespans=lifespans)
+    uvicorn.run(app, host=h, port=p, log_level="warning")

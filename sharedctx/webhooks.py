@@ -49,7 +49,7 @@ from .backends.base import HumanItem
 from .errors import ConfigError
 from .humans import Humans, Poller, WebhookSettings
 from .model import Author, format_ts, parse_ts
-from .render import CASE_MARK, MARKER, RESOLVED_MARK
+from .render import is_own_echo
 
 if TYPE_CHECKING:
     from .context import SharedContext
@@ -74,11 +74,6 @@ class Parsed:
     event: str
     items: list[tuple[str, HumanItem]] = field(default_factory=list)
     ignored: bool = False
-
-
-def _ours(text: str) -> bool:
-    """Our own entries (machine copy marker), case headers and resolution notes come back as events too."""
-    return bool(MARKER.search(text)) or CASE_MARK in text or RESOLVED_MARK in text
 
 
 def _hmac_hex(secret: str, data: bytes) -> str:
@@ -115,7 +110,7 @@ def github(name: str, body: bytes, headers: dict[str, str], secret: str, setting
     if event == "issue_comment" and action == "created":
         c = data.get("comment") or {}
         text = c.get("body") or ""
-        if _ours(text):
+        if is_own_echo(text):
             return out
         login = (c.get("user") or {}).get("login") or "unknown"
         out.items.append((str(issue.get("number")), HumanItem(
@@ -154,7 +149,7 @@ def pagerduty(name: str, body: bytes, headers: dict[str, str], secret: str, sett
     if kind == "incident.annotated":
         incident = (data.get("incident") or {}).get("id", "")
         text = data.get("content") or ""
-        if _ours(text) or agent.get("type") not in (None, "user_reference"):
+        if is_own_echo(text) or agent.get("type") not in (None, "user_reference"):
             return out
         # PagerDuty's annotated event carries no note id: the note id comes from polling, and the two are
         # matched by content (see Humans.ingest's content key for PagerDuty).
@@ -189,7 +184,7 @@ def jira(name: str, body: bytes, headers: dict[str, str], secret: str, settings:
         c = data.get("comment") or {}
         raw_body = c.get("body")
         text = raw_body if isinstance(raw_body, str) else _adf_text(raw_body)
-        if _ours(text if isinstance(raw_body, str) else json.dumps(raw_body)):
+        if is_own_echo(text, raw_body):
             return out
         author = c.get("author") or {}
         out.items.append((key, HumanItem(
@@ -237,7 +232,7 @@ def servicenow(name: str, body: bytes, headers: dict[str, str], secret: str, set
     who = Author(kind="human", name=data.get("sys_created_by") or data.get("by") or "unknown")
     if kind == "journal" and data.get("element") in ("work_notes", "comments"):
         text = data.get("value") or ""
-        if _ours(text):
+        if is_own_echo(text):
             return out
         at = (data.get("sys_created_on") or "").replace(" ", "T")
         out.items.append((data.get("element_id", ""), HumanItem(

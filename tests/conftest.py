@@ -55,7 +55,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     else:
         pg: PostgresStore = request.getfixturevalue("_pg_store")
         with pg._pool.connection() as conn:
-            conn.execute("TRUNCATE cases, entries, outbox, backend_state, cursors CASCADE")
+            conn.execute("TRUNCATE cases, entries, outbox, backend_state, cursors, checkpoints, checkpoint_heads "
+                         "CASCADE")
         yield pg
 
 

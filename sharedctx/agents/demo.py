@@ -34,6 +34,7 @@ from rich.table import Table
 from ..channel.net import free_port, wait_for_port
 from ..config import PartnerSettings
 from ..context import SharedContext
+from ..intake_guard import NO_AUTH
 from ..model import CaseStatus, Entry, format_ts, utcnow
 from ..server import Dispatcher, build_app
 from .primary import PrimaryAgent
@@ -139,7 +140,7 @@ def timeline_table(entries: list[Entry], title: str, width: int = 120) -> Table:
 async def run_demo(
     ctx: SharedContext,
     *,
-    transport: Literal["stdio", "http"] = "stdio",
+    transport: Literal["stdio", "http", "a2a"] = "stdio",
     config_path: Path | None = None,
     console: Console | None = None,
     partner_timeout: float = 20.0,
@@ -154,16 +155,19 @@ async def run_demo(
         out.print(f"[dim]{time.monotonic() - t0:5.1f}s[/] [{colour}]{label:<18}[/] {message}", highlight=False)
 
     async with contextlib.AsyncExitStack() as stack:
-        if transport == "http":
+        if transport in ("http", "a2a"):
             url = await stack.enter_async_context(http_partner(config_path, out))
-            settings = PartnerSettings(name="telemetry", transport="http", url=url, timeout=partner_timeout)
+            if transport == "a2a":  # the same partner server; the client discovers it from its Agent Card
+                url = url.removesuffix("/mcp")
+                out.print(f"[dim]partner: A2A agent, Agent Card at {url}/.well-known/agent-card.json[/]")
+            settings = PartnerSettings(name="telemetry", transport=transport, url=url, timeout=partner_timeout)
         else:
             settings = PartnerSettings(name="telemetry", transport="stdio", timeout=partner_timeout,
                                        command=partner_command("stdio", config_path), env=_child_env())  # fmt: skip
             out.print("[dim]partner: a subprocess speaking MCP over stdio[/]")
         agent = PrimaryAgent([settings], on_event=show)
         dispatcher = Dispatcher(ctx, agent)
-        app = build_app(ctx, dispatcher=dispatcher)
+        app = build_app(ctx, dispatcher=dispatcher, auth=NO_AUTH)  # in-process only: nothing listens
         http = await stack.enter_async_context(
             httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sharedctx.demo")
         )

@@ -1,7 +1,7 @@
 """The reference partner: a telemetry specialist that sees metrics, logs and spans the primary cannot.
 
     python -m sharedctx.agents.partner --transport stdio                 # MCP over stdin/stdout
-    python -m sharedctx.agents.partner --transport http --port 8123      # MCP at /mcp + the JSON API at /v1
+    python -m sharedctx.agents.partner --transport http --port 8123      # MCP at /mcp, JSON API at /v1, A2A at /a2a
     python -m sharedctx.agents.partner --prometheus-url http://127.0.0.1:9090   # real metrics
 
 Capabilities: `query_metrics` (the error ratio and related series over the window: baseline, peak,

@@ -23,6 +23,7 @@ BACKEND_TYPES: dict[str, str] = {
     "pagerduty": "sharedctx.backends.pagerduty:PagerDutyBackend",
     "servicenow": "sharedctx.backends.servicenow:ServiceNowBackend",
     "jira": "sharedctx.backends.jira:JiraBackend",
+    "redmine": "sharedctx.backends.redmine:RedmineBackend",
 }
 
 __all__ = ["BACKEND_TYPES", "Backend", "Hit", "HumanItem", "ReadBack", "ThreadRef", "backend_class", "make_backend"]

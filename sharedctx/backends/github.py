@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
@@ -31,6 +31,7 @@ from ..render import (
     assemble,
     github_part,
     human_markdown,
+    is_own_echo,
     parse_github,
     render_parts,
 )
@@ -43,6 +44,7 @@ AUTH_HINT = (
     "(fine-grained token: Issues read/write, Metadata read; classic: `repo` or `public_repo`)."
 )
 ISSUE_URL = re.compile(r"/issues/(\d+)/?$")
+PERMISSION_LEVELS = {"none": 0, "read": 1, "triage": 2, "write": 3, "maintain": 4, "admin": 5}
 
 
 class GitHubOptions(BaseModel):
@@ -61,6 +63,8 @@ class GitHubOptions(BaseModel):
     read_reactions: bool = Field(True, description="read 👍/👎 on our comments back (humans in the loop)")
     read_status: bool = Field(True, description="read a human closing the issue back as a resolution")
     permission_ttl: float = Field(300.0, ge=0, description="seconds a collaborator's permission is cached")
+    decide_permission: Literal["triage", "write", "maintain", "admin"] = Field(
+        "write", description="the repository permission a person needs to answer a decision request")
 
 
 class GitHubBackend:
@@ -82,6 +86,8 @@ class GitHubBackend:
                            max_block=options.max_block, clock=clock, sleep=sleep)
         self._etags: dict[str, tuple[str, Any]] = {}  # url?query -> (ETag, body) for conditional reads
         self._perms: dict[str, tuple[float, str]] = {}
+        # the account(s) our token writes as, learned from what we post and read back: never a person
+        self.own_logins: set[str] = set()
         self.conditional_hits = 0  # 304 answers: free against the primary rate limit
 
     @classmethod
@@ -159,6 +165,24 @@ class GitHubBackend:
         self._perms[login] = (now, level)
         return level
 
+    def _learn(self, posted: dict[str, Any] | None) -> None:
+        login = ((posted or {}).get("user") or {}).get("login")
+        if login:
+            self.own_logins.add(str(login))
+
+    def authorize(self, item: HumanItem) -> tuple[bool, str] | None:
+        """`Authorizes`: a person may decide with `decide_permission` (write by default) or more on the repo.
+
+        The rule returned is recorded in the decision, so the journal says why this person could decide.
+        A failed lookup raises its `BackendError`: the caller refuses and says it could not check.
+        """
+        if item.author.name in self.own_logins:  # our token's account: an agent could post as it
+            return False, f"github:{item.author.name} is the account sharedctx writes as, not a person"
+        need = self.options.decide_permission
+        level = self.permission(item.author.name)
+        ok = PERMISSION_LEVELS.get(level, 0) >= PERMISSION_LEVELS[need]
+        return ok, f"github:permission>={need} ({level})"
+
     def _comments(self, thread: ThreadRef, *, conditional: bool = False) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         page = 1
@@ -195,6 +219,7 @@ class GitHubBackend:
                 f"opened by sharedctx. Agents and people append to this thread.\n\n{mark}")
         issue = self._call("POST", "/issues", json={"title": f"[{case.severity}] {case.title}"[:256],
                                                      "body": body, "labels": self.options.labels})
+        self._learn(issue)
         return self._thread(issue)
 
     def _thread(self, issue: dict[str, Any]) -> ThreadRef:
@@ -224,6 +249,7 @@ class GitHubBackend:
                 urls.append(have[k].url)
                 continue
             c = self._call("POST", f"/issues/{thread.id}/comments", json={"body": body}, not_found=self._gone(thread))
+            self._learn(c)
             ids.append(str(c["id"]))
             urls.append(c.get("html_url"))
         return ExternalRef(backend=self.name, id=ids[0], url=urls[0], parts=ids)
@@ -246,11 +272,13 @@ class GitHubBackend:
             cid, body = int(c["id"]), c.get("body") or ""
             last = max(last, cid)
             p = parse_github(body)
+            if p or is_own_echo(body):
+                self._learn(c)
             if p:
                 parts.append(CopyPart(*p, external_id=str(cid), url=c.get("html_url"), position=cid))
                 if p[1] == 1 and self.options.read_reactions:
                     humans += self._reactions(c, p[0])
-            elif cid > after and f"<!-- {RESOLVED_MARK}" not in body and f"<!-- {CASE_MARK}" not in body:
+            elif cid > after and not is_own_echo(body):
                 login = (c.get("user") or {}).get("login") or "unknown"
                 humans.append(HumanItem(backend=self.name, external_id=str(cid), url=c.get("html_url"),
                                         author=Author(kind="human", name=login), at=c["created_at"],

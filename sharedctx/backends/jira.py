@@ -31,6 +31,7 @@ from ..render import (
     adf_size,
     assemble,
     human_markdown,
+    is_own_echo,
     markdown_to_adf,
     parse_adf,
     parse_wiki,
@@ -201,7 +202,7 @@ class JiraBackend:
                     fresh.add(p[0])
                 continue
             text = _plain(c.get("body"))
-            if new and RESOLVED_MARK not in text:
+            if new and not is_own_echo(text, c.get("body")):
                 who = (c.get("author") or {}).get("displayName") or "unknown"
                 user = c.get("author") or {}
                 humans.append(HumanItem(backend=self.name, external_id=cid, at=at, text=text,

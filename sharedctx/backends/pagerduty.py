@@ -27,6 +27,7 @@ from ..render import (
     TimeCursor,
     assemble,
     human_markdown,
+    is_own_echo,
     parse_plain,
     plain_part,
     render_parts,
@@ -154,7 +155,7 @@ class PagerDutyBackend:
                 parts.append(CopyPart(*p, external_id=nid, url=thread.url, position=at))
                 if new:
                     fresh.add(p[0])
-            elif new and f"[{RESOLVED_MARK}" not in content:
+            elif new and not is_own_echo(content):
                 who = (note.get("user") or {}).get("summary") or "unknown"
                 humans.append(HumanItem(backend=self.name, external_id=nid, author=Author(kind="human", name=who),
                                         at=note["created_at"], kind="note", text=content, url=thread.url,

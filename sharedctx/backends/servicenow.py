@@ -27,6 +27,7 @@ from ..render import (
     TimeCursor,
     assemble,
     human_markdown,
+    is_own_echo,
     parse_plain,
     plain_part,
     render_parts,
@@ -181,7 +182,7 @@ class ServiceNowBackend:
                 parts.append(CopyPart(*p, external_id=rid, url=thread.url, position=at))
                 if new:
                     fresh.add(p[0])
-            elif new and f"[{RESOLVED_MARK}" not in value:
+            elif new and not is_own_echo(value):
                 humans.append(HumanItem(backend=self.name, external_id=rid, at=at, text=value, url=thread.url,
                                         kind="comment" if row.get("element") == "comments" else "work_note",
                                         author=Author(kind="human", name=row.get("sys_created_by") or "unknown")))

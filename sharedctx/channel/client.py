@@ -17,7 +17,7 @@ import logging
 import tempfile
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import anyio
 import httpx
@@ -37,6 +37,9 @@ from ..errors import (
 )
 from ._watch import WatchedTransport
 from .api import CASE_HEADER
+
+if TYPE_CHECKING:
+    from .a2a import A2AConnection
 from .models import CapabilityInfo, CapabilityInput, Finding, explain
 from .partner import CASE_META, TRACEPARENT_META
 from .trace import child_traceparent, current_or_new_traceparent
@@ -54,7 +57,7 @@ _TRANSPORT_FAILURES = (httpx.HTTPError, OSError, anyio.BrokenResourceError, anyi
 
 
 class PartnerClient:
-    """A connection to one partner over MCP (stdio, Streamable HTTP) or the plain HTTP API."""
+    """A connection to one partner over MCP (stdio, Streamable HTTP), the plain HTTP API, or A2A."""
 
     def __init__(self, settings: PartnerSettings, *, http_client: httpx.AsyncClient | None = None) -> None:
         self.settings = settings
@@ -66,6 +69,7 @@ class PartnerClient:
         self._inflight: set[anyio.CancelScope] = set()
         self._broken: str | None = None
         self._caps: list[CapabilityInfo] | None = None
+        self._a2a: A2AConnection | None = None
 
     @classmethod
     def over_session(cls, name: str, session: ClientSession, *, timeout: float = 30.0) -> PartnerClient:
@@ -91,6 +95,8 @@ class PartnerClient:
                 self._http = self._http_client or await stack.enter_async_context(
                     httpx.AsyncClient(base_url=self.settings.url or "", headers=headers, timeout=self.settings.timeout)
                 )
+            elif self.settings.transport == "a2a":
+                await self._connect_a2a(stack, headers)
             else:
                 await self._connect_mcp(stack, headers)
         except BaseException as exc:
@@ -139,6 +145,20 @@ class PartnerClient:
                 f"partner {self.name!r}: MCP handshake failed: {exc.error.message}{self._stderr_tail()}"
             ) from None
         self._session = session
+
+    async def _connect_a2a(self, stack: AsyncExitStack, headers: dict[str, str]) -> None:
+        from .a2a import A2AConnection  # the A2A SDK loads only for partners that use it
+
+        s = self.settings
+        http = self._http_client
+        if http is None:
+            timeout = httpx.Timeout(s.timeout, read=max(300.0, s.timeout))
+            http = await stack.enter_async_context(httpx.AsyncClient(headers=headers, timeout=timeout))
+        elif headers:
+            http.headers.update(headers)
+        with anyio.fail_after(s.timeout):
+            self._a2a = await A2AConnection.connect(self.name, s.url or "", http)
+        stack.push_async_callback(self._a2a.close)
 
     def _transport_failed(self, reason: str) -> None:
         self._broken = reason
@@ -190,7 +210,10 @@ class PartnerClient:
             limit = self.settings.timeout
             try:
                 with anyio.fail_after(limit):
-                    self._caps = await (self._api_capabilities() if self._http else self._mcp_capabilities())
+                    if self._a2a is not None:
+                        self._caps = self._a2a.capabilities()
+                    else:
+                        self._caps = await (self._api_capabilities() if self._http else self._mcp_capabilities())
             except TimeoutError:
                 raise PartnerTimeout(f"partner {self.name!r} did not list its capabilities within {limit:g}s") from None
         return self._caps
@@ -249,6 +272,8 @@ class PartnerClient:
         limit = timeout or self.settings.timeout
         if self._http is not None:
             return await self._call_api(capability, inp, case_id, traceparent, limit)
+        if self._a2a is not None:
+            return await self._a2a.call(capability, inp, case_id, traceparent, limit, on_progress)
         return await self._call_mcp(capability, inp, case_id, traceparent, limit, on_progress)
 
     async def _call_mcp(

@@ -6,10 +6,10 @@
     def search_logs(inp: CapabilityInput, progress: Progress) -> Finding:
         ...
 
-    partner.run_stdio()          # or: uvicorn.run(partner.http_app())  (MCP at /mcp + the plain API)
+    partner.run_stdio()          # or: uvicorn.run(partner.http_app())  (MCP at /mcp, the plain API, A2A)
 
-One function, three ways in: MCP over stdio, MCP over Streamable HTTP, and the plain JSON API
-(`api.py`). All of them go through `Partner.invoke`, so validation, trace context, progress and
+One function, four ways in: MCP over stdio, MCP over Streamable HTTP, the plain JSON API
+(`api.py`) and A2A (`a2a.py`). All of them go through `Partner.invoke`, so validation, trace context, progress and
 the enrichment entry behave the same whichever way a primary calls. MCP imports stay in this module
 and `client.py`, because the SDK's major version changes names (FastMCP became MCPServer in 2.x).
 """
@@ -352,13 +352,19 @@ class Partner:
         finally:
             self.close()
 
-    def http_app(self) -> Any:
-        """One ASGI app: MCP Streamable HTTP at `/mcp` and the plain JSON API under `/v1` (+ `/openapi.json`)."""
+    def http_app(self, *, a2a: bool = True) -> Any:
+        """One ASGI app: MCP Streamable HTTP at `/mcp`, the plain JSON API under `/v1` (+ `/openapi.json`),
+        and A2A (Agent Card at `/.well-known/agent-card.json`, JSON-RPC at `/a2a`)."""
         from .api import add_api_routes
 
         server = self.mcp()
         add_api_routes(self, server)
-        return server.streamable_http_app()
+        app = server.streamable_http_app()
+        if a2a:
+            from .a2a import a2a_routes  # the A2A SDK loads only when A2A is served
+
+            app.router.routes.extend(a2a_routes(self))
+        return app
 
     def close(self, timeout: float = 10.0) -> None:
         """Wait (bounded) for pending enrichment entries, then stop the recorder thread."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from ..decisions import counts
 from ..model import Entry, EntryKind
 from .models import Outcome
 from .query import FAILED, VERIFIED
@@ -58,7 +59,7 @@ def summarize(entries: Sequence[Entry], created_at: datetime, resolved_at: datet
                 o.tried.append(say(e))
             else:
                 (worked_verified if e.id in verified_refs else o.worked).append(say(e))
-        elif e.kind == EntryKind.DECISION:
+        elif e.kind == EntryKind.DECISION and counts(e):  # an agent's "decision" is nobody's decision
             outcome = str(attrs.get("outcome", "")).lower()
             req = by_id.get(e.ref or "")
             asked = say(req, 160) if req else e.title

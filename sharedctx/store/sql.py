@@ -33,7 +33,7 @@ from ..model import (
     parse_ts,
     utcnow,
 )
-from .base import Candidate, CandidateQuery, EntryMatch, SearchFilters, build_entry
+from .base import Candidate, CandidateQuery, Checkpoint, EntryMatch, SearchFilters, build_entry, checkpoint_hash
 
 ENTRY_COLS = (
     "id, case_id, seq, ts, author_kind, author_name, kind, title, body, evidence, ref, trace_id, attrs, "
@@ -41,7 +41,7 @@ ENTRY_COLS = (
 )
 DELIVERY_COLS = (
     "id, entry_id, case_id, seq, backend, state, attempts, next_attempt_at, last_error, last_error_kind, "
-    "external, created_at, delivered_at"
+    "external, created_at, delivered_at, lease_token, sent_possibly"
 )
 CASE_COLS = (
     "id, title, service, severity, status, fingerprint, created_at, updated_at, resolved_at, "
@@ -275,8 +275,22 @@ class SQLStore:
         )
 
     def open_case(
-        self, *, title: str, service: str, severity: str, fingerprint: str | None, labels: dict[str, str]
+        self,
+        *,
+        title: str,
+        service: str,
+        severity: str,
+        fingerprint: str | None,
+        labels: dict[str, str],
+        first: EntryDraft | None = None,
+        backends: Sequence[str] = (),
     ) -> tuple[CaseRecord, bool]:
+        """Find the open case with `fingerprint`, or create one.
+
+        `first` (its `case_id` is replaced by the new case's) is appended in the same transaction as
+        the new case, so a case never exists without it: if the entry fails, no case is left behind.
+        A case that was found gets no entry here; the caller decides what to add to it.
+        """
         now = format_ts(utcnow())
         with self._tx() as c:
             if fingerprint:
@@ -292,6 +306,8 @@ class SQLStore:
                 "updated_at, last_seq, last_hash, labels) VALUES (?,?,?,?,'open',?,?,?,0,?,?)",
                 (case_id, title, service, severity, fingerprint, now, now, GENESIS_HASH, json.dumps(labels)),
             )
+            if first is not None:
+                self._append_in(c, first.model_copy(update={"case_id": case_id}), backends, None)
             r = c.execute(f"SELECT {CASE_COLS} FROM cases WHERE id=?", (case_id,)).fetchone()
         return self._case(r), True
 
@@ -325,35 +341,39 @@ class SQLStore:
 
     # -- journal ----------------------------------------------------------------------------------
     def append(self, draft: EntryDraft, backends: Sequence[str], status: CaseStatus | None = None) -> Entry:
-        now_epoch = time.time()
         with self._tx() as c:
-            r = c.execute(
-                f"SELECT last_seq, last_hash, status, resolved_at FROM cases WHERE id=?{self.FOR_UPDATE}",
-                (draft.case_id,),
-            ).fetchone()
-            if r is None:
-                raise CaseNotFound(f"no case with id {draft.case_id!r}; nothing was recorded")
-            entry = build_entry(draft, r[0] + 1, r[1])
-            params = entry_params(entry)
-            c.execute(
-                f"INSERT INTO entries ({ENTRY_COLS}, evidence_text) VALUES (:id, :case_id, :seq, :ts, "
-                ":author_kind, :author_name, :kind, :title, :body, :evidence, :ref, :trace_id, :attrs, "
-                ":prev_hash, :hash, :evidence_text)",
-                params,
+            return self._append_in(c, draft, backends, status)
+
+    def _append_in(self, c: Any, draft: EntryDraft, backends: Sequence[str], status: CaseStatus | None) -> Entry:
+        """The append itself, inside the caller's transaction `c` (shared by `append` and `open_case`)."""
+        now_epoch = time.time()
+        r = c.execute(
+            f"SELECT last_seq, last_hash, status, resolved_at FROM cases WHERE id=?{self.FOR_UPDATE}",
+            (draft.case_id,),
+        ).fetchone()
+        if r is None:
+            raise CaseNotFound(f"no case with id {draft.case_id!r}; nothing was recorded")
+        entry = build_entry(draft, r[0] + 1, r[1])
+        params = entry_params(entry)
+        c.execute(
+            f"INSERT INTO entries ({ENTRY_COLS}, evidence_text) VALUES (:id, :case_id, :seq, :ts, "
+            ":author_kind, :author_name, :kind, :title, :body, :evidence, :ref, :trace_id, :attrs, "
+            ":prev_hash, :hash, :evidence_text)",
+            params,
+        )
+        if backends:
+            c.executemany(
+                "INSERT INTO outbox (entry_id, case_id, seq, backend, next_attempt_at, created_at) "
+                "VALUES (?,?,?,?,?,?)",
+                [(entry.id, entry.case_id, entry.seq, b, now_epoch, now_epoch) for b in backends],
             )
-            if backends:
-                c.executemany(
-                    "INSERT INTO outbox (entry_id, case_id, seq, backend, next_attempt_at, created_at) "
-                    "VALUES (?,?,?,?,?,?)",
-                    [(entry.id, entry.case_id, entry.seq, b, now_epoch, now_epoch) for b in backends],
-                )
-            new = next_status(r[2], status)
-            ts = params["ts"]
-            resolved_at = r[3] or (ts if new == "resolved" else None)
-            c.execute(
-                "UPDATE cases SET last_seq=?, last_hash=?, updated_at=?, status=?, resolved_at=? WHERE id=?",
-                (entry.seq, entry.hash, ts, new, resolved_at, entry.case_id),
-            )
+        new = next_status(r[2], status)
+        ts = params["ts"]
+        resolved_at = r[3] or (ts if new == "resolved" else None)
+        c.execute(
+            "UPDATE cases SET last_seq=?, last_hash=?, updated_at=?, status=?, resolved_at=? WHERE id=?",
+            (entry.seq, entry.hash, ts, new, resolved_at, entry.case_id),
+        )
         return entry
 
     def entries(
@@ -416,6 +436,48 @@ class SQLStore:
         """Every service name a case was opened with (for `service:` prefixes and aliases)."""
         return [r[0] for r in self._q("SELECT DISTINCT service FROM cases WHERE service <> ''")]
 
+    # -- truncation evidence ----------------------------------------------------------------------
+    def write_checkpoint(self) -> Checkpoint | None:
+        """Record the heads of every case whose head moved since the last checkpoint; None if none moved.
+
+        Written in batches (by `verify`, by a closing context that appended, and by the worker now and
+        then), never by `append`, so concurrent writers on PostgreSQL never meet on one row. Each checkpoint
+        chains to the previous one; `prev_hash` is unique, so two writers racing from the same checkpoint
+        cannot fork the chain: the loser writes nothing and its heads go into the next checkpoint."""
+        with self._tx() as c:
+            last = c.execute("SELECT hash FROM checkpoints ORDER BY id DESC LIMIT 1").fetchone()
+            prev = last[0] if last else GENESIS_HASH
+            moved = c.execute(
+                "SELECT c.id, c.last_seq, c.last_hash FROM cases c LEFT JOIN checkpoint_heads h ON h.case_id = c.id "
+                "WHERE c.last_seq > 0 AND (h.seq IS NULL OR h.seq <> c.last_seq OR h.hash <> c.last_hash)"
+            ).fetchall()
+            if not moved:
+                return None
+            heads = {r[0]: (int(r[1]), str(r[2])) for r in moved}
+            at = format_ts(utcnow())
+            digest = checkpoint_hash(prev, at, heads)
+            row = c.execute(
+                "INSERT INTO checkpoints (at, heads, prev_hash, hash) VALUES (?,?,?,?) "
+                "ON CONFLICT (prev_hash) DO NOTHING RETURNING id",
+                (at, json.dumps({k: list(v) for k, v in heads.items()}, sort_keys=True), prev, digest),
+            ).fetchone()
+            if row is None:
+                return None
+            c.executemany(
+                "INSERT INTO checkpoint_heads (case_id, seq, hash) VALUES (?,?,?) "
+                "ON CONFLICT (case_id) DO UPDATE SET seq=excluded.seq, hash=excluded.hash",
+                [(k, v[0], v[1]) for k, v in heads.items()],
+            )
+        return Checkpoint(id=int(row[0]), at=at, heads=heads, prev_hash=prev, hash=digest)
+
+    def checkpoints(self) -> list[Checkpoint]:
+        rows = self._q("SELECT id, at, heads, prev_hash, hash FROM checkpoints ORDER BY id")
+        return [
+            Checkpoint(id=int(r[0]), at=r[1], heads={k: (int(v[0]), str(v[1])) for k, v in _json(r[2]).items()},
+                       prev_hash=r[3], hash=r[4])
+            for r in rows
+        ]
+
     # -- outbox -----------------------------------------------------------------------------------
     def _delivery(self, r: Sequence[Any]) -> Delivery:
         return Delivery(
@@ -432,14 +494,20 @@ class SQLStore:
             external=_json(r[10]) if r[10] else None,
             created_at=_dt(r[11]),
             delivered_at=_dt(r[12]) if r[12] else None,
+            lease_token=int(r[13] or 0),
+            sent_possibly=bool(r[14]),
         )
 
     def claim(self, backend: str, owner: str, limit: int, lease_seconds: float) -> list[Delivery]:
-        """Lease up to `limit` deliveries that are each the head of their (case, backend) line."""
+        """Lease up to `limit` deliveries that are each the head of their (case, backend) line.
+
+        Every claim bumps the row's `lease_token` (the fencing token): whoever held an expired lease
+        on it before can no longer change its state (see `_fenced`)."""
         now = time.time()
         with self._tx() as c:
             rows = c.execute(
-                f"""UPDATE outbox SET lease_until = :lease, lease_owner = :owner, attempts = attempts + 1
+                f"""UPDATE outbox SET lease_until = :lease, lease_owner = :owner, attempts = attempts + 1,
+                    lease_token = lease_token + 1
                 WHERE id IN (
                     SELECT o.id FROM outbox o WHERE {CLAIMABLE}
                     ORDER BY o.next_attempt_at, o.id LIMIT :limit{self.SKIP_LOCKED})
@@ -455,47 +523,73 @@ class SQLStore:
         )
         return bool(rows)
 
-    def _update(self, sql: str, params: Any) -> None:
+    def _update(self, sql: str, params: Any) -> int:
         with self._tx() as c:
-            c.execute(sql, params)
+            return int(c.execute(sql, params).rowcount)
 
-    def mark_delivered(self, delivery_id: int, external: dict[str, Any]) -> None:
-        self._update(
-            "UPDATE outbox SET state='delivered', delivered_at=?, external=?, lease_until=NULL, "
-            "last_error=NULL WHERE id=?",
-            (time.time(), json.dumps(external), delivery_id),
-        )
+    def _fenced(self, sql: str, params: Sequence[Any], delivery_id: int, token: int | None) -> bool:
+        """Run a state change on one delivery, only while `token` is still its lease token.
 
-    def reschedule(self, delivery_id: int, *, error: str, kind: str, delay: float) -> None:
-        self._update(
-            "UPDATE outbox SET next_attempt_at=?, last_error=?, last_error_kind=?, lease_until=NULL "
-            "WHERE id=? AND state='pending'",
-            (time.time() + delay, error, kind, delivery_id),
-        )
+        The one choke point for outbox state changes: True if the row changed, False if the lease was
+        lost (another worker claimed the row since) or the row is no longer pending. `token=None` is for
+        operators' tools acting outside any lease."""
+        where = " WHERE id=? AND state='pending'"
+        args = [*params, delivery_id]
+        if token is not None:
+            where += " AND lease_token=?"
+            args.append(token)
+        return self._update(sql + where, args) == 1
 
-    def mark_dead(self, delivery_id: int, *, error: str, kind: str) -> None:
-        self._update(
-            "UPDATE outbox SET state='dead', last_error=?, last_error_kind=?, lease_until=NULL WHERE id=?",
-            (error, kind, delivery_id),
-        )
+    def mark_attempted(self, delivery_id: int, token: int) -> bool:
+        """Commit "this delivery may have been sent" before any network I/O for it (see migration 0004)."""
+        return self._fenced("UPDATE outbox SET sent_possibly=1", (), delivery_id, token)
 
-    def release(self, delivery_id: int, *, error: str, kind: str) -> None:
+    def renew_lease(self, delivery_id: int, token: int, lease_seconds: float) -> bool:
+        """Heartbeat: push the lease out while the delivery is in flight; False if it was lost."""
+        return self._fenced("UPDATE outbox SET lease_until=?", (time.time() + lease_seconds,), delivery_id, token)
+
+    def mark_delivered(self, delivery_id: int, external: dict[str, Any], *, token: int | None = None) -> bool:
+        return self._fenced(
+            "UPDATE outbox SET state='delivered', delivered_at=?, external=?, lease_until=NULL, last_error=NULL",
+            (time.time(), json.dumps(external)), delivery_id, token,
+        )  # fmt: skip
+
+    def reschedule(
+        self, delivery_id: int, *, error: str, kind: str, delay: float, token: int | None = None
+    ) -> bool:
+        return self._fenced(
+            "UPDATE outbox SET next_attempt_at=?, last_error=?, last_error_kind=?, lease_until=NULL",
+            (time.time() + delay, error, kind), delivery_id, token,
+        )  # fmt: skip
+
+    def mark_dead(self, delivery_id: int, *, error: str, kind: str, token: int | None = None) -> bool:
+        return self._fenced(
+            "UPDATE outbox SET state='dead', last_error=?, last_error_kind=?, lease_until=NULL",
+            (error, kind), delivery_id, token,
+        )  # fmt: skip
+
+    def release(self, delivery_id: int, *, error: str, kind: str, token: int | None = None) -> bool:
         """Give a claimed delivery back without counting the attempt (e.g. its backend was stopped)."""
-        self._update(
+        return self._fenced(
             "UPDATE outbox SET attempts=CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, "
-            "lease_until=NULL, last_error=?, last_error_kind=? WHERE id=? AND state='pending'",
-            (error, kind, delivery_id),
-        )
+            "lease_until=NULL, last_error=?, last_error_kind=?",
+            (error, kind), delivery_id, token,
+        )  # fmt: skip
 
     def outbox_counts(self) -> dict[str, dict[str, int]]:
-        """Per backend: pending, held (pending until a human decides), delivered, dead."""
+        """Per backend: pending, held (pending until a human decides), delivered, dead; and `declined`, the
+        dead letters a human declined on purpose (a subset of dead)."""
         out: dict[str, dict[str, int]] = {}
         rows = self._q(
             "SELECT backend, CASE WHEN state = 'pending' AND last_error_kind = 'held' THEN 'held' "
-            "ELSE state END AS st, count(*) FROM outbox GROUP BY 1, 2"
+            "ELSE state END AS st, count(*), "
+            "sum(CASE WHEN last_error_kind = 'declined' THEN 1 ELSE 0 END) FROM outbox GROUP BY 1, 2"
         )
-        for backend, state, n in rows:
-            out.setdefault(backend, {"pending": 0, "held": 0, "delivered": 0, "dead": 0})[state] = n
+        for backend, state, n, declined in rows:
+            c = out.setdefault(backend, {"pending": 0, "held": 0, "delivered": 0, "dead": 0, "declined": 0})
+            c[state] = n
+            if state == "dead":
+                c["declined"] = int(declined or 0)
         return out
 
     def list_deliveries(

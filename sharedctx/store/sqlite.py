@@ -12,16 +12,18 @@ is in the OS's page cache and the WAL); set `SHAREDCTX_SQLITE_SYNC=FULL` to surv
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import threading
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidEntry, StoreError
-from ..model import CaseStatus, Entry, EntryDraft, format_ts, utcnow
+from ..model import CaseStatus, Entry, EntryDraft, format_ts, new_id, utcnow
 from .base import Candidate, CandidateQuery, SearchFilters, SearchRow, literal_terms, read_migrations
 from .sql import (
     CANDIDATE_CASE_COLS,
@@ -73,28 +75,69 @@ class SQLiteStore(SQLStore):
 
     def __init__(self, path: str | Path) -> None:
         self.url = str(path)
-        if self.url != ":memory:":
-            Path(self.url).parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._conn = sqlite3.connect(
-                self.url, isolation_level=None, check_same_thread=False, timeout=30.0
-            )
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open SQLite store at {self.url}: {exc}") from exc
-        self._lock = threading.RLock()
-        c = self._conn
-        c.execute("PRAGMA journal_mode=WAL")
-        c.execute(f"PRAGMA synchronous={os.environ.get('SHAREDCTX_SQLITE_SYNC', 'NORMAL')}")
-        c.execute("PRAGMA busy_timeout=30000")
-        c.execute("PRAGMA foreign_keys=ON")
-        self.migrate()
+        self._ident: tuple[int, int] | None = None
         self._closed = threading.Event()
-        if self.url != ":memory:":
+        self._lock = threading.RLock()
+        memory = self.url == ":memory:"
+        marker = None if memory else journal_marker(self.url)
+        existed = not memory and os.path.exists(self.url)
+        if marker is not None and not existed:
+            refuse_missing_journal(self.url, marker)
+        try:
+            if not memory:
+                Path(self.url).parent.mkdir(parents=True, exist_ok=True)
+            # An existing journal is opened without the create flag: if it vanishes between the look and
+            # the open, that is an error, not a new empty file.
+            target, uri = (_uri(self.url, "rw"), True) if existed else (self.url, False)
+            self._conn = sqlite3.connect(target, uri=uri, isolation_level=None, check_same_thread=False, timeout=30.0)
+            c = self._conn
+            c.execute("PRAGMA journal_mode=WAL")
+            c.execute(f"PRAGMA synchronous={os.environ.get('SHAREDCTX_SQLITE_SYNC', 'NORMAL')}")
+            c.execute("PRAGMA busy_timeout=30000")
+            c.execute("PRAGMA foreign_keys=ON")
+            self.migrate()
+            self.journal_id = self._journal_id()
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(_explain(self.url, "cannot open the SQLite store", exc)) from exc
+        if not memory:
+            st = os.stat(self.url)
+            self._ident = (st.st_dev, st.st_ino)
+            claim_marker(self.url, self.journal_id)
             # Checkpoints copy the WAL back into the database and fsync it: milliseconds on a busy
             # disk. Left to SQLite, they run inside whichever COMMIT crosses the threshold — that
             # is, inside a `record()`. A background thread takes them off the agents' path.
             c.execute("PRAGMA wal_autocheckpoint=0")
             threading.Thread(target=self._checkpoints, name="sharedctx-checkpoint", daemon=True).start()
+
+    def _journal_id(self) -> str:
+        """This journal's identity, minted once and kept inside the file (see `journal_marker`)."""
+        with self._lock:
+            self._conn.execute("INSERT OR IGNORE INTO journal_meta (key, value) VALUES ('journal_id', ?)",
+                               (new_id(),))
+            return str(self._conn.execute("SELECT value FROM journal_meta WHERE key='journal_id'").fetchone()[0])
+
+    def _still_ours(self) -> None:
+        """Refuse to write when the file at our path is no longer the file we have open.
+
+        SQLite keeps writing to an unlinked inode without complaint, so a deleted journal would go on
+        acknowledging entries that no other process (and no restart) will ever see. One `stat` per write
+        transaction (microseconds) is the price of saying so at the first write instead."""
+        if self._ident is None:
+            return
+        try:
+            st = os.stat(self.url)
+        except FileNotFoundError:
+            raise StoreError(
+                f"the journal file {self.url} was deleted while this process had it open; nothing more is "
+                "recorded, because it would be lost. Restore the file (or its backup) and restart this process"
+            ) from None
+        except OSError as exc:
+            raise StoreError(_explain(self.url, "cannot check the journal file", exc)) from exc
+        if (st.st_dev, st.st_ino) != self._ident:
+            raise StoreError(
+                f"the journal file {self.url} was replaced by another file while this process had it open; "
+                "nothing more is recorded here. Restart this process to use the file now at that path"
+            )
 
     CHECKPOINT_EVERY = 1.0  # seconds between passive checkpoints
     WAL_RESTART_PAGES = 16_384  # ~64 MiB: past this, briefly block writers so the WAL can restart
@@ -103,7 +146,10 @@ class SQLiteStore(SQLStore):
         try:
             # A short busy timeout: a checkpoint that would have to wait simply tries again next round,
             # instead of holding the write lock while other connections wait behind it.
-            conn = sqlite3.connect(self.url, isolation_level=None, check_same_thread=False, timeout=0.05)
+            # mode=rw: never create a file. After the journal was deleted, a checkpointer that re-created
+            # it would leave an empty journal for the next process to trust.
+            conn = sqlite3.connect(_uri(self.url, "rw"), uri=True, isolation_level=None, check_same_thread=False,
+                                   timeout=0.05)
         except sqlite3.Error:
             return
         with contextlib.closing(conn):
@@ -119,14 +165,28 @@ class SQLiteStore(SQLStore):
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+            self._still_ours()
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreError(_explain(self.url, "cannot write to the journal", exc)) from exc
             try:
                 yield self._conn
+            except sqlite3.Error as exc:  # disk full, read-only, I/O error: say which, keep nothing half-done
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK")
+                raise StoreError(_explain(self.url, "the journal refused a write", exc)) from exc
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK")
                 raise
             else:
-                self._conn.execute("COMMIT")
+                try:
+                    self._conn.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._conn.execute("ROLLBACK")
+                    raise StoreError(_explain(self.url, "could not commit to the journal", exc)) from exc
 
     def _q(self, sql: str, params: Any = ()) -> list[Any]:
         with self._lock:
@@ -299,8 +359,96 @@ class SQLiteStore(SQLStore):
             raise StoreError(f"search failed: {exc}") from exc
         return [row_to_candidate(r) for r in rows]
 
+    def open_case(self, **kwargs: Any) -> tuple[Any, bool]:
+        """`SQLStore.open_case` (with its first entry), a database failure named as a `StoreError`."""
+        try:
+            return super().open_case(**kwargs)
+        except sqlite3.Error as exc:
+            raise StoreError(f"could not open the case: {exc}; nothing was recorded") from exc
+
     def append(self, draft: EntryDraft, backends: Sequence[str], status: CaseStatus | None = None) -> Entry:
         try:
             return super().append(draft, backends, status)
         except sqlite3.Error as exc:
-            raise StoreError(f"could not record the entry: {exc}") from exc
+            raise StoreError(_explain(self.url, "could not record the entry", exc)) from exc
+
+
+def _uri(path: str, mode: str) -> str:
+    return f"file:{urllib.parse.quote(os.path.abspath(path))}?mode={mode}"
+
+
+def _read_only(path: str) -> bool:
+    """Is the journal (or the folder it would be created in) on a read-only mount or not writable?"""
+    if path == ":memory:":
+        return False
+    p = Path(path)
+    where = p if p.exists() else p.parent
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    try:
+        if os.statvfs(where).f_flag & os.ST_RDONLY:
+            return True
+    except OSError:
+        return False
+    return not os.access(where, os.W_OK) or (p.exists() and not os.access(p.parent, os.W_OK))
+
+
+def _explain(path: str, what: str, exc: BaseException) -> str:
+    """A store failure in words an operator can act on (read-only, full disk, missing folder)."""
+    text = str(exc)
+    low = text.lower()
+    if "readonly" in low or "read-only" in low or isinstance(exc, PermissionError) or _read_only(path):
+        hint = "the journal or its folder is read-only: check the permissions and the mount of"
+    elif "disk is full" in low or "no space" in low:
+        hint = "the disk is full: free space on the filesystem of"
+    elif "unable to open" in low:
+        hint = "the file cannot be opened: check that the folder exists and is writable for"
+    else:
+        hint = "at"
+    return f"{what}: {text} ({hint} {path}); nothing was recorded"
+
+
+# -- the journal marker ---------------------------------------------------------------------------
+# A journal that vanished must not silently come back empty. The first open of a journal writes a small
+# marker beside it (`<file>.id`: the id minted inside the file); an open that finds the marker but not the
+# journal refuses, and says how to start afresh on purpose. A fresh clone has neither, so `make demo` just
+# works; `rm -rf .sharedctx` removes both, which is an explicit fresh start.
+def journal_marker(path: str) -> Path:
+    return Path(path + ".id")
+
+
+def refuse_missing_journal(path: str, marker: Path) -> None:
+    if not marker.exists():
+        return
+    try:
+        known = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    raise StoreError(
+        f"the journal {path} is missing, but {marker} says journal {known.get('journal_id', '?')} was created "
+        f"there ({known.get('created_at', 'unknown time')}). Refusing to start a new, empty journal in its place: "
+        f"restore the file from a backup, or delete {marker} to start a new journal on purpose"
+    )
+
+
+def claim_marker(path: str, journal_id: str) -> None:
+    """Write the marker for a journal that has none; refuse a journal file that is not the one marked."""
+    marker = journal_marker(path)
+    try:
+        fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        try:
+            known = json.loads(marker.read_text(encoding="utf-8")).get("journal_id")
+        except (OSError, ValueError, AttributeError):
+            return  # an unreadable marker protects nothing; the journal itself is fine
+        if known and known != journal_id:
+            raise StoreError(
+                f"{path} is journal {journal_id}, but {marker} says journal {known} lives there: the file was "
+                f"replaced by another journal. Restore the right file, or delete {marker} to adopt this one"
+            ) from None
+        return
+    except OSError:
+        return  # a read-only folder: writes will say so with their own error
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump({"journal_id": journal_id, "created_at": format_ts(utcnow()),
+                   "note": "sharedctx: marks that a journal lives beside this file; see docs/decisions.md"}, f)

@@ -31,7 +31,13 @@ from sharedctx.context import SharedContext
 ROOT = Path(__file__).resolve().parents[2]
 ROUNDS = 25
 N_CASES = 3
-KILL_WINDOW = (0.2, 1.5)  # seconds after start; python + sharedctx import takes ~0.35 s
+# Each process is killed 0–1 s after it is working (the recorder acknowledged an entry, the worker said it
+# is delivering), or, for 15% of kills, 0.1–0.8 s after it was spawned (in its startup). Timing kills from
+# readiness rather than from the spawn keeps a loaded machine (slow imports) from turning every kill into
+# one of a process that never worked.
+KILL_WINDOW = (0.0, 1.0)
+STARTUP_KILLS = 0.15
+STARTUP_WINDOW = (0.1, 0.8)
 
 CONFIG = """\
 store = "journal.db"
@@ -106,20 +112,38 @@ def test_kill_9_loses_and_duplicates_nothing(tmp_path: Path) -> None:
         )
         worker = _spawn(["-m", "sharedctx.cli", "--config", str(config), "worker"], tmp_path, log)
         started = time.monotonic()
-        plan = sorted(
-            [(rng.uniform(*KILL_WINDOW), "recorder", recorder), (rng.uniform(*KILL_WINDOW), "worker", worker)],
-            key=lambda p: p[0],
-        )
-        for at, name, proc in plan:
-            time.sleep(max(0.0, at - (time.monotonic() - started)))
-            if proc.poll() is not None:  # it died on its own: that is a failure, not a crash we caused
-                pytest.fail(
-                    f"round {round_no}: {name} exited with {proc.returncode} before the kill "
-                    f"(seed {seed}); see {log}:\n{log.read_text()[-3000:]}"
-                )
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            kills[name] += 1
+        acked0 = ack.stat().st_size if ack.exists() else 0
+        banners0 = log.read_bytes().count(b"delivering to") if log.exists() else 0
+
+        def working(name: str, acked0: int = acked0, banners0: int = banners0) -> bool:
+            if name == "recorder":
+                return ack.exists() and ack.stat().st_size > acked0
+            return log.read_bytes().count(b"delivering to") > banners0
+
+        pending: dict[str, tuple[subprocess.Popen[bytes], float, bool]] = {}
+        for name, proc in (("recorder", recorder), ("worker", worker)):
+            early = rng.random() < STARTUP_KILLS
+            pending[name] = (proc, rng.uniform(*(STARTUP_WINDOW if early else KILL_WINDOW)), early)
+        ready_at: dict[str, float] = {}
+        while pending:
+            now = time.monotonic()
+            for name in list(pending):
+                proc, offset, early = pending[name]
+                if proc.poll() is not None:  # it died on its own: that is a failure, not a crash we caused
+                    pytest.fail(
+                        f"round {round_no}: {name} exited with {proc.returncode} before the kill "
+                        f"(seed {seed}); see {log}:\n{log.read_text()[-3000:]}"
+                    )
+                if name not in ready_at and (early or working(name)):
+                    ready_at[name] = started if early else now
+                if name in ready_at and now >= ready_at[name] + offset:
+                    proc.send_signal(signal.SIGKILL)
+                    proc.wait()
+                    kills[name] += 1
+                    del pending[name]
+            if now - started > 120:
+                pytest.fail(f"round {round_no}: {', '.join(pending)} never started working (seed {seed})")
+            time.sleep(0.01)
         # After the restart (the next round's processes, or the checks below): nothing acked is lost.
         stored = _stored(tmp_path / "journal.db") if (tmp_path / "journal.db").exists() else {}
         for entry_id, case_id, seq in _read_acks(ack):

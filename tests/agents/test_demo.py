@@ -87,4 +87,4 @@ def test_an_interrupted_demo_case_is_picked_up_by_the_next_run(tmp_path: Path) -
 def test_an_unknown_transport_is_a_usage_error(tmp_path: Path) -> None:
     run = sharedctx(tmp_path, "demo", "--transport", "pigeon")
     assert run.returncode == 2
-    assert "use stdio or http" in run.stderr
+    assert "use stdio, http or a2a" in run.stderr

@@ -48,8 +48,8 @@ def test_an_alertmanager_v4_payload_becomes_typed_alerts() -> None:
         (am(version="3"), 422, "version '3' is not supported"),
         (am(alerts=[]), 422, "alerts: List should have at least 1 item"),
         (am(status="exploded"), 422, "status: Input should be 'firing' or 'resolved'"),
-        (am(alerts=[{"status": "firing", "labels": {}}]), 422, "alerts.0.labels"),
-        (am(alerts=[{"status": "firing", "labels": {"a": "b"}, "startsAt": "yesterday"}]), 422, "alerts.0.startsAt"),
+        (am(alerts=[{"status": "firing", "labels": {}}]), 422, "alerts[0].labels"),
+        (am(alerts=[{"status": "firing", "labels": {"a": "b"}, "startsAt": "yesterday"}]), 422, "alerts[0].startsAt"),
     ],
 )
 def test_a_bad_alertmanager_payload_is_refused_with_the_reason(body: bytes, status: int, says: str) -> None:
@@ -78,9 +78,9 @@ def test_a_generic_list_is_several_alerts_and_each_error_is_located() -> None:
     assert len(parse_generic(b'[{"title": "a"}, {"title": "b", "status": "resolved"}]')) == 2
     exc = refusal(parse_generic, b'[{"title": "a"}, {"title": "", "severity": "apocalyptic", "colour": 1}]')
     assert exc.status == 422
-    locs = {e["loc"] for e in exc.errors}
-    assert locs == {"1.title", "1.severity", "1.colour"}
-    assert "1.severity: Input should be 'critical', 'warning' or 'info'" in exc.message
+    locs = {e.split(":")[0] for e in exc.errors}
+    assert locs == {"[1].title", "[1].severity", "[1].colour"}
+    assert "[1].severity: Input should be 'critical', 'warning' or 'info'" in exc.message
 
 
 def test_the_threshold_is_dropped_from_a_generator_url_expression() -> None:

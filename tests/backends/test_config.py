@@ -75,7 +75,7 @@ def test_the_documented_tables_build_all_four_connectors_without_touching_the_ne
 def test_every_table_in_docs_backends_md_builds(tmp_path: Path) -> None:
     doc = (Path(__file__).resolve().parents[2] / "docs" / "backends.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```toml\n(.*?)```", doc, flags=re.S)
-    assert len(blocks) == 4
+    assert len(blocks) == 5
     for block in blocks:
         (tmp_path / "sharedctx.toml").write_text(block)
         (settings,) = load_config(tmp_path / "sharedctx.toml").backends

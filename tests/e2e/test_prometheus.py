@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -140,7 +141,8 @@ def process(name: str, cmd: list[str], logs: Path, **kw: Any) -> Iterator[subpro
         log.close()
 
 
-def test_an_alertmanager_alert_is_investigated_with_prometheus_data_and_resolved(tmp_path: Path) -> None:
+@pytest.mark.parametrize("auth", ["bearer", "basic"])
+def test_an_alertmanager_alert_is_investigated_with_prometheus_data_and_resolved(tmp_path: Path, auth: str) -> None:
     assert PROMETHEUS and ALERTMANAGER
     prom_port, am_port, serve_port = free_port(), free_port(), free_port()
     prom_url = f"http://127.0.0.1:{prom_port}"
@@ -149,9 +151,11 @@ def test_an_alertmanager_alert_is_investigated_with_prometheus_data_and_resolved
     config = tmp_path / "sharedctx.toml"
     partner_cmd = [sys.executable, "-m", "sharedctx.agents.partner", "--transport", "stdio",
                    "--config", str(config), "--prometheus-url", prom_url]  # fmt: skip
+    server_auth = ('intake_token = "env:SHAREDCTX_INTAKE_TOKEN"\n' if auth == "bearer" else
+                   'intake_basic_user = "alertmanager"\nintake_basic_password = "env:SHAREDCTX_INTAKE_TOKEN"\n')
     config.write_text(
         'store = ".sharedctx/sharedctx.db"\n'
-        f'[server]\nhost = "127.0.0.1"\nport = {serve_port}\n'
+        f'[server]\nhost = "127.0.0.1"\nport = {serve_port}\n{server_auth}'
         f'[[partners]]\nname = "telemetry"\ntransport = "stdio"\ntimeout = 20\ncommand = {json.dumps(partner_cmd)}\n'
         f'env = {{ PYTHONPATH = "{ROOT}" }}\n',
         encoding="utf-8",
@@ -165,11 +169,18 @@ def test_an_alertmanager_alert_is_investigated_with_prometheus_data_and_resolved
                             "description": "More than 5% of checkout requests fail."},
         }],
     }]}))  # fmt: skip
+    # the intake's credentials, as docs/intake.md tells Alertmanager to send them: from a file
+    token = "e2e-intake-" + os.urandom(8).hex()
+    (tmp_path / "intake-token").write_text(token + "\n", encoding="utf-8")
+    secret_file = str(tmp_path / "intake-token")
+    http_config = ({"authorization": {"type": "Bearer", "credentials_file": secret_file}} if auth == "bearer"
+                   else {"basic_auth": {"username": "alertmanager", "password_file": secret_file}})  # fmt: skip
     (tmp_path / "alertmanager.yml").write_text(json.dumps({
         "route": {"receiver": "sharedctx", "group_by": ["alertname"], "group_wait": "1s",
                   "group_interval": "1s", "repeat_interval": "1h"},
         "receivers": [{"name": "sharedctx", "webhook_configs": [
-            {"url": f"http://127.0.0.1:{serve_port}/alerts/alertmanager", "send_resolved": True}]}],
+            {"url": f"http://127.0.0.1:{serve_port}/alerts/alertmanager", "send_resolved": True, "max_alerts": 1000,
+             "http_config": http_config}]}],
     }))  # fmt: skip
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -186,7 +197,8 @@ def test_an_alertmanager_alert_is_investigated_with_prometheus_data_and_resolved
             "scrape_configs": [{"job_name": "checkout",
                                 "static_configs": [{"targets": [f"127.0.0.1:{exporter_port}"]}]}],
         }))  # fmt: skip
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "SHAREDCTX_CONFIG": str(config)}
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "SHAREDCTX_CONFIG": str(config),
+               "SHAREDCTX_INTAKE_TOKEN": token}  # fmt: skip
         stack.enter_context(process("serve", [sys.executable, "-m", "sharedctx.cli", "serve"], logs,
                                     cwd=tmp_path, env=env))  # fmt: skip
         stack.enter_context(process("alertmanager", [
@@ -200,6 +212,12 @@ def test_an_alertmanager_alert_is_investigated_with_prometheus_data_and_resolved
         wait_for("sharedctx serve", lambda: http_ok(f"http://127.0.0.1:{serve_port}/healthz"), 20, diagnose)
         wait_for("alertmanager", lambda: http_ok(f"http://127.0.0.1:{am_port}/-/ready"), 20, diagnose)
         wait_for("prometheus", lambda: http_ok(f"{prom_url}/-/ready"), 20, diagnose)
+
+        unauthenticated = urllib.request.Request(f"http://127.0.0.1:{serve_port}/alerts", data=b'{"title": "x"}',
+                                                 headers={"Content-Type": "application/json"})  # fmt: skip
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(unauthenticated, timeout=5)
+        assert refused.value.code == 401  # so the case below can only come from Alertmanager's token
 
         ctx = stack.enter_context(SharedContext.open(config, worker=False))
 

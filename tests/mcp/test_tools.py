@@ -154,15 +154,16 @@ async def test_decisions_are_requested_stored_and_answered_by_humans_only(ctx: S
         req = await call(s, "request_decision", case_id=case["id"], question="Roll back deploy 4411?",
                          options=["approve", "reject"], context="Error rate 12%; rollback takes 4 min")
         pending = await call(s, "get_decision", request_id=req["request_id"])
-        # an agent's `decision` does not answer a question put to humans
-        await call(s, "record_entry", case_id=case["id"], kind="decision", title="I approve", ref=req["request_id"],
-                    attrs={"choice": "approve"})
+        # an agent's `decision` does not answer a question put to humans: it is refused
+        denied = await s.call_tool("record_entry", {"case_id": case["id"], "kind": "decision", "title": "I approve",
+                                                    "ref": req["request_id"], "attrs": {"choice": "approve"}})
         still = await call(s, "get_decision", request_id=req["request_id"])
         ctx.case(case["id"]).record(EntryKind.DECISION, "Approved", "go ahead", author="human:alice",
                                     ref=req["request_id"], attrs={"choice": "approve"})
         done = await call(s, "get_decision", request_id=req["request_id"])
         summary = await call(s, "handoff_summary", case_id=case["id"])
     assert pending["status"] == "pending" and pending["options"] == ["approve", "reject"]
+    assert denied.isError and "403 Forbidden: only a person can decide" in denied.content[0].text  # type: ignore[union-attr]
     assert still["status"] == "pending"
     assert done["status"] == "decided" and done["approved"] is True and done["decided_by"] == "human:alice"
     assert done["comment"].startswith('<untrusted-content source="human:alice">')

@@ -23,10 +23,6 @@ AUTHORS = {"note": "timeline", "finding": "investigation", "action": "responders
            "resolution": "postmortem", "human": "reader"}
 
 
-class SourceError(ValueError):
-    """A line of source.txt that does not follow the format in its header."""
-
-
 def parse(text: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     cases: list[dict[str, Any]] = []
     queries: list[dict[str, Any]] = []
@@ -37,32 +33,32 @@ def parse(text: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         if line.startswith("== "):
             parts = [p.strip() for p in line[3:].split("|", 4)]
             if len(parts) != 5:
-                raise SourceError(f"line {no}: case header needs 5 fields: {line!r}")
+                raise ValueError(f"line {no}: case header needs 5 fields: {line!r}")
             cid, service, date, alert, title = parts
             cases.append({"id": cid, "title": title, "service": service, "alert": "" if alert == "-" else alert,
                           "opened_at": f"{date}T00:00:00Z", "entries": [], "outcome": "resolved"})
         elif line.startswith("?? "):
             parts = [p.strip() for p in line[3:].split("|", 3)]
             if len(parts) != 4:
-                raise SourceError(f"line {no}: query needs 4 fields: {line!r}")
+                raise ValueError(f"line {no}: query needs 4 fields: {line!r}")
             qid, style, rel, query = parts
             queries.append({"id": qid, "query": query, "relevant": [r.strip() for r in rel.split(",")],
                             "style": style})
         elif line[:2] in {f"{k}:" for k in KINDS}:
             if not cases:
-                raise SourceError(f"line {no}: entry before any case header")
+                raise ValueError(f"line {no}: entry before any case header")
             kind = KINDS[line[0]]
             cases[-1]["entries"].append({"kind": kind, "author": AUTHORS[kind], "text": line[2:].strip()})
         else:
-            raise SourceError(f"line {no}: cannot parse {line!r}")
+            raise ValueError(f"line {no}: cannot parse {line!r}")
     ids = [c["id"] for c in cases]
     if len(ids) != len(set(ids)):
-        raise SourceError("duplicate case ids")
+        raise ValueError("duplicate case ids")
     known = set(ids)
     for q in queries:
         missing = [r for r in q["relevant"] if r not in known]
         if missing:
-            raise SourceError(f"{q['id']}: relevant cases do not exist: {missing}")
+            raise ValueError(f"{q['id']}: relevant cases do not exist: {missing}")
     return cases, queries
 
 

@@ -31,6 +31,8 @@ from bench.heldout.synthetic.causes import BY_KEY, CAUSES, Cause
 SEED = 20261203
 N_CASES = 440
 OPEN_SHARE = 0.14
+OPEN_DIAGNOSED = 0.15  # share of open cases that already carry a diagnosis
+SPARSE_SHARE = 0.3  # share of resolved cases written up in three lines
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)  # the fixed "now" for time-phrase queries (README.md)
 START = datetime(2025, 10, 1, tzinfo=UTC)
 OUT = Path(__file__).resolve().parent
@@ -59,6 +61,51 @@ ABBREV = {"database": "db", "connections": "conns", "connection": "conn", "produ
           "instances": "insts", "kubernetes": "k8s", "approximately": "~", "about": "~", "temporarily": "tmp",
           "investigating": "looking", "restarted": "rst'd", "application": "app", "latency": "lat",
           "certificate": "cert", "replicas": "replicas", "environment": "env", "number": "#"}
+# Different people call the same thing differently. Each author gets a consistent idiolect: one wording per group,
+# used most of the time (people are not perfectly consistent). Applied before the author's style.
+LEXICON: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("database", ("database", "db", "datastore", "DB")), ("connections", ("connections", "conns", "sockets")),
+    ("errors", ("errors", "failures", "exceptions", "5xx")), ("latency", ("latency", "response time", "slowness")),
+    ("restarted", ("restarted", "bounced", "recycled")), ("deploy", ("deploy", "release", "rollout", "push")),
+    ("deployed", ("deployed", "released", "rolled out", "shipped")), ("rolled back", ("rolled back", "reverted")),
+    ("customers", ("customers", "users", "clients")), ("users", ("users", "customers", "people")),
+    ("disk", ("disk", "volume", "drive")), ("certificate", ("certificate", "cert", "TLS cert", "x509 cert")),
+    ("job", ("job", "task", "batch")), ("nodes", ("nodes", "hosts", "boxes", "VMs")),
+    ("pods", ("pods", "containers", "replicas")), ("alert", ("alert", "page", "alarm")),
+    ("twice", ("twice", "two times", "double")), ("stale", ("stale", "outdated", "old")),
+    ("slow", ("slow", "sluggish", "laggy", "degraded")), ("timeouts", ("timeouts", "timed-out calls", "hangs")),
+    ("outage", ("outage", "downtime", "incident")), ("config", ("config", "settings", "configuration")),
+    ("load balancer", ("load balancer", "LB", "ALB")), ("memory", ("memory", "RAM", "mem")),
+    ("queue", ("queue", "backlog")), ("requests", ("requests", "calls", "hits")),
+    ("missing", ("missing", "gone", "absent", "lost")), ("traffic", ("traffic", "load", "volume")),
+    ("server", ("server", "host", "box")), ("fixed", ("fixed", "sorted", "mitigated")),
+    ("stuck", ("stuck", "wedged", "hung")), ("spike", ("spike", "jump", "surge")),
+)
+_LEX_RE = [(re.compile(rf"\b{re.escape(word)}\b", re.IGNORECASE), word) for word, _ in LEXICON]
+
+
+def idiolect(author: str) -> dict[str, str]:
+    """The wording one author prefers for each group; seeded by the name, so it is stable across runs."""
+    rng = random.Random(f"{SEED}:{author}")
+    return {word: rng.choice(options) for word, options in LEXICON}
+
+
+def _reword(rng: random.Random, text: str, author: str) -> str:
+    words = idiolect(author)
+
+    def sub(word: str) -> Callable[[re.Match[str]], str]:
+        def repl(m: re.Match[str]) -> str:
+            if rng.random() > 0.8:
+                return m.group(0)
+            new = words[word]
+            return new[0].upper() + new[1:] if m.group(0)[0].isupper() else new
+        return repl
+
+    for pattern, word in _LEX_RE:
+        text = pattern.sub(sub(word), text)
+    return text
+
+
 ARTICLES = re.compile(r"\b(the|a|an)\s+", re.IGNORECASE)
 
 GENERIC_TITLES = ("{svc} incident", "prod issue - {svc}", "{alert} on {svc}", "P2: {svc} degraded",
@@ -75,6 +122,9 @@ NOISE = (
     ("human", "is this related to the maintenance window yesterday?"),
     ("note", "handing over to the next shift, notes above are current"),
 )
+VAGUE = ("{svc} is acting up again", "customers complaining about {svc}, can someone look",
+         "seeing weird behaviour on {svc} since this morning", "{svc} not healthy, paging owner",
+         "{tenant} says things are broken on their side", "something is off with {svc} in {region}")
 DECISIONS = ("Decided to mitigate now and do the root cause analysis tomorrow.",
              "Decision: no rollback, the last release is unrelated.",
              "We will not fail over the region; impact is contained.",
@@ -90,7 +140,12 @@ TIME_WINDOWS: tuple[tuple[str, datetime, datetime], ...] = (
     ("last year", datetime(2025, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC)),
     ("earlier this month", datetime(2026, 11, 1, tzinfo=UTC), NOW),
 )
-PLANTED_TIME_CAUSES = {"yesterday": "ebs_burst", "last week": "oauth_secret"}
+# Narrow windows need cases to find: these (phrase, cause) pairs get one case planted inside the window.
+PLANTED_TIME_CAUSES = (("yesterday", "ebs_burst"), ("yesterday", "fd_limit"), ("last week", "oauth_secret"),
+                       ("last week", "replica_lag"))
+N_SERVICE_QUERIES = 20
+N_KNOWN_ITEM_QUERIES = 20
+TIME_CAUSES_PER_WINDOW = 2
 
 
 @dataclass
@@ -158,8 +213,6 @@ def _agent(rng: random.Random, text: str, kind: str = "finding") -> str:
 def _nonnative(rng: random.Random, text: str) -> str:
     text = re.sub(r"\bthe\b ", "", text, count=2) if rng.random() < 0.6 else text
     greeting = rng.choice(("Hello, ", "Hi all, ", "Dear team, ", ""))
-    if greeting and text[:2].istitle():
-        text = text[0].lower() + text[1:]
     return greeting + text + rng.choice((" Please check.", " Thank you.", ""))
 
 
@@ -175,8 +228,9 @@ def _fill(template: str, values: dict[str, str]) -> str:
 
 def _write(rng: random.Random, kind: str, template: str, values: dict[str, str],
            author: tuple[str, str] | None = None) -> dict[str, str]:
-    name, style = author or rng.choice(AUTHORS)
-    filled = _fill(template, values)
+    people = [a for a in AUTHORS if a[1] != "agent"] if kind == "human" else AUTHORS  # agents write no "human" entries
+    name, style = author or rng.choice(people)
+    filled = _reword(rng, _fill(template, values), name)
     text = _agent(rng, filled, kind) if style == "agent" else STYLES[style](rng, filled)
     if style != "typo" and rng.random() < 0.05:
         text = _typos(rng, text, rate=0.08)  # anyone slips sometimes
@@ -205,30 +259,42 @@ def make_case(rng: random.Random, idx: int, cause: Cause, open_: bool, opened_at
     v = _values(rng, cause, service)
     v["alert"] = alert or "alert"
     title = _fill(rng.choice(cause.titles) if rng.random() < 0.7 or not alert else rng.choice(GENERIC_TITLES), v)
+    title = _reword(rng, title, rng.choice(AUTHORS)[0])
+    sparse = not open_ and rng.random() < SPARSE_SHARE  # some incidents get two lines and a resolution, nothing more
     entries: list[dict[str, str]] = []
     if alert:
         entries.append({"kind": "note", "author": "system:alertmanager",
                         "text": f"[FIRING] {alert} service={service} instance={v['host']} region={v['region']}"})
-    for s in rng.sample(cause.symptoms, k=rng.choice((1, 1, 2))):
+    if open_:  # an open case is young: how someone first reported it, maybe one observation, a hunch
+        if rng.random() < 0.5:
+            entries.append(_write(rng, "human", rng.choice(VAGUE), v))
+        entries.append(_write(rng, "human", rng.choice(cause.reports), v))
+        symptoms = rng.sample(cause.symptoms, k=1) if rng.random() < 0.4 else []
+    else:
+        if rng.random() < 0.5:
+            entries.append(_write(rng, "human", rng.choice(cause.reports), v))
+        symptoms = rng.sample(cause.symptoms, k=1 if sparse else rng.choice((1, 1, 2)))
+    for s in symptoms:
         entries.append(_write(rng, rng.choice(("finding", "note", "human")), s, v))
-    if rng.random() < 0.35:
+    if not sparse and rng.random() < 0.35:
         entries.append(_write(rng, "human", "{tenant} reports the problem too, their team is blocked", v,
                               author=(rng.choice(SUPPORT), "plain")))
-    for kind, text in rng.sample(NOISE, k=rng.choice((0, 1, 1, 2))):
+    for kind, text in rng.sample(NOISE, k=0 if sparse else rng.choice((0, 1, 1, 2))):
         entries.append(_write(rng, kind, text, v))
-    if cause.confusers and rng.random() < 0.45:  # a look-alike cause considered and ruled out
+    if cause.confusers and not sparse and rng.random() < 0.45:  # a look-alike cause considered and ruled out
         other = BY_KEY[rng.choice(cause.confusers)]
         if rng.random() < 0.5:
             entries.append(_write(rng, "note", "maybe " + rng.choice(other.hunches), v))
         entries.append(_write(rng, "finding", other.rule_out, v))
     if open_:
         entries.append(_write(rng, "note", rng.choice(cause.hunches), v))
-        if rng.random() < 0.35:
+        if rng.random() < OPEN_DIAGNOSED:
             entries.append(_write(rng, "finding", rng.choice(cause.findings), v))
     else:
-        for f in rng.sample(cause.findings, k=rng.choice((1, 1, 2))):
+        for f in rng.sample(cause.findings, k=1 if sparse else rng.choice((1, 1, 2))):
             entries.append(_write(rng, "finding", f, v))
-        entries.append(_write(rng, "action", rng.choice(cause.actions), v))
+        if not sparse:
+            entries.append(_write(rng, "action", rng.choice(cause.actions), v))
         if rng.random() < 0.3:
             entries.append(_write(rng, "decision", rng.choice(DECISIONS), v))
         entries.append(_write(rng, "resolution", rng.choice(cause.resolutions), v))
@@ -244,7 +310,7 @@ def make_cases(rng: random.Random) -> list[Case]:
     for cause in plan:
         cases.append(make_case(rng, len(cases) + 1, cause, rng.random() < OPEN_SHARE))
     windows = {p: (s, e) for p, s, e in TIME_WINDOWS}
-    for phrase, key in PLANTED_TIME_CAUSES.items():  # narrow windows need at least one case to find
+    for phrase, key in PLANTED_TIME_CAUSES:
         start, end = windows[phrase]
         at = start + timedelta(minutes=rng.randint(0, int((end - start).total_seconds() / 60) - 1))
         cases.append(make_case(rng, len(cases) + 1, BY_KEY[key], False, opened_at=at))
@@ -258,34 +324,45 @@ def _service_words(rng: random.Random, service: str) -> str:
     return rng.choice((head, service.replace("-", " "), service))
 
 
+def _mention(rng: random.Random, cause: Cause) -> str:
+    """The cause as someone would name it in passing: its short name or one of its hand-written queries."""
+    own = [q[1] for q in cause.queries if q[0] in ("symptom", "paraphrase") and len(q) == 2]
+    return rng.choice((cause.phrase, *own))
+
+
 def make_queries(rng: random.Random, cases: list[Case]) -> list[dict[str, Any]]:
     by_cause: dict[str, list[Case]] = {}
     for c in cases:
         by_cause.setdefault(c.cause, []).append(c)
     queries: list[tuple[str, str, list[str]]] = []
     for cause in CAUSES:  # hand-written, cause level
-        ids = [c.id for c in by_cause[cause.key]]
-        for style, text in cause.queries:
-            queries.append((style, text, ids))
+        for style, text, *also in cause.queries:
+            queries.append((style, text, [c.id for key in (cause.key, *also) for c in by_cause[key]]))
     # service-scoped: the cause in someone's words plus the service as people say it
-    for cause in rng.sample(CAUSES, k=10):
+    for cause in rng.sample(CAUSES, k=N_SERVICE_QUERIES):
         svc = rng.choice(sorted({c.service for c in by_cause[cause.key]}))
-        ids = [c.id for c in by_cause[cause.key] if c.service == svc]
-        queries.append(("service", f"{cause.phrase} on {_service_words(rng, svc)}", ids))
+        said = _service_words(rng, svc)
+        # "search" names every search-* service, so all of them count; "search api" names one
+        ids = [c.id for c in by_cause[cause.key] if c.service == svc or c.service.split("-")[0] == said]
+        text = rng.choice(("{p} on {s}", "{s}: {p}", "{s} {p} again?"))
+        queries.append(("service", text.format(p=_mention(rng, cause), s=said), ids))
     # time phrases relative to NOW: the cause must have cases both inside and outside the window
     for phrase, start, end in TIME_WINDOWS:
-        key = PLANTED_TIME_CAUSES.get(phrase)
-        options = [BY_KEY[key]] if key else [
+        planted = [BY_KEY[k] for p, k in PLANTED_TIME_CAUSES if p == phrase]
+        options = planted or rng.sample([
             c for c in CAUSES
             if any(start <= x.opened_at < end for x in by_cause[c.key])
-            and any(not start <= x.opened_at < end for x in by_cause[c.key])]
-        cause = rng.choice(options)
-        ids = [c.id for c in by_cause[cause.key] if start <= c.opened_at < end]
-        text = rng.choice(("{p} {t}", "the {p} incident {t}", "{t} we had {p}, what fixed it"))
-        queries.append(("time", text.format(p=cause.phrase, t=phrase), ids))
+            and any(not start <= x.opened_at < end for x in by_cause[c.key])], k=TIME_CAUSES_PER_WINDOW)
+        for cause in options:
+            ids = [c.id for c in by_cause[cause.key] if start <= c.opened_at < end]
+            text = rng.choice(("{p} {t}", "the {p} incident {t}", "{t} we had {p}, what fixed it"))
+            queries.append(("time", text.format(p=_mention(rng, cause), t=phrase), ids))
     # known items: a detail only some cases carry (customer, host) plus the cause in other words
     resolved = [c for c in cases if c.outcome == "resolved"]
-    for case in rng.sample(resolved, k=12):
+    known = 0
+    for case in rng.sample(resolved, k=len(resolved)):
+        if known == N_KNOWN_ITEM_QUERIES:
+            break
         cause = BY_KEY[case.cause]
         if case.tenant in case.text():
             detail = case.tenant
@@ -296,7 +373,8 @@ def make_queries(rng: random.Random, cases: list[Case]) -> list[dict[str, Any]]:
         else:
             continue
         ids = [c.id for c in by_cause[cause.key] if detail in c.text()]
-        queries.append(("known-item", text.format(p=cause.phrase, d=detail), ids))
+        queries.append(("known-item", text.format(p=_mention(rng, cause), d=detail), ids))
+        known += 1
     out = []
     for i, (style, text, ids) in enumerate(queries, start=1):
         if ids:
