@@ -1,10 +1,13 @@
-"""History-search benchmark: quality (recall@5, MRR) of our ranking vs plain BM25 vs an embedding
-baseline, and query latency p50/p99 at 10k / 100k / 1M entries on SQLite and PostgreSQL.
+"""History-search benchmark: quality (recall@5, hit@5, MRR) of our ranking vs plain BM25 vs an embedding
+baseline, and query latency p50/p99 at 10k / 100k / 1M entries on SQLite and PostgreSQL; then the same
+methods on the held-out sets (bench/heldout/, see bench/search_quality.py) in one table beside the tuning
+set. The tuning set (bench/history.py + bench/eval_queries.json) is the only data ranking was tuned on.
 
     python -m bench.search                       # full run (10k, 100k, 1M; SQLite and PostgreSQL)
     python -m bench.search --quick               # skip 1M
     python -m bench.search --sizes 10000,100000 --no-pg
     python -m bench.search --write-queries       # regenerate bench/eval_queries.json from the generator
+    python -m bench.search --no-heldout          # tuning set only
 
 Datasets are generated once (bench/history.py, seed 7) and reused: SQLite files under
 /tmp/sharedctx-bench/, PostgreSQL databases named sharedctx_bench_<n>_s<seed> (`--drop-pg` removes them).
@@ -199,17 +202,19 @@ class Embeddings:
 def quality(
     ranked: list[list[str]], queries: list[dict[str, Any]], truth: dict[str, tuple[str, str]]
 ) -> dict[str, Any]:
-    recalls, rrs, misses = [], [], []
+    recalls, rrs, misses, hits = [], [], [], []
     for got, q in zip(ranked, queries, strict=True):
         rel = relevant_keys(q, truth)
         if not rel:
             continue
         recalls.append(len(rel & set(got[:5])) / min(5, len(rel)))
+        hits.append(1.0 if rel & set(got[:5]) else 0.0)
         rank = next((i + 1 for i, k in enumerate(got[:20]) if k in rel), None)
         rrs.append(1 / rank if rank else 0.0)
         if not rank or rank > 5:
             misses.append(q["id"])
-    return {"recall@5": statistics.mean(recalls), "mrr": statistics.mean(rrs), "misses": misses, "n": len(recalls)}
+    return {"recall@5": statistics.mean(recalls), "mrr": statistics.mean(rrs), "hit@5": statistics.mean(hits),
+            "misses": misses, "n": len(recalls)}
 
 
 def latency(fn: Any, texts: list[str], passes: int = 3) -> dict[str, float]:
@@ -237,6 +242,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--write-queries", action="store_true")
     ap.add_argument("--drop-pg", action="store_true", help="drop the benchmark's PostgreSQL databases and exit")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--no-heldout", action="store_true", help="skip the held-out sets (bench/heldout/)")
     a = ap.parse_args(argv)
     if a.write_queries:
         qs = make_queries()
@@ -292,9 +298,44 @@ def main(argv: list[str] | None = None) -> None:
             store.close()
             rows.append(row)
             print(json.dumps(row), file=sys.stderr)
+    held: list[dict[str, Any]] = []
+    if not a.no_heldout:
+        from bench import search_quality as hq
+
+        for name in hq.sets():
+            print(f"[held-out {name}]", file=sys.stderr)
+            held.append(hq.evaluate(name, embed=not a.no_embed))
+            if not a.no_pg:
+                url = hq.pg_scratch(name, PG_ADMIN)
+                if url:
+                    held.append(hq.evaluate(name, url=url, embed=False))
+            print(json.dumps(held[-1]), file=sys.stderr)
     print_table(rows, time.perf_counter() - t_all)
+    print_side_by_side(rows, held)
     if a.json:
-        a.json.write_text(json.dumps(rows, indent=1))
+        a.json.write_text(json.dumps({"tuning": rows, "heldout": held}, indent=1))
+
+
+def print_side_by_side(rows: list[dict[str, Any]], held: list[dict[str, Any]]) -> None:
+    """Tuning set and held-out sets in one table: hit@5 / MRR of ours, plain BM25 and embeddings."""
+    print("\n## Tuning set vs held-out sets (hit@5 / MRR; never tuned on the held-out sets)\n")
+    print("| set | store | queries | ours | plain BM25 | embedding | similar_cases P@5 |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+
+    def pair(m: dict[str, Any] | None) -> str:
+        return f"{m['hit@5']:.2f} / {m['mrr']:.2f}" if m else "–"
+
+    for r in rows:
+        if r["entries"] == EVAL_SIZE:
+            print(f"| tuning (bench/history.py, {r['entries']:,} entries) | {r['dialect']} | {r['ours']['n']} | "
+                  f"{pair(r['ours'])} | {pair(r['bm25'])} | {pair(r.get('embedding'))} | – |")
+    for h in held:
+        sim = h.get("similar")
+        p5 = f"{sim['p@5']:.2f}" if sim else "–"
+        print(f"| held-out {h['set']} ({h['cases']} cases) | {h['dialect']} | {h['queries']} | {pair(h['ours'])} | "
+              f"{pair(h['bm25'])} | {pair(h.get('embedding'))} | {p5} |")
+    for h in held:
+        print(f"  held-out {h['set']} {h['dialect']}: ours misses {h['ours']['misses']}; by style {h['ours_by_style']}")
 
 
 def print_table(rows: list[dict[str, Any]], seconds: float) -> None:

@@ -7,6 +7,7 @@ Exit codes: 0 ok · 1 unexpected error · 2 usage error · 3 not found · 4 inva
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import time
@@ -20,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .config import CONFIG_NAME
+from .config import CONFIG_ENV, CONFIG_NAME
 from .context import SharedContext
 from .errors import (
     BackendError,
@@ -170,6 +171,27 @@ path = ".sharedctx/cases"
 # closed_status_id = 5                   # set on resolve (checked by `sharedctx backends check`)
 # private_notes = false
 # deciders = ["alice", "42"]             # Redmine logins or user ids whose /approve decides
+
+# A thread per case in a Matrix (Element) room; people answer with /approve or a 👍 reaction.
+# The bot must have joined the room; people with power level >= 50 (Moderator) may decide.
+# [[backends]]
+# type = "matrix"
+# homeserver = "https://matrix.acme.org"
+# room_id = "!incidents:acme.org"
+# token = "env:MATRIX_BOT_TOKEN"
+# decide_power_level = 50
+
+# A thread per case in a Slack channel (use the channel ID); people answer with /approve or a 👍 reaction.
+# Bot scopes: chat:write, channels:history (groups:history if private), reactions:read, users:read.
+# Invite the bot to the channel. Events API (message.channels, reaction_added) -> POST /webhooks/slack
+# on `sharedctx serve`, with [humans.webhooks.slack] secret = "env:SLACK_SIGNING_SECRET".
+# [[backends]]
+# type = "slack"
+# channel = "C0123456789"
+# token = "env:SLACK_BOT_TOKEN"
+# deciders = ["U0123ABCD"]      # user IDs or user group IDs (S...) who may decide
+# interactivity = false         # true: decision requests carry Approve/Reject buttons
+# broadcast_resolution = false  # true: the resolution reply is also sent to the channel
 """
 
 
@@ -555,6 +577,10 @@ def worker(
         from .humans import Poller, human_settings
 
         poller = Poller(ctx).start() if human_settings(ctx.config).poll else None  # human answers, read back
+        if poller is not None:
+            for b in ctx.backends.values():
+                if hasattr(b, "wait_for_activity"):  # chat (Matrix): a person's answer wakes the poller at once
+                    _wake_on_activity(b, poller)
         err.print(f"delivering to {', '.join(ctx.backend_names)}; Ctrl-C to stop")
         try:
             while True:
@@ -563,6 +589,25 @@ def worker(
             err.print("stopping")
             if poller is not None:
                 poller.stop()
+
+
+def _wake_on_activity(backend: Any, poller: Any) -> None:
+    """A daemon thread: long-poll the backend for people's activity and read every live case back when there
+    is some. A failure waits and tries again; the poller's own interval still runs underneath."""
+    import threading
+
+    from .errors import BackendError
+
+    def loop() -> None:
+        while True:
+            try:
+                if backend.wait_for_activity():
+                    poller.poll_once()
+            except BackendError as exc:
+                err.print(f"{backend.name}: waiting for activity failed ({exc}); the poller's interval still runs")
+                time.sleep(10)
+
+    threading.Thread(target=loop, name=f"sharedctx-{backend.name}-sync", daemon=True).start()
 
 
 # -- demo / serve (the agents and the alert intake: sharedctx/agents, sharedctx/server.py) -------------
@@ -581,6 +626,13 @@ def demo(
     if transport not in ("stdio", "http", "a2a"):
         raise typer.BadParameter("use stdio, http or a2a", param_hint="--transport")
     config_path = _state["config"] or (Path(CONFIG_NAME) if Path(CONFIG_NAME).exists() else None)
+    if config_path is None and not os.environ.get(CONFIG_ENV):
+        from .agents.demo import matrix_demo_config
+
+        config_path = matrix_demo_config(Path.cwd())  # MATRIX_* set: post to that room too
+        if config_path is not None:
+            _state["config"] = config_path
+            out.print(f"[dim]MATRIX_* is set: posting to room {os.environ['MATRIX_ROOM_ID']} ({config_path})[/]")
     with context(worker=True) as ctx:
         result = asyncio.run(run_demo(ctx, transport=transport, config_path=config_path, console=out))  # type: ignore[arg-type]
     if not result.ok:

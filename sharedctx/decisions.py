@@ -55,7 +55,7 @@ APPROVE_WORDS = frozenset({"approve", "approved", "yes"})
 DECIDING: dict[str, Outcome] = {"approve": "approved", "reject": "rejected", "override": "overridden"}
 INSTRUCTIONS = (
     "Reply `/approve`, `/reject <reason>`, `/override <what to do instead>`, or react 👍 / 👎 "
-    "(GitHub). Only people allowed to decide for this case decide; anything else is recorded as a note."
+    "(GitHub, Matrix, Slack). Only people allowed to decide for this case decide; anything else is recorded as a note."
 )
 
 

@@ -215,3 +215,7 @@ def format_validation_error(exc: Any, heading: str, *, prefix: str = "", unknown
     if more:
         lines.append(f"… and {more} more")
     return heading + joiner + joiner.join(lines) if heading else joiner.join(lines).strip()
+
+
+class MessageTooLong(Rejected):
+    """The service refused a message as too long (Slack `msg_too_long`); the connector renders smaller parts."""

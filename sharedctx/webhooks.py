@@ -16,6 +16,8 @@ and records nothing:
   secret is rotated); the signed body's `event.occurred_at` must be within `max_age`; `event.id` dedupes.
 - Jira Cloud admin webhooks with a secret: `X-Hub-Signature: sha256=<hex>` (WebSub style); the signed
   body's `timestamp` (ms) must be within `max_age`; `X-Atlassian-Webhook-Identifier` dedupes retries.
+- Slack (Events API and interactivity): `X-Slack-Signature: v0=<hex HMAC-SHA256(secret,
+  "v0:{X-Slack-Request-Timestamp}:{raw body}")>`, timestamp within `max_age`; `event_id` dedupes retries.
 - ServiceNow has no native signed webhooks; ours (a business rule + outbound REST message, see
   docs/humans.md) sends `X-Sharedctx-Timestamp: <epoch seconds>`, `X-Sharedctx-Delivery: <unique id>`
   and `X-Sharedctx-Signature: sha256=<hex or base64 HMAC-SHA256(secret, "<timestamp>.<raw body>")>`.
@@ -74,6 +76,7 @@ class Parsed:
     event: str
     items: list[tuple[str, HumanItem]] = field(default_factory=list)
     ignored: bool = False
+    reply: dict[str, Any] | None = None  # answered as is, recording nothing (Slack's url_verification challenge)
 
 
 def _hmac_hex(secret: str, data: bytes) -> str:
@@ -272,8 +275,17 @@ def _adf_text(node: Any) -> str:
     return str(node or "")
 
 
+def slack(name: str, body: bytes, headers: dict[str, str], secret: str, settings: WebhookSettings) -> Parsed:
+    """Slack Events API + interactivity (v0 signatures): see backends/slack/events.py."""
+    from .backends.slack.events import read
+
+    parsed: Parsed = read(name, body, headers, secret, settings)
+    return parsed
+
+
 Reader = Callable[[str, bytes, dict[str, str], str, WebhookSettings], Parsed]
-READERS: dict[str, Reader] = {"github": github, "pagerduty": pagerduty, "jira": jira, "servicenow": servicenow}
+READERS: dict[str, Reader] = {"github": github, "pagerduty": pagerduty, "jira": jira, "servicenow": servicenow,
+                              "slack": slack}
 
 
 # ---- the app -------------------------------------------------------------------------------------------
@@ -304,6 +316,8 @@ class WebhookReceiver:
         except Refused as exc:
             log.warning("webhook %s refused (%s): %s", name, exc.status, exc)
             return exc.status, {"error": str(exc)}
+        if parsed.reply is not None:
+            return 200, parsed.reply
         if parsed.ignored:
             if (name, parsed.event) not in self._ignored:
                 self._ignored.add((name, parsed.event))
@@ -323,7 +337,14 @@ class WebhookReceiver:
 
     def _take(self, name: str, parsed: Parsed) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
+        complete = getattr(self.ctx.backends.get(name), "complete_item", None)
         for thread_id, item in parsed.items:
+            if complete is not None:  # the backend fills in what the event lacks (Slack: a reaction's thread)
+                got = complete(thread_id, item)
+                if got is None:
+                    out.append({"thread": thread_id, "case": None, "meaning": "not about one of our threads"})
+                    continue
+                thread_id, item = got
             case_id = self.humans.case_for(name, thread_id)
             if case_id is None:
                 out.append({"thread": thread_id, "case": None, "meaning": "no case is bound to this thread"})

@@ -39,7 +39,7 @@ from ..model import CaseStatus, Entry, format_ts, utcnow
 from ..server import Dispatcher, build_app
 from .primary import PrimaryAgent
 
-__all__ = ["DemoResult", "demo_payload", "run_demo"]
+__all__ = ["DemoResult", "demo_payload", "matrix_demo_config", "run_demo"]
 
 DEMO_FINGERPRINT = "5ac0ffee00c0ffee"
 STEP_LABELS = {
@@ -199,6 +199,9 @@ async def run_demo(
         except ValueError:
             shown = md
         out.print(f"\nThe human-readable record: [bold]{shown}[/]")
+    for name, bound in ctx.store.get_case(case_id).bindings.items():
+        if getattr(ctx.backends.get(name), "type", "") == "matrix" and bound.get("url"):
+            out.print(f"Watch it in Element: [bold]{bound['url']}[/]")
     chain = case.verify()
     out.print(f"Hash chain: {'intact' if chain.ok else 'BROKEN'} ({chain.entries} entries) · "
               f"{result.seconds:.1f}s · transport {transport}")  # fmt: skip
@@ -211,3 +214,29 @@ def _child_env() -> dict[str, str]:
     """What the stdio partner inherits beyond the MCP SDK's safe default set: where to find the journal."""
     keep = ("SHAREDCTX_CONFIG", "PYTHONPATH", "SHAREDCTX_SQLITE_SYNC", "VIRTUAL_ENV")
     return {k: os.environ[k] for k in keep if k in os.environ}
+
+
+MATRIX_ENV = ("MATRIX_URL", "MATRIX_BOT_TOKEN", "MATRIX_ROOM_ID")
+
+
+def matrix_demo_config(cwd: Path, env: dict[str, str] | None = None) -> Path | None:
+    """With `MATRIX_URL`, `MATRIX_BOT_TOKEN` and `MATRIX_ROOM_ID` set (and no config file in use), write
+    `.sharedctx/demo-matrix.toml`: the default journal and cases folder plus a `matrix` backend, so a person
+    can watch the case unfold in Element. A file, not an in-memory tweak, because the partner is another
+    process recording into the same journal and must deliver to the same backends. None without the env."""
+    env = dict(os.environ if env is None else env)
+    if not all(env.get(k) for k in MATRIX_ENV):
+        return None
+    import json
+
+    folder = cwd / ".sharedctx"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "demo-matrix.toml"
+    path.write_text(
+        "# written by `sharedctx demo` because MATRIX_URL, MATRIX_BOT_TOKEN and MATRIX_ROOM_ID are set\n"
+        f"store = {json.dumps(str(folder / 'sharedctx.db'))}\n\n"
+        f"[[backends]]\ntype = \"local\"\npath = {json.dumps(str(folder / 'cases'))}\n\n"
+        f"[[backends]]\ntype = \"matrix\"\nhomeserver = {json.dumps(env['MATRIX_URL'])}\n"
+        f"room_id = {json.dumps(env['MATRIX_ROOM_ID'])}\ntoken = \"env:MATRIX_BOT_TOKEN\"\n",
+        encoding="utf-8")
+    return path

@@ -23,7 +23,9 @@ BACKEND_TYPES: dict[str, str] = {
     "pagerduty": "sharedctx.backends.pagerduty:PagerDutyBackend",
     "servicenow": "sharedctx.backends.servicenow:ServiceNowBackend",
     "jira": "sharedctx.backends.jira:JiraBackend",
+    "matrix": "sharedctx.backends.matrix:MatrixBackend",
     "redmine": "sharedctx.backends.redmine:RedmineBackend",
+    "slack": "sharedctx.backends.slack:SlackBackend",
 }
 
 __all__ = ["BACKEND_TYPES", "Backend", "Hit", "HumanItem", "ReadBack", "ThreadRef", "backend_class", "make_backend"]

@@ -64,6 +64,8 @@ def error_text(resp: httpx.Response) -> str:
             parts += [str(err.get("message") or ""), str(err.get("detail") or "")]
             parts += [str(e) for e in err.get("errors") or []]
         elif isinstance(err, str):
+            if data.get("errcode"):  # Matrix {"errcode": "M_FORBIDDEN", "error": "..."}
+                parts.append(str(data["errcode"]))
             parts.append(err)
         if data.get("message"):  # GitHub basic-error / validation-error
             parts.append(str(data["message"]))

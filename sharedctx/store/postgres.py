@@ -27,6 +27,7 @@ from .sql import (
     filter_clauses,
     row_to_candidate,
     row_to_entry,
+    title_query,
 )
 
 _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
@@ -192,6 +193,35 @@ class PostgresStore(SQLStore):
                     [*params, cap])
         return int(r[0][0])
 
+    def search_case_titles(self, query: CandidateQuery, limit: int = 50, cap: int = 2000) -> list[Candidate] | None:
+        """Cases whose title matches `query.match` (ts_rank), each as its first entry; None when more than
+        `cap` titles match."""
+        expr, params = ts_expr(query.match)
+        if not expr:
+            return []
+        tsv = "to_tsvector('english', c.title)"
+        n = self._q(f"SELECT count(*) FROM (SELECT 1 FROM cases c WHERE {tsv} @@ ({expr}) LIMIT ?) x",
+                    [*params, cap + 1])
+        if int(n[0][0]) > cap:
+            return None
+        cols = ", ".join(f"e.{c.strip()}" for c in ENTRY_COLS.split(",")) + ", e.rowid, " + CANDIDATE_CASE_COLS
+        where, values = candidate_conditions("postgres", title_query(query))
+        rows = self._q(f"SELECT {cols}, ts_rank({tsv}, qq.q) AS s FROM (SELECT ({expr}) AS q) qq, cases c "
+                       f"JOIN entries e ON e.case_id = c.id AND e.seq = 1 WHERE {tsv} @@ qq.q"
+                       + "".join(" AND " + w for w in where) + " ORDER BY s DESC LIMIT ?", [*params, *values, limit])
+        return [row_to_candidate(r) for r in rows]
+
+    def index_terms(self, near: str, limit: int = 400) -> list[tuple[str, int]]:
+        """Index terms (english stems) sharing `near`'s first two letters, with how many entries hold each,
+        from the most recent VOCAB_SAMPLE entries (`ts_stat` over the whole journal would read every row)."""
+        head = near[:2].lower()
+        if len(head) < 2 or not head.isalnum():
+            return []
+        rows = self._q(
+            f"SELECT word, ndoc FROM ts_stat('SELECT tsv FROM entries ORDER BY rowid DESC LIMIT {VOCAB_SAMPLE}') "
+            "WHERE word LIKE ? ORDER BY ndoc DESC LIMIT ?", (head + "%", limit))
+        return [(str(t), int(d)) for t, d in rows]
+
     def search_candidates(self, query: CandidateQuery, limit: int = 200) -> list[Candidate]:
         """The best `limit` entries by `ts_rank` that pass the filters; newest first without text."""
         cols = ", ".join(f"e.{c.strip()}" for c in ENTRY_COLS.split(",")) + ", e.rowid, " + CANDIDATE_CASE_COLS
@@ -211,8 +241,12 @@ class PostgresStore(SQLStore):
         """The tsvector is a generated column; rebuilding means reindexing the GIN index."""
         with self._pool.connection() as conn:
             conn.execute("REINDEX INDEX entries_tsv")
+            conn.execute("REINDEX INDEX cases_title_tsv")
             row = conn.execute("SELECT count(*) FROM entries").fetchone()
         return int(row[0]) if row else 0
+
+
+VOCAB_SAMPLE = 50_000  # entries whose words typo correction considers on PostgreSQL
 
 
 def _redact_url(url: str) -> str:

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from ..errors import CaseNotFound, EntryNotFound, InvalidEntry, validation_problems
 from ..model import (
     GENESIS_HASH,
+    Author,
     BackendState,
     CaseDraft,
     CaseRecord,
@@ -27,6 +28,8 @@ from ..model import (
     Delivery,
     Entry,
     EntryDraft,
+    EntryKind,
+    Evidence,
     _evidence_payload,
     format_ts,
     new_id,
@@ -81,6 +84,18 @@ def row_to_entry(r: Sequence[Any]) -> Entry:
             "prev_hash": r[13],
             "hash": r[14],
         }
+    )
+
+
+def stored_entry(r: Sequence[Any]) -> Entry:
+    """An Entry from a row of ENTRY_COLS without re-validation: history search reads hundreds of stored
+    entries per query, and what the store holds was validated when it was recorded (and is hash-checked
+    by `verify`, not here)."""
+    return Entry.model_construct(
+        id=r[0], case_id=r[1], seq=r[2], ts=parse_ts(r[3]), author=Author.model_construct(kind=r[4], name=r[5]),
+        kind=EntryKind(r[6]), title=r[7], body=r[8],
+        evidence=tuple(Evidence.model_construct(**x) for x in (_json(r[9]) or ())),
+        ref=r[10], trace_id=r[11], attrs=_json(r[12]) or {}, prev_hash=r[13], hash=r[14],
     )
 
 
@@ -146,6 +161,9 @@ def filter_clauses(f: SearchFilters) -> tuple[list[str], list[Any]]:
     if f.kinds:
         where.append(f"e.kind IN ({','.join('?' * len(f.kinds))})")
         params.extend(f.kinds)
+    if f.services:
+        where.append(f"c.service IN ({','.join('?' * len(f.services))})")
+        params.extend(f.services)
     return where, params
 
 
@@ -197,13 +215,19 @@ def candidate_conditions(dialect: str, q: CandidateQuery) -> tuple[list[str], li
     return where, params
 
 
+def title_query(q: CandidateQuery) -> CandidateQuery:
+    """`q` with only its case-level conditions: a case found by its title is represented by its first entry."""
+    f = q.filters.model_copy(update={"kinds": None, "author": None, "author_kind": None})
+    return q.model_copy(update={"entry_is": [], "min_rowid": None, "filters": f})
+
+
 CANDIDATE_CASE_COLS = "c.service, c.title, c.status, c.fingerprint, c.labels, c.created_at, c.resolved_at"
 
 
 def row_to_candidate(r: Sequence[Any]) -> Candidate:
     """A row of ENTRY_COLS, rowid, CANDIDATE_CASE_COLS, score."""
-    return Candidate(
-        entry=row_to_entry(r[:15]),
+    return Candidate.model_construct(
+        entry=stored_entry(r[:15]),
         rowid=r[15],
         service=r[16],
         case_title=r[17],
@@ -424,13 +448,29 @@ class SQLStore:
             if kinds:
                 sql += f" AND kind IN ({','.join('?' * len(kinds))})"
                 params.extend(kinds)
-            out.extend(row_to_entry(r) for r in self._q(sql + " ORDER BY case_id, seq", params))
+            out.extend(stored_entry(r) for r in self._q(sql + " ORDER BY case_id, seq", params))
         return out
 
     def entry_rowid_range(self) -> tuple[int, int]:
         """The smallest and largest storage position of an entry (0, 0 when empty)."""
         r = self._q("SELECT (SELECT min(rowid) FROM entries), (SELECT max(rowid) FROM entries)")
         return (int(r[0][0] or 0), int(r[0][1] or 0)) if r else (0, 0)
+
+    def case_texts(self, case_ids: Sequence[str]) -> list[tuple[Any, ...]]:
+        """(case_id, id, kind, author_kind, author_name, title, body, ref, attrs) of every entry of these
+        cases, in case then sequence order: what history search ranks a case on, without Entry objects."""
+        out: list[tuple[Any, ...]] = []
+        ids = list(dict.fromkeys(case_ids))
+        for i in range(0, len(ids), 200):
+            chunk = ids[i : i + 200]
+            out.extend(tuple(r) for r in self._q(
+                "SELECT case_id, id, kind, author_kind, author_name, title, body, ref, attrs FROM entries "
+                f"WHERE case_id IN ({','.join('?' * len(chunk))}) ORDER BY case_id, seq", chunk))
+        return out
+
+    def services(self) -> list[str]:
+        """Every service name a case was opened with (for `service:` prefixes and aliases)."""
+        return [r[0] for r in self._q("SELECT DISTINCT service FROM cases WHERE service <> ''")]
 
     # -- truncation evidence ----------------------------------------------------------------------
     def write_checkpoint(self) -> Checkpoint | None:

@@ -33,6 +33,7 @@ from .sql import (
     filter_clauses,
     row_to_candidate,
     row_to_entry,
+    title_query,
 )
 
 
@@ -275,6 +276,7 @@ class SQLiteStore(SQLStore):
         """Rebuild the full-text index from the journal (for an index that was lost or corrupted)."""
         with self._tx() as c:
             c.execute("INSERT INTO entries_fts(entries_fts) VALUES ('rebuild')")
+            c.execute("INSERT INTO cases_fts(cases_fts) VALUES ('rebuild')")
             return int(c.execute("SELECT count(*) FROM entries").fetchone()[0])
 
 
@@ -290,6 +292,39 @@ class SQLiteStore(SQLStore):
         except sqlite3.OperationalError as exc:
             raise StoreError(f"search failed: {exc}") from exc
         return int(r[0][0])
+
+    def search_case_titles(self, query: CandidateQuery, limit: int = 50, cap: int = 2000) -> list[Candidate] | None:
+        """Cases whose title matches `query.match` (BM25), each as its first entry; None when more than `cap`
+        titles match (ranking them all would cost more than the search's budget)."""
+        expr = fts_expr(query.match)
+        if not expr:
+            return []
+        try:
+            n = self._q("SELECT count(*) FROM (SELECT 1 FROM cases_fts WHERE cases_fts MATCH ? LIMIT ?)",
+                        (expr, cap + 1))
+            if int(n[0][0]) > cap:
+                return None
+            cols = ", ".join(f"e.{c.strip()}" for c in ENTRY_COLS.split(",")) + ", e.rowid, " + CANDIDATE_CASE_COLS
+            where, params = candidate_conditions("sqlite", title_query(query))
+            rows = self._q(f"SELECT {cols}, -bm25(cases_fts) AS s FROM cases_fts "
+                           "JOIN cases c ON c.rowid = cases_fts.rowid "
+                           "JOIN entries e ON e.case_id = c.id AND e.seq = 1 WHERE cases_fts MATCH ?"
+                           + "".join(" AND " + w for w in where) + " ORDER BY s DESC LIMIT ?", [expr, *params, limit])
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"search failed: {exc}") from exc
+        return [row_to_candidate(r) for r in rows]
+
+    def index_terms(self, near: str, limit: int = 400) -> list[tuple[str, int]]:
+        """Index terms (porter stems) sharing `near`'s first two letters, with how many entries hold each."""
+        head = near[:2].lower()
+        if len(head) < 2:
+            return []
+        try:
+            rows = self._q("SELECT term, doc FROM entries_fts_vocab WHERE term >= ? AND term < ? LIMIT ?",
+                           (head, head[0] + chr(ord(head[1]) + 1), limit * 10))
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"index vocabulary unavailable: {exc}") from exc
+        return [(str(t), int(d)) for t, d in rows]
 
     def search_candidates(self, query: CandidateQuery, limit: int = 200) -> list[Candidate]:
         """The best `limit` entries by BM25 (title weighted 4x) that pass the filters; newest first without text."""

@@ -19,6 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def sharedctx(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "160"}
     env.pop("SHAREDCTX_CONFIG", None)
+    for key in ("MATRIX_URL", "MATRIX_BOT_TOKEN", "MATRIX_ROOM_ID"):  # .ci/run exports them; this demo is offline
+        env.pop(key, None)
     return subprocess.run([sys.executable, "-m", "sharedctx.cli", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=120)  # fmt: skip
 

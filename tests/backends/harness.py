@@ -13,11 +13,13 @@ from sharedctx.backends.github import GitHubBackend, GitHubOptions
 from sharedctx.backends.jira import JiraBackend, JiraOptions
 from sharedctx.backends.pagerduty import PagerDutyBackend, PagerDutyOptions
 from sharedctx.backends.servicenow import ServiceNowBackend, ServiceNowOptions
+from sharedctx.backends.slack import SlackBackend, SlackOptions
 from tests.doubles.base import ServiceDouble
 from tests.doubles.github import GitHubDouble
 from tests.doubles.jira import SITE, JiraDouble
 from tests.doubles.pagerduty import PagerDutyDouble
 from tests.doubles.servicenow import HOST, ServiceNowDouble
+from tests.doubles.slack import CHANNEL, SlackDouble
 
 
 @dataclass
@@ -85,3 +87,16 @@ def jira(monkeypatch: pytest.MonkeyPatch, api_version: int = 3) -> Harness:
         return JiraBackend("jira", JiraOptions(**opts), client=client_for(d))
 
     return Harness("jira", d, make, d.add_human_comment, d.delete_issue, lambda: ("jira.issue", d.add_issue()))
+
+
+def slack(monkeypatch: pytest.MonkeyPatch, **dkw: Any) -> Harness:
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-test-token")
+    d = SlackDouble(**dkw)
+
+    def make(**kw: Any) -> SlackBackend:
+        opts = {"channel": CHANNEL, "token": "env:SLACK_BOT_TOKEN", "posts_per_second": 1000.0, "max_block": 0.0,
+                **kw}
+        return SlackBackend("slack", SlackOptions(**opts), client=client_for(d))
+
+    return Harness("slack", d, make, lambda t, x: d.add_human_reply(t, x) and None, d.delete_message,
+                   lambda: ("slack.thread", d.add_message("an existing alert thread")["ts"]))

@@ -13,7 +13,7 @@ WRITE = r"/(comments|notes|comment|incident/\w+)$"  # the path of an entry write
 
 
 def _write_method(svc: Harness) -> str:
-    return {"servicenow": "PATCH", "redmine": "PUT"}.get(svc.name, "POST")
+    return {"servicenow": "PATCH", "redmine": "PUT", "matrix": "PUT"}.get(svc.name, "POST")
 
 
 def test_entries_read_back_from_the_backend_alone_equal_the_journal(svc: Harness) -> None:
@@ -79,7 +79,8 @@ def test_a_refused_token_is_auth_failed_in_plain_words(svc: Harness) -> None:
 
 def test_a_missing_secret_variable_stops_the_backend_naming_the_variable(svc: Harness,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("GITHUB_TOKEN", "PD_TOKEN", "SN_PASSWORD", "JIRA_TOKEN", "SCTX_REDMINE_TEST_KEY"):
+    for var in ("GITHUB_TOKEN", "PD_TOKEN", "SN_PASSWORD", "JIRA_TOKEN", "SCTX_REDMINE_TEST_KEY", "SCTX_MATRIX_TOKEN",
+                "SLACK_BOT_TOKEN"):
         monkeypatch.delenv(var, raising=False)
     with pytest.raises(AuthFailed, match="is not set"):
         svc.backend.bind(make_case())
@@ -179,7 +180,9 @@ def test_bind_is_safe_to_repeat_and_honours_a_given_thread(svc: Harness) -> None
     with pytest.raises(Rejected, match="does not exist"):
         b.bind(make_case(**{key: {"github.issue": "999", "pagerduty.incident": "PNOPE99",
                                   "servicenow.incident": "INC9999999", "jira.issue": "OPS-999",
-                                  "redmine.issue": "99999999"}[key]}))
+                                  "redmine.issue": "99999999",
+                                  "matrix.thread": "$no-such-event",
+                                  "slack.thread": "1111111111.000001"}[key]}))
 
 
 def test_resolve_closes_the_thread_once(svc: Harness) -> None:

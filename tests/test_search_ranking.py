@@ -1,0 +1,264 @@
+"""History search promises from issue 12: case-level ranking, negation, typo tolerance, time phrases,
+`service:` prefixes, token-exact service names, structured signals that cannot lift a weak text match over a
+strong one, symptom-based similar cases, synonyms from a data file, and an explanation on every result.
+
+Store-backed tests run on SQLite and PostgreSQL (the `ctx` fixture).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sharedctx import search as search_mod
+from sharedctx.context import Case, SharedContext
+from sharedctx.search import parse_query, parse_since, search, similar_cases
+from sharedctx.search.ranking import MAX_BOOST, CaseDoc, Evidence, Term, score_cases, service_named
+from sharedctx.search.words import synonym_groups
+from sharedctx.store.base import Candidate
+
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)  # a Monday
+
+
+@pytest.fixture(autouse=True)
+def _fresh_caches() -> Iterator[None]:
+    search_mod.clear_caches()  # the PostgreSQL test database is reused (truncated) between tests
+    yield
+    search_mod.clear_caches()
+
+
+def incident(ctx: SharedContext, title: str, service: str, *texts: tuple[str, str, str],
+             resolution: str | None = None, alert: str | None = None) -> Case:
+    case = ctx.open_case(title, service=service, labels={"alertname": alert} if alert else {})
+    for kind, t, body in texts:
+        case.record(kind, t, body, author="partner:telemetry" if kind == "finding" else "primary:sre")
+    if resolution:
+        case.resolve(resolution, author="human:alice")
+    return case
+
+
+# -- ranking ----------------------------------------------------------------------------------------------
+def test_case_level_ranking_counts_rare_words_across_entries(ctx: SharedContext) -> None:
+    """Per-entry scoring let a one-line note sharing one common word beat a case whose findings hold the rare
+    words; at case level the evidence of all entries adds up."""
+    chatty = incident(ctx, "weekly sync", "ops", *[("note", "timeout", "timeout again") for _ in range(3)])
+    real = incident(ctx, "checkout errors", "checkout",
+                    ("finding", "TLS handshake timeout to the card vault", "handshake failures since 09:10"),
+                    ("finding", "intermediate certificate missing from the vault chain", "openssl shows it"),
+                    resolution="re-issued the chain with the intermediate")
+    res = ctx.search("handshake timeout vault intermediate")
+    assert [c.case_id for c in res.cases][:2] == [real.id, chatty.id]
+
+
+def test_case_titles_are_indexed_for_ranking(ctx: SharedContext) -> None:
+    titled = incident(ctx, "Kestrel ingest stalled", "ingest", ("finding", "queue depth grows", "consumers idle"))
+    incident(ctx, "other", "ingest", ("finding", "queue depth grows", "consumers idle"))
+    assert ctx.search("kestrel queue").cases[0].case_id == titled.id
+
+
+def test_negation_is_kept(ctx: SharedContext) -> None:
+    bad_deploy = incident(ctx, "5xx after release", "api",
+                          ("finding", "errors started right after the deploy", "deploy 4.2 broke the handler"),
+                          resolution="rolled back the deploy")
+    no_deploy = incident(ctx, "5xx with nothing shipped", "api",
+                         ("finding", "errors with no deploy in the window", "no deploy since Friday; upstream DNS"),
+                         resolution="pinned the resolver")
+    q = parse_query("errors without any deploy")
+    assert "deploy" in q.negated and "without" not in q.terms
+    order = [c.case_id for c in ctx.search("errors without any deploy").cases]
+    assert order.index(no_deploy.id) < order.index(bad_deploy.id)
+    order = [c.case_id for c in ctx.search("errors after a deploy").cases]
+    assert order.index(bad_deploy.id) < order.index(no_deploy.id)  # and the plain query still means the deploy
+
+
+def test_typo_is_corrected_from_the_index_with_a_notice(ctx: SharedContext) -> None:
+    cert = incident(ctx, "edge TLS outage", "edge", ("finding", "certificate expired at midnight", "not renewed"),
+                    resolution="renewed the certificate")
+    incident(ctx, "disk full", "db", ("finding", "volume at 99%", "wal growth"))
+    res = ctx.search("certifcate expird")
+    assert res.cases and res.cases[0].case_id == cert.id
+    assert res.notice and "searched for" in res.notice and "certifcate" in res.notice
+    assert set(res.corrections) == {"certifcate", "expird"}
+    assert any("corrected" in r for r in res.cases[0].reasons)
+
+
+def test_a_real_word_is_not_corrected_when_the_rest_of_the_query_matches(ctx: SharedContext) -> None:
+    incident(ctx, "queue broker down", "events", ("finding", "broker unreachable", "kafka broker 3 gone"))
+    res = ctx.search("broken kafka")
+    assert "broken" not in res.corrections
+
+
+# -- time phrases -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("phrase", "since", "until"),
+    [
+        ("yesterday", datetime(2026, 11, 29, tzinfo=UTC), datetime(2026, 11, 30, tzinfo=UTC)),
+        ("today", datetime(2026, 11, 30, tzinfo=UTC), None),
+        ("last week", datetime(2026, 11, 23, tzinfo=UTC), None),
+        ("this month", datetime(2026, 11, 1, tzinfo=UTC), None),
+        ("last month", datetime(2026, 10, 1, tzinfo=UTC), None),
+        ("in March", datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC)),
+        ("in december", datetime(2025, 12, 1, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC)),
+        ("in the last 3 days", NOW - timedelta(days=3), None),
+        ("past two weeks", NOW - timedelta(weeks=2), None),
+    ],
+)
+def test_time_phrases_become_filters(phrase: str, since: datetime, until: datetime | None) -> None:
+    q = parse_query(f"disk full {phrase} on db", now=NOW)
+    assert q.filters.since == since and q.filters.until == until
+    assert q.terms == ["disk", "full", "db"]
+    assert any(phrase.lower() in n.lower() and "filter" in n for n in q.notices)
+
+
+def test_one_time_parser_for_filters_and_phrases() -> None:
+    assert parse_since("yesterday", now=NOW) == datetime(2026, 11, 29, tzinfo=UTC)
+    assert parse_since("7d", now=NOW) == NOW - timedelta(days=7)
+    assert parse_query("since:last-week x", now=NOW).filters.since == datetime(2026, 11, 23, tzinfo=UTC)
+    assert parse_query("may the pool", now=NOW).filters.since is None  # a bare month name that is a word
+
+
+def test_time_phrase_filters_the_search(ctx: SharedContext) -> None:
+    case = incident(ctx, "disk full", "db", ("finding", "volume at 99%", "wal growth"))
+    assert [c.case_id for c in ctx.search("volume yesterday").cases] == []  # recorded today
+    assert [c.case_id for c in search(ctx, "volume today").cases] == [case.id]
+    later = datetime.now(UTC) + timedelta(days=1)
+    res = search(ctx, "volume yesterday", now=later)
+    assert [c.case_id for c in res.cases] == [case.id] and res.notice and "yesterday" in res.notice
+
+
+# -- service filters and names ----------------------------------------------------------------------------
+def test_service_filter_matches_prefixes_with_a_notice(ctx: SharedContext) -> None:
+    pay = incident(ctx, "pool exhausted", "payments-api", ("finding", "connection pool exhausted", "100/100"))
+    incident(ctx, "pool exhausted", "ledger", ("finding", "connection pool exhausted", "100/100"))
+    res = ctx.search("pool service:payments")
+    assert [c.case_id for c in res.cases] == [pay.id]
+    assert res.notice and "payments-api" in res.notice
+    assert [c.case_id for c in ctx.search("pool service:payments-api").cases] == [pay.id]
+    none = ctx.search("pool service:paymnts-gateway")
+    assert none.cases == [] and none.notice and "matches no service" in none.notice and "payments-api" in none.notice
+
+
+@pytest.mark.parametrize(
+    ("service", "query", "named"),
+    [
+        ("payments-api", "api latency", 0.0),  # "api" alone never names payments-api
+        ("payments-api", "payments api latency", 1.0),
+        ("payments-api", "payments-api latency", 1.0),
+        ("payments-api", "payments latency", 0.5),
+        ("storage", "storage full", 1.0),
+        ("object-storage", "storagebox full", 0.0),
+        ("api", "rapid errors", 0.0),
+    ],
+)
+def test_service_names_match_token_exact(service: str, query: str, named: float) -> None:
+    assert service_named(service, parse_query(query).words) == named
+
+
+def _doc(case_id: str, service: str, status: str) -> CaseDoc:
+    from sharedctx.model import Author, Entry, EntryKind
+
+    e = Entry(id=f"e-{case_id}", case_id=case_id, seq=1, ts=NOW, author=Author(kind="system", name="x"),
+              kind=EntryKind.NOTE, title="t", body="", prev_hash="0" * 64, hash="0" * 64)
+    meta = Candidate(entry=e, rowid=1, service=service, case_title=case_id, case_status=status,
+                     labels={"alertname": "DiskFull"}, case_created_at=NOW, case_resolved_at=NOW)
+    return CaseDoc(case_id=case_id, meta=meta, alertname="DiskFull")
+
+
+@settings(max_examples=200, deadline=None)
+@given(strong=st.floats(0.01, 100), ratio=st.floats(0.0, 1 / MAX_BOOST - 1e-6),
+       named=st.booleans(), resolved=st.booleans())
+def test_signals_never_lift_a_weak_text_match_over_a_strong_one(strong: float, ratio: float, named: bool,
+                                                                 resolved: bool) -> None:
+    """Every structured signal on the weak case, none on the strong one: the strong case still ranks first
+    whenever the weak case's text score is below 1 / MAX_BOOST of it."""
+    weak = _doc("weak", "payments-api", "resolved" if resolved else "open")
+    strong_doc = _doc("strong", "ledger", "open")
+    strong_doc.alertname = None
+    words = ["payments", "api", "diskfull"] if named else ["diskfull"]
+    ranked = score_cases([weak, strong_doc], {"weak": strong * ratio, "strong": strong},
+                         Evidence(words=words, now=NOW), [Term(word="x", stems=frozenset({"x"}), idf=1.0)])
+    assert ranked[0].case_id == "strong"
+    assert "same_service" in ranked[1].signals or not named
+
+
+# -- similar cases ----------------------------------------------------------------------------------------
+def test_similar_cases_rank_by_symptoms_not_by_service(ctx: SharedContext) -> None:
+    same_cause = incident(ctx, "search latency", "search",
+                          ("finding", "GC pauses of 4s on the JVM heap", "old gen full, heap 95%"),
+                          resolution="Raised the heap to 8g and switched to G1; latency back to 40 ms",
+                          alert="HighLatency")
+    same_service = incident(ctx, "payments disk", "payments",
+                            ("finding", "volume full", "logs filled the disk"),
+                            resolution="rotated the logs", alert="HighLatency")
+    new = incident(ctx, "payments slow", "payments",
+                   ("finding", "JVM heap 97% with GC pauses", "old gen not reclaimed; pauses of 3-5 s"),
+                   alert="HighLatency")
+    found = similar_cases(ctx.store, new.id, limit=5)
+    ids = [c.case_id for c in found]
+    assert ids[0] == same_cause.id  # same service and alert alone do not make a case similar
+    assert same_service.id not in ids[:1]
+    top = found[0]
+    assert top.outcome is not None and top.outcome.resolution and "G1" in top.outcome.resolution
+    assert "what worked: Raised the heap" in top.summary  # the resolution text, not "fix: fix"
+    assert top.reasons and top.reasons[0].startswith("text:")
+
+
+def test_similar_cases_show_what_worked_in_words(ctx: SharedContext) -> None:
+    old = incident(ctx, "queue stuck", "events", ("finding", "consumer group rebalancing in a loop", "every 30 s"))
+    rem = old.record("remediation", "fix", "raised max.poll.interval.ms to 10 minutes", author="primary:sre")
+    old.record("verification", "Verified", "lag draining", author="primary:sre", ref=rem.id,
+               attrs={"verdict": "verified"})
+    old.resolve("fix", author="human:alice")
+    new = incident(ctx, "queue stuck again", "events", ("finding", "consumer group rebalancing", "loop"))
+    [top] = similar_cases(ctx.store, new.id, limit=1)
+    assert top.outcome is not None
+    assert top.outcome.worked[0] == "raised max.poll.interval.ms to 10 minutes"  # not "fix"
+
+
+# -- synonyms are data ------------------------------------------------------------------------------------
+def test_synonyms_come_from_data_files(ctx: SharedContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    case = incident(ctx, "gizmo outage", "shop", ("finding", "the gizmo crashed", "segfault"))
+    assert ctx.search("widget").cases == []
+    team = tmp_path / "team-synonyms.txt"
+    team.write_text("# our words\nwidget gizmo\n")
+    monkeypatch.setenv("SHAREDCTX_SYNONYMS", str(team))
+    synonym_groups.cache_clear()
+    try:
+        assert [c.case_id for c in ctx.search("widget").cases] == [case.id]
+    finally:
+        monkeypatch.delenv("SHAREDCTX_SYNONYMS")
+        synonym_groups.cache_clear()
+
+
+def test_no_benchmark_vocabulary_in_code() -> None:
+    """The ranking's only word lists are grammar (stop words, negators, fix intent); domain words live in
+    sharedctx/search/data/ and hold abbreviations only."""
+    groups = synonym_groups("")
+    assert all(len(g) <= 3 for g in groups)
+    assert not any({"oom", "memory"} <= g or {"rollback", "revert"} <= g or {"dns", "coredns"} <= g for g in groups)
+
+
+def test_every_result_is_explained(ctx: SharedContext) -> None:
+    incident(ctx, "pool exhausted", "payments-api", ("finding", "connection pool exhausted", "100/100"),
+             resolution="raised the pool")
+    res = ctx.search("payments connection pool")
+    assert res.cases
+    for c in res.cases:
+        assert c.reasons and c.reasons[0].startswith("text:") and c.matched
+        assert "text" in c.signals
+
+
+def test_a_case_is_found_by_its_title_alone(ctx: SharedContext) -> None:
+    """Case titles have their own full-text index (migration 0011): a known-item query that only matches
+    the title still finds the case."""
+    case = incident(ctx, "Osprey ledger reconciliation drift", "ledger", ("note", "looking", "nothing yet"))
+    incident(ctx, "unrelated", "ledger", ("note", "looking", "nothing yet"))
+    res = ctx.search("osprey reconciliation")
+    assert [c.case_id for c in res.cases] == [case.id]
+    assert ctx.store.rebuild_index() >= 2
+    assert [c.case_id for c in ctx.search("osprey reconciliation").cases] == [case.id]
