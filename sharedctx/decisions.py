@@ -111,7 +111,12 @@ def may_decide(allow: Mapping[str, Sequence[str]], backend: Backend | None, item
     if item.author.kind != "human":
         return Verdict(False, f"{item.author} is not a person")
     name = item.author.name
-    ids = {name.lower(), *(str(item.raw.get(k, "")).lower() for k in ("user_id", "email", "login"))} - {""}
+    # A display name is whatever the person typed into their profile: anyone can call themselves
+    # "Alice Smith", or "PALICE1" (Alice's id). When the backend says who it is (id, email, login), only
+    # that counts; the name is matched only for backends that report nothing else (ServiceNow user names).
+    ids = {str(item.raw.get(k) or "").strip().lower() for k in ("user_id", "email", "login")} - {""}
+    if not ids:
+        ids = {name.strip().lower()} - {""}
     listed = [a.lower() for a in allow.get(item.backend, [])]
     if any(a in ids for a in listed):
         return Verdict(True, f"allow:{item.backend}")

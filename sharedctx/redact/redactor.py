@@ -144,7 +144,9 @@ class Redactor:
             changed = False
             out: dict[Any, Any] = {}
             for k, v in obj.items():
-                kind = classify_key(k) if isinstance(k, str) else None
+                # Under a secret-named key everything is the secret, however it is nested:
+                # `{"password": {"value": "…"}}` inherits the outer key's kind.
+                kind = (classify_key(k) if isinstance(k, str) else None) or key_kind
                 nk = self._value(k, None) if isinstance(k, str) else k
                 nv = self._value(v, kind)
                 changed = changed or nk is not k or nv is not v

@@ -1,0 +1,60 @@
+"""Attacks on issue 11's promises with inputs the code was not written around (branch `attack`).
+
+Each test is one break that was found on main and fixed at the promise's choke point; the docstring says
+what the attack was. A test here fails on the code before its fix.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from sharedctx.backends.base import HumanItem
+from sharedctx.decisions import may_decide
+from sharedctx.model import Author
+from sharedctx.redact import default_redactor
+
+SECRET = "Zq9xW2e8Rt6yU4iOhunter2"
+
+
+@pytest.mark.parametrize("value", [
+    {"password": {"value": SECRET}},
+    {"api_key": [{"current": SECRET, "previous": SECRET}]},
+    {"credentials": {"token": {"v1": {"raw": SECRET}}}},
+    {"client_secret": ({"x": SECRET},)},
+])  # fmt: skip
+def test_a_secret_nested_under_a_secret_named_key_is_redacted(value: dict[str, Any]) -> None:
+    """`{"password": {"value": "…"}}`: the secret-named key's kind was dropped one dict level down, and
+    `value` / `current` / `raw` say nothing by themselves, so the secret was stored as it came."""
+    out = default_redactor().sanitize(value)
+    assert SECRET not in repr(out)
+    assert "[REDACTED:" in repr(out)
+
+
+def _said_by(backend: str, display_name: str, **ids: str) -> HumanItem:
+    return HumanItem(backend=backend, external_id="1", author=Author(kind="human", name=display_name),
+                     at="2026-01-01T00:00:00Z", raw=dict(ids))
+
+
+@pytest.mark.parametrize(("backend", "allowed_id", "id_key", "mallory_id"), [
+    ("pagerduty", "PALICE1", "user_id", "PMALLOR"),
+    ("jira", "5b10ac8d82e05b22cc7d4ef5", "user_id", "5b10ac8d82e05b22cc7d4e00"),
+    ("slack", "U0ALICE001", "user_id", "U0MALLORY1"),
+    ("jira", "alice@acme.io", "email", "mallory@acme.io"),
+])
+def test_a_display_name_set_to_a_deciders_id_does_not_decide(backend: str, allowed_id: str, id_key: str,
+                                                             mallory_id: str) -> None:
+    """Mallory renames herself (PagerDuty user summary, Jira display name, Slack display name: all set by
+    the user) to Alice's id. `may_decide` matched the allow-list against the display name as well as the
+    ids, so listing an immutable id protected nothing: Mallory's 👍 approved."""
+    allow = {backend: [allowed_id]}
+    assert may_decide(allow, None, _said_by(backend, "Alice", **{id_key: allowed_id})).allowed
+    assert not may_decide(allow, None, _said_by(backend, allowed_id, **{id_key: mallory_id})).allowed
+    assert not may_decide({backend: ["Alice Smith"]}, None, _said_by(backend, "Alice Smith", **{id_key: mallory_id})).allowed
+
+
+def test_a_backend_that_reports_only_a_user_name_still_matches_it() -> None:
+    """ServiceNow reports `sys_created_by` (a user name an admin assigns), nothing else: it still counts."""
+    assert may_decide({"servicenow": ["alice.oncall"]}, None, _said_by("servicenow", "Alice.Oncall")).allowed
+    assert not may_decide({"servicenow": ["alice.oncall"]}, None, _said_by("servicenow", "bob")).allowed
