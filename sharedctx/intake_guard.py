@@ -5,7 +5,8 @@ run in a fixed order, each answering with its own 4xx and recording nothing:
 
 1. **401** — the caller is not authenticated (`[server] intake_token` bearer token and/or
    `intake_basic_user`/`intake_basic_password`). Compared in constant time; nothing else is said to
-   an unauthenticated caller.
+   an unauthenticated caller. An open intake (loopback only) answers **403** to a request whose Host
+   header is not a loopback name: DNS rebinding would otherwise make a web page same-origin with it.
 2. **415** — the body is not declared JSON (`application/json` or `application/*+json`, UTF-8).
    A browser can post `text/plain`, `application/x-www-form-urlencoded` or `multipart/form-data`
    cross-origin without a CORS preflight; it cannot send `application/json` that way. Refusing
@@ -47,6 +48,10 @@ class IntakeAuth:
     token: bytes | None = None
     basic_user: bytes | None = None
     basic_password: bytes | None = None
+    # set by `serve` for an open intake (which only ever listens on loopback): the request's Host must be
+    # a loopback name too. A web page that DNS-rebinds its own name to 127.0.0.1 is same-origin to the
+    # browser and may post `application/json`; its requests still say `Host: evil.example`.
+    loopback_host_only: bool = False
 
     @classmethod
     def from_settings(cls, server: ServerSettings) -> IntakeAuth:
@@ -71,9 +76,15 @@ class IntakeAuth:
         """The `WWW-Authenticate` value: one challenge per configured scheme."""
         return ", ".join(f'{s} realm="{REALM}"' + (', charset="UTF-8"' if s == "Basic" else "") for s in self.schemes)
 
-    def check(self, authorization: str | None) -> None:
-        """Raise a 401 `IntakeError` unless `authorization` carries a configured credential."""
+    def check(self, authorization: str | None, host: str | None = None) -> None:
+        """Raise a 401 `IntakeError` unless `authorization` carries a configured credential (a 403 when an
+        open intake is asked under a name that is not loopback: `host` is the request's Host header)."""
         if not self.enabled:
+            if self.loopback_host_only and not is_loopback(_host_name(host or "")):
+                raise IntakeError("this intake has no authentication and answers only requests addressed to "
+                                  "localhost, 127.0.0.1 or [::1] (a page that rebinds its name to this machine "
+                                  "must not open cases); configure [server] intake_token to accept others",
+                                  status=403)  # fmt: skip
             return
         if not authorization:
             raise IntakeError("authentication required: send `Authorization: Bearer <token>` (or basic auth) as "
@@ -102,6 +113,14 @@ class IntakeAuth:
 
 
 NO_AUTH = IntakeAuth()
+
+
+def _host_name(host: str) -> str:
+    """The name in a Host header, without its port: `[::1]:80` → `::1`, `localhost:80` → `localhost`."""
+    host = host.strip()
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
 
 
 def is_loopback(host: str) -> bool:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
@@ -258,7 +259,7 @@ def build_app(
     def intake(read: Callable[..., Batch]) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
             try:  # the order is the contract: 401, then 415, then 413, then what the payload says
-                guard.check(request.headers.get("authorization"))
+                guard.check(request.headers.get("authorization"), request.headers.get("host"))
                 require_json(request.headers.get("content-type"))
                 batch = read(await read_limited(request, limit), max_bytes=limit, max_alerts=count)
             except IntakeError as exc:
@@ -344,6 +345,7 @@ def serve(
         f"({' or '.join(auth.schemes) + ' auth' if auth.enabled else 'no authentication'}); "
         f"partners: {', '.join(s.name for s in ctx.config.partners) or 'none'}")  # fmt: skip
     if not auth.enabled:
+        auth = dataclasses.replace(auth, loopback_host_only=True)
         say("sharedctx: warning: the alert intake has no authentication, so any process on this machine can "
             'open cases; set [server] intake_token = "env:SHAREDCTX_INTAKE_TOKEN" (docs/intake.md)')
     install_log_redaction(ctx.redactor if isinstance(ctx.redactor, Redactor) else None)

@@ -58,3 +58,47 @@ def test_a_backend_that_reports_only_a_user_name_still_matches_it() -> None:
     """ServiceNow reports `sys_created_by` (a user name an admin assigns), nothing else: it still counts."""
     assert may_decide({"servicenow": ["alice.oncall"]}, None, _said_by("servicenow", "Alice.Oncall")).allowed
     assert not may_decide({"servicenow": ["alice.oncall"]}, None, _said_by("servicenow", "bob")).allowed
+
+
+# ---- intake: DNS rebinding against an open (loopback) intake -----------------------------------------
+def _served_app(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
+    """The app `sharedctx serve` would run with no intake credentials (so on loopback), captured at
+    `uvicorn.run` instead of listening."""
+    import uvicorn
+
+    from sharedctx.config import parse_config
+    from sharedctx.context import SharedContext
+    from sharedctx.server import serve
+
+    cfg = parse_config({"store": "journal.db", "worker": {"enabled": False},
+                        "backends": [{"type": "local", "path": "cases"}]}, base_dir=tmp_path)  # fmt: skip
+    ctx = SharedContext.open(cfg, worker=False)
+    apps: list[Any] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: apps.append(app))
+    serve(ctx, host="127.0.0.1", port=8765, say=lambda s: None)
+    return apps[0], ctx
+
+
+ALERT = {"title": "disk full on db-1", "service": "db", "severity": "warning", "fingerprint": "rebind-1"}
+
+
+def test_an_open_intake_refuses_a_page_that_rebinds_its_name_to_loopback(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no intake auth, `serve` listens on loopback and relies on 'a browser cannot post
+    application/json cross-origin'. A page on evil.example that re-resolves its own name to 127.0.0.1
+    (DNS rebinding) is *same*-origin to the browser and may post JSON; only the Host header tells. The
+    intake answered 202 and opened the case."""
+    from starlette.testclient import TestClient
+
+    app, ctx = _served_app(tmp_path, monkeypatch)
+    try:
+        evil = TestClient(app, base_url="http://evil.example:8765")
+        r = evil.post("/alerts", json=ALERT)
+        assert r.status_code == 403, r.text
+        assert "localhost" in r.json()["error"]
+        assert ctx.store.list_cases(limit=10) == []
+        for host in ("127.0.0.1:8765", "localhost:8765", "[::1]:8765", "localhost"):
+            r = TestClient(app).post("/alerts", json=ALERT, headers={"host": host})
+            assert r.status_code != 403, (host, r.text)
+    finally:
+        ctx.close()
