@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .backends.base import Backend, ThreadRef
+from .backends.base import Backend, ListsThreads, ThreadRef
 from .model import GENESIS_HASH, CaseRecord, ChainIssue, Entry, VerifyReport
 from .store.base import Checkpoint, Store, verify_entries
 
@@ -137,5 +137,28 @@ def verify_against(store: Store, backend: Backend, case_id: str | None = None) -
             if e.id in delivered and e.id not in held:
                 _issue(report, f"entry #{e.seq} was delivered to {backend.name} but is no longer there",
                        seq=e.seq, entry_id=e.id)
+        out.append(report)
+    if case_id is None:
+        ours = {str(c.bindings[backend.name].get("id")) for c in records if backend.name in c.bindings}
+        out += _deleted_cases(backend, {c.id for c in records}, ours)
+    return out
+
+
+def _deleted_cases(backend: Backend, cases: set[str], bound: set[str]) -> list[VerifyReport]:
+    """A report for every thread `backend` holds that no case in the journal is bound to: the case (and,
+    for a careful tamperer, its checkpoints) was deleted from the journal."""
+    if not isinstance(backend, ListsThreads):
+        return []
+    out = []
+    for thread in backend.threads():
+        if thread.id in bound or thread.id in cases:
+            continue
+        held = backend.read_back(thread).entries
+        if not held:
+            continue  # a thread we opened and never wrote to says nothing about the journal
+        case = held[0].case_id
+        report = VerifyReport(case_id=case, entries=0, ok=True)
+        _issue(report, f"the case was deleted from the journal: {backend.name} holds its thread {thread.id} "
+                       f"with {len(held)} entries (up to #{max(e.seq for e in held)})")
         out.append(report)
     return out

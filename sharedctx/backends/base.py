@@ -125,3 +125,14 @@ class Authorizes(Protocol):
     """
 
     def authorize(self, item: HumanItem) -> tuple[bool, str] | None: ...
+
+
+@runtime_checkable
+class ListsThreads(Protocol):
+    """A backend that can list every case thread it holds (the local backend's folder).
+
+    `sharedctx verify --against` uses it to find cases the backend holds and the journal no longer does:
+    a case deleted from the journal together with its checkpoints leaves nothing locally to compare.
+    """
+
+    def threads(self) -> list[ThreadRef]: ...

@@ -147,6 +147,14 @@ class LocalBackend:
         cursor = str(entries[-1].seq) if entries else since
         return ReadBack(entries=entries, humans=[], cursor=cursor)
 
+    def threads(self) -> list[ThreadRef]:
+        """Every case this folder holds a copy of (`ListsThreads`, for `verify --against`)."""
+        if not self.root.is_dir():
+            return []
+        ids = sorted({p.name.removesuffix(".jsonl") for p in self.root.glob("*.jsonl")}
+                     | {p.name.removesuffix(".case.json") for p in self.root.glob("*.case.json")})
+        return [ThreadRef(backend=self.name, id=i, url=(self.root / f"{i}.md").resolve().as_uri()) for i in ids]
+
     def search(self, text: str, limit: int = 20) -> list[Hit]:
         return []  # the local index (FTS over the journal) already covers this folder
 

@@ -102,3 +102,27 @@ def test_an_open_intake_refuses_a_page_that_rebinds_its_name_to_loopback(
             assert r.status_code != 403, (host, r.text)
     finally:
         ctx.close()
+
+
+# ---- verify: a case deleted with its checkpoints ---------------------------------------------------
+def test_a_case_deleted_with_its_checkpoints_is_caught_against_the_backend(tmp_path: Any) -> None:
+    """The careful tamperer deletes a whole case *and* the checkpoint rows (the documented local limit:
+    the journal then looks consistent). The local backend still holds the case's six entries, yet
+    `verify --against local` compared only the cases the journal still had, so it passed (exit 0)."""
+    import sqlite3
+
+    from tests.acceptance.test_tamper import _delete_case, _journal, _verify
+
+    cfg, victim, bystander = _journal(tmp_path, "journal.db")
+    db = sqlite3.connect(tmp_path / "journal.db", isolation_level=None)
+    db.execute("DROP TRIGGER entries_append_only_delete")
+    _delete_case(lambda q, *a: db.execute(q, a), victim, bystander)
+    db.execute("DELETE FROM checkpoints")
+    db.execute("DELETE FROM checkpoint_heads")
+    db.close()
+    assert _verify(cfg)[0] == 0  # locally consistent: only the backend remembers
+    code, reports = _verify(cfg, "--against", "local")
+    assert code == 5, reports
+    [bad] = [r for r in reports if not r["ok"]]
+    assert bad["case_id"] == victim and "deleted" in bad["issues"][0]["problem"]
+    assert all(r["ok"] for r in reports if r["case_id"] == bystander)
