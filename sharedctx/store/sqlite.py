@@ -76,6 +76,7 @@ class SQLiteStore(SQLStore):
     def __init__(self, path: str | Path) -> None:
         self.url = str(path)
         self._ident: tuple[int, int] | None = None
+        self._wal_ident: tuple[int, int] | None = None
         self._closed = threading.Event()
         self._lock = threading.RLock()
         memory = self.url == ":memory:"
@@ -102,6 +103,9 @@ class SQLiteStore(SQLStore):
         if not memory:
             st = os.stat(self.url)
             self._ident = (st.st_dev, st.st_ino)
+            with contextlib.suppress(OSError):  # exists from the first transaction until the last connection closes
+                wal = os.stat(self.url + "-wal")
+                self._wal_ident = (wal.st_dev, wal.st_ino)
             claim_marker(self.url, self.journal_id)
             # Checkpoints copy the WAL back into the database and fsync it: milliseconds on a busy
             # disk. Left to SQLite, they run inside whichever COMMIT crosses the threshold — that
@@ -138,6 +142,36 @@ class SQLiteStore(SQLStore):
                 f"the journal file {self.url} was replaced by another file while this process had it open; "
                 "nothing more is recorded here. Restart this process to use the file now at that path"
             )
+        self._wal_still_ours()
+
+    def _wal_still_ours(self) -> None:
+        """The same for the write-ahead log. Acknowledged entries live only in `<journal>-wal` until a
+        checkpoint copies them into the journal; with that file deleted (`rm journal.db-wal`, a cleanup
+        script) SQLite goes on committing to the unlinked inode, other processes never see those entries and
+        a crash loses them. Our connection still has the old log open: checkpoint it into the journal (which
+        saves what was acknowledged) and refuse further writes."""
+        if self._wal_ident is None:
+            return
+        wal = self.url + "-wal"
+        try:
+            st = os.stat(wal)
+            same = (st.st_dev, st.st_ino) == self._wal_ident
+        except FileNotFoundError:
+            same = False
+        except OSError as exc:
+            raise StoreError(_explain(self.url, "cannot check the journal's write-ahead log", exc)) from exc
+        if same:
+            return
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(FULL)")
+            saved = "what was acknowledged was copied into the journal"
+        except sqlite3.Error as exc:
+            saved = f"copying what was acknowledged into the journal failed ({exc})"
+        raise StoreError(
+            f"the journal's write-ahead log {wal} was deleted or replaced while this process had it open; "
+            f"{saved}, and nothing more is recorded here, because other processes cannot see it. "
+            "Stop every sharedctx process on this journal and restart"
+        )
 
     CHECKPOINT_EVERY = 1.0  # seconds between passive checkpoints
     WAL_RESTART_PAGES = 16_384  # ~64 MiB: past this, briefly block writers so the WAL can restart
