@@ -43,7 +43,7 @@ from urllib.parse import parse_qs, urlparse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
 from .errors import IntakeError, validation_problems
-from .model import MAX_TITLE_CHARS
+from .model import MAX_TITLE_CHARS, SYSTEM
 
 __all__ = [
     "Alert",
@@ -126,6 +126,15 @@ def service_slug(value: str) -> str:
     return slug
 
 
+def _not_sharedctx(source: str) -> str:
+    """An alert's source names the author of its entries; `sharedctx` is the one author whose words agents
+    trust (`access.trusted`), so a payload may not sign as it."""
+    if source.split(":")[0].strip().lower() == SYSTEM.name:
+        raise ValueError(f"`{SYSTEM.name}` is reserved for sharedctx's own entries; name the system that "
+                         "sent the alert")
+    return source
+
+
 class Alert(BaseModel):
     """One alert, whatever sent it: what the primary agent needs to open or find a case and triage."""
 
@@ -149,6 +158,11 @@ class Alert(BaseModel):
     @classmethod
     def _slug(cls, v: Any) -> Any:
         return service_slug(v) if isinstance(v, str) else v
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str) -> str:
+        return _not_sharedctx(v)
 
     @property
     def case_title(self) -> str:
@@ -300,7 +314,7 @@ class GenericAlert(BaseModel):
     def _author_name(cls, v: str) -> str:
         if not v.split(":")[0].strip():
             raise ValueError("must start with a name (it becomes the author of the alert's entries)")
-        return v
+        return _not_sharedctx(v)
 
     def to_alert(self) -> Alert:
         fingerprint = self.fingerprint or _hash({"title": self.title, "service": self.service, "labels": self.labels})
