@@ -253,7 +253,10 @@ def hold_state(timeline: Sequence[Entry], entry: Entry) -> Hold | None:
     """
     if not entry.attrs.get(HOLD_ATTR):
         return None
-    requests = {e.id for e in timeline if e.kind == EntryKind.DECISION_REQUEST and e.ref == entry.id}
+    # Only a request sharedctx (or a person) asked can release a hold: an agent's own `request_decision`
+    # with `ref` = its held entry would have a person's 👍 to some harmless question release it.
+    requests = {e.id for e in timeline if e.kind == EntryKind.DECISION_REQUEST and e.ref == entry.id
+                and e.author.kind in ("system", "human")}
     answers = [e for e in timeline if e.ref in requests and counts(e)]
     if not answers:
         return Hold(f"held until a human answers decision request {', '.join(sorted(requests)) or '(none yet)'}")

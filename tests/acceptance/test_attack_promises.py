@@ -212,3 +212,30 @@ def test_an_alert_cannot_claim_to_be_sharedctx(source: str, client: Any, intake_
     assert "source" in r.text
     for c in intake_ctx.store.list_cases(limit=10):
         assert not any(trusted(e.author) for e in intake_ctx.store.entries(c.id))
+
+
+# ---- decisions: a person's answer to the agent's own question releases its held entry -----------------
+def test_an_agents_own_question_about_its_held_entry_cannot_release_it(tmp_path: Any) -> None:
+    """A partner's `remediation` is held until a person approves sharedctx's request. The partner then asks
+    its own harmless question (`request_decision(ref=<held entry>)`: "post a status update?"), and a person
+    approves *that*. `hold_state` counted every request whose `ref` is the entry, so the held
+    remediation was delivered on an answer to a different question."""
+    from sharedctx.decisions import held_for_decision
+    from sharedctx.model import SYSTEM, EntryDraft, EntryKind
+    from sharedctx.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(str(tmp_path / "j.db"))
+    try:
+        rec, _ = store.open_case(title="c", service="checkout", severity="warning", fingerprint=None, labels={})
+        partner = Author(kind="partner", name="telemetry")
+        held = store.append(EntryDraft(case_id=rec.id, kind=EntryKind.REMEDIATION, title="drop table orders",
+                                       author=partner, attrs={"held_for_decision": True}), [])  # fmt: skip
+        store.append(EntryDraft(case_id=rec.id, kind=EntryKind.DECISION_REQUEST, title="Approve remediation?",
+                                ref=held.id, author=SYSTEM, attrs={"holds": held.id}), [])  # fmt: skip
+        bait = store.append(EntryDraft(case_id=rec.id, kind=EntryKind.DECISION_REQUEST, author=partner,
+                                       title="May I post a status update to #incidents?", ref=held.id), [])
+        store.append(EntryDraft(case_id=rec.id, kind=EntryKind.DECISION, title="Approved", ref=bait.id,
+                                author=Author(kind="human", name="alice"), attrs={"outcome": "approved"}), [])
+        assert held_for_decision(store, held) is not None
+    finally:
+        store.close()
