@@ -12,11 +12,12 @@ import logging
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from ..backends.base import HumanItem
 from ..decisions import DECIDING, INSTRUCTIONS, answer_for, decided_requests, decision_of, may_decide
-from ..model import SYSTEM, CaseStatus, Entry, EntryKind
+from ..model import SYSTEM, CaseStatus, Entry, EntryKind, parse_ts
 from .commands import COMMANDS, DOWN, UP, VERDICTS, Command, parse_command
 from .settings import HumanSettings, human_settings
 
@@ -24,6 +25,11 @@ if TYPE_CHECKING:
     from ..context import SharedContext
 
 log = logging.getLogger("sharedctx.humans")
+
+
+# how much later than a person's comment (by the service's clock) a request may be recorded and still be
+# what a bare `/approve` answers: whole-second timestamps plus ordinary clock drift
+CLOCK_SLACK = timedelta(seconds=2)
 
 
 @dataclass
@@ -196,11 +202,23 @@ class Humans:
         found = self._entry(case_id, first.strip()) if first else None
         return (found, rest.strip()) if found else (None, arg)
 
-    def _pending_request(self, case_id: str) -> Entry | None:
-        """The newest pending request; else the newest request (a late answer to it is a conflict)."""
+    def _pending_request(self, case_id: str, said_at: str | None = None) -> Entry | None:
+        """The newest pending request; else the newest request (a late answer to it is a conflict).
+
+        Only requests recorded before the person wrote (`said_at`, the service's time for the comment): a
+        bare `/approve` answers what they could have read. Otherwise an agent that records a second request
+        between the comment and the poll that reads it (up to a poll interval) has that approved instead.
+        """
         entries = self.ctx.store.entries(case_id, kinds=["decision-request", "decision"])
         decided = decided_requests(entries)
         requests = [e for e in entries if e.kind == EntryKind.DECISION_REQUEST]
+        if said_at:
+            try:
+                when = parse_ts(said_at)
+            except ValueError:
+                when = None
+            if when is not None:  # services give whole seconds and their clocks drift a little
+                requests = [e for e in requests if e.ts <= when + CLOCK_SLACK]
         pending = [e for e in requests if e.id not in decided]
         return pending[-1] if pending else requests[-1] if requests else None
 
@@ -208,7 +226,7 @@ class Humans:
         item, ctx = res.item, self.ctx
         outcome = DECIDING[command]
         explicit, arg = self._explicit_target(res.case_id, arg)
-        target = target or explicit or self._pending_request(res.case_id)
+        target = target or explicit or self._pending_request(res.case_id, item.at)
         if target is None and command == "override":
             agents = [e for e in ctx.store.entries(res.case_id) if e.author.kind in ("primary", "partner")]
             target = agents[-1] if agents else None

@@ -243,3 +243,31 @@ def test_an_agents_own_question_about_its_held_entry_cannot_release_it(tmp_path:
         assert held_for_decision(store, held) is not None
     finally:
         store.close()
+
+
+# ---- decisions: a bare /approve answers the request the person could see ------------------------------
+def test_a_bare_approve_does_not_answer_a_request_recorded_after_it_was_written(tmp_path: Any) -> None:
+    """A person reads "restart pod-7?" and writes `/approve`. Before the poller reads that comment (up to
+    `poll_interval`, 30 s), the agent records a second request, "drop table orders?". A bare `/approve`
+    went to the newest pending request at *ingest* time, so it approved the one the person never saw."""
+    import time
+
+    from sharedctx.config import HumanSettings, parse_config
+    from sharedctx.context import SharedContext
+    from sharedctx.decisions import get_decision
+    from sharedctx.humans import Humans
+    from sharedctx.model import format_ts
+
+    cfg = parse_config({"store": "journal.db", "worker": {"enabled": False},
+                        "backends": [{"type": "local", "path": "cases"}]}, base_dir=tmp_path)  # fmt: skip
+    with SharedContext.open(cfg, worker=False) as sctx:
+        case = sctx.open_case("c")
+        seen = case.record("decision-request", "Restart pod-7?", author="partner:p")
+        written_at = format_ts(seen.ts)  # the person answers right away
+        time.sleep(2.5)  # the agent slips its second question in before the next poll
+        unseen = case.record("decision-request", "Drop table orders?", author="partner:p")
+        humans = Humans(sctx, HumanSettings(allow={"github": ["alice"]}))
+        humans.ingest(case.id, HumanItem(backend="github", external_id="c1", author=Author(kind="human", name="alice"),
+                                         at=written_at, text="/approve", raw={"login": "alice"}))
+        assert get_decision(sctx.store, unseen.id).status == "pending"
+        assert get_decision(sctx.store, seen.id).approved
