@@ -26,10 +26,11 @@ from pydantic import ValidationError
 from .backends import make_backend
 from .backends.base import Backend
 from .config import Config, load_config
-from .decisions import Decision, check_answer, get_decision
+from .decisions import HOLD_ATTR, Decision, approves, check_answer, counts, get_decision
 from .delivery import BackendDrain, DrainReport, Worker
 from .errors import CaseNotFound, ConfigError, EntryNotFound, InvalidEntry, SharedCtxError, validation_problems
 from .model import (
+    SYSTEM,
     Author,
     CaseRecord,
     CaseStatus,
@@ -41,6 +42,9 @@ from .model import (
 )
 from .redact import Redactor
 from .store.base import SearchFilters, Store, open_store
+
+# where a held entry keeps the case status it asked for until a person approves it
+DEFERRED_STATUS_ATTR = "status_on_approval"
 
 if TYPE_CHECKING:
     from .handoff import Handoff
@@ -356,6 +360,8 @@ class SharedContext:
         )  # fmt: skip
         entry = self.store.append(draft, self.deliver_to(draft), new_status)
         self._appended = True
+        if entry.kind == EntryKind.DECISION:
+            self._apply_approved_status(entry)
         if self.worker.running:
             self.worker.wake()
         return entry
@@ -406,7 +412,30 @@ class SharedContext:
         # the store redacts every field of the draft (Redactor.sanitize) before it hashes and writes it
         if new_status is None and draft.kind == EntryKind.RESOLUTION:
             new_status = CaseStatus.RESOLVED
+        if new_status is not None and draft.attrs.get(HOLD_ATTR):
+            # A held entry changes nothing until a person approves it, the case status included: the
+            # change waits in the entry (`_apply_approved_status` carries it out on approval).
+            draft = draft.model_copy(update={"attrs": {**draft.attrs, DEFERRED_STATUS_ATTR: new_status.value}})
+            new_status = None
         return draft, new_status
+
+    def _apply_approved_status(self, decision: Entry) -> None:
+        """After a counting, approving `decision`: the status change its request's held entry deferred."""
+        if not decision.ref or not counts(decision) or not approves(decision):
+            return
+        request = self.store.get_entry(decision.ref)
+        held_id = request.attrs.get("holds") or request.ref
+        if request.kind != EntryKind.DECISION_REQUEST or not held_id:
+            return
+        held = self.store.get_entry(str(held_id))
+        deferred = held.attrs.get(DEFERRED_STATUS_ATTR)
+        if not deferred or not held.attrs.get(HOLD_ATTR) or held.case_id != decision.case_id:
+            return
+        body = (f"{held.author}'s `{held.kind.value}` ({held.id}) asked for this status; it was held until a "
+                f"person decided, and {decision.author} approved it.")
+        self._record(decision.case_id, EntryKind.NOTE, f"Case {deferred}: {decision.title}"[:300], body,
+                     evidence=(), author=SYSTEM, ref=held.id, trace_id=None, attrs={"applies": held.id},
+                     status=deferred)  # fmt: skip
 
     def deliver_to(self, draft: EntryDraft) -> list[str]:
         """The backends an entry goes to: all of them, except the one it came from.

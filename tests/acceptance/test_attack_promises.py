@@ -271,3 +271,37 @@ def test_a_bare_approve_does_not_answer_a_request_recorded_after_it_was_written(
                                          at=written_at, text="/approve", raw={"login": "alice"}))
         assert get_decision(sctx.store, unseen.id).status == "pending"
         assert get_decision(sctx.store, seen.id).approved
+
+
+# ---- decisions: a held resolution resolved the case anyway ---------------------------------------------
+def test_a_held_resolution_changes_the_case_status_only_when_a_person_approves(tmp_path: Any) -> None:
+    """An agent whose write policy holds `resolution` entries called `resolve_case`: the entry was held
+    from every backend, but the case was resolved in the journal at once, so a person's `/approve` then
+    arrived "after the case was resolved" and decided nothing, and the next alert opened a new case."""
+    import os
+
+    from sharedctx.access import Access
+    from sharedctx.config import HumanSettings, parse_config
+    from sharedctx.context import SharedContext
+    from sharedctx.decisions import held_for_decision
+    from sharedctx.humans import Humans
+    from sharedctx.model import format_ts, utcnow
+
+    os.environ["ATTACK_LEAD_TOKEN"] = "tok-" + "a" * 24
+    cfg = parse_config({"store": "journal.db", "worker": {"enabled": False},
+                        "backends": [{"type": "local", "path": "cases"}],
+                        "agents": [{"name": "lead", "role": "primary", "token": "env:ATTACK_LEAD_TOKEN",
+                                    "policy": {"needs_decision": ["resolution"]}}]}, base_dir=tmp_path)  # fmt: skip
+    with SharedContext.open(cfg, worker=False) as sctx:
+        acc = Access(cfg, sctx.store)
+        case = sctx.open_case("c", fingerprint="fp-held")
+        entry, request = acc.record(acc.identity("lead"), case.id, "resolution", "Resolved", "dropped the table",
+                                    ctx=sctx, status="resolved")
+        assert request is not None and held_for_decision(sctx.store, entry) is not None
+        assert sctx.store.get_case(case.id).status.value == "open"
+        assert sctx.store.find_open_case("fp-held") is not None
+        Humans(sctx, HumanSettings(allow={"github": ["alice"]})).ingest(case.id, HumanItem(
+            backend="github", external_id="c1", author=Author(kind="human", name="alice"),
+            at=format_ts(utcnow()), text=f"/approve {request.id}", raw={"login": "alice"}))
+        assert held_for_decision(sctx.store, entry) is None
+        assert sctx.store.get_case(case.id).status.value == "resolved"
