@@ -697,7 +697,7 @@ def mcp_command(
 class _RedactOnFirstRecord(logging.Filter):
     """Log redaction that builds its redactor when the first record arrives, not at start-up.
 
-    The redactor compiles detect-secrets' patterns (importing `requests` on the way): ~0.15 s that `--help`
+    The redactor compiles detect-secrets' patterns (importing `requests` on the way): ~0.12 s that `--help`
     and `init`, which log nothing, must not pay (issue 13). Every record still passes the real
     `RedactingFilter` before any handler writes it, so the promise is unchanged.
     """
@@ -730,6 +730,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     install_lazy_log_redaction()  # nothing this process logs may carry a credential
     app()
+
 
 if __name__ == "__main__":
     main()
