@@ -35,6 +35,7 @@ from ..errors import (
     PartnerUnavailable,
     UnknownCapability,
 )
+from ..observability import PARTNER_ERRORS, PARTNER_SECONDS, span, timed
 from ._watch import WatchedTransport
 from .api import CASE_HEADER
 
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
     from .a2a import A2AConnection
 from .models import CapabilityInfo, CapabilityInput, Finding, explain
 from .partner import CASE_META, TRACEPARENT_META
-from .trace import child_traceparent, current_or_new_traceparent
+from .trace import child_traceparent, current_or_new_traceparent, parse_traceparent
 
 __all__ = ["OnProgress", "PartnerClient", "ask_all"]
 
@@ -270,11 +271,22 @@ class PartnerClient:
         case_id = case_id or inp.case_id
         traceparent = traceparent or current_or_new_traceparent()
         limit = timeout or self.settings.timeout
-        if self._http is not None:
-            return await self._call_api(capability, inp, case_id, traceparent, limit)
-        if self._a2a is not None:
-            return await self._a2a.call(capability, inp, case_id, traceparent, limit, on_progress)
-        return await self._call_mcp(capability, inp, case_id, traceparent, limit, on_progress)
+        parent = parse_traceparent(traceparent)
+        attrs = {"sharedctx.partner": self.name, "sharedctx.capability": capability, "sharedctx.case_id": case_id}
+        with (
+            span("sharedctx.partner_call", parent.trace_id if parent else None, attrs,
+                 parent_id=parent.parent_id if parent else None),
+            timed(PARTNER_SECONDS, self.name, capability),
+        ):  # fmt: skip
+            try:
+                if self._http is not None:
+                    return await self._call_api(capability, inp, case_id, traceparent, limit)
+                if self._a2a is not None:
+                    return await self._a2a.call(capability, inp, case_id, traceparent, limit, on_progress)
+                return await self._call_mcp(capability, inp, case_id, traceparent, limit, on_progress)
+            except BaseException as exc:  # cancellation included: the caller gave up on this partner
+                PARTNER_ERRORS.labels(self.name, capability, type(exc).__name__).inc()
+                raise
 
     async def _call_mcp(
         self,
