@@ -27,7 +27,7 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -40,6 +40,7 @@ __all__ = [
     "delivery_outcome",
     "metrics_registry",
     "render_metrics",
+    "serve_metrics",
     "setup_otlp",
     "span",
     "timed",
@@ -205,6 +206,15 @@ def metrics_registry(store: Store, backends: Iterable[str] = (), *, process: boo
     if process:
         reg.register(_Forward(REGISTRY))
     return reg
+
+
+def serve_metrics(store: Store, backends: Iterable[str], host: str = "127.0.0.1", port: int = 0) -> Any:
+    """`/metrics` for a process without an HTTP app (`sharedctx worker --metrics-port`): a daemon thread.
+
+    Returns the WSGI server (`.server_port`, `.shutdown()`). It has no authentication, so it listens on
+    loopback unless told otherwise (`sharedctx worker --metrics-host`)."""
+    server, _thread = start_http_server(port, host, registry=metrics_registry(store, backends))
+    return server
 
 
 def render_metrics(registry: CollectorRegistry) -> bytes:

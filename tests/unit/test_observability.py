@@ -23,9 +23,18 @@ from sharedctx.agents.primary import PrimaryAgent
 from sharedctx.channel import CapabilityInput, PartnerClient
 from sharedctx.config import PartnerSettings
 from sharedctx.context import SharedContext
-from sharedctx.errors import Ambiguous, AuthFailed, InvalidEntry, PartnerError, Rejected, Retryable, StoreError
+from sharedctx.errors import (
+    Ambiguous,
+    AuthFailed,
+    ConfigError,
+    InvalidEntry,
+    PartnerError,
+    Rejected,
+    Retryable,
+    StoreError,
+)
 from sharedctx.intake_guard import IntakeAuth
-from sharedctx.observability import metrics_registry, render_metrics
+from sharedctx.observability import metrics_registry, render_metrics, serve_metrics, setup_otlp
 from sharedctx.server import Dispatcher, build_app
 from sharedctx.testing import FakeBackend
 from sharedctx.webhooks import webhooks_app
@@ -238,3 +247,59 @@ async def test_readyz_is_503_with_a_reason_when_the_store_fails_or_hangs(
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+def test_poller_read_backs_are_counted_by_outcome(
+    ctx: SharedContext, fake: FakeBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sharedctx.errors import BackendError
+    from sharedctx.humans import Poller
+
+    outbox(ctx, 1)
+    ctx.worker.run_once()  # binds the case to a thread on `fake`
+    ok, failed = sample("sharedctx_poll_reads_total", backend="fake", outcome="ok"), sample(
+        "sharedctx_poll_reads_total", backend="fake", outcome="error")
+    poller = Poller(ctx)
+    poller.poll_once()
+
+    def down(*a: Any, **k: Any) -> Any:
+        raise BackendError("503 from the service")
+
+    monkeypatch.setattr(fake, "read_back", down)
+    poller.poll_once()
+    assert sample("sharedctx_poll_reads_total", backend="fake", outcome="ok") - ok == 1
+    assert sample("sharedctx_poll_reads_total", backend="fake", outcome="error") - failed == 1
+
+
+def test_a_worker_without_an_http_app_serves_metrics_on_its_own_port(ctx: SharedContext) -> None:
+    outbox(ctx, 2)
+    server = serve_metrics(ctx.store, ["fake"], "127.0.0.1", 0)
+    try:
+        resp = httpx.get(f"http://127.0.0.1:{server.server_port}/metrics", timeout=10)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert scrape(resp.text)[("sharedctx_outbox_pending", (("backend", "fake"),))] == 2
+
+
+def test_otlp_is_off_without_an_endpoint_and_a_clear_error_without_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
+    assert setup_otlp() is False
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+    monkeypatch.setitem(sys.modules, "opentelemetry.exporter.otlp.proto.http.trace_exporter", None)  # not installed
+    with pytest.raises(ConfigError, match=r"sharedctx\[otlp\]"):
+        setup_otlp()
+
+
+def test_otlp_with_the_extra_installs_an_exporting_provider(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("opentelemetry.exporter.otlp.proto.http.trace_exporter")
+    installed: list[Any] = []
+    monkeypatch.setattr(trace, "set_tracer_provider", installed.append)  # the real one can be set once per process
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+    assert setup_otlp("sharedctx-test") is True
+    [provider] = installed
+    assert provider.resource.attributes["service.name"] == "sharedctx-test"
+    provider.shutdown()
