@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from typing import IO, TYPE_CHECKING, Any
@@ -35,7 +36,7 @@ from ..errors import (
     PartnerUnavailable,
     UnknownCapability,
 )
-from ..observability import PARTNER_ERRORS, PARTNER_SECONDS, span, timed
+from ..observability import PARTNER_ERRORS, PARTNER_SECONDS, span
 from ._watch import WatchedTransport
 from .api import CASE_HEADER
 
@@ -273,11 +274,10 @@ class PartnerClient:
         limit = timeout or self.settings.timeout
         parent = parse_traceparent(traceparent)
         attrs = {"sharedctx.partner": self.name, "sharedctx.capability": capability, "sharedctx.case_id": case_id}
-        with (
-            span("sharedctx.partner_call", parent.trace_id if parent else None, attrs,
-                 parent_id=parent.parent_id if parent else None),
-            timed(PARTNER_SECONDS, self.name, capability),
-        ):  # fmt: skip
+        label = capability  # an unknown name is counted as `_unknown`: callers (LLMs) may ask for anything
+        started = time.perf_counter()
+        with span("sharedctx.partner_call", parent.trace_id if parent else None, attrs,
+                  parent_id=parent.parent_id if parent else None):  # fmt: skip
             try:
                 if self._http is not None:
                     return await self._call_api(capability, inp, case_id, traceparent, limit)
@@ -285,8 +285,11 @@ class PartnerClient:
                     return await self._a2a.call(capability, inp, case_id, traceparent, limit, on_progress)
                 return await self._call_mcp(capability, inp, case_id, traceparent, limit, on_progress)
             except BaseException as exc:  # cancellation included: the caller gave up on this partner
-                PARTNER_ERRORS.labels(self.name, capability, type(exc).__name__).inc()
+                label = "_unknown" if isinstance(exc, UnknownCapability) else capability
+                PARTNER_ERRORS.labels(self.name, label, type(exc).__name__).inc()
                 raise
+            finally:
+                PARTNER_SECONDS.labels(self.name, label).observe(time.perf_counter() - started)
 
     async def _call_mcp(
         self,

@@ -32,6 +32,7 @@ from sharedctx.errors import (
     Rejected,
     Retryable,
     StoreError,
+    UnknownCapability,
 )
 from sharedctx.intake_guard import IntakeAuth
 from sharedctx.observability import metrics_registry, render_metrics, serve_metrics, setup_otlp
@@ -183,6 +184,14 @@ async def test_partner_calls_are_timed_counted_and_traced(spans: InMemorySpanExp
                           traceparent=f"00-{TRACE}-00f067aa0ba902b7-01")
         with pytest.raises(PartnerError):
             await client.call("fail", CapabilityInput(case_id="C1", service="checkout"))
+        unknown = sample("sharedctx_partner_call_errors_total", partner="telemetry", capability="_unknown",
+                         error="UnknownCapability")
+        for name in ("no_such_thing", "x" * 50):
+            with pytest.raises(UnknownCapability):
+                await client.call(name, CapabilityInput(case_id="C1", service="checkout"))
+    assert sample("sharedctx_partner_call_errors_total", partner="telemetry", capability="_unknown",
+                  error="UnknownCapability") - unknown == 2
+    assert sample("sharedctx_partner_call_seconds_count", partner="telemetry", capability="no_such_thing") == 0
     assert sample("sharedctx_partner_call_seconds_count", partner="telemetry", capability="search_logs") - calls == 1
     assert sample("sharedctx_partner_call_errors_total", partner="telemetry", capability="fail",
                   error="PartnerError") - errors == 1
