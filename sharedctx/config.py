@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError
+from .errors import ConfigError, format_validation_error
 
 CONFIG_ENV = "SHAREDCTX_CONFIG"
 CONFIG_NAME = "sharedctx.toml"
@@ -53,17 +53,70 @@ class Secret:
         return hash(self.ref)
 
 
+_FIX = 'Put the value in an environment variable and write {key} = "env:VARIABLE_NAME" instead.'
+_STORE_FIX = (
+    "a password in the store URL is not allowed in the config file. Leave it out "
+    '(store = "postgresql://user@host/db") and set PGPASSWORD in the environment, or put the whole URL '
+    'in an environment variable and write store = "env:VARIABLE_NAME".'
+)
+# Sections whose strings are not values that could be credentials (`[redact] patterns` are regexes that
+# describe secrets; scanning them would refuse the very patterns that catch them).
+_NOT_SCANNED = frozenset({"redact"})
+
+
+def _refuse(where: str, key: str, what: str | None = None, *, listed: bool = False) -> ConfigError:
+    found = f" ({what} detected)" if what else ""
+    if where == "store":
+        return ConfigError(f"store: {_STORE_FIX}")
+    fix = _FIX.format(key=key)
+    if listed:  # a command line: the secret goes to the child through its environment
+        fix = ('Pass it through the environment instead: env = { VARIABLE = "env:VARIABLE_NAME" } next to '
+               f"{key}, and let the program read it.")
+    return ConfigError(f"{where}: a literal secret{found} is not allowed in the config file. {fix}")
+
+
+def _detected(key: str, value: str) -> str | None:
+    """The type of secret a config value holds, judged from the value and from `key: value` together
+    (so `Authorization = "Bearer x"` and `X-Api-Key = "…"` count); None if it looks like none."""
+    from .redact import default_redactor
+
+    r = default_redactor()
+    for text in (value, f"{key}: {value}", f"{key}={value}"):
+        found = r.find(text)
+        start = len(text) - len(value)
+        if any(f.end > start for f in found):  # a finding inside the value, not just in the key
+            return found[-1].type
+    if r.redact_value({key: value}) != {key: value}:
+        return "value of a secret-named key"
+    return None
+
+
 def check_no_literal_secrets(data: Any, path: str = "") -> None:
-    """Refuse `token = "ghp_..."`: secrets must be `env:NAME` references."""
+    """Refuse a literal credential anywhere in the config: secrets must be `env:NAME` references.
+
+    Not only by key name: every string value is run through the redactor's detectors too, alone and
+    with its key, so a token under `headers`, `env`, a backend option or in a PostgreSQL URL is refused.
+    The message names the key and never repeats the value.
+    """
     if isinstance(data, dict):
         for key, value in data.items():
             where = f"{path}.{key}" if path else str(key)
-            if isinstance(value, str) and SECRET_KEYS.search(str(key)) and not value.startswith("env:"):
-                raise ConfigError(
-                    f"{where}: a literal secret is not allowed in the config file. Put the value in an "
-                    f'environment variable and write {key} = "env:VARIABLE_NAME" instead.'
-                )
-            check_no_literal_secrets(value, where)
+            if not path and key in _NOT_SCANNED:
+                continue
+            if isinstance(value, str):
+                if value.startswith("env:"):
+                    continue
+                if SECRET_KEYS.search(str(key)) and value:
+                    raise _refuse(where, str(key))
+                what = _detected(str(key), value)
+                if what is not None:
+                    raise _refuse(where, str(key), what)
+            elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+                joined = " ".join(value)  # a command line: `--token abc` spans two items
+                if not joined.startswith("env:") and (what := _detected(str(key), joined)) is not None:
+                    raise _refuse(where, str(key), what, listed=True)
+            else:
+                check_no_literal_secrets(value, where)
     elif isinstance(data, list):
         for i, value in enumerate(data):
             check_no_literal_secrets(value, f"{path}[{i}]")
@@ -117,7 +170,20 @@ class PartnerSettings(_Section):
     url: str | None = None
     headers: dict[str, str] = Field(default_factory=dict, description="header -> 'env:NAME' reference")
     timeout: float = Field(30.0, gt=0)
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict, description="stdio partner's variables; 'env:NAME' reads ours")
+
+    @field_validator("headers")
+    @classmethod
+    def _header_refs(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, ref in v.items():
+            if not ref.startswith("env:"):
+                raise ValueError(f'header {name!r} must be an "env:NAME" reference (headers carry credentials); '
+                                 f'write {name} = "env:VARIABLE_NAME" and set the variable')
+        return v
+
+    def resolved_env(self) -> dict[str, str]:
+        """`env` with every `env:NAME` value read from our environment, at the moment the partner starts."""
+        return {k: Secret(v).get() if v.startswith("env:") else v for k, v in self.env.items()}
 
     @model_validator(mode="after")
     def _transport_target(self) -> PartnerSettings:
@@ -148,6 +214,54 @@ class AgentSettings(_Section):
     @classmethod
     def _secret(cls, v: Any) -> Any:
         return Secret(v) if isinstance(v, str) else v
+
+
+class RedactSettings(_Section):
+    """`[redact]`: extra patterns on top of the built-in detectors (see docs/redaction.md)."""
+
+    patterns: list[str] = Field(default_factory=list, description='"name=regex" or a bare regex')
+
+    @field_validator("patterns")
+    @classmethod
+    def _compile(cls, v: list[str]) -> list[str]:
+        from .redact.detectors import parse_user_pattern
+
+        for p in v:
+            parse_user_pattern(p)  # a ConfigError that says how to write it, at load time
+        return v
+
+
+class SearchSettings(_Section):
+    """`[search]`: nothing to set yet; typed so that a key here is an error, not silently ignored."""
+
+
+class WebhookSettings(_Section):
+    """`[humans.webhooks.<backend name>]`: how to check that a webhook really comes from the service."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    secret: Secret = Field(description='"env:NAME" reference to the shared secret set in the service')
+    max_age: float = Field(300.0, gt=0, description="seconds a signed timestamp may be old (replays)")
+
+    @field_validator("secret", mode="before")
+    @classmethod
+    def _secret(cls, v: Any) -> Any:
+        return Secret(v) if isinstance(v, str) else v
+
+
+class HumanSettings(_Section):
+    """`[humans]`: how people's comments, reactions and decisions come back (see docs/humans.md)."""
+
+    mirror: bool = Field(True, description="copy human comments to the case's other backends")
+    attribution: bool = Field(True, description="mirrored comments end with who wrote them, where, and a link")
+    poll: bool = Field(True, description="read threads back periodically (the fallback when webhooks can't reach us)")
+    poll_interval: float = Field(30.0, gt=0, description="seconds between read-backs of one case's threads")
+    poll_resolved_for: float = Field(3600.0, ge=0, description="keep reading a resolved case back this long")
+    decision_timeout: float = Field(3600.0, gt=0, description="default seconds a decision request waits")
+    on_timeout: Literal["default", "escalate"] = "default"
+    default: str = Field("reject", description="the choice taken on timeout with policy `default`")
+    wait_interval: float = Field(0.5, gt=0, description="how often a waiting agent re-reads the journal")
+    allow: dict[str, list[str]] = Field(default_factory=dict, description="backend name -> users who may decide")
+    webhooks: dict[str, WebhookSettings] = Field(default_factory=dict, description="backend name -> webhook secret")
 
 
 class ServerSettings(_Section):
@@ -190,9 +304,9 @@ class Config(BaseModel):
     partners: list[PartnerSettings] = Field(default_factory=list)
     agents: list[AgentSettings] = Field(default_factory=list)
     server: ServerSettings = Field(default_factory=ServerSettings)
-    redact: dict[str, Any] = Field(default_factory=dict, description="[redact] patterns = [...]")
-    search: dict[str, Any] = Field(default_factory=dict)
-    humans: dict[str, Any] = Field(default_factory=dict)
+    redact: RedactSettings = Field(default_factory=RedactSettings)
+    search: SearchSettings = Field(default_factory=SearchSettings)
+    humans: HumanSettings = Field(default_factory=HumanSettings)
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
 
     @model_validator(mode="after")
@@ -211,22 +325,24 @@ class Config(BaseModel):
 
     @property
     def store_url(self) -> str:
-        if self.store.startswith(("postgresql://", "postgres://")):
-            return self.store
-        if self.store == ":memory:":
-            return self.store
-        return str(self.path(self.store.removeprefix("sqlite:///")))
+        """The store to open. `store = "env:NAME"` reads the URL from the environment when it is needed,
+        so a PostgreSQL password can live there (or in PGPASSWORD, which libpq reads itself)."""
+        store = self.store
+        if store.startswith("env:"):
+            store = Secret(store).get()
+            check_store_url(store, f"the URL in {self.store[4:]}")  # as strict as a URL in the file
+        if store.startswith(("postgresql://", "postgres://")):
+            return store
+        if store == ":memory:":
+            return store
+        return str(self.path(store.removeprefix("sqlite:///")))
+
+
+UNKNOWN_KEY = "unknown key (check the spelling; `sharedctx init` writes a commented example)"
 
 
 def _format_validation_error(exc: ValidationError, source: str) -> str:
-    lines = [f"invalid configuration in {source}:"]
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; `sharedctx init` writes a commented example)"
-        lines.append(f"  {loc}: {msg}")
-    return "\n".join(lines)
+    return format_validation_error(exc, f"invalid configuration in {source}:", unknown=UNKNOWN_KEY)
 
 
 STORE_FORMS = "a SQLite file path (e.g. .sharedctx/sharedctx.db), sqlite:///PATH, or postgresql://USER@HOST:PORT/DB"

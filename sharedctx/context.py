@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -27,11 +28,8 @@ from .backends.base import Backend
 from .config import Config, load_config
 from .decisions import Decision, check_answer, get_decision
 from .delivery import BackendDrain, DrainReport, Worker
-from .errors import CaseNotFound, ConfigError, EntryNotFound, InvalidEntry, SharedCtxError
+from .errors import CaseNotFound, ConfigError, EntryNotFound, InvalidEntry, SharedCtxError, validation_problems
 from .model import (
-    MAX_BODY_BYTES,
-    MAX_EVIDENCE_ITEMS,
-    MAX_TITLE_CHARS,
     Author,
     CaseRecord,
     CaseStatus,
@@ -42,6 +40,7 @@ from .model import (
     VerifyReport,
 )
 from .observability import RECORD_SECONDS, span, timed
+from .redact import Redactor
 from .store.base import SearchFilters, Store, open_store
 
 if TYPE_CHECKING:
@@ -49,9 +48,7 @@ if TYPE_CHECKING:
     from .search import CaseResult, SearchResult
 
 
-class Redacts(Protocol):
-    def redact(self, text: str) -> str: ...
-    def redact_draft(self, draft: EntryDraft) -> EntryDraft: ...
+_ID_RE = re.compile(r"^[0-9A-Za-z_-]{1,64}$")  # what an entry id can look like (ours are ULIDs)
 
 
 def _text(value: str | bytes, what: str) -> str:
@@ -85,11 +82,8 @@ def _evidence(items: Iterable[Evidence | Mapping[str, Any]]) -> tuple[Evidence, 
         try:
             out.append(Evidence.model_validate(item))
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise InvalidEntry(f"evidence[{i}].{where}: {first['msg']}; nothing was recorded") from None
-    if len(out) > MAX_EVIDENCE_ITEMS:
-        raise InvalidEntry(f"{len(out)} evidence items; the limit is {MAX_EVIDENCE_ITEMS} per entry")
+            problems = validation_problems(exc, prefix=f"evidence[{i}]", unknown="unknown field")
+            raise InvalidEntry("; ".join(problems) + "; nothing was recorded") from None
     return tuple(out)
 
 
@@ -226,14 +220,16 @@ class SharedContext:
         store: Store,
         backends: Mapping[str, Backend],
         *,
-        redactor: Redacts | None = None,
+        redactor: Redactor | None = None,
         worker: bool = False,
     ) -> None:
         self.config = config
         self.store = store
+        if redactor is not None:
+            store.redactor = redactor  # the store is the one choke point: it sanitises what it writes
+        self.redactor: Redactor = store.redactor
         self.backends = dict(backends)
         self.backend_names = list(self.backends)
-        self.redactor = redactor
         self.default_author = Author(kind=config.agent.kind, name=config.agent.name)
         self.worker = Worker(store, self.backends, config.worker)
         self._appended = False
@@ -255,8 +251,6 @@ class SharedContext:
         `backends`/`store` let tests and embedders pass ready-made ones.
         """
         cfg = config if isinstance(config, Config) else load_config(config)
-        from .redact import Redactor
-
         if backends is None:
             backends = {b.name: make_backend(b, base_dir=cfg.base_dir) for b in cfg.backends}
         return cls(
@@ -307,13 +301,8 @@ class SharedContext:
                                    author=first.author, ref=None, trace_id=first.trace_id, attrs=first.attrs,
                                    status=None)  # fmt: skip
         title = _text(title, "title").strip()
-        if not title or len(title) > MAX_TITLE_CHARS:
-            raise InvalidEntry(f"a case title must be 1–{MAX_TITLE_CHARS} characters")
         labels = dict(labels or {})
-        if self.redactor is not None:  # the title and labels reach every backend's thread header
-            title = self.redactor.redact(title)
-            fingerprint = self.redactor.redact(fingerprint) if fingerprint else fingerprint
-            labels = {k: self.redactor.redact(v) for k, v in labels.items()}
+        # the store validates (model.CaseDraft) and redacts every field before it writes anything
         record, created = self.store.open_case(
             title=title, service=service, severity=severity, fingerprint=fingerprint, labels=labels,
             first=draft, backends=self.deliver_to(draft) if draft is not None else (),
@@ -392,39 +381,36 @@ class SharedContext:
         attrs: Mapping[str, Any] | None,
         status: CaseStatus | str | None,
     ) -> tuple[EntryDraft, CaseStatus | None]:
-        """Validate and redact one entry: the draft the store appends, and the case status it sets."""
+        """Validate one entry: the draft the store appends (and redacts), and the case status it sets."""
         title = _text(title, "title").strip()
         body = _text(body, "body")
         if not title:
             raise InvalidEntry("an entry needs a non-empty title; nothing was recorded")
-        if len(title) > MAX_TITLE_CHARS:
-            raise InvalidEntry(f"title is {len(title)} characters; the limit is {MAX_TITLE_CHARS}")
-        size = len(body.encode("utf-8"))
-        if size > MAX_BODY_BYTES:
-            raise InvalidEntry(
-                f"body is {size:,} bytes; the limit is {MAX_BODY_BYTES:,} bytes (UTF-8). Put large "
-                "data in evidence links, or split it into several entries"
-            )
         if ref is not None:
+            shown = repr(ref) if _ID_RE.match(ref) else "(not an entry id)"  # never echo free text: it may be a secret
             try:
-                target = self.store.get_entry(ref)
+                target = self.store.get_entry(ref) if _ID_RE.match(ref) else None
             except EntryNotFound:
-                raise InvalidEntry(f"ref {ref!r} is not an entry of this journal; nothing was recorded") from None
+                target = None
+            if target is None:
+                raise InvalidEntry(f"ref {shown} is not an entry of this journal; nothing was recorded")
             if target.case_id != case_id:
-                raise InvalidEntry(f"ref {ref!r} belongs to another case ({target.case_id})")
-        if isinstance(author, str):
-            author = Author.parse(author)
+                raise InvalidEntry(f"ref {shown} belongs to another case ({target.case_id})")
         try:
+            if isinstance(author, str):
+                author = Author.parse(author)
             draft = EntryDraft(
                 case_id=case_id, kind=_kind(kind), title=title, body=body, author=author or self.default_author,
                 evidence=_evidence(evidence), ref=ref, trace_id=trace_id, attrs=dict(attrs or {}),
             )  # fmt: skip
             new_status = CaseStatus(status) if status is not None else None
-        except (ValidationError, ValueError) as exc:
-            raise InvalidEntry(f"invalid entry: {exc}") from None
+        except ValidationError as exc:
+            problems = validation_problems(exc, unknown="unknown field")
+            raise InvalidEntry("; ".join(problems) + "; nothing was recorded") from None
+        except ValueError as exc:
+            raise InvalidEntry(f"invalid entry: {exc}; nothing was recorded") from None
         check_answer(draft)  # the one place that refuses an agent's `decision` (sharedctx.decisions)
-        if self.redactor is not None:
-            draft = self.redactor.redact_draft(draft)
+        # the store redacts every field of the draft (Redactor.sanitize) before it hashes and writes it
         if new_status is None and draft.kind == EntryKind.RESOLUTION:
             new_status = CaseStatus.RESOLVED
         return draft, new_status

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import unicodedata
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
@@ -16,9 +18,71 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ulid import ULID
 
 GENESIS_HASH = "0" * 64
+
+# -- limits: every field a caller can fill has one, here and nowhere else --------------------------------
+# They bound what one request can make the journal, the backends and every reader carry, and they are
+# checked on the *input* models (EntryDraft, CaseDraft) only: redaction may lengthen a value a little
+# (a placeholder is longer than a short password), and a stored entry must always read back.
 MAX_TITLE_CHARS = 300
 MAX_BODY_BYTES = 256 * 1024
 MAX_EVIDENCE_ITEMS = 100
+MAX_AUTHOR_NAME_CHARS = 200
+MAX_ID_CHARS = 64  # case ids, entry ids (`ref`); ours are 26-character ULIDs
+MAX_SOURCE_CHARS = 200  # evidence.source
+MAX_SUMMARY_CHARS = 4096  # evidence.summary
+MAX_QUERY_CHARS = 16 * 1024  # evidence.query
+MAX_URL_CHARS = 4096  # evidence.url
+MAX_DATA_BYTES = 64 * 1024  # evidence.data, as compact JSON (UTF-8)
+MAX_ATTRS_BYTES = 64 * 1024  # attrs, as compact JSON (UTF-8)
+MAX_JSON_DEPTH = 16  # nesting of attrs and evidence.data
+MAX_SERVICE_CHARS = 64
+MAX_SEVERITY_CHARS = 32
+MAX_FINGERPRINT_CHARS = 256
+MAX_LABELS = 64
+MAX_LABEL_KEY_CHARS = 128
+MAX_LABEL_VALUE_CHARS = 1024
+
+# A W3C trace-id: 32 lowercase hex digits, not all zero (https://www.w3.org/TR/trace-context/#trace-id).
+TRACE_ID_RE = re.compile(r"^(?!0{32}$)[0-9a-f]{32}$")
+# A service is a slug: lowercase ASCII letters, digits, `.`, `_`, `-`, starting with a letter or digit, at most
+# 64 characters. Edges that take free text (the alert intake) normalise it with `service_slug`.
+SERVICE_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+SERVICE_RE = re.compile(SERVICE_PATTERN)
+_NOT_SLUG = re.compile(r"[^a-z0-9._-]+")
+
+
+def service_slug(text: str) -> str:
+    """`"Checkout API"` -> `"checkout-api"`, `"zahlungsdienst-ä"` -> `"zahlungsdienst-a"`: the slug form of a
+    free-text service name ("" if nothing is left). Always matches `SERVICE_PATTERN` or is empty."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    return _NOT_SLUG.sub("-", ascii_text.lower()).lstrip("-._")[:63].rstrip("-")
+
+
+def json_size(value: Any, what: str, *, max_bytes: int, max_depth: int = MAX_JSON_DEPTH) -> int:
+    """The size of `value` as compact JSON in UTF-8, after checking its nesting depth; ValueError naming
+    `what` and the limit if it is too deep, too big, or not JSON at all (sets, NaN, objects)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:  # iterative: a 10,000-deep payload must get an error, not a RecursionError
+        item, depth = stack.pop()
+        if isinstance(item, dict | list | tuple):
+            if depth > max_depth:
+                raise ValueError(f"{what} is nested deeper than {max_depth} levels; the limit is {max_depth}")
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((c, depth + 1) for c in children)
+    try:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} must be plain JSON (objects, arrays, strings, finite numbers, booleans, "
+                         f"null): {exc}") from None
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        raise ValueError(f"{what} is {size:,} bytes as JSON; the limit is {max_bytes:,} bytes")
+    return size
+
+
+def _max_chars(value: str | None, what: str, limit: int) -> None:
+    if value is not None and len(value) > limit:
+        raise ValueError(f"{what} is {len(value):,} characters; the limit is {limit:,}")
 
 
 class EntryKind(StrEnum):
@@ -83,7 +147,7 @@ class Author(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     kind: AuthorKind
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=MAX_AUTHOR_NAME_CHARS)
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.name}"
@@ -117,18 +181,118 @@ class Evidence(BaseModel):
 
 
 class EntryDraft(BaseModel):
-    """What a caller asks to record; the store turns it into an `Entry` (id, seq, time, chain)."""
+    """What a caller asks to record; the store turns it into an `Entry` (id, seq, time, chain).
+
+    Every limit is checked here, so every path that records (API, CLI, MCP, intake, webhooks, read-back)
+    gets the same clear error naming the field and its limit.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    case_id: str
+    case_id: str = Field(max_length=MAX_ID_CHARS)  # "" for the first entry of a case not yet opened
     kind: EntryKind
-    title: str
+    title: str = Field(min_length=1)
     body: str = ""
     author: Author = SYSTEM
     evidence: tuple[Evidence, ...] = ()
-    ref: str | None = None
+    ref: str | None = Field(None, max_length=MAX_ID_CHARS)
     trace_id: str | None = None
     attrs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("title")
+    @classmethod
+    def _title(cls, v: str) -> str:
+        _max_chars(v, "title", MAX_TITLE_CHARS)
+        return v
+
+    @field_validator("body")
+    @classmethod
+    def _body(cls, v: str) -> str:
+        size = len(v.encode("utf-8", "surrogatepass"))
+        if size > MAX_BODY_BYTES:
+            raise ValueError(f"body is {size:,} bytes; the limit is {MAX_BODY_BYTES:,} bytes (UTF-8). Put large "
+                             "data in evidence links, or split it into several entries")
+        return v
+
+    @field_validator("trace_id")
+    @classmethod
+    def _trace_id(cls, v: str | None) -> str | None:
+        if v is not None and not TRACE_ID_RE.match(v):  # never echo the value: it may be anything
+            raise ValueError("trace_id must be a W3C trace-id: exactly 32 lowercase hex digits, not all zero "
+                             f"(got {len(v)} characters)")
+        return v
+
+    @field_validator("attrs")
+    @classmethod
+    def _attrs(cls, v: dict[str, Any]) -> dict[str, Any]:
+        json_size(v, "attrs", max_bytes=MAX_ATTRS_BYTES)
+        return v
+
+    @field_validator("evidence")
+    @classmethod
+    def _evidence(cls, v: tuple[Evidence, ...]) -> tuple[Evidence, ...]:
+        if len(v) > MAX_EVIDENCE_ITEMS:
+            raise ValueError(f"evidence has {len(v)} items; the limit is {MAX_EVIDENCE_ITEMS} per entry")
+        for i, ev in enumerate(v):
+            where = f"evidence[{i}]"
+            _max_chars(ev.source, f"{where}.source", MAX_SOURCE_CHARS)
+            _max_chars(ev.summary, f"{where}.summary", MAX_SUMMARY_CHARS)
+            _max_chars(ev.query, f"{where}.query", MAX_QUERY_CHARS)
+            _max_chars(ev.url, f"{where}.url", MAX_URL_CHARS)
+            json_size(ev.data, f"{where}.data", max_bytes=MAX_DATA_BYTES)
+        return v
+
+
+class CaseDraft(BaseModel):
+    """What a caller asks to open a case with; the store validates, sanitises and stores it.
+
+    Like `EntryDraft`, the one place the case fields' limits and formats are checked.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    title: str = Field(min_length=1)
+    service: str = ""
+    severity: str = Field("warning", min_length=1)
+    fingerprint: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("title")
+    @classmethod
+    def _title(cls, v: str) -> str:
+        _max_chars(v, "title", MAX_TITLE_CHARS)
+        return v
+
+    @field_validator("service")
+    @classmethod
+    def _service(cls, v: str) -> str:
+        if v and not SERVICE_RE.match(v):  # no "did you mean": the value is never echoed (it may be a secret)
+            raise ValueError(
+                f"service must be a slug of at most {MAX_SERVICE_CHARS} characters: lowercase letters, digits, "
+                "'.', '_' and '-', starting with a letter or digit (e.g. 'checkout-api')"
+            )
+        return v
+
+    @field_validator("severity")
+    @classmethod
+    def _severity(cls, v: str) -> str:
+        _max_chars(v, "severity", MAX_SEVERITY_CHARS)
+        return v
+
+    @field_validator("fingerprint")
+    @classmethod
+    def _fingerprint(cls, v: str | None) -> str | None:
+        _max_chars(v, "fingerprint", MAX_FINGERPRINT_CHARS)
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        if len(v) > MAX_LABELS:
+            raise ValueError(f"labels has {len(v)} entries; the limit is {MAX_LABELS}")
+        for key, value in v.items():
+            if not key or len(key) > MAX_LABEL_KEY_CHARS:
+                raise ValueError(f"labels: a key is {len(key)} characters; keys must be 1–{MAX_LABEL_KEY_CHARS}")
+            _max_chars(value, f"labels.{key}" if len(key) <= 40 else "labels", MAX_LABEL_VALUE_CHARS)
+        return v
 
 
 class Entry(BaseModel):

@@ -55,8 +55,10 @@ def _embed(i: int, text: str) -> EntryDraft:
     where = i % 8
     ev: dict[str, Any] = {"type": "log", "source": "loki"}
     draft: dict[str, Any] = {"case_id": "C1", "kind": EntryKind.FINDING, "title": "finding"}
-    if where == 0:
+    if where == 0 and len(text) <= 280:  # a title holds 300 characters at most
         draft["title"] = f"leaked credential: {text}"
+    elif where == 0:
+        draft["body"] = text
     elif where == 1:
         draft["body"] = f"## What we saw\n\n{text}\n\nNext: rotate."
     elif where == 2:

@@ -122,7 +122,7 @@ class PartnerClient:
             errlog = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")  # noqa: SIM115
             self._stderr = stack.enter_context(errlog)
             params = StdioServerParameters(
-                command=s.command[0], args=s.command[1:], env={**get_default_environment(), **s.env}
+                command=s.command[0], args=s.command[1:], env={**get_default_environment(), **s.resolved_env()}
             )
             read, write = await stack.enter_async_context(stdio_client(params, errlog=self._stderr))
         else:

@@ -31,6 +31,7 @@ from ..errors import (
     RateLimited,
     SharedCtxError,
     Unauthenticated,
+    format_validation_error,
 )
 from ..model import MAX_BODY_BYTES
 from ..redact import RedactingFilter, Redactor
@@ -50,11 +51,7 @@ def caller() -> Identity:
 
 
 def _validation_text(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors()[:5]:
-        loc = ".".join(str(p) for p in err["loc"]) or "(arguments)"
-        parts.append(f"{loc}: {err['msg']}")
-    return "; ".join(parts)
+    return format_validation_error(exc, "", unknown="unknown argument", limit=5, joiner="; ")
 
 
 def error_text(exc: BaseException) -> str:

@@ -31,6 +31,7 @@ from ..model import (
     new_id,
     utcnow,
 )
+from ..redact import Redactor
 
 
 class SearchFilters(BaseModel):
@@ -131,6 +132,7 @@ def checkpoint_hash(prev_hash: str, at: str, heads: dict[str, tuple[int, str]]) 
 
 class Store(Protocol):
     url: str
+    redactor: Redactor  # every value is sanitised with it before it is written (see SQLStore)
 
     def migrate(self) -> None: ...
     def close(self) -> None: ...

@@ -15,11 +15,14 @@ from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
 
-from ..errors import CaseNotFound, EntryNotFound
+from pydantic import ValidationError
+
+from ..errors import CaseNotFound, EntryNotFound, InvalidEntry, validation_problems
 from ..model import (
     GENESIS_HASH,
     Author,
     BackendState,
+    CaseDraft,
     CaseRecord,
     CaseStatus,
     Delivery,
@@ -33,6 +36,7 @@ from ..model import (
     parse_ts,
     utcnow,
 )
+from ..redact import Redactor, default_redactor
 from .base import (
     Candidate,
     CandidateQuery,
@@ -266,11 +270,31 @@ class Conn:
 
 
 class SQLStore:
-    """Shared implementation; subclasses provide `_tx`, `_q`, `migrate`, `search`, `rebuild_index`."""
+    """Shared implementation; subclasses provide `_tx`, `_q`, `migrate`, `search`, `rebuild_index`.
+
+    The choke point for secrets: every value this class writes goes through `self.redactor` first —
+    `_clean` for text, `Redactor.sanitize` for models and JSON values — so no caller (API, CLI, MCP,
+    intake, webhooks, read-back, the worker's error texts) can persist a credential by forgetting to
+    redact. `SharedContext` sets `redactor` to the one built from `[redact]`; the default has the built-in
+    detectors only.
+    """
 
     url: str
     FOR_UPDATE = ""  # PostgreSQL: lock the case row while appending
     SKIP_LOCKED = ""  # PostgreSQL: let concurrent workers pass over each other's claims
+    _redactor: Redactor | None = None
+
+    @property
+    def redactor(self) -> Redactor:
+        return self._redactor or default_redactor()
+
+    @redactor.setter
+    def redactor(self, value: Redactor | None) -> None:
+        self._redactor = value
+
+    def _clean(self, text: str | None) -> str | None:
+        """`text` as it may be persisted (redacted)."""
+        return self.redactor.redact(text) if text else text
 
     def _tx(self) -> AbstractContextManager[Any]:
         raise NotImplementedError
@@ -313,6 +337,15 @@ class SQLStore:
         the new case, so a case never exists without it: if the entry fails, no case is left behind.
         A case that was found gets no entry here; the caller decides what to add to it.
         """
+        try:
+            draft = CaseDraft(title=title, service=service, severity=severity, fingerprint=fingerprint,
+                              labels=labels)
+        except ValidationError as exc:
+            problems = validation_problems(exc, unknown="unknown field")
+            raise InvalidEntry("invalid case: " + "; ".join(problems) + "; nothing was recorded") from None
+        draft = self.redactor.sanitize(draft)
+        title, service, severity = draft.title, draft.service, draft.severity
+        fingerprint, labels = draft.fingerprint, draft.labels
         now = format_ts(utcnow())
         with self._tx() as c:
             if fingerprint:
@@ -340,6 +373,7 @@ class SQLStore:
         return self._case(rows[0])
 
     def find_open_case(self, fingerprint: str) -> CaseRecord | None:
+        fingerprint = self._clean(fingerprint) or fingerprint  # stored redacted, so looked up redacted
         rows = self._q(
             f"SELECT {CASE_COLS} FROM cases WHERE fingerprint=? AND status<>'resolved'", (fingerprint,)
         )
@@ -353,6 +387,7 @@ class SQLStore:
         return [self._case(r) for r in rows]
 
     def set_binding(self, case_id: str, backend: str, thread: dict[str, Any]) -> None:
+        thread = self.redactor.sanitize(thread)
         with self._tx() as c:
             r = c.execute("SELECT bindings FROM cases WHERE id=?", (case_id,)).fetchone()
             if r is None:
@@ -368,6 +403,7 @@ class SQLStore:
 
     def _append_in(self, c: Any, draft: EntryDraft, backends: Sequence[str], status: CaseStatus | None) -> Entry:
         """The append itself, inside the caller's transaction `c` (shared by `append` and `open_case`)."""
+        draft = self.redactor.sanitize(draft)  # before the hash: the chain covers only redacted text
         now_epoch = time.time()
         r = c.execute(
             f"SELECT last_seq, last_hash, status, resolved_at FROM cases WHERE id=?{self.FOR_UPDATE}",
@@ -573,7 +609,7 @@ class SQLStore:
     def mark_delivered(self, delivery_id: int, external: dict[str, Any], *, token: int | None = None) -> bool:
         return self._fenced(
             "UPDATE outbox SET state='delivered', delivered_at=?, external=?, lease_until=NULL, last_error=NULL",
-            (time.time(), json.dumps(external)), delivery_id, token,
+            (time.time(), json.dumps(self.redactor.sanitize(external))), delivery_id, token,
         )  # fmt: skip
 
     def reschedule(
@@ -581,13 +617,13 @@ class SQLStore:
     ) -> bool:
         return self._fenced(
             "UPDATE outbox SET next_attempt_at=?, last_error=?, last_error_kind=?, lease_until=NULL",
-            (time.time() + delay, error, kind), delivery_id, token,
+            (time.time() + delay, self._clean(error), kind), delivery_id, token,
         )  # fmt: skip
 
     def mark_dead(self, delivery_id: int, *, error: str, kind: str, token: int | None = None) -> bool:
         return self._fenced(
             "UPDATE outbox SET state='dead', last_error=?, last_error_kind=?, lease_until=NULL",
-            (error, kind), delivery_id, token,
+            (self._clean(error), kind), delivery_id, token,
         )  # fmt: skip
 
     def release(self, delivery_id: int, *, error: str, kind: str, token: int | None = None) -> bool:
@@ -595,7 +631,7 @@ class SQLStore:
         return self._fenced(
             "UPDATE outbox SET attempts=CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, "
             "lease_until=NULL, last_error=?, last_error_kind=?",
-            (error, kind), delivery_id, token,
+            (self._clean(error), kind), delivery_id, token,
         )  # fmt: skip
 
     def outbox_counts(self) -> dict[str, dict[str, int]]:
@@ -668,7 +704,7 @@ class SQLStore:
         self._update(
             "INSERT INTO backend_state (name, state, reason, since) VALUES (?,?,?,?) "
             "ON CONFLICT(name) DO UPDATE SET state=excluded.state, reason=excluded.reason, since=excluded.since",
-            (name, state, reason, format_ts(utcnow())),
+            (name, state, self._clean(reason), format_ts(utcnow())),
         )
 
     def get_cursor(self, backend: str, case_id: str) -> str | None:
@@ -679,12 +715,13 @@ class SQLStore:
         self._update(
             "INSERT INTO cursors (backend, case_id, cursor, updated_at) VALUES (?,?,?,?) "
             "ON CONFLICT(backend, case_id) DO UPDATE SET cursor=excluded.cursor, updated_at=excluded.updated_at",
-            (backend, case_id, cursor, format_ts(utcnow())),
+            (backend, case_id, self._clean(cursor), format_ts(utcnow())),
         )
 
     # -- human actions taken in (dedupe across webhook and polling, replay protection) -------------
     def claim_action(self, scope: str, key: str, case_id: str | None = None) -> bool:
         """Claim `(scope, key)`; True only for the first caller, in any process (primary key)."""
+        key = self._clean(key) or key
         with self._tx() as c:
             cur = c.execute(
                 "INSERT INTO human_actions (scope, key, case_id, seen_at) VALUES (?,?,?,?) "
@@ -694,13 +731,13 @@ class SQLStore:
             return bool(cur.rowcount == 1)
 
     def link_action(self, scope: str, key: str, entry_id: str) -> None:
-        self._update("UPDATE human_actions SET entry_id=? WHERE scope=? AND key=?", (entry_id, scope, key))
+        self._update("UPDATE human_actions SET entry_id=? WHERE scope=? AND key=?", (entry_id, scope, self._clean(key)))
 
     def action_entry(self, scope: str, key: str) -> str | None:
-        rows = self._q("SELECT entry_id FROM human_actions WHERE scope=? AND key=?", (scope, key))
+        rows = self._q("SELECT entry_id FROM human_actions WHERE scope=? AND key=?", (scope, self._clean(key)))
         return rows[0][0] if rows else None
 
     def release_action(self, scope: str, key: str) -> None:
         """Forget a claim whose recording failed, so the next delivery or poll can take it again."""
-        self._update("DELETE FROM human_actions WHERE scope=? AND key=?", (scope, key))
+        self._update("DELETE FROM human_actions WHERE scope=? AND key=?", (scope, self._clean(key)))
 

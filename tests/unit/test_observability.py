@@ -35,7 +35,7 @@ from sharedctx.errors import (
     UnknownCapability,
 )
 from sharedctx.intake_guard import IntakeAuth
-from sharedctx.observability import metrics_registry, render_metrics, serve_metrics, setup_otlp
+from sharedctx.observability import metrics_registry, render_metrics, serve_metrics, setup_otlp, span
 from sharedctx.server import Dispatcher, build_app
 from sharedctx.testing import FakeBackend
 from sharedctx.webhooks import webhooks_app
@@ -162,13 +162,27 @@ def test_record_and_delivery_spans_carry_the_entrys_trace_id(ctx: SharedContext,
     assert got["sharedctx.deliver"].attributes["sharedctx.backend"] == "fake"
 
 
-@pytest.mark.parametrize("bad", ["", "zz" * 16, "0" * 32, "abc"])
-def test_a_trace_id_that_is_not_w3c_never_fails_record(ctx: SharedContext, spans: InMemorySpanExporter,
-                                                        bad: str) -> None:
+@pytest.mark.parametrize("bad", ["zz" * 16, "0" * 32, "abc", TRACE.upper()])
+def test_a_refused_trace_id_ends_its_span_as_an_error_and_counts_as_an_error(
+    ctx: SharedContext, spans: InMemorySpanExporter, bad: str
+) -> None:
+    case = ctx.open_case("c")
     spans.clear()
-    ctx.open_case("c").record("finding", "t", "", trace_id=bad or None)
+    errors = sample("sharedctx_record_seconds_count", outcome="error")
+    with pytest.raises(InvalidEntry, match="trace_id"):
+        case.record("finding", "t", "", trace_id=bad)
     [s] = [s for s in spans.get_finished_spans() if s.name == "sharedctx.record"]
-    assert s.context.trace_id != 0
+    assert s.context.trace_id != 0 and not s.status.is_ok  # a fresh trace, never the malformed id
+    assert sample("sharedctx_record_seconds_count", outcome="error") - errors == 1
+
+
+@pytest.mark.parametrize("bad", ["zz" * 16, "0" * 32, "abc", "", None])
+def test_span_ignores_a_trace_id_that_is_not_w3c(spans: InMemorySpanExporter, bad: str | None) -> None:
+    spans.clear()
+    with span("t", bad):
+        pass
+    [s] = spans.get_finished_spans()
+    assert s.context.trace_id != 0 and s.parent is None
 
 
 @pytest.mark.anyio

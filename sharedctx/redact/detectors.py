@@ -1,4 +1,4 @@
-"""Redaction: replace credentials with typed placeholders before text is stored, delivered, returned or logged.
+"""The detectors: where in one string a credential is, and of which type (no decoding, no structure).
 
 Why here and why like this
 --------------------------
@@ -69,30 +69,18 @@ What is NOT caught (on purpose, or because there is no signal)
   secret (`secret="tls-cert"` in a PromQL label matcher, `token: expired`).
 """
 
+
 from __future__ import annotations
 
 import base64
 import binascii
-import logging
+import functools
 import re
-import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .errors import ConfigError
-
-if TYPE_CHECKING:
-    from .model import EntryDraft
-
-__all__ = [
-    "Finding",
-    "RedactingFilter",
-    "Redactor",
-    "default_redactor",
-    "install_log_redaction",
-    "placeholder",
-]
+from ..errors import ConfigError
 
 PLACEHOLDER_PREFIX = "[REDACTED:"
 _PLACEHOLDER_RE = re.compile(r"\[REDACTED:[a-z0-9][a-z0-9-]*\]")
@@ -181,6 +169,7 @@ def _keyword_pattern(ds_denylist: Iterable[str]) -> str:
     return "|".join(sorted(words, key=len, reverse=True))
 
 
+@functools.lru_cache(maxsize=8192)  # keys repeat (field names, attrs keys): pure, so cached
 def classify_key(key: str) -> str | None:
     """The placeholder type for a value stored under `key`, or None if the key does not hold a secret.
 
@@ -594,7 +583,7 @@ def _merge(findings: list[Finding]) -> list[Finding]:
     return merged
 
 
-def _parse_user_pattern(spec: str) -> _Rule:
+def parse_user_pattern(spec: str) -> _Rule:
     """`"name=regex"` (placeholder type `name`) or a bare `"regex"` (type `custom`).
 
     The secret is the group named `secret`, else the only group, else the whole match.
@@ -619,146 +608,6 @@ def _parse_user_pattern(spec: str) -> _Rule:
     return _Rule(kind, compiled, group, -1, None)
 
 
-class Redactor:
-    """Finds credentials in text and replaces them with `[REDACTED:<type>]`. Thread-safe, stateless.
-
-    `patterns` are the user's extra regexes from `[redact] patterns = [...]`; each may be `name=regex`.
-    """
-
-    def __init__(self, patterns: list[str] | None = None) -> None:
-        self._user_rules = [_parse_user_pattern(p) for p in (patterns or [])]
-
-    @classmethod
-    def from_config(cls, section: Mapping[str, Any] | None) -> Redactor:
-        """Build from the `[redact]` config table (`Config.redact`)."""
-        patterns = (section or {}).get("patterns") or []
-        if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
-            raise ConfigError('[redact] patterns must be a list of strings, e.g. ["acme-key=ACME-[0-9a-f]{32}"]')
-        return cls(patterns)
-
-    # ---------------------------------------------------------------------------------------- text
-    def find(self, text: str, *, precheck: bool = True) -> list[Finding]:
-        """All secrets in `text`, merged and sorted. `precheck=False` runs every detector (for tests)."""
-        found: list[Finding] = []
-        for rule in self._user_rules:
-            for m in rule.regex.finditer(text):
-                if m.group(rule.group):
-                    found.append(Finding(rule.type, *m.span(rule.group), rule.priority))
-        low = text.lower()
-        if precheck:
-            fmt_hit = _PRECHECK.search(text) is not None or text.startswith("sk-")
-            stems = [s for s in _STEMS if s in low]
-            if not (fmt_hit or stems or any(lit in low for lit in _CONTEXT_LITERALS)):
-                return _merge(found) if found else found
-        else:
-            fmt_hit, stems = True, list(_STEMS)
-        for rule in _RULES:
-            if precheck and ((rule.fmt and not fmt_hit) or not any(g in low for g in rule.gates)):
-                continue
-            if rule.finder is not None:
-                found.extend(Finding(rule.type, a, b, rule.priority) for a, b in rule.finder(text))
-                continue
-            for m in rule.regex.finditer(text):
-                kind = rule.type if rule.check is None else rule.check(m, rule.type)
-                if kind is None:
-                    continue
-                s, e = m.span(rule.group)
-                if e > s:
-                    found.append(Finding(kind, s, e, rule.priority))
-        if stems:
-            found.extend(_keyword_findings(text, _stem_positions(text, low, stems)))
-        if not found:
-            return found
-        if PLACEHOLDER_PREFIX in text:
-            found = _drop_placeholders(text, found)
-        return _merge(found)
-
-    def redact(self, text: str) -> str:
-        """`text` with every credential replaced by its typed placeholder; unchanged if none is found."""
-        if not text:
-            return text
-        findings = self.find(text)
-        if not findings:
-            return text
-        parts: list[str] = []
-        pos = 0
-        for f in findings:
-            parts.append(text[pos : f.start])
-            parts.append(placeholder(f.type))
-            pos = f.end
-        parts.append(text[pos:])
-        return "".join(parts)
-
-    # --------------------------------------------------------------------------------------- values
-    def redact_value(self, obj: Any) -> Any:
-        """Redact strings anywhere in dicts/lists/tuples; a value under a secret-named key is replaced whole.
-
-        `{"password": "hunter2"}` has no `password=` in any one string, so keys give the context here.
-        Containers are returned as the same object when nothing changed (cheap, and keeps identity).
-        """
-        return self._value(obj, None)
-
-    def _value(self, obj: Any, key_kind: str | None) -> Any:
-        if isinstance(obj, str):
-            red = self.redact(obj)
-            if key_kind is None or not _value_is_secret(key_kind, obj):
-                return red
-            if _PLACEHOLDER_RE.fullmatch(red):
-                return red
-            return placeholder(key_kind)
-        if isinstance(obj, dict):
-            changed = False
-            out: dict[Any, Any] = {}
-            for k, v in obj.items():
-                kind = classify_key(k) if isinstance(k, str) else None
-                nk = self.redact(k) if isinstance(k, str) else k
-                nv = self._value(v, kind)
-                changed = changed or nk is not k or nv is not v
-                out[nk] = nv
-            return out if changed else obj
-        if isinstance(obj, list | tuple):
-            items = [self._value(v, key_kind) for v in obj]
-            if all(a is b for a, b in zip(items, obj, strict=True)):
-                return obj
-            return type(obj)(items) if isinstance(obj, list) else tuple(items)
-        if key_kind is not None and isinstance(obj, int | float) and not isinstance(obj, bool):
-            return placeholder(key_kind) if _value_is_secret(key_kind, str(obj)) else obj
-        return obj
-
-    def redact_draft(self, draft: EntryDraft) -> EntryDraft:
-        """The draft with title, body, ref, every evidence field and attrs redacted (same object if clean)."""
-        update: dict[str, Any] = {}
-        for field in ("title", "body", "ref"):
-            value = getattr(draft, field)
-            if isinstance(value, str):
-                red = self.redact(value)
-                if red != value:
-                    update[field] = red
-        attrs = self.redact_value(draft.attrs)
-        if attrs is not draft.attrs:
-            update["attrs"] = attrs
-        evidence = []
-        ev_changed = False
-        for ev in draft.evidence:
-            ev_update: dict[str, Any] = {}
-            for field in ("source", "summary", "query", "url"):
-                value = getattr(ev, field)
-                if isinstance(value, str):
-                    red = self.redact(value)
-                    if red != value:
-                        ev_update[field] = red
-            data = self.redact_value(ev.data)
-            if data is not ev.data:
-                ev_update["data"] = data
-            if ev_update:
-                ev_changed = True
-                ev = ev.model_copy(update=ev_update)
-            evidence.append(ev)
-        if ev_changed:
-            update["evidence"] = tuple(evidence)
-        return draft.model_copy(update=update) if update else draft
-
-
 def _drop_placeholders(text: str, found: list[Finding]) -> list[Finding]:
     """Ignore findings that are (inside) existing placeholders, so redacting twice changes nothing."""
     holes = [m.span() for m in _PLACEHOLDER_RE.finditer(text)]
@@ -775,70 +624,49 @@ def _drop_placeholders(text: str, found: list[Finding]) -> list[Finding]:
     return kept
 
 
-# ------------------------------------------------------------------------------------------------ logs
-
-
-class RedactingFilter(logging.Filter):
-    """Redacts every record passing through a handler: message, args, exception and stack text.
-
-    The message is formatted (`msg % args`) *before* redacting and args are cleared, because a secret is
-    often split between the two (`log.info("password=%s", pw)`): neither half alone shows it is one.
-    """
-
-    def __init__(self, redactor: Redactor | None = None) -> None:
-        super().__init__()
-        self.redactor = redactor or default_redactor()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(record, "_sharedctx_redacted", False):
-            return True
-        r = self.redactor
-        try:
-            message = record.getMessage()
-        except Exception:  # a broken format string: keep what we can, redacted
-            message = f"{record.msg!s} {record.args!r}"
-        record.msg = r.redact(message)
-        record.args = None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = r.redact(record.exc_text)
-        if record.stack_info:
-            record.stack_info = r.redact(record.stack_info)
-        record._sharedctx_redacted = True
+def may_hold_secret(text: str) -> bool:
+    """The precheck alone: False means no built-in detector can fire on `text` (user rules aside)."""
+    if _PRECHECK.search(text) is not None or text.startswith("sk-"):
         return True
+    low = text.lower()
+    return any(s in low for s in _STEMS) or any(lit in low for lit in _CONTEXT_LITERALS)
 
 
-def install_log_redaction(redactor: Redactor | None = None, logger: logging.Logger | None = None) -> RedactingFilter:
-    """Attach one `RedactingFilter` to every handler of the root logger (and `logging.lastResort`).
+def scan(text: str, user_rules: list[_Rule], *, precheck: bool = True) -> list[Finding]:
+    """All secrets in `text` as it is (no decoding), merged and sorted. `precheck=False` runs every detector.
 
-    Handler filters, not logger filters: records from child loggers propagate to the root's handlers
-    without passing the root logger's own filters. Calling it again adds nothing twice; handlers added
-    later need another call.
+    User rules always run; the built-in ones only when the cheap precheck says the text may hold one.
     """
-    target = logger or logging.getLogger()
-    flt = next(
-        (f for h in target.handlers for f in h.filters if isinstance(f, RedactingFilter)),
-        None,
-    ) or RedactingFilter(redactor)
-    handlers = list(target.handlers)
-    if logging.lastResort is not None and logger is None:
-        handlers.append(logging.lastResort)
-    for h in handlers:
-        if not any(isinstance(f, RedactingFilter) for f in h.filters):
-            h.addFilter(flt)
-    return flt
-
-
-_default: Redactor | None = None
-_default_lock = threading.Lock()
-
-
-def default_redactor() -> Redactor:
-    """The process-wide redactor with the built-in detectors only (no user patterns)."""
-    global _default
-    if _default is None:
-        with _default_lock:
-            if _default is None:
-                _default = Redactor()
-    return _default
+    found: list[Finding] = []
+    for rule in user_rules:
+        for m in rule.regex.finditer(text):
+            if m.group(rule.group):
+                found.append(Finding(rule.type, *m.span(rule.group), rule.priority))
+    low = text.lower()
+    if precheck:
+        fmt_hit = _PRECHECK.search(text) is not None or text.startswith("sk-")
+        stems = [s for s in _STEMS if s in low]
+        if not (fmt_hit or stems or any(lit in low for lit in _CONTEXT_LITERALS)):
+            return _merge(found) if found else found
+    else:
+        fmt_hit, stems = True, list(_STEMS)
+    for rule in _RULES:
+        if precheck and ((rule.fmt and not fmt_hit) or not any(g in low for g in rule.gates)):
+            continue
+        if rule.finder is not None:
+            found.extend(Finding(rule.type, a, b, rule.priority) for a, b in rule.finder(text))
+            continue
+        for m in rule.regex.finditer(text):
+            kind = rule.type if rule.check is None else rule.check(m, rule.type)
+            if kind is None:
+                continue
+            s, e = m.span(rule.group)
+            if e > s:
+                found.append(Finding(kind, s, e, rule.priority))
+    if stems:
+        found.extend(_keyword_findings(text, _stem_positions(text, low, stems)))
+    if not found:
+        return found
+    if PLACEHOLDER_PREFIX in text:
+        found = _drop_placeholders(text, found)
+    return _merge(found)

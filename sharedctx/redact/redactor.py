@@ -1,0 +1,188 @@
+"""The `Redactor`: text, nested values and whole models in, the same with every credential replaced.
+
+`sanitize(model)` is the one function the store calls on everything it is about to persist. It walks the
+model's fields generically (every field, every nested model, dict key and value, list item), so a field
+added to a model later is covered without anyone remembering to list it here.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Mapping
+from datetime import date, datetime, time, timedelta
+from enum import Enum
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from ..errors import ConfigError
+from .decode import _JSON_ESCAPES, _PERCENT, views
+from .detectors import (
+    _PLACEHOLDER_RE,
+    Finding,
+    _merge,
+    _Rule,
+    _value_is_secret,
+    classify_key,
+    may_hold_secret,
+    parse_user_pattern,
+    placeholder,
+    scan,
+)
+
+T = TypeVar("T")
+_BREAKS = re.compile(r"\n[ \t]*")
+
+
+def _all_joined(text: str) -> str:
+    """`text` with every line joined (and every `\\`, `\r` dropped): a superset of decode's wrap view."""
+    joined = _BREAKS.sub("", text)
+    return joined.replace("\r", "").replace("\\", "") if "\r" in joined or "\\" in joined else joined
+_ATOMS = (bool, int, float, Enum, datetime, date, time, timedelta, bytes, type(None))
+
+
+class Redactor:
+    """Finds credentials in text and replaces them with `[REDACTED:<type>]`. Thread-safe, stateless.
+
+    `patterns` are the user's extra regexes from `[redact] patterns = [...]`; each may be `name=regex`.
+    """
+
+    def __init__(self, patterns: list[str] | None = None) -> None:
+        self._user_rules: list[_Rule] = [parse_user_pattern(p) for p in (patterns or [])]
+
+    @classmethod
+    def from_config(cls, section: Any) -> Redactor:
+        """Build from the `[redact]` config section (`Config.redact`, or a plain mapping)."""
+        if isinstance(section, BaseModel):
+            section = section.model_dump()
+        section = section or {}
+        patterns = section.get("patterns") or [] if isinstance(section, Mapping) else None
+        if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
+            raise ConfigError('[redact] patterns must be a list of strings, e.g. ["acme-key=ACME-[0-9a-f]{32}"]')
+        return cls(patterns)
+
+    # ---------------------------------------------------------------------------------------- text
+    def find(self, text: str, *, precheck: bool = True) -> list[Finding]:
+        """All secrets in `text`, in the text as it is and in every decoded view of it (JSON-escaped, doubly
+        escaped, percent-encoded, wrapped across lines), as merged ranges of `text`.
+
+        `precheck=False` runs every detector (for tests).
+        """
+        if (precheck and not self._user_rules and not may_hold_secret(text)
+                and _JSON_ESCAPES.search(text) is None and _PERCENT.search(text) is None
+                and ("\n" not in text or not may_hold_secret(_all_joined(text)))):
+            # Nothing to decode but wrapped lines, and not even with every line joined does the text pass
+            # the precheck: the common case (clean prose and logs) stops after two cheap looks.
+            return []
+        found = scan(text, self._user_rules, precheck=precheck)
+        decoded_any = False
+        raw_may = None
+        for view in views(text):
+            if view.joins and precheck and view.parent is not None and view.parent.parent is None:
+                # Joining wrapped lines changes the text only around the joins. If nothing in the text
+                # passes the precheck, a secret can only appear across a join: look there first.
+                raw_may = may_hold_secret(text) if raw_may is None else raw_may
+                if not (raw_may or self._user_rules or may_hold_secret("\n\n".join(view.around_changes()))):
+                    continue
+            for f in scan(view.text, self._user_rules, precheck=precheck):
+                start, end = view.span(f.start, f.end)
+                found.append(Finding(f.type, start, end, f.priority))
+                decoded_any = True
+        return _merge(found) if decoded_any else found
+
+    def redact(self, text: str) -> str:
+        """`text` with every credential replaced by its typed placeholder; the same object if none is found."""
+        if not text:
+            return text
+        findings = self.find(text)
+        if not findings:
+            return text
+        parts: list[str] = []
+        pos = 0
+        for f in findings:
+            parts.append(text[pos : f.start])
+            parts.append(placeholder(f.type))
+            pos = f.end
+        parts.append(text[pos:])
+        return "".join(parts)
+
+    # --------------------------------------------------------------------------------------- values
+    def redact_value(self, obj: Any) -> Any:
+        """Redact strings anywhere in dicts/lists/tuples/models; a value under a secret-named key is replaced
+        whole. `{"password": "hunter2"}` has no `password=` in any one string, so keys give the context.
+
+        Anything unchanged is returned as the same object (cheap, and keeps identity).
+        """
+        return self._value(obj, None)
+
+    def sanitize(self, model: T) -> T:
+        """`model` (any pydantic model, or plain data) with every string in it redacted: the store's one
+        choke point for secrets. The same object when nothing changed."""
+        result: T = self._value(model, None)
+        return result
+
+    def redact_draft(self, draft: T) -> T:
+        """Kept for old callers: the same as `sanitize`."""
+        return self.sanitize(draft)
+
+    def _value(self, obj: Any, key_kind: str | None) -> Any:
+        if isinstance(obj, _ATOMS):
+            if key_kind is not None and isinstance(obj, int | float) and not isinstance(obj, bool | Enum):
+                return placeholder(key_kind) if _value_is_secret(key_kind, str(obj)) else obj
+            return obj
+        if isinstance(obj, str):
+            red = self.redact(obj)
+            if key_kind is None or not _value_is_secret(key_kind, obj):
+                return red
+            if _PLACEHOLDER_RE.fullmatch(red):
+                return red
+            return placeholder(key_kind)
+        if isinstance(obj, BaseModel):
+            return self._model(obj)
+        if isinstance(obj, dict):
+            changed = False
+            out: dict[Any, Any] = {}
+            for k, v in obj.items():
+                kind = classify_key(k) if isinstance(k, str) else None
+                nk = self._value(k, None) if isinstance(k, str) else k
+                nv = self._value(v, kind)
+                changed = changed or nk is not k or nv is not v
+                out[nk] = nv
+            return out if changed else obj
+        if isinstance(obj, list | tuple | set | frozenset):
+            items = [self._value(v, key_kind) for v in obj]
+            if all(a is b for a, b in zip(items, obj, strict=True)):
+                return obj
+            return type(obj)(items)
+        return obj
+
+    def _model(self, model: BaseModel) -> BaseModel:
+        """Every field (declared and extra) of a pydantic model, walked like a dict keyed by field name."""
+        update: dict[str, Any] = {}
+        names = list(type(model).model_fields)
+        if model.model_extra:
+            names += list(model.model_extra)
+        for name in names:
+            value = getattr(model, name, None)
+            kind = classify_key(name)
+            if isinstance(value, _ATOMS) and (kind is None or not isinstance(value, int | float)):
+                continue  # fast path: most fields are ids, enums, times; a number only under a secret key
+            new = self._value(value, kind)
+            if new is not value:
+                update[name] = new
+        return model.model_copy(update=update) if update else model
+
+
+_default: Redactor | None = None
+_default_lock = threading.Lock()
+
+
+def default_redactor() -> Redactor:
+    """The process-wide redactor with the built-in detectors only (no user patterns)."""
+    global _default
+    if _default is None:
+        with _default_lock:
+            if _default is None:
+                _default = Redactor()
+    return _default
