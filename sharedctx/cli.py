@@ -583,6 +583,10 @@ def backends_check(
 @app.command()
 def worker(
     once: Annotated[bool, typer.Option("--once", help="deliver what is due now, then exit")] = False,
+    metrics_port: Annotated[
+        int | None, typer.Option("--metrics-port", help="serve Prometheus /metrics on this port (no auth)")
+    ] = None,
+    metrics_host: Annotated[str, typer.Option("--metrics-host", help="address for --metrics-port")] = "127.0.0.1",
 ) -> None:
     """Run the delivery worker in the foreground (Ctrl-C to stop)."""
     with context(worker=False) as ctx:
@@ -590,6 +594,13 @@ def worker(
             n = ctx.worker.run_once()
             out.print(f"handled {n} deliveries")
             return
+        from .observability import serve_metrics, setup_otlp
+
+        if setup_otlp():
+            err.print("exporting spans over OTLP (OTEL_EXPORTER_OTLP_ENDPOINT)")
+        if metrics_port is not None:
+            srv = serve_metrics(ctx.store, ctx.backend_names, metrics_host, metrics_port)
+            err.print(f"metrics at http://{metrics_host}:{srv.server_port}/metrics")
         ctx.worker.on_event = lambda what, d, detail: err.print(f"{what:9} {d.backend} {d.case_id}#{d.seq} {detail}")
         ctx.worker.start()
         from .humans import Poller, human_settings
