@@ -7,22 +7,22 @@ Exit codes: 0 ok · 1 unexpected error · 2 usage error · 3 not found · 4 inva
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from .config import CONFIG_ENV, CONFIG_NAME
-from .context import SharedContext
 from .errors import (
     BackendError,
     CaseNotFound,
@@ -33,8 +33,18 @@ from .errors import (
     SharedCtxError,
     StoreError,
 )
-from .model import Entry, EntryKind, format_ts, utcnow
-from .store.base import SearchFilters
+
+if TYPE_CHECKING:  # start-up is a promise (issue 13): the heavy modules load inside the commands that use them
+    from .context import SharedContext
+    from .model import Entry
+
+# Copies of sharedctx.config.CONFIG_NAME / CONFIG_ENV and of the EntryKind values, which the option help and
+# defaults need when the module loads; importing config or model for them would pull pydantic into `--help`.
+# tests/unit/test_cli_startup.py keeps each copy equal to its source.
+CONFIG_NAME = "sharedctx.toml"
+CONFIG_ENV = "SHAREDCTX_CONFIG"
+ENTRY_KINDS = ("alert", "triage", "finding", "action", "decision-request", "decision", "remediation",
+               "verification", "resolution", "note", "handoff", "correction")
 
 app = typer.Typer(
     name="sharedctx",
@@ -74,6 +84,8 @@ def _main(config: ConfigOpt = None) -> None:
 @contextmanager
 def context(*, worker: bool = False) -> Iterator[SharedContext]:
     """Open the context for one command, turning our errors into a message and an exit code."""
+    from .context import SharedContext
+
     try:
         with SharedContext.open(_state["config"], worker=worker) as ctx:
             yield ctx
@@ -91,6 +103,8 @@ def parse_since(value: str | None) -> datetime | None:
     """`2h`, `30m`, `7d` ago, or an ISO-8601 time."""
     if not value:
         return None
+    from .model import utcnow
+
     m = re.fullmatch(r"(\d+)\s*([smhdw])", value.strip())
     if m:
         unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[m.group(2)]
@@ -103,6 +117,8 @@ def parse_since(value: str | None) -> datetime | None:
 
 
 def entry_table(entries: list[Entry], title: str | None = None) -> Table:
+    from .model import format_ts
+
     t = Table(title=title, show_lines=False, title_justify="left")
     for col in ("#", "time", "author", "kind", "title"):
         t.add_column(col, overflow="fold")
@@ -283,7 +299,7 @@ def case_resolve(
 @app.command()
 def record(
     case_id: str,
-    kind: Annotated[str, typer.Argument(help=", ".join(k.value for k in EntryKind))],
+    kind: Annotated[str, typer.Argument(help=", ".join(ENTRY_KINDS))],
     title: str,
     body: Annotated[str | None, typer.Argument(help="Markdown body")] = None,
     body_file: Annotated[Path | None, typer.Option(help="read the body from a file, or - for stdin")] = None,
@@ -340,6 +356,8 @@ def search(
 ) -> None:
     """Search every case's history: ranked, grouped by case, with highlights and why each matched."""
     from rich.markup import escape
+
+    from .store.base import SearchFilters
 
     filters = SearchFilters(service=service, kinds=kind, author_kind=author, since=parse_since(since))
     with context() as ctx:
@@ -565,6 +583,10 @@ def backends_check(
 @app.command()
 def worker(
     once: Annotated[bool, typer.Option("--once", help="deliver what is due now, then exit")] = False,
+    metrics_port: Annotated[
+        int | None, typer.Option("--metrics-port", help="serve Prometheus /metrics on this port (no auth)")
+    ] = None,
+    metrics_host: Annotated[str, typer.Option("--metrics-host", help="address for --metrics-port")] = "127.0.0.1",
 ) -> None:
     """Run the delivery worker in the foreground (Ctrl-C to stop)."""
     with context(worker=False) as ctx:
@@ -572,6 +594,13 @@ def worker(
             n = ctx.worker.run_once()
             out.print(f"handled {n} deliveries")
             return
+        from .observability import serve_metrics, setup_otlp
+
+        if setup_otlp():
+            err.print("exporting spans over OTLP (OTEL_EXPORTER_OTLP_ENDPOINT)")
+        if metrics_port is not None:
+            srv = serve_metrics(ctx.store, ctx.backend_names, metrics_host, metrics_port)
+            err.print(f"metrics at http://{metrics_host}:{srv.server_port}/metrics")
         ctx.worker.on_event = lambda what, d, detail: err.print(f"{what:9} {d.backend} {d.case_id}#{d.seq} {detail}")
         ctx.worker.start()
         from .humans import Poller, human_settings
@@ -594,8 +623,6 @@ def worker(
 def _wake_on_activity(backend: Any, poller: Any) -> None:
     """A daemon thread: long-poll the backend for people's activity and read every live case back when there
     is some. A failure waits and tries again; the poller's own interval still runs underneath."""
-    import threading
-
     from .errors import BackendError
 
     def loop() -> None:
@@ -678,13 +705,41 @@ def mcp_command(
             raise typer.Exit(4) from None
 
 
+class _RedactOnFirstRecord(logging.Filter):
+    """Log redaction that builds its redactor when the first record arrives, not at start-up.
+
+    The redactor compiles detect-secrets' patterns (importing `requests` on the way): ~0.12 s that `--help`
+    and `init`, which log nothing, must not pay (issue 13). Every record still passes the real
+    `RedactingFilter` before any handler writes it, so the promise is unchanged.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._real: logging.Filter | None = None
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self._real is None:
+            with self._lock:
+                if self._real is None:
+                    from .redact import RedactingFilter
+
+                    self._real = RedactingFilter()
+        return bool(self._real.filter(record))
+
+
+def install_lazy_log_redaction() -> None:
+    """What `redact.install_log_redaction()` does (a filter on every root handler and on `lastResort`),
+    with the redactor built on first use."""
+    flt = _RedactOnFirstRecord()
+    handlers = [*logging.getLogger().handlers, *([logging.lastResort] if logging.lastResort else [])]
+    for h in handlers:
+        h.addFilter(flt)
+
+
 def main() -> None:
-    import logging
-
-    from .redact import install_log_redaction
-
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    install_log_redaction()  # nothing this process logs may carry a credential
+    install_lazy_log_redaction()  # nothing this process logs may carry a credential
     app()
 
 

@@ -40,6 +40,7 @@ from .model import (
     Evidence,
     VerifyReport,
 )
+from .observability import RECORD_SECONDS, span, timed
 from .redact import Redactor
 from .store.base import SearchFilters, Store, open_store
 
@@ -354,11 +355,17 @@ class SharedContext:
         attrs: Mapping[str, Any] | None,
         status: CaseStatus | str | None,
     ) -> Entry:
-        draft, new_status = self._draft(
-            case_id, kind, title, body, evidence=evidence, author=author, ref=ref,
-            trace_id=trace_id, attrs=attrs, status=status,
-        )  # fmt: skip
-        entry = self.store.append(draft, self.deliver_to(draft), new_status)
+        with (
+            timed(RECORD_SECONDS, outcome=True),
+            span("sharedctx.record", trace_id, {"sharedctx.case_id": case_id}) as s,
+        ):
+            draft, new_status = self._draft(
+                case_id, kind, title, body, evidence=evidence, author=author, ref=ref,
+                trace_id=trace_id, attrs=attrs, status=status,
+            )  # fmt: skip
+            entry = self.store.append(draft, self.deliver_to(draft), new_status)
+            s.set_attribute("sharedctx.entry_id", entry.id)
+            s.set_attribute("sharedctx.kind", entry.kind.value)
         self._appended = True
         if entry.kind == EntryKind.DECISION:
             self._apply_approved_status(entry)

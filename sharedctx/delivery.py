@@ -41,6 +41,7 @@ from .config import WorkerSettings
 from .decisions import Hold, held_for_decision
 from .errors import Ambiguous, AuthFailed, LeaseLost, Rejected, Retryable
 from .model import CaseRecord, Delivery, Entry, EntryKind, ExternalRef
+from .observability import DELIVERY_SECONDS, delivery_outcome, span
 from .store.base import Store
 
 log = logging.getLogger("sharedctx.delivery")
@@ -269,13 +270,16 @@ class Worker:
         name = backend.name
         token = d.lease_token
         lost = self._in_flight(d)
+        started = time.perf_counter()
         try:
             entry = self.store.get_entry(d.entry_id)
             held = self.hold(self.store, entry) if self.hold is not None else None
             if held is not None:
                 self._hold(d, held)
                 return
-            ref = self._send(backend, d, entry, lost)
+            with span("sharedctx.deliver", entry.trace_id, {"sharedctx.backend": name, "sharedctx.case_id": d.case_id,
+                      "sharedctx.entry_id": d.entry_id, "sharedctx.attempt": d.attempts}):  # fmt: skip
+                ref = self._send(backend, d, entry, lost)
         except LeaseLost as exc:
             self._fenced(d, False, f"sent ({exc})")
         except AuthFailed as exc:
@@ -301,6 +305,7 @@ class Worker:
                 self._emit("delivered", d, ref.url or ref.id)
         finally:
             self._landed(d)
+            DELIVERY_SECONDS.labels(name).observe(time.perf_counter() - started)
 
     def _hold(self, d: Delivery, held: Hold) -> None:
         """Park a held delivery (uncounted) and look again later; a declined one goes to dead letters."""
@@ -328,9 +333,11 @@ class Worker:
         if self._fenced(d, self.store.reschedule(d.id, error=error, kind=kind, delay=delay, token=token),
                         "rescheduled"):
             log.info("delivery %s to %s failed (%s), retrying in %.1fs: %s", d.id, d.backend, kind, delay, error)
-            self._emit("retry", d, error)
+            self._emit("retry", d, error, kind)
 
-    def _emit(self, what: str, d: Delivery, detail: str) -> None:
+    def _emit(self, what: str, d: Delivery, detail: str, kind: str | None = None) -> None:
+        """Every delivery outcome passes here: the one place it is counted (`sharedctx_delivery_outcomes`)."""
+        delivery_outcome(d.backend, what, kind)
         if self.on_event is not None:
             try:
                 self.on_event(what, d, detail)

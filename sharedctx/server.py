@@ -2,7 +2,10 @@
 
     POST /alerts/alertmanager   Alertmanager webhook (payload version 4)
     POST /alerts                the generic JSON alert (format in `sharedctx.intake`)
-    GET  /healthz               {"ok": true, "running": <investigations in flight>}
+    GET  /healthz               {"ok": true, "running": <investigations in flight>} (the process is alive)
+    GET  /readyz                {"ready": true}, or 503 {"ready": false, "reason": ...} if the store does not answer
+    GET  /metrics               Prometheus text format (`sharedctx.observability`); loopback clients need
+                                no credentials, any other client the intake's
 
 Every intake route is built by one factory (`build_app`'s `intake`), the choke point where a request
 is authenticated, checked to be JSON and within size (`sharedctx.intake_guard`), then read alert by
@@ -36,6 +39,8 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import anyio
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -48,10 +53,13 @@ from .errors import ConfigError, IntakeError, InvalidEntry, SharedCtxError, vali
 from .intake import Alert, Batch, Refused, read_alertmanager, read_generic
 from .intake_guard import IntakeAuth, is_loopback, read_limited, require_json
 from .model import MAX_TITLE_CHARS, Author, EntryKind, format_ts
+from .observability import metrics_registry, render_metrics, setup_otlp
 
 __all__ = ["Dispatcher", "Outcome", "build_app", "serve"]
 
 log = logging.getLogger("sharedctx.server")
+
+READY_TIMEOUT = 2.0  # seconds `/readyz` waits for the store: a probe must answer faster than it is polled
 
 Action = Literal["opened", "refired", "repeat", "resolving", "ignored", "rejected"]
 
@@ -284,6 +292,31 @@ def build_app(
     async def healthz(request: Request) -> Response:
         return JSONResponse({"ok": True, "running": disp.running})
 
+    async def readyz(request: Request) -> Response:
+        try:
+            with anyio.fail_after(READY_TIMEOUT):
+                await asyncio.to_thread(ctx.store.ping)
+        except TimeoutError:
+            return JSONResponse({"ready": False, "reason": f"the store did not answer within {READY_TIMEOUT:g}s"},
+                                status_code=503)  # fmt: skip
+        except Exception as exc:
+            return JSONResponse({"ready": False, "reason": f"the store is not reachable: {exc}"}, status_code=503)
+        return JSONResponse({"ready": True})
+
+    registry = metrics_registry(ctx.store, ctx.backends)
+
+    async def metrics(request: Request) -> Response:
+        # Outbox numbers tell who is investigating what is failing; from another machine they need the
+        # same credentials as the intake. On loopback (and for an app built with NO_AUTH) they are open.
+        if not is_loopback(request.client.host if request.client else ""):
+            try:
+                guard.check(request.headers.get("authorization"))
+            except IntakeError as exc:
+                challenge = {"WWW-Authenticate": guard.challenge}
+                return JSONResponse(exc.to_json(), status_code=exc.status, headers=challenge)
+        body = await asyncio.to_thread(render_metrics, registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
@@ -298,6 +331,8 @@ def build_app(
         Route("/alerts/alertmanager", intake(read_alertmanager), methods=["POST"]),
         Route("/alerts", intake(read_generic), methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
         *mounts,
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
@@ -349,6 +384,9 @@ def serve(
         say("sharedctx: warning: the alert intake has no authentication, so any process on this machine can "
             'open cases; set [server] intake_token = "env:SHAREDCTX_INTAKE_TOKEN" (docs/intake.md)')
     install_log_redaction(ctx.redactor if isinstance(ctx.redactor, Redactor) else None)
+    if setup_otlp():
+        say("sharedctx: exporting spans over OTLP (OTEL_EXPORTER_OTLP_ENDPOINT)")
+    say(f"sharedctx: metrics at http://{h}:{p}/metrics, probes at /healthz and /readyz")
     mounts: list[BaseRoute] = []
     lifespans: list[Lifespan] = []
     if ctx.config.agents:  # /mcp (Streamable HTTP) needs [[agents]] with tokens

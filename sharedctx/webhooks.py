@@ -51,6 +51,7 @@ from .backends.base import HumanItem
 from .errors import ConfigError
 from .humans import Humans, Poller, WebhookSettings
 from .model import Author, format_ts, parse_ts
+from .observability import WEBHOOKS_TOTAL
 from .render import is_own_echo
 
 if TYPE_CHECKING:
@@ -360,6 +361,13 @@ def webhooks_app(ctx: SharedContext, humans: Humans | None = None) -> Starlette:
     receiver = WebhookReceiver(ctx, humans)
 
     async def endpoint(request: Request) -> Response:
+        name = request.path_params["name"]
+        response = await respond(request, name)
+        # a name no backend has is counted as `_unknown`: anyone can POST any path, labels must stay bounded
+        WEBHOOKS_TOTAL.labels(name if name in ctx.backends else "_unknown", str(response.status_code)).inc()
+        return response
+
+    async def respond(request: Request, name: str) -> Response:
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > MAX_BODY:
             return JSONResponse({"error": "payload too large"}, status_code=413)
@@ -367,7 +375,7 @@ def webhooks_app(ctx: SharedContext, humans: Humans | None = None) -> Starlette:
         if len(body) > MAX_BODY:
             return JSONResponse({"error": "payload too large"}, status_code=413)
         headers = {k.lower(): v for k, v in request.headers.items()}
-        status, answer = await receiver.handle(request.path_params["name"], body, headers)
+        status, answer = await receiver.handle(name, body, headers)
         return JSONResponse(answer, status_code=status)
 
     app = Starlette(routes=[Route("/{name}", endpoint, methods=["POST"])])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from typing import IO, TYPE_CHECKING, Any
@@ -35,6 +36,7 @@ from ..errors import (
     PartnerUnavailable,
     UnknownCapability,
 )
+from ..observability import PARTNER_ERRORS, PARTNER_SECONDS, span
 from ._watch import WatchedTransport
 from .api import CASE_HEADER
 
@@ -42,7 +44,7 @@ if TYPE_CHECKING:
     from .a2a import A2AConnection
 from .models import CapabilityInfo, CapabilityInput, Finding, explain
 from .partner import CASE_META, TRACEPARENT_META
-from .trace import child_traceparent, current_or_new_traceparent
+from .trace import child_traceparent, current_or_new_traceparent, parse_traceparent
 
 __all__ = ["OnProgress", "PartnerClient", "ask_all"]
 
@@ -270,11 +272,24 @@ class PartnerClient:
         case_id = case_id or inp.case_id
         traceparent = traceparent or current_or_new_traceparent()
         limit = timeout or self.settings.timeout
-        if self._http is not None:
-            return await self._call_api(capability, inp, case_id, traceparent, limit)
-        if self._a2a is not None:
-            return await self._a2a.call(capability, inp, case_id, traceparent, limit, on_progress)
-        return await self._call_mcp(capability, inp, case_id, traceparent, limit, on_progress)
+        parent = parse_traceparent(traceparent)
+        attrs = {"sharedctx.partner": self.name, "sharedctx.capability": capability, "sharedctx.case_id": case_id}
+        label = capability  # an unknown name is counted as `_unknown`: callers (LLMs) may ask for anything
+        started = time.perf_counter()
+        with span("sharedctx.partner_call", parent.trace_id if parent else None, attrs,
+                  parent_id=parent.parent_id if parent else None):  # fmt: skip
+            try:
+                if self._http is not None:
+                    return await self._call_api(capability, inp, case_id, traceparent, limit)
+                if self._a2a is not None:
+                    return await self._a2a.call(capability, inp, case_id, traceparent, limit, on_progress)
+                return await self._call_mcp(capability, inp, case_id, traceparent, limit, on_progress)
+            except BaseException as exc:  # cancellation included: the caller gave up on this partner
+                label = "_unknown" if isinstance(exc, UnknownCapability) else capability
+                PARTNER_ERRORS.labels(self.name, label, type(exc).__name__).inc()
+                raise
+            finally:
+                PARTNER_SECONDS.labels(self.name, label).observe(time.perf_counter() - started)
 
     async def _call_mcp(
         self,

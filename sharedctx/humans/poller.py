@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from ..backends.base import ThreadRef
 from ..errors import BackendError
 from ..model import CaseStatus, format_ts, parse_ts, utcnow
+from ..observability import POLL_ITEMS, POLLS_TOTAL
 from .ingest import Humans, Ingested
 
 if TYPE_CHECKING:
@@ -68,11 +69,14 @@ class Poller:
                                          self.ctx.store.get_cursor(key, case_id))
             except BackendError as exc:
                 self.stats.errors += 1
+                POLLS_TOTAL.labels(name, "error").inc()
                 log.warning("reading %s back for case %s failed: %s", name, case_id, exc)
                 continue
             self.stats.reads += 1
+            POLLS_TOTAL.labels(name, "ok").inc()
             for item in back.humans:
                 self.stats.items += 1
+                POLL_ITEMS.labels(name).inc()
                 got = self.humans.ingest(case_id, item, via="poll")
                 self.stats.recorded += 0 if got.duplicate else 1
                 done.append(got)

@@ -110,6 +110,17 @@ class Checkpoint(BaseModel):
         return checkpoint_hash(self.prev_hash, self.at, self.heads)
 
 
+class OutboxHealth(BaseModel):
+    """One backend's outbox as `/metrics` reports it (`SQLStore.outbox_health`)."""
+
+    backend: str
+    pending: int = 0  # due or backing off, not held
+    held: int = 0  # waiting for a human decision
+    dead: int = 0  # dead letters an operator must look at (declined ones excluded)
+    declined: int = 0
+    oldest_pending_at: float | None = None  # epoch seconds the oldest pending (not held) row was created
+
+
 def checkpoint_hash(prev_hash: str, at: str, heads: dict[str, tuple[int, str]]) -> str:
     import hashlib
     import json
@@ -187,6 +198,9 @@ class Store(Protocol):
     def mark_dead(self, delivery_id: int, *, error: str, kind: str, token: int | None = None) -> bool: ...
     def release(self, delivery_id: int, *, error: str, kind: str, token: int | None = None) -> bool: ...
     def outbox_counts(self) -> dict[str, dict[str, int]]: ...
+    def outbox_health(self) -> dict[str, OutboxHealth]: ...
+    def backend_states(self) -> list[BackendState]: ...
+    def ping(self) -> None: ...
     def list_deliveries(
         self, *, state: str | None = None, backend: str | None = None, limit: int = 100
     ) -> list[Delivery]: ...

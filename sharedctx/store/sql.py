@@ -37,7 +37,16 @@ from ..model import (
     utcnow,
 )
 from ..redact import Redactor, default_redactor
-from .base import Candidate, CandidateQuery, Checkpoint, EntryMatch, SearchFilters, build_entry, checkpoint_hash
+from .base import (
+    Candidate,
+    CandidateQuery,
+    Checkpoint,
+    EntryMatch,
+    OutboxHealth,
+    SearchFilters,
+    build_entry,
+    checkpoint_hash,
+)
 
 ENTRY_COLS = (
     "id, case_id, seq, ts, author_kind, author_name, kind, title, body, evidence, ref, trace_id, attrs, "
@@ -60,6 +69,19 @@ CLAIMABLE = """o.state = 'pending' AND o.backend = :backend AND o.next_attempt_a
       AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.case_id = o.case_id
           AND p.backend = o.backend AND p.state = 'pending' AND p.seq < o.seq
           AND COALESCE(p.last_error_kind, '') <> 'held')"""
+
+# `/metrics` reads this at every scrape: per backend, what waits, what is dead, and since when the
+# oldest non-held row waits. Delivered rows are skipped, so it reads the live part of the outbox only.
+OUTBOX_HEALTH_SQL = """SELECT backend,
+    sum(CASE WHEN state = 'pending' AND COALESCE(last_error_kind, '') <> 'held' THEN 1 ELSE 0 END),
+    sum(CASE WHEN state = 'pending' AND last_error_kind = 'held' THEN 1 ELSE 0 END),
+    sum(CASE WHEN state = 'dead' AND COALESCE(last_error_kind, '') <> 'declined' THEN 1 ELSE 0 END),
+    sum(CASE WHEN state = 'dead' AND last_error_kind = 'declined' THEN 1 ELSE 0 END),
+    min(CASE WHEN state = 'pending' AND COALESCE(last_error_kind, '') <> 'held' THEN created_at END)
+FROM outbox WHERE state IN ('pending', 'dead') GROUP BY backend"""
+
+# `/readyz`: the cheapest query that proves the store answers.
+PING_SQL = "SELECT 1"
 
 
 def _json(value: Any) -> Any:
@@ -628,6 +650,18 @@ class SQLStore:
                 c["declined"] = int(declined or 0)
         return out
 
+    def outbox_health(self) -> dict[str, OutboxHealth]:
+        """Per backend with live rows: pending / held / dead / declined counts and the oldest pending time."""
+        return {
+            b: OutboxHealth(backend=b, pending=int(p or 0), held=int(h or 0), dead=int(d or 0),
+                            declined=int(x or 0), oldest_pending_at=float(o) if o is not None else None)
+            for b, p, h, d, x, o in self._q(OUTBOX_HEALTH_SQL)
+        }  # fmt: skip
+
+    def ping(self) -> None:
+        """Raise if the store cannot answer a query (for `/readyz`)."""
+        self._q(PING_SQL)
+
     def list_deliveries(
         self, *, state: str | None = None, backend: str | None = None, limit: int = 100
     ) -> list[Delivery]:
@@ -658,6 +692,13 @@ class SQLStore:
             return BackendState(name=name)
         st, reason, since = rows[0]
         return BackendState(name=name, state=st, reason=reason, since=parse_ts(since) if since else None)
+
+    def backend_states(self) -> list[BackendState]:
+        """Every backend with a recorded state (running or stopped)."""
+        return [
+            BackendState(name=n, state=st, reason=reason, since=parse_ts(since) if since else None)
+            for n, st, reason, since in self._q("SELECT name, state, reason, since FROM backend_state ORDER BY name")
+        ]
 
     def set_backend_state(self, name: str, state: str, reason: str | None) -> None:
         self._update(

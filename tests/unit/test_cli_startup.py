@@ -1,0 +1,126 @@
+"""Issue 13, "Fast CLI": `sharedctx --help` must not import the machinery that only commands need.
+
+Start-up time itself is measured in bench/startup.py, never asserted here (the machine is shared). What is
+asserted is the cause of the time: which modules a fresh interpreter has loaded after `import sharedctx`,
+after `import sharedctx.cli` and after `sharedctx --help` has actually rendered. Each check runs in its own
+subprocess, because this test process has long imported everything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import sharedctx
+from sharedctx import cli
+from sharedctx.config import CONFIG_ENV, CONFIG_NAME
+from sharedctx.model import EntryKind
+
+# What `--help` must not pay for: each costs tens of milliseconds or pulls in a tree that does.
+HEAVY = ("httpx", "mcp", "psycopg", "pydantic", "pydantic_core", "detect_secrets", "requests", "anyio",
+         "starlette", "uvicorn", "ulid", "sharedctx.store", "sharedctx.context", "sharedctx.config",
+         "sharedctx.model", "sharedctx.backends", "sharedctx.redact", "sharedctx.delivery", "sharedctx.server",
+         "sharedctx.agents", "sharedctx.search", "sharedctx.mcp_server", "sharedctx.mcp")
+
+TYPER_NEEDS = ("pydantic", "pydantic_core")
+
+_REPORT = "import json, sys; print(json.dumps(sorted(sys.modules)), file=sys.__stderr__)"
+
+
+def _loaded_after(code: str, tmp_path: Path) -> set[str]:
+    """Run `code` in a fresh interpreter (cwd: an empty folder) and return the modules it had loaded."""
+    env = {k: v for k, v in os.environ.items() if k != "SHAREDCTX_CONFIG"} | {"COLUMNS": "100"}
+    proc = subprocess.run([sys.executable, "-c", f"{code}\n{_REPORT}"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    modules: set[str] = set(json.loads(proc.stderr.strip().splitlines()[-1]))
+    return modules
+
+
+def _heavy(modules: set[str]) -> list[str]:
+    return sorted(m for m in modules if any(m == h or m.startswith(h + ".") for h in HEAVY))
+
+
+def test_import_sharedctx_loads_no_submodule(tmp_path: Path) -> None:
+    loaded = _loaded_after("import sharedctx", tmp_path)
+    assert sorted(m for m in loaded if m.startswith("sharedctx.")) == []
+    assert _heavy(loaded) == []
+
+
+def test_import_cli_loads_none_of_the_heavy_modules(tmp_path: Path) -> None:
+    assert _heavy(_loaded_after("import sharedctx.cli", tmp_path)) == []
+
+
+@pytest.mark.parametrize("argv", [["--help"], []], ids=["help", "no-args"])
+def test_rendering_help_loads_none_of_the_heavy_modules(tmp_path: Path, argv: list[str]) -> None:
+    """Through `main()`, exactly as the console script runs it: logging set-up and the help renderer included."""
+    loaded = _loaded_after(_run_main(argv), tmp_path)
+    assert "typer.rich_utils" in loaded  # the help really was rendered
+    assert _heavy(loaded) == []
+
+
+@pytest.mark.parametrize("argv", [["case", "--help"], ["record", "--help"], ["serve", "--help"],
+                                  ["case", "list", "--help"]])
+def test_a_commands_help_loads_only_what_typer_itself_needs(tmp_path: Path, argv: list[str]) -> None:
+    """Typer (>= 0.2x) builds a command's parameters with pydantic TypeAdapters, so one command's help pays for
+    pydantic; it must still not pay for ours (store, context, backends, redaction, httpx, mcp)."""
+    loaded = _loaded_after(_run_main(argv), tmp_path)
+    assert "typer.rich_utils" in loaded
+    assert [m for m in _heavy(loaded) if not m.startswith(TYPER_NEEDS)] == []
+
+
+def _run_main(argv: list[str]) -> str:
+    return ("import sys\nfrom sharedctx.cli import main\n"
+            f"sys.argv = ['sharedctx', *{argv!r}]\n"
+            "try:\n    main()\nexcept SystemExit as exc:\n    assert exc.code in (0, 2, None), exc.code\n")
+
+
+def test_commands_still_load_what_they_need(tmp_path: Path) -> None:
+    """The other side of laziness: a real command opens the context (and fails cleanly on a missing case)."""
+    code = ("import sys\nfrom sharedctx.cli import main\nsys.argv = ['sharedctx', 'timeline', 'NOPE']\n"
+            "try:\n    main()\nexcept SystemExit as exc:\n    assert exc.code == 3, exc.code\n")
+    loaded = _loaded_after(code, tmp_path)
+    assert {"sharedctx.context", "sharedctx.store.sqlite", "pydantic"} <= loaded
+
+
+def test_log_redaction_is_installed_but_built_on_the_first_record(tmp_path: Path) -> None:
+    """`main()` still redacts everything this process logs; it just compiles the redactor when first needed."""
+    token = "ghp_" + "Ab3" * 12
+    code = ("import logging, sys\nimport sharedctx.cli as cli\n"
+            "def app():\n"
+            "    assert 'sharedctx.redact' not in sys.modules\n"
+            f"    logging.getLogger('sharedctx.demo').warning('pushing with %s', {token!r})\n"
+            f"    logging.getLogger('other').error('Authorization: token {token}')\n"
+            "cli.app = app\ncli.main()\n")
+    env = {k: v for k, v in os.environ.items() if k != "SHAREDCTX_CONFIG"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert token not in proc.stderr and token[:12] not in proc.stderr
+    assert proc.stderr.count("[REDACTED:") == 2, proc.stderr
+    assert "WARNING sharedctx.demo: pushing with" in proc.stderr  # the format main() sets, unchanged
+
+
+def test_lazy_exports_are_the_defining_modules_objects() -> None:
+    import importlib
+
+    assert set(sharedctx.__all__) == set(sharedctx._EXPORTS)
+    for name, module in sharedctx._EXPORTS.items():
+        assert getattr(sharedctx, name) is getattr(importlib.import_module(module, "sharedctx"), name), name
+    assert set(sharedctx.__all__) <= set(dir(sharedctx))
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        _ = sharedctx.Nope
+    namespace: dict[str, object] = {}
+    exec("from sharedctx import *", namespace)
+    assert namespace["SharedContext"] is sharedctx.SharedContext
+
+
+def test_cli_copies_of_config_and_model_constants_match_their_sources() -> None:
+    """cli.py keeps copies so that loading it needs neither config nor model (both import pydantic)."""
+    assert (cli.CONFIG_NAME, cli.CONFIG_ENV) == (CONFIG_NAME, CONFIG_ENV)
+    assert tuple(k.value for k in EntryKind) == cli.ENTRY_KINDS
