@@ -399,4 +399,6 @@ def serve(
     hooks = ", ".join(f"/webhooks/{n}" for n in human_settings(ctx.config).webhooks) or "none configured"
     say(f"sharedctx: human answers by webhook ({hooks}) and polling")
     app = build_app(ctx, agent=agent, auth=auth, mounts=mounts, lifespans=lifespans)
-    uvicorn.run(app, host=h, port=p, log_level="warning")
+    # log_config=None: uvicorn's loggers propagate to the root handlers, which carry the redaction filter;
+    # its default config would give them their own stderr handlers that no redaction ever sees.
+    uvicorn.run(app, host=h, port=p, log_level="warning", log_config=None)
