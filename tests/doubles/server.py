@@ -76,6 +76,9 @@ class PortServer:
     def _serve(self, h: BaseHTTPRequestHandler) -> None:
         length = int(h.headers.get("content-length") or 0)
         body = h.rfile.read(length) if length else b""
+        if len(body) < length:  # the client died mid-request (kill -9): no HTTP server acts on half a request
+            h.close_connection = True
+            return
         delay, dice = self._roll()
         if self._stop.wait(delay):
             return
