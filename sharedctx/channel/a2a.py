@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -57,6 +56,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..errors import PartnerBadOutput, PartnerError, PartnerTimeout, PartnerUnavailable, UnknownCapability
+from .client import OnProgress
 from .models import CallContext, CapabilityInfo, CapabilityInput, Finding, explain
 from .partner import CASE_META, TRACEPARENT_META, _valid
 
@@ -212,9 +212,6 @@ def a2a_routes(partner: Partner, *, base_url: str | None = None) -> list[Route]:
 
 # -- primary side ------------------------------------------------------------------------------------
 
-OnProgress = Callable[[float, "float | None", "str | None"], "Awaitable[None] | None"]
-
-
 class A2AConnection:
     """One discovered A2A agent, called the way `PartnerClient` calls MCP and plain-API partners."""
 
@@ -303,7 +300,7 @@ class A2AConnection:
             raise PartnerError(f"{where}: {type(exc).__name__}: {exc}") from None
         except httpx.HTTPError as exc:
             raise PartnerUnavailable(f"{where}: {type(exc).__name__}: {exc}") from None
-        return self._finding(task, artifacts, where)
+        return self._finding(task, artifacts, capability, where)
 
     @staticmethod
     async def _progress(metadata: Any, message: Message, on_progress: OnProgress | None) -> None:
@@ -327,12 +324,12 @@ class A2AConnection:
             except Exception as exc:  # best effort: the caller already has its answer (a timeout)
                 log.debug("partner %s: could not cancel task %s: %s", self.name, task_id, exc)
 
-    def _finding(self, task: Task | None, parts: list[Part], where: str) -> Finding:
+    def _finding(self, task: Task | None, parts: list[Part], capability: str, where: str) -> Finding:
         if task is not None and task.status.state not in (TaskState.TASK_STATE_COMPLETED, 0):
             state = TaskState.Name(task.status.state).removeprefix("TASK_STATE_").lower()
             reason = "\n".join(get_text_parts(task.status.message.parts)) or "(no message)"
             if "unknown capability" in reason:
-                raise UnknownCapability(where.split("'")[3], [s.id for s in self.card.skills], partner=self.name)
+                raise UnknownCapability(capability, [s.id for s in self.card.skills], partner=self.name)
             raise PartnerError(f"{where}: the task ended {state}: {reason}")
         for data in get_data_parts(parts):
             try:
