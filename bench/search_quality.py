@@ -63,7 +63,7 @@ def fixed_now(name: str, cases: list[dict[str, Any]]) -> datetime:
 def _clock(holder: list[datetime]) -> Iterator[None]:
     """Record with the set's original times: the store's clock reads `holder[0]` while loading."""
     import sharedctx.store.base as base
-    import sharedctx.store.sql as sql
+    import sharedctx.store.sql.journal as sql
 
     saved = base.utcnow, sql.utcnow
     base.utcnow = sql.utcnow = lambda: holder[0]  # type: ignore[assignment]
