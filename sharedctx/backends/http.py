@@ -281,7 +281,7 @@ class SharedPacer:
     def acquire(self) -> None:
         while True:
             try:
-                wait = self.store.take_slot(self.key(), self.limits, self._clock())
+                wait = self.store.take_slot(self.key(), self.limits, self._clock)
             except StoreError as exc:
                 raise Retryable(f"pacing: the shared rate budget could not be read ({exc})") from exc
             if wait <= 0:

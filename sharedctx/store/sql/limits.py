@@ -16,18 +16,22 @@ a dropped connection, and a slot is only ever recorded by a commit — so nothin
 
 Times are epoch seconds from the caller's clock (all processes must agree on the time, as they do
 for leases); the window rule is the in-memory `Pacer`'s: a slot taken at `at` counts while
-`now - at < period`.
+`now - at < period`. The clock is read *inside* the transaction, and never earlier than the newest slot:
+a process that read the time and then waited for the lock would otherwise decide in the past, after a
+later one had already forgotten slots that were still inside the stale window (a test caught 22 of 20).
+So admissions are in time order per key, as in one process, whatever the waits and the clocks' skew.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .common import SQLBase
 
 # Every statement this module runs, by name.
 ENSURE_BUDGET = "INSERT INTO rate_budgets (key) VALUES (?) ON CONFLICT (key) DO NOTHING"
 LOCK_BUDGET = "SELECT held_until FROM rate_budgets WHERE key=?"  # + FOR UPDATE on PostgreSQL
+NEWEST_SLOT = "SELECT max(at) FROM rate_slots WHERE key=?"
 FORGET_OLD = "DELETE FROM rate_slots WHERE key=? AND at <= ?"
 COUNT_IN_WINDOW = "SELECT count(*) FROM rate_slots WHERE key=? AND at > ?"
 NTH_IN_WINDOW = "SELECT at FROM rate_slots WHERE key=? AND at > ? ORDER BY at LIMIT 1 OFFSET ?"
@@ -36,9 +40,9 @@ EXTEND_HOLD = "UPDATE rate_budgets SET held_until=?, hold_reason=? WHERE key=? A
 
 
 class RateLimitsSQL(SQLBase):
-    def take_slot(self, key: str, limits: Sequence[tuple[int, float]], now: float) -> float:
-        """Take one slot of `key`'s budget at `now` and return 0.0, or take nothing and return how many
-        seconds until one could be free (a hold, or the window that is full).
+    def take_slot(self, key: str, limits: Sequence[tuple[int, float]], clock: Callable[[], float]) -> float:
+        """Take one slot of `key`'s budget now and return 0.0, or take nothing and return how many
+        seconds until one could be free (a hold, or the window that is full). `clock` gives epoch seconds.
 
         `limits` is `(cap, period)` pairs over one log: GitHub's `[(80, 60), (500, 3600)]` counts every
         admitted request against both. Processes sharing a key must use the same limits (they do: the
@@ -48,6 +52,8 @@ class RateLimitsSQL(SQLBase):
         with self._tx() as c:
             c.execute(ENSURE_BUDGET, (key,))
             held_until = float(c.execute(LOCK_BUDGET + self.FOR_UPDATE, (key,)).fetchone()[0])
+            newest = c.execute(NEWEST_SLOT, (key,)).fetchone()[0]
+            now = max(clock(), float(newest) if newest is not None else 0.0)  # under the lock: see above
             c.execute(FORGET_OLD, (key, now - horizon))
             wait = held_until - now
             for cap, period in limits:
