@@ -38,7 +38,18 @@ from ..render import (
     render_parts,
 )
 from .base import Hit, HumanItem, ReadBack, ThreadRef
-from .http import budget_key, call, check, json_of, make_pacer, new_client, parse_retry_after, secret, send
+from .http import (
+    budget_key,
+    call,
+    check,
+    json_of,
+    make_pacer,
+    new_client,
+    parse_retry_after,
+    rate_scale,
+    secret,
+    send,
+)
 
 if TYPE_CHECKING:
     from ..store.base import RateLimits
@@ -90,6 +101,8 @@ class GitHubBackend:
         self._owns_client = client is None
         self._api = f"{options.base_url.rstrip('/')}/repos/{options.repo}"
         margin = options.pacing_margin
+        # GitHub's own waits (retry-after) are in its seconds; on a scaled clock, in real ones for the worker
+        self._time_scale = 1.0 if clock is not None else rate_scale()
         self.pacer = make_pacer([(options.per_minute, 60.0 + margin), (options.per_hour, 3600.0 + margin)],
                                 store=limits, key=self._budget_key, max_block=options.max_block,
                                 clock=clock, sleep=sleep)
@@ -118,9 +131,10 @@ class GitHubBackend:
             wait = max(1.0, float(resp.headers.get("x-ratelimit-reset", "0") or 0) - time.time())
         if wait is None and (resp.status_code == 429 or "rate limit" in resp.text.lower()):
             wait = 60.0  # GitHub: without retry-after, wait at least one minute
-        if wait is not None:
-            self.pacer.hold(wait, f"GitHub answered {resp.status_code} (rate limit) to {resp.request.method}")
-        return wait
+        if wait is None:
+            return None
+        self.pacer.hold(wait, f"GitHub answered {resp.status_code} (rate limit) to {resp.request.method}")
+        return wait / self._time_scale
 
     def _call(self, method: str, path: str, *, not_found: str | None = None, **kw: Any) -> Any:
         headers = {
