@@ -201,8 +201,8 @@ def run(pg_url: str, quick: bool) -> Section:
         "sent = content-creating requests the double received from all 4 processes (issues + comments), "
         "admitted or refused; windows slide over the double's own clock",
         f"fill/min = sent per whole GitHub minute from the first request, over the {PER_HOUR // PER_MINUTE} "
-        f"minutes before the hour's budget binds, / {PER_MINUTE} (mean and worst); the 1 s pacing margin "
-        f"caps it at 60/61 = 0.98",
+        f"minutes before the hour's budget binds, / {PER_MINUTE} (mean and worst); the pacing margin (1 real "
+        f"second = {scale:g} GitHub seconds) caps it at 60/{60 + scale:g} = {60 / (60 + scale):.2f}",
         f"spec checks: {'on' if validate else 'off (specs not found)'}; load average at start {load:.1f} "
         f"({os.cpu_count()} CPUs)",
     ]
