@@ -77,7 +77,8 @@ class GitHubDouble(ServiceDouble):
         self.issues.pop(number, None)
 
     def comments_of(self, number: int) -> list[dict[str, Any]]:
-        return [c for c in self.comments.values() if c["_issue"] == number]
+        with self.lock:  # served from several threads (PortServer) while comments are being created
+            return [c for c in self.comments.values() if c["_issue"] == number]
 
     # ---- state -------------------------------------------------------------------------------------
     def _public(self, obj: dict[str, Any]) -> dict[str, Any]:
@@ -161,7 +162,8 @@ class GitHubDouble(ServiceDouble):
             return self.json_response(201, self._public(self._create_issue(body)))
         if rest == "/issues" and m == "GET":
             want = set(filter(None, request.url.params.get("labels", "").split(",")))
-            found = [i for i in self.issues.values() if want <= {lb["name"] for lb in i["labels"]}]
+            with self.lock:
+                found = [i for i in self.issues.values() if want <= {lb["name"] for lb in i["labels"]}]
             found.sort(key=lambda i: i["number"], reverse=True)
             per_page = int(request.url.params.get("per_page", 30))
             return self.json_response(200, [self._public(i) for i in found[:per_page]])
