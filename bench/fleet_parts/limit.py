@@ -202,7 +202,8 @@ def run(pg_url: str, quick: bool) -> Section:
         "admitted or refused; windows slide over the double's own clock",
         f"fill/min = sent per whole GitHub minute from the first request, over the {PER_HOUR // PER_MINUTE} "
         f"minutes before the hour's budget binds, / {PER_MINUTE} (mean and worst); the pacing margin (1 real "
-        f"second = {scale:g} GitHub seconds) caps it at 60/{60 + scale:g} = {60 / (60 + scale):.2f}",
+        f"second = {scale:g} GitHub seconds) stretches each window to {60 + scale:g} GitHub seconds, so over "
+        f"long runs it caps the rate at {60 / (60 + scale):.2f} of the limit",
         f"spec checks: {'on' if validate else 'off (specs not found)'}; load average at start {load:.1f} "
         f"({os.cpu_count()} CPUs)",
     ]
