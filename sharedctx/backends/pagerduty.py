@@ -38,7 +38,7 @@ from ..render import (
     render_parts,
 )
 from .base import Hit, HumanItem, ReadBack, ThreadRef
-from .http import budget_key, call, make_pacer, new_client, parse_retry_after, secret
+from .http import budget_key, call, make_pacer, new_client, parse_retry_after, rate_scale, secret
 
 if TYPE_CHECKING:
     from ..store.base import RateLimits
@@ -78,6 +78,7 @@ class PagerDutyBackend:
         self._api = options.base_url.rstrip("/")
         self.pacer = make_pacer([(options.per_minute, 60.0)], store=limits, key=self._budget_key,
                                 max_block=options.max_block)
+        self._time_scale = rate_scale()  # PagerDuty's waits are in its seconds; the worker's are real ones
 
     @classmethod
     def from_settings(cls, settings: BackendSettings, *, client: httpx.Client | None = None) -> PagerDutyBackend:
@@ -94,7 +95,7 @@ class PagerDutyBackend:
         wait = parse_retry_after(resp.headers.get("retry-after") or resp.headers.get("ratelimit-reset"))
         wait = 60.0 if wait is None else wait
         self.pacer.hold(wait, f"PagerDuty answered 429 to {resp.request.method}")
-        return wait
+        return wait / self._time_scale
 
     def _call(self, method: str, path: str, *, not_found: str | None = None, **kw: Any) -> Any:
         self.pacer.acquire()
