@@ -97,7 +97,7 @@ def make(name: str, *, validate: bool, github: dict[str, Any] | None = None,
         pd = PagerDutyDouble(validate=validate)
         client = httpx.Client(transport=httpx.MockTransport(pd.handle))
         return pd, PagerDutyBackend(name, PagerDutyOptions(token="env:PD_TOKEN", from_email="bot@acme.io",
-                                                           service_id="PSVC001"), client=client)
+                                                           service_id="PSVC001", per_minute=10**9), client=client)
     if name == "servicenow":
         sn = ServiceNowDouble(validate=validate)
         client = httpx.Client(transport=httpx.MockTransport(sn.handle))

@@ -255,11 +255,18 @@ class SharedContext:
         `backends`/`store` let tests and embedders pass ready-made ones.
         """
         cfg = config if isinstance(config, Config) else load_config(config)
-        if backends is None:
-            backends = {b.name: make_backend(b, base_dir=cfg.base_dir) for b in cfg.backends}
+        opened = store is None
+        store = store or open_store(cfg.store_url)
+        if backends is None:  # rate budgets live in the store: every process on it shares them
+            try:
+                backends = {b.name: make_backend(b, base_dir=cfg.base_dir, limits=store) for b in cfg.backends}
+            except BaseException:
+                if opened:
+                    store.close()
+                raise
         return cls(
             cfg,
-            store or open_store(cfg.store_url),
+            store,
             backends,
             redactor=Redactor.from_config(cfg.redact),
             worker=cfg.worker.enabled if worker is None else worker,

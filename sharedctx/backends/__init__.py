@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from pydantic import ValidationError
@@ -16,6 +16,9 @@ from pydantic import ValidationError
 from ..config import BackendSettings
 from ..errors import ConfigError
 from .base import Backend, Hit, HumanItem, ReadBack, ThreadRef
+
+if TYPE_CHECKING:
+    from ..store.base import RateLimits
 
 BACKEND_TYPES: dict[str, str] = {
     "local": "sharedctx.backends.local:LocalBackend",
@@ -54,9 +57,16 @@ def _option_error(name: str, err: Any, options_cls: Any) -> str:
 
 
 def make_backend(
-    settings: BackendSettings, *, client: httpx.Client | None = None, base_dir: Path | None = None
+    settings: BackendSettings,
+    *,
+    client: httpx.Client | None = None,
+    base_dir: Path | None = None,
+    limits: RateLimits | None = None,
 ) -> Backend:
-    """Build a backend from its `[[backends]]` table; option errors name `backends.<name>.<key>`."""
+    """Build a backend from its `[[backends]]` table; option errors name `backends.<name>.<key>`.
+
+    `limits` (the store, as `SharedContext` passes it) makes a rate-limited backend (`shares_budgets`)
+    count its budgets there, shared by every process on that store; without it they are per process."""
     cls = backend_class(settings.type)
     options_cls = getattr(cls, "Options", None)
     if options_cls is None:
@@ -68,6 +78,8 @@ def make_backend(
         raise ConfigError(f"invalid options for backend {settings.name!r} (type {settings.type}): {details}") from None
     if settings.type == "local":
         backend: Backend = cls(settings.name, options, base_dir=base_dir)
+    elif limits is not None and getattr(cls, "shares_budgets", False):
+        backend = cls(settings.name, options, client=client, limits=limits)
     else:
         backend = cls(settings.name, options, client=client)
     return backend

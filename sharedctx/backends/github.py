@@ -5,10 +5,12 @@ Binding, in order: the thread already recorded in `case.bindings[<name>]`; `case
 hidden `<!-- sharedctx:case:<id> -->` marker among recent issues carrying our labels, so `bind` is safe to
 repeat after an ambiguous create); otherwise a new issue with the configured labels.
 
-Rate limits: content-creating requests (issue, comment) go through a token bucket sized to GitHub's
-guidance (80/min, 500/h). A secondary-limit answer (403/429 + `retry-after`, else >= 60 s) or an exhausted
-primary budget (`x-ratelimit-remaining: 0` until `x-ratelimit-reset`) raises `Retryable(retry_after=...)`
-and holds the bucket so the other threads using this backend back off too.
+Rate limits: content-creating requests (issue, comment, edits) go through a sliding-window pacer sized to
+GitHub's guidance (80/min, 500/h). With a store (`make_backend(..., limits=store)`, as `SharedContext`
+builds backends) the budget is counted in the store, one per API host and token, so every process on that
+store shares it. A secondary-limit answer (403/429 + `retry-after`, else >= 60 s) or an exhausted primary
+budget (`x-ratelimit-remaining: 0` until `x-ratelimit-reset`) raises `Retryable(retry_after=...)` and holds
+the budget, so every thread and process using this token backs off too.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
@@ -36,7 +38,21 @@ from ..render import (
     render_parts,
 )
 from .base import Hit, HumanItem, ReadBack, ThreadRef
-from .http import Pacer, call, check, json_of, new_client, parse_retry_after, secret, send
+from .http import (
+    budget_key,
+    call,
+    check,
+    json_of,
+    make_pacer,
+    new_client,
+    parse_retry_after,
+    rate_scale,
+    secret,
+    send,
+)
+
+if TYPE_CHECKING:
+    from ..store.base import RateLimits
 
 SERVICE = "GitHub"
 AUTH_HINT = (
@@ -72,18 +88,24 @@ class GitHubBackend:
 
     type: ClassVar[str] = "github"
     Options = GitHubOptions
+    shares_budgets: ClassVar[bool] = True  # make_backend passes the store as `limits`
 
     def __init__(self, name: str, options: GitHubOptions, *, client: httpx.Client | None = None,
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
-        """`clock`/`sleep` drive the pacer (a bench runs it on a scaled clock)."""
+                 limits: RateLimits | None = None, clock: Callable[[], float] | None = None,
+                 sleep: Callable[[float], None] | None = None) -> None:
+        """`limits`: the store that counts the shared budget (None: this process only). `clock`/`sleep`
+        drive the pacer (a bench runs it on a scaled clock; by default `SHAREDCTX_RATE_SCALE` decides)."""
         self.name = name
         self.options = options
         self._client = client or new_client(options.timeout)
         self._owns_client = client is None
         self._api = f"{options.base_url.rstrip('/')}/repos/{options.repo}"
         margin = options.pacing_margin
-        self.pacer = Pacer([(options.per_minute, 60.0 + margin), (options.per_hour, 3600.0 + margin)],
-                           max_block=options.max_block, clock=clock, sleep=sleep)
+        # GitHub's own waits (retry-after) are in its seconds; on a scaled clock, in real ones for the worker
+        self._time_scale = 1.0 if clock is not None else rate_scale()
+        self.pacer = make_pacer([(options.per_minute, 60.0 + margin), (options.per_hour, 3600.0 + margin)],
+                                store=limits, key=self._budget_key, max_block=options.max_block,
+                                clock=clock, sleep=sleep)
         self._etags: dict[str, tuple[str, Any]] = {}  # url?query -> (ETag, body) for conditional reads
         self._perms: dict[str, tuple[float, str]] = {}
         # the account(s) our token writes as, learned from what we post and read back: never a person
@@ -95,6 +117,12 @@ class GitHubBackend:
         return cls(settings.name, GitHubOptions.model_validate(settings.options), client=client)
 
     # ---- HTTP -------------------------------------------------------------------------------------
+    def _budget_key(self) -> str:
+        """GitHub counts secondary limits per account; one token is one account (two tokens of one
+        account would share GitHub's budget but not ours: keep one token per account)."""
+        return budget_key("github", "content", self.options.base_url.rstrip("/"),
+                          secret(self.options.token, service=SERVICE))
+
     def _rate_limited(self, resp: httpx.Response) -> float | None:
         if resp.status_code not in (403, 429):
             return None
@@ -103,9 +131,10 @@ class GitHubBackend:
             wait = max(1.0, float(resp.headers.get("x-ratelimit-reset", "0") or 0) - time.time())
         if wait is None and (resp.status_code == 429 or "rate limit" in resp.text.lower()):
             wait = 60.0  # GitHub: without retry-after, wait at least one minute
-        if wait is not None:
-            self.pacer.hold(wait)
-        return wait
+        if wait is None:
+            return None
+        self.pacer.hold(wait, f"GitHub answered {resp.status_code} (rate limit) to {resp.request.method}")
+        return wait / self._time_scale
 
     def _call(self, method: str, path: str, *, not_found: str | None = None, **kw: Any) -> Any:
         headers = {

@@ -15,16 +15,24 @@ Garbage bodies (HTML from a proxy or captive portal, truncated JSON) are classif
 from __future__ import annotations
 
 import email.utils
+import hashlib
 import json
+import logging
+import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
-from ..errors import Ambiguous, AuthFailed, Rejected, Retryable
+from ..errors import Ambiguous, AuthFailed, ConfigError, Rejected, Retryable, StoreError
+
+if TYPE_CHECKING:
+    from ..store.base import RateLimits
+
+log = logging.getLogger(__name__)
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 DEFAULT_RETRY_AFTER_429 = 30.0
@@ -180,14 +188,29 @@ def dumps(data: Any) -> bytes:
     return json.dumps(data, ensure_ascii=False).encode("utf-8")
 
 
+class Pacing(Protocol):
+    """What a connector paces its requests through; it does not care where the budget is counted.
+
+    `acquire()` returns when the request may go (after a short block at most) or raises
+    `Retryable(retry_after=...)` so the worker reschedules instead of parking a thread; `hold(seconds)`
+    records a server-side "slow down" so everyone sharing the budget backs off together.
+    """
+
+    def acquire(self) -> None: ...
+    def hold(self, seconds: float, reason: str | None = None) -> None: ...
+
+
 class Pacer:
-    """Thread-safe pacing of content-creating requests (GitHub guidance: <= 80/min and <= 500/h).
+    """Thread-safe pacing in this process's memory (GitHub guidance: <= 80/min and <= 500/h).
 
     A sliding-window log per limit, not a token bucket: a bucket of 80 refilling at 80/min admits up to
     160 requests in some 60 s window, which is exactly what trips a secondary limit. `acquire()` blocks
     briefly when the next slot is close; when the wait would be long it raises `Retryable(retry_after)`
     so the worker reschedules instead of parking a thread. `hold(seconds)` records a server-side "slow
     down" (secondary limit, exhausted primary budget) so every thread using this pacer backs off together.
+
+    Counted per process: N processes send N times the limit. Where a store is shared, `make_pacer` gives
+    a `SharedPacer` instead; this one stays for connectors built without a store (tests, embedders).
     """
 
     def __init__(
@@ -197,10 +220,11 @@ class Pacer:
         max_block: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        scale: float = 1.0,
     ) -> None:
         self._limits = [(cap, period, deque[float]()) for cap, period in limits]
         self._lock = threading.Lock()
-        self._clock, self._sleep = clock, sleep
+        self._clock, self._sleep, self._scale = clock, sleep, scale
         self._held_until = 0.0
         self.max_block = max_block
 
@@ -222,13 +246,113 @@ class Pacer:
                     for _, _, log in self._limits:
                         log.append(now)
                     return
-            if wait > self.max_block:
-                raise Retryable(f"pacing content creation: next slot in {wait:.1f}s", retry_after=wait)
-            self._sleep(wait)
+            _block_or_reschedule(wait, self.max_block, self._scale, self._sleep)
 
-    def hold(self, seconds: float) -> None:
+    def hold(self, seconds: float, reason: str | None = None) -> None:
         with self._lock:
             self._held_until = max(self._held_until, self._clock() + seconds)
+
+
+class SharedPacer:
+    """The same pacing as `Pacer`, counted in the store: every process on it shares one budget per `key`.
+
+    Each `acquire()` is one short transaction (`RateLimits.take_slot`) that either takes a slot or says
+    how long until one frees; the wait happens here, outside the transaction. `key` is called at use
+    time, because it is derived from the credential, which is resolved at use time (see `budget_key`).
+    A store that cannot be read fails closed: `Retryable`, nothing is sent unpaced.
+    """
+
+    def __init__(
+        self,
+        store: RateLimits,
+        key: Callable[[], str],
+        limits: Sequence[tuple[int, float]],
+        *,
+        max_block: float = 2.0,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        scale: float = 1.0,
+    ) -> None:
+        self.store, self.key = store, key
+        self.limits = [(int(cap), float(period)) for cap, period in limits]
+        self.max_block = max_block
+        self._clock, self._sleep, self._scale = clock, sleep, scale
+
+    def acquire(self) -> None:
+        while True:
+            try:
+                wait = self.store.take_slot(self.key(), self.limits, self._clock)
+            except StoreError as exc:
+                raise Retryable(f"pacing: the shared rate budget could not be read ({exc})") from exc
+            if wait <= 0:
+                return
+            _block_or_reschedule(wait, self.max_block, self._scale, self._sleep)
+
+    def hold(self, seconds: float, reason: str | None = None) -> None:
+        try:
+            self.store.hold_budget(self.key(), self._clock() + seconds, reason)
+        except StoreError as exc:  # the Retryable that follows still pauses this process's lane
+            log.warning("could not share a rate-limit pause of %.0fs: %s", seconds, exc)
+
+
+def _block_or_reschedule(wait: float, max_block: float, scale: float, sleep: Callable[[float], None]) -> None:
+    """Sleep a short wait; turn a long one into `Retryable` (in real seconds: the worker reschedules)."""
+    if wait / scale > max_block:
+        raise Retryable(f"pacing: next slot in {wait / scale:.1f}s", retry_after=wait / scale)
+    sleep(wait)
+
+
+RATE_SCALE_ENV = "SHAREDCTX_RATE_SCALE"
+
+
+def rate_scale() -> float:
+    """`SHAREDCTX_RATE_SCALE` (default 1): benches and tests run rate limits on a clock that many times
+    faster, so an hour's budget plays out in minutes. Every period, hold and margin a pacer counts is
+    then 1/scale of a real one; the bench's GitHub double scales its windows the same way."""
+    raw = os.environ.get(RATE_SCALE_ENV, "").strip()
+    try:
+        scale = float(raw) if raw else 1.0
+    except ValueError:
+        scale = 0.0
+    if not scale > 0:
+        raise ConfigError(f"{RATE_SCALE_ENV}={raw!r}: expected a positive number (1 = real time)")
+    return scale
+
+
+def scaled_clock(scale: float) -> tuple[Callable[[], float], Callable[[float], None]]:
+    """Epoch seconds running `scale` times faster, and the matching sleep (the same in every process)."""
+    if scale == 1.0:
+        return time.time, time.sleep
+    return (lambda: time.time() * scale), (lambda seconds: time.sleep(seconds / scale))
+
+
+def budget_key(service: str, what: str, *identity: str) -> str:
+    """The name a shared budget is counted under: `github:content:<hash>`. The hash covers the target
+    and the credential (`identity`), so two backends using one token share a budget and different tokens
+    do not, while no secret is ever stored: only a SHA-256 prefix of it, which cannot be reversed."""
+    digest = hashlib.sha256("\0".join(("sharedctx-rate-budget", *identity)).encode()).hexdigest()[:24]
+    return f"{service}:{what}:{digest}"
+
+
+def make_pacer(
+    limits: Sequence[tuple[int, float]],
+    *,
+    store: RateLimits | None,
+    key: Callable[[], str],
+    max_block: float,
+    clock: Callable[[], float] | None = None,
+    sleep: Callable[[float], None] | None = None,
+) -> Pacing:
+    """The pacer a connector uses: shared through `store` when it has one, else in this process.
+
+    An injected `clock`/`sleep` (a bench's virtual time) is used as is; otherwise both follow
+    `SHAREDCTX_RATE_SCALE`."""
+    scale = 1.0 if clock is not None else rate_scale()
+    default_clock, default_sleep = scaled_clock(scale)
+    clock, sleep = clock or default_clock, sleep or default_sleep
+    if store is not None:
+        return SharedPacer(store, key, limits, max_block=max_block, clock=clock, sleep=sleep, scale=scale)
+    return Pacer(list(limits), max_block=max_block, clock=clock, sleep=sleep, scale=scale)
 
 
 def secret(ref: str, *, service: str) -> str:

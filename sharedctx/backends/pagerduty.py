@@ -9,11 +9,16 @@ Every request carries `From` (a user's email): PagerDuty requires it on writes w
 Note size: PagerDuty documents no note length limit in its API description (only "2000 notes per
 incident"), so parts are kept to a conservative `max_note_chars` (24,000). PagerDuty has no text search
 over incidents, so `search` returns [] and callers fall back to the local index.
+
+Rate limits: PagerDuty allows 960 REST requests a minute per account API key (per user for user keys),
+reads and writes alike, and answers 429 beyond it, with `ratelimit-reset` (seconds) saying how long to
+wait. Every request goes through a pacer (`per_minute`, 900 by default for headroom); with a store it is
+counted there, one budget per API host and key, shared by every process; a 429 holds that budget.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
@@ -33,7 +38,10 @@ from ..render import (
     render_parts,
 )
 from .base import Hit, HumanItem, ReadBack, ThreadRef
-from .http import call, new_client, secret
+from .http import budget_key, call, make_pacer, new_client, parse_retry_after, rate_scale, secret
+
+if TYPE_CHECKING:
+    from ..store.base import RateLimits
 
 SERVICE = "PagerDuty"
 AUTH_HINT = ("Check the API key in the configured environment variable (a REST API key, or a scoped OAuth "
@@ -48,6 +56,8 @@ class PagerDutyOptions(BaseModel):
     service_id: str | None = Field(None, description="service for incidents sharedctx creates itself")
     urgency: Literal["high", "low"] = "high"
     max_note_chars: int = Field(24_000, ge=2_000, le=65_000)
+    per_minute: int = Field(900, ge=1, description="REST requests per minute for this key (PagerDuty allows 960)")
+    max_block: float = Field(2.0, ge=0, description="longest pacing wait spent blocking; longer -> Retryable")
     timeout: float = Field(30.0, gt=0)
 
 
@@ -56,19 +66,39 @@ class PagerDutyBackend:
 
     type: ClassVar[str] = "pagerduty"
     Options = PagerDutyOptions
+    shares_budgets: ClassVar[bool] = True  # make_backend passes the store as `limits`
 
-    def __init__(self, name: str, options: PagerDutyOptions, *, client: httpx.Client | None = None) -> None:
+    def __init__(self, name: str, options: PagerDutyOptions, *, client: httpx.Client | None = None,
+                 limits: RateLimits | None = None) -> None:
+        """`limits`: the store that counts the key's budget for every process (None: this process only)."""
         self.name = name
         self.options = options
         self._client = client or new_client(options.timeout)
         self._owns_client = client is None
         self._api = options.base_url.rstrip("/")
+        self.pacer = make_pacer([(options.per_minute, 60.0)], store=limits, key=self._budget_key,
+                                max_block=options.max_block)
+        self._time_scale = rate_scale()  # PagerDuty's waits are in its seconds; the worker's are real ones
 
     @classmethod
     def from_settings(cls, settings: BackendSettings, *, client: httpx.Client | None = None) -> PagerDutyBackend:
         return cls(settings.name, PagerDutyOptions.model_validate(settings.options), client=client)
 
+    def _budget_key(self) -> str:
+        return budget_key("pagerduty", "rest", self._api, secret(self.options.token, service=SERVICE))
+
+    def _rate_limited(self, resp: httpx.Response) -> float | None:
+        """A 429: wait `ratelimit-reset` seconds (PagerDuty's header; `Retry-After` if present), else a
+        minute, and make every process using this key wait too."""
+        if resp.status_code != 429:
+            return None
+        wait = parse_retry_after(resp.headers.get("retry-after") or resp.headers.get("ratelimit-reset"))
+        wait = 60.0 if wait is None else wait
+        self.pacer.hold(wait, f"PagerDuty answered 429 to {resp.request.method}")
+        return wait / self._time_scale
+
     def _call(self, method: str, path: str, *, not_found: str | None = None, **kw: Any) -> Any:
+        self.pacer.acquire()
         headers = {
             "Authorization": f"Token token={secret(self.options.token, service=SERVICE)}",
             "Accept": "application/vnd.pagerduty+json;version=2",
@@ -76,7 +106,7 @@ class PagerDutyBackend:
             "From": self.options.from_email,
         }
         return call(self._client, method, self._api + path, service=SERVICE, auth_hint=AUTH_HINT,
-                    not_found=not_found, headers=headers, **kw)
+                    not_found=not_found, is_rate_limited=self._rate_limited, headers=headers, **kw)
 
     @staticmethod
     def _gone(thread: ThreadRef) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.resources
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -237,7 +237,15 @@ class HumanActions(Protocol):
     def release_action(self, scope: str, key: str) -> None: ...
 
 
-class Store(Journal, Outbox, SearchIndex, HumanActions, Protocol):
+class RateLimits(Protocol):
+    """Rate budgets shared by every process on the store (see `sharedctx.store.sql.limits`)."""
+
+    def take_slot(self, key: str, limits: Sequence[tuple[int, float]], clock: Callable[[], float]) -> float: ...
+    def hold_budget(self, key: str, until: float, reason: str | None = None) -> None: ...
+    def budget_state(self, key: str, period: float, now: float) -> tuple[float, int]: ...
+
+
+class Store(Journal, Outbox, SearchIndex, HumanActions, RateLimits, Protocol):
     """The whole store as `SharedContext` holds it; a component that needs one seam takes that protocol."""
 
 

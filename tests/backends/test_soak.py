@@ -46,6 +46,7 @@ def fleet(monkeypatch: pytest.MonkeyPatch, seed: int) -> dict[str, tuple[Harness
         # GitHub's pacer (80 content-creating requests/min) would stretch this run to minutes; pacing has
         # its own tests (test_github.py) and bench (bench/delivery.py).
         extra: dict[str, Any] = {"per_minute": 1_000_000, "per_hour": 1_000_000} if name == "github" else {}
+        extra = {"per_minute": 1_000_000} if name == "pagerduty" else extra  # likewise PagerDuty's 900/min
         out[name] = (svc, svc.make(**extra))
     return out
 

@@ -4,6 +4,9 @@ Rejects what GitHub rejects: missing/wrong token (401), non-JSON body (400/415),
 65,536 characters or empty (422), comments on a deleted issue (404). With `enforce_secondary=True` it
 counts content-creating requests in sliding windows (80/min, 500/h) and answers 403 "secondary rate limit"
 with `retry-after` when exceeded, counting each in `secondary_violations` (the bench wants zero).
+`attempts` logs the `clock` time of every content-creating request it judged (admitted or not), so a bench
+can count what all its clients together sent in any window. On a scaled `clock` (bench/fleet_parts/limit.py)
+the windows and `retry_after` are in the same scaled seconds.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ class GitHubDouble(ServiceDouble):
 
     def __init__(self, *, token: str = "gh-test-token", repo: str = "acme/payments", validate: bool = True,
                  enforce_secondary: bool = False, per_minute: int = 80, per_hour: int = 500,
-                 clock: Any = time.monotonic) -> None:
+                 clock: Any = time.monotonic, retry_after: float = 60.0) -> None:
         super().__init__(validate=validate)
         self.token, self.repo = token, repo
         self.bot = _user("sharedctx-bot", 1, "Bot")
@@ -51,6 +54,8 @@ class GitHubDouble(ServiceDouble):
         self.limits = [(per_minute, 60.0), (per_hour, 3600.0)]
         self.clock = clock
         self.created_times: deque[float] = deque()
+        self.attempts: list[float] = []
+        self.retry_after = retry_after
         self.secondary_violations = 0
         self.content_created = 0
         self._issue_seq = 0
@@ -72,7 +77,8 @@ class GitHubDouble(ServiceDouble):
         self.issues.pop(number, None)
 
     def comments_of(self, number: int) -> list[dict[str, Any]]:
-        return [c for c in self.comments.values() if c["_issue"] == number]
+        with self.lock:  # served from several threads (PortServer) while comments are being created
+            return [c for c in self.comments.values() if c["_issue"] == number]
 
     # ---- state -------------------------------------------------------------------------------------
     def _public(self, obj: dict[str, Any]) -> dict[str, Any]:
@@ -119,6 +125,7 @@ class GitHubDouble(ServiceDouble):
             return None
         with self.lock:
             now = self.clock()
+            self.attempts.append(now)
             while self.created_times and now - self.created_times[0] > 3600:
                 self.created_times.popleft()
             for cap, period in self.limits:
@@ -126,7 +133,7 @@ class GitHubDouble(ServiceDouble):
                 if recent >= cap:
                     self.secondary_violations += 1
                     resp = self.error(403, "You have exceeded a secondary rate limit. Please wait a few minutes.")
-                    resp.headers["retry-after"] = "60"
+                    resp.headers["retry-after"] = f"{self.retry_after:g}"
                     return resp
             self.created_times.append(now)
             self.content_created += 1
@@ -155,7 +162,8 @@ class GitHubDouble(ServiceDouble):
             return self.json_response(201, self._public(self._create_issue(body)))
         if rest == "/issues" and m == "GET":
             want = set(filter(None, request.url.params.get("labels", "").split(",")))
-            found = [i for i in self.issues.values() if want <= {lb["name"] for lb in i["labels"]}]
+            with self.lock:
+                found = [i for i in self.issues.values() if want <= {lb["name"] for lb in i["labels"]}]
             found.sort(key=lambda i: i["number"], reverse=True)
             per_page = int(request.url.params.get("per_page", 30))
             return self.json_response(200, [self._public(i) for i in found[:per_page]])

@@ -3,8 +3,9 @@ per-method pacing, identity and names, and the setup check.
 
 Slack answers HTTP 200 with `{"ok": false, "error": code}`; `ERRORS` below is the one table that turns codes
 into the classified errors (transport failures and HTTP statuses are classified by `http.py`, as for every
-connector). Rate limits: Slack's per-method tiers, each with its own pacer; a 429's `Retry-After` holds the
-pacer of that method so every thread using the backend backs off together.
+connector). Rate limits: Slack's per-method tiers, each with its own pacer (counted in the store and shared
+by every process on it when built with `limits=`); a 429's `Retry-After` holds the pacer of that method so
+every thread and process using the token backs off together.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
@@ -21,7 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from ...errors import Ambiguous, AuthFailed, BackendError, MessageTooLong, Rejected, Retryable
 from ...model import format_ts
 from ..base import Check
-from ..http import Pacer, check, json_of, new_client, parse_retry_after, secret, send
+from ..http import Pacing, budget_key, check, json_of, make_pacer, new_client, parse_retry_after, secret, send
+
+if TYPE_CHECKING:
+    from ...store.base import RateLimits
 
 SERVICE = "Slack"
 AUTH_HINT = ("Check the bot token (xoxb-...) in the configured environment variable and the app's scopes: "
@@ -118,7 +122,8 @@ class SlackApi:
     """One Slack app installation talking to one channel: what every Slack operation goes through."""
 
     def __init__(self, name: str, options: SlackOptions, *, client: httpx.Client | None = None,
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+                 limits: RateLimits | None = None, clock: Callable[[], float] | None = None,
+                 sleep: Callable[[float], None] | None = None) -> None:
         self.name = name
         self.options = options
         self._client = client or new_client(options.timeout)
@@ -127,11 +132,15 @@ class SlackApi:
         pps = options.posts_per_second
         post = (round(pps), 1.0 + options.pacing_margin) if pps >= 1 else (1, 1.0 / pps + options.pacing_margin)
 
-        def pacer(limit: tuple[int, float]) -> Pacer:
-            return Pacer([limit], max_block=options.max_block, clock=clock, sleep=sleep)
+        def pacer(limit: tuple[int, float], what: str, *scope: str) -> Pacing:
+            def key() -> str:  # Slack's tiers are per app token and method (posts: per channel too)
+                return budget_key("slack", what, self._api, secret(options.token, service=SERVICE), *scope)
 
-        self.pacers = {"post": pacer(post), "read": pacer((options.reads_per_minute, 60.0)),
-                       "reactions": pacer((options.reactions_per_minute, 60.0))}
+            return make_pacer([limit], store=limits, key=key, max_block=options.max_block, clock=clock, sleep=sleep)
+
+        self.pacers = {"post": pacer(post, "post", options.channel),
+                       "read": pacer((options.reads_per_minute, 60.0), "read"),
+                       "reactions": pacer((options.reactions_per_minute, 60.0), "reactions")}
         self._limit = options.max_message_chars
         self._me: dict[str, Any] | None = None
         self._names: dict[str, str] = {}
@@ -159,7 +168,7 @@ class SlackApi:
             wait = parse_retry_after(r.headers.get("retry-after"))
             wait = 30.0 if wait is None else wait
             if held is not None:
-                held.hold(wait)
+                held.hold(wait, f"Slack answered 429 to {method}")
             return wait
 
         check(resp, service=SERVICE, auth_hint=AUTH_HINT, is_rate_limited=limited)

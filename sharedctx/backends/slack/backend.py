@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
 
@@ -23,6 +22,9 @@ from ..base import Hit, HumanItem, ReadBack, ThreadRef
 from .api import SlackApi, SlackOptions, plain, reaction_id, reaction_sign, ts_iso, ts_key
 from .render import CASE_EVENT, RESOLVED_EVENT, escape, is_ours, message_part, parse_message, size
 
+if TYPE_CHECKING:
+    from ...store.base import RateLimits
+
 PERMALINK_TS = re.compile(r"/p(\d{10})(\d{6})")
 
 
@@ -31,11 +33,14 @@ class SlackBackend(SlackApi):
 
     type: ClassVar[str] = "slack"
     Options = SlackOptions
+    shares_budgets: ClassVar[bool] = True  # make_backend passes the store as `limits`
 
     def __init__(self, name: str, options: SlackOptions, *, client: httpx.Client | None = None,
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
-        """`clock`/`sleep` drive the pacers (tests and benches run them on a scaled clock)."""
-        super().__init__(name, options, client=client, clock=clock, sleep=sleep)
+                 limits: RateLimits | None = None, clock: Callable[[], float] | None = None,
+                 sleep: Callable[[float], None] | None = None) -> None:
+        """`limits`: the store that counts shared budgets; `clock`/`sleep` drive the pacers (tests and
+        benches run them on a scaled clock)."""
+        super().__init__(name, options, client=client, limits=limits, clock=clock, sleep=sleep)
         self._located: dict[str, tuple[str, str | None]] = {}  # message ts -> (thread ts, entry id) of ours
 
     def _messages(self, thread: ThreadRef, *, not_found: str | None = None) -> list[dict[str, Any]]:

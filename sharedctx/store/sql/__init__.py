@@ -5,7 +5,7 @@ stores differ only in connections and transactions, migrations, the claim's `SKI
 full-text search (FTS5 BM25 vs `ts_rank`).
 
 The shared SQL is split along the `Store` protocol's seams (see `sharedctx.store.base`): one module
-each for the journal, the outbox, human actions and search, over the common rows and the redacting
+each for the journal, the outbox, human actions, search and shared rate budgets, over the common rows and the redacting
 base in `common`.
 """
 
@@ -25,6 +25,7 @@ from .common import (
     stored_entry,
 )
 from .journal import JournalSQL
+from .limits import RateLimitsSQL
 from .outbox import OutboxSQL
 from .search import (
     CANDIDATE_CASE_COLS,
@@ -37,7 +38,7 @@ from .search import (
 )
 
 
-class SQLStore(JournalSQL, OutboxSQL, HumanActionsSQL):
+class SQLStore(JournalSQL, OutboxSQL, HumanActionsSQL, RateLimitsSQL):
     """Shared implementation; subclasses provide `_tx`, `_q`, `migrate`, `search`, `rebuild_index`."""
 
 
@@ -50,6 +51,7 @@ __all__ = [
     "HumanActionsSQL",
     "JournalSQL",
     "OutboxSQL",
+    "RateLimitsSQL",
     "SQLBase",
     "SQLStore",
     "candidate_conditions",
