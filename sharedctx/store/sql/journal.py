@@ -27,6 +27,7 @@ from ..base import (
     build_entry,
     checkpoint_hash,
 )
+from .bindings import index_binding, index_labels
 from .common import (
     CASE_COLS,
     ENTRY_COLS,
@@ -100,6 +101,7 @@ class JournalSQL(SQLBase):
                 "updated_at, last_seq, last_hash, labels) VALUES (?,?,?,?,'open',?,?,?,0,?,?)",
                 (case_id, title, service, severity, fingerprint, now, now, GENESIS_HASH, json.dumps(labels)),
             )
+            index_labels(c, case_id, labels)
             if first is not None:
                 self._append_in(c, first.model_copy(update={"case_id": case_id}), backends, None)
             r = c.execute(f"SELECT {CASE_COLS} FROM cases WHERE id=?", (case_id,)).fetchone()
@@ -126,14 +128,17 @@ class JournalSQL(SQLBase):
         return [self._case(r) for r in rows]
 
     def set_binding(self, case_id: str, backend: str, thread: dict[str, Any]) -> None:
+        """Record the case's thread on `backend`, and index it (`sql.bindings`) in the same transaction:
+        a webhook or poll can find the case by the thread as soon as the binding is visible at all."""
         thread = self.redactor.sanitize(thread)
         with self._tx() as c:
-            r = c.execute("SELECT bindings FROM cases WHERE id=?", (case_id,)).fetchone()
+            r = c.execute(f"SELECT bindings FROM cases WHERE id=?{self.FOR_UPDATE}", (case_id,)).fetchone()
             if r is None:
                 raise CaseNotFound(f"no case with id {case_id!r}")
             bindings = _json(r[0])
             bindings[backend] = thread
             c.execute("UPDATE cases SET bindings=? WHERE id=?", (json.dumps(bindings), case_id))
+            index_binding(c, case_id, backend, thread)
 
     # -- journal ----------------------------------------------------------------------------------
     def append(self, draft: EntryDraft, backends: Sequence[str], status: CaseStatus | None = None) -> Entry:
