@@ -99,8 +99,9 @@ WHERE id >= :low AND id < :high
 ORDER BY id DESC
 LIMIT :limit"""
 
-# What can be the start of a case id: 4 to 25 Crockford base32 characters (the id has 26).
-_ID_PREFIX = re.compile(r"[0-9A-HJKMNP-TV-Z]{4,25}")
+# What can be the start of a case id (or the whole id, typed in lower case): 4 to 26 Crockford base32
+# characters.
+_ID_PREFIX = re.compile(r"[0-9A-HJKMNP-TV-Z]{4,26}")
 
 
 def _scalar(value: Any) -> str | None:

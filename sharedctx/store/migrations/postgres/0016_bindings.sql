@@ -33,7 +33,9 @@ CREATE INDEX cases_by_fingerprint ON cases (fingerprint) WHERE fingerprint IS NO
 -- backfill: every scalar id / number / key / url of every bound thread, and every label
 INSERT INTO bindings (case_id, backend, part, value, scope)
 SELECT c.id, b.key, p.key, p.value,
-       COALESCE(b.value ->> 'repo', b.value ->> 'channel', b.value ->> 'room', '')
+       COALESCE(CASE WHEN jsonb_typeof(b.value -> 'repo') = 'string' THEN b.value ->> 'repo' END,
+                CASE WHEN jsonb_typeof(b.value -> 'channel') = 'string' THEN b.value ->> 'channel' END,
+                CASE WHEN jsonb_typeof(b.value -> 'room') = 'string' THEN b.value ->> 'room' END, '')
 FROM cases c
 CROSS JOIN LATERAL jsonb_each(c.bindings) b
 CROSS JOIN LATERAL jsonb_each_text(CASE WHEN jsonb_typeof(b.value) = 'object' THEN b.value ELSE '{}' END) p
@@ -44,4 +46,4 @@ INSERT INTO case_labels (case_id, name, value)
 SELECT c.id, l.key, l.value
 FROM cases c
 CROSS JOIN LATERAL jsonb_each_text(CASE WHEN jsonb_typeof(c.labels) = 'object' THEN c.labels ELSE '{}' END) l
-WHERE jsonb_typeof(c.labels -> l.key) IN ('string', 'number');
+WHERE jsonb_typeof(c.labels -> l.key) IN ('string', 'number') AND l.value <> '';

@@ -33,13 +33,15 @@ CREATE INDEX cases_by_fingerprint ON cases (fingerprint) WHERE fingerprint IS NO
 -- backfill: every scalar id / number / key / url of every bound thread, and every label
 INSERT INTO bindings (case_id, backend, part, value, scope)
 SELECT c.id, b.key, p.key, CAST(p.value AS TEXT),
-       COALESCE(json_extract(b.value, '$.repo'), json_extract(b.value, '$.channel'),
-                json_extract(b.value, '$.room'), '')
-FROM cases c, json_each(c.bindings) b, json_each(b.value) p
-WHERE b.type = 'object' AND p.key IN ('id', 'number', 'key', 'url')
+       COALESCE(CASE WHEN json_type(b.value, '$.repo') = 'text' THEN json_extract(b.value, '$.repo') END,
+                CASE WHEN json_type(b.value, '$.channel') = 'text' THEN json_extract(b.value, '$.channel') END,
+                CASE WHEN json_type(b.value, '$.room') = 'text' THEN json_extract(b.value, '$.room') END, '')
+FROM cases c, json_each(c.bindings) b,
+     json_each(CASE WHEN b.type = 'object' THEN b.value ELSE '{}' END) p
+WHERE p.key IN ('id', 'number', 'key', 'url')
   AND p.type IN ('text', 'integer', 'real') AND CAST(p.value AS TEXT) <> '';
 
 INSERT INTO case_labels (case_id, name, value)
 SELECT c.id, l.key, CAST(l.value AS TEXT)
 FROM cases c, json_each(c.labels) l
-WHERE l.type IN ('text', 'integer', 'real');
+WHERE l.type IN ('text', 'integer', 'real') AND CAST(l.value AS TEXT) <> '';
