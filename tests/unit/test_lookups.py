@@ -14,11 +14,15 @@ import hashlib
 import hmac
 import json
 import os
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from sharedctx.backends.base import ReadBack, ThreadRef
@@ -28,9 +32,13 @@ from sharedctx.context import SharedContext
 from sharedctx.errors import AmbiguousCase, CaseNotFound
 from sharedctx.humans import Humans, Poller
 from sharedctx.model import utcnow
-from sharedctx.store.base import Store
+from sharedctx.store.base import Store, read_migrations
+from sharedctx.store.postgres import PostgresStore
+from sharedctx.store.sql.bindings import binding_rows
+from sharedctx.store.sqlite import SQLiteStore
 from sharedctx.testing import FakeBackend
 from sharedctx.webhooks import WebhookReceiver
+from tests.conftest import PG_ADMIN
 from tests.data.bulk_cases import BACKENDS, FLAPPY, SHARED_LABEL, Filled, fill, metered, thread
 
 N = 20_000
@@ -248,3 +256,85 @@ def test_concurrent_bindings_of_one_case_lose_none(store: Store) -> None:
         t.join()
     assert set(store.get_case(case.id).bindings) == set(names)
     assert all(store.case_of_thread(n, f"{n}-thread") == case.id for n in names)
+
+
+# -- migration 0016 -----------------------------------------------------------------------------------
+WEIRD_BINDINGS: dict[str, Any] = {  # what an older version or a hand edit may have left in cases.bindings
+    "github": {"backend": "github", "id": 42, "url": "", "repo": "acme/x"},
+    "jira": {"backend": "jira", "id": "OPS-7", "key": "OPS-7", "number": None, "url": True},
+    "odd": "not a thread",
+    "nested": {"id": {"deep": 1}, "number": [1, 2], "key": 1.5, "room": 7, "channel": "C1"},
+    "ünï": {"id": "ünïcødé-thread", "url": "https://example.org/ü"},
+}
+WEIRD_LABELS: dict[str, Any] = {"empty": "", "plain": "weird-label", "n": 3}  # (the model refuses the
+# odd binding and the number label when the case is read; the migration must still not trip on them)
+
+
+@contextmanager
+def store_before_0016(dialect: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A store with every migration but 0016 applied, as a journal from before this change."""
+    import sharedctx.store.postgres as pg_module
+    import sharedctx.store.sqlite as sqlite_module
+
+    module = sqlite_module if dialect == "sqlite" else pg_module
+    real = read_migrations(dialect)
+    monkeypatch.setattr(module, "read_migrations", lambda d: [m for m in real if m[0] != 16])
+    if dialect == "sqlite":
+        s: Any = SQLiteStore(tmp_path / "old.db")
+        try:
+            yield s
+        finally:
+            monkeypatch.undo()
+            s.close()
+        return
+    name = f"bindings_mig_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    s = PostgresStore(PG_ADMIN.rsplit("/", 1)[0] + f"/{name}")
+    try:
+        yield s
+    finally:
+        monkeypatch.undo()
+        s.close()
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgres"])
+def test_migration_0016_backfills_the_index_from_the_bound_cases_already_stored(
+    dialect: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with store_before_0016(dialect, tmp_path, monkeypatch) as old:
+        assert 16 not in {int(r[0]) for r in old._q("SELECT version FROM schema_version")}
+        filled = fill(old, 3_000, everywhere=(2_500,), index=False)
+        weird = filled.ids[1]
+        with old._tx() as c:
+            c.execute("UPDATE cases SET bindings = ?, labels = ? WHERE id = ?",
+                      (json.dumps(WEIRD_BINDINGS), json.dumps(WEIRD_LABELS), weird))
+        monkeypatch.undo()
+        old.migrate()  # what the next start of sharedctx does
+        assert 16 in {int(r[0]) for r in old._q("SELECT version FROM schema_version")}
+
+        expected_bindings, expected_labels = set(), set()
+        for case_id, bindings, labels in old._q("SELECT id, bindings, labels FROM cases"):
+            bindings = json.loads(bindings) if isinstance(bindings, str) else bindings
+            labels = json.loads(labels) if isinstance(labels, str) else labels
+            for backend, t in bindings.items():
+                if isinstance(t, dict):
+                    expected_bindings |= {tuple(r.values()) for r in binding_rows(case_id, backend, t)}
+            expected_labels |= {(case_id, k, str(v)) for k, v in labels.items() if str(v)}
+        got = {tuple(r) for r in old._q("SELECT case_id, backend, part, value, scope FROM bindings")}
+        assert got == expected_bindings  # the SQL backfill writes exactly what set_binding would have
+        assert {tuple(r) for r in old._q("SELECT case_id, name, value FROM case_labels")} == expected_labels
+        assert len(got) > 3_000
+        assert {r for r in got if r[0] == weird} == {
+            (weird, "github", "id", "42", "acme/x"), (weird, "jira", "id", "OPS-7", ""),
+            (weird, "jira", "key", "OPS-7", ""), (weird, "nested", "key", "1.5", "C1"),
+            (weird, "ünï", "id", "ünïcødé-thread", ""), (weird, "ünï", "url", "https://example.org/ü", "")}
+
+        assert old.case_of_thread("github", "42") == weird
+        assert old.case_of_thread("servicenow", thread("servicenow", 2_500)["number"]) == filled.ids[2_500]
+        ctx = SharedContext.open(parse_config({"store": "x.db"}, base_dir=tmp_path), store=old, backends={},
+                                 worker=False)  # fmt: skip
+        for ref in (thread("jira", 2_500)["url"], thread("github", 2_500)["id"], f"am-{2_500:06d}"):
+            assert ctx.find_case(ref).id == filled.ids[2_500]
