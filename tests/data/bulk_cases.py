@@ -22,7 +22,8 @@ from sharedctx.model import GENESIS_HASH, format_ts, new_id, utcnow
 from sharedctx.store.sql.bindings import INDEX_BINDING, INDEX_LABEL, binding_rows
 
 BACKENDS = ("github", "pagerduty", "servicenow", "jira", "slack", "matrix")
-EVERY = {"github": 1, "pagerduty": 2, "servicenow": 3, "jira": 5, "slack": 7, "matrix": 11}  # case i bound if i % n == 0
+# case i is bound to a backend when i % EVERY[backend] == 0
+EVERY = {"github": 1, "pagerduty": 2, "servicenow": 3, "jira": 5, "slack": 7, "matrix": 11}
 SHARED_LABEL = "payments"  # every case has team=payments: a label value that names them all
 FLAPPY = "fp:flappy"  # the fingerprint of every 100th resolved case (a flapping alert)
 
@@ -75,18 +76,21 @@ def fill(store: Any, n: int, *, everywhere: tuple[int, ...] = (), index: bool = 
     january = datetime(2026, 1, 1, tzinfo=UTC)
     recent = format_ts(utcnow() - timedelta(seconds=60))
     for start in range(0, n, chunk):
-        cases, index_rows, label_rows = [], [], []
+        cases: list[tuple[Any, ...]] = []
+        index_rows: list[dict[str, Any]] = []
+        label_rows: list[dict[str, Any]] = []
         for i in range(start, min(n, start + chunk)):
             case_id = new_id()
             out.ids.append(case_id)
             created = format_ts(january + timedelta(minutes=i))
             status, resolved_at = "resolved", format_ts(january + timedelta(minutes=i + 30))
+            resolved: str | None = resolved_at
             if i % 500 == 0:
-                status, resolved_at = "open", None
+                status, resolved = "open", None
             elif i % 777 == 1:
-                status, resolved_at = "mitigated", None
+                status, resolved = "mitigated", None
             elif i % 1000 == 3:
-                resolved_at = recent
+                resolved = recent
                 out.recently_resolved.add(case_id)
             out.status[case_id] = status
             fingerprint = FLAPPY if status == "resolved" and i % 100 == 7 else f"fp:{i:06d}"
@@ -95,7 +99,7 @@ def fill(store: Any, n: int, *, everywhere: tuple[int, ...] = (), index: bool = 
             for b in bindings:
                 out.bound[b].add(case_id)
             cases.append((case_id, f"bulk case {i}", "payments", "warning", status, fingerprint, created, created,
-                           resolved_at, GENESIS_HASH, json.dumps(bindings), json.dumps(labels)))
+                           resolved, GENESIS_HASH, json.dumps(bindings), json.dumps(labels)))
             for b, t in bindings.items():
                 index_rows += binding_rows(case_id, b, t)
             label_rows += [{"case_id": case_id, "name": k, "value": v} for k, v in labels.items()]

@@ -13,7 +13,6 @@ import asyncio
 import hashlib
 import hmac
 import json
-import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -172,7 +171,7 @@ def refs_of(filled: Filled, i: int) -> list[str]:
     """Every reference a person or agent might hold for filled case `i`."""
     case_id = filled.ids[i]
     others = sorted(set(filled.ids) - {case_id})  # ids minted in one millisecond share all but the last chars
-    shared = max(len(os.path.commonprefix([case_id, o])) for o in others)
+    shared = max(next((k for k, (a, b) in enumerate(zip(case_id, o, strict=True)) if a != b), 26) for o in others)
     prefix = case_id[: shared + 1]
     refs = [case_id, prefix, prefix.lower(), f"fp:{i:06d}", f"am-{i:06d}"]
     for backend in BACKENDS:
