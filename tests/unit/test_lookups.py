@@ -226,6 +226,18 @@ def test_set_binding_indexes_the_thread_and_a_rebinding_replaces_it(ctx_over: Sh
     assert store.case_of_thread("github", "1") is None  # nothing half-written
 
 
+def test_values_too_long_to_index_are_left_out_instead_of_failing_the_write(ctx_over: SharedContext,
+                                                                          store: Store) -> None:
+    """PostgreSQL refuses a btree entry over ~2.7 kB: a long label or URL must not fail the case or binding."""
+    long = "😀" * 1_000  # within the 1,024-character label limit, 4,000 bytes
+    case = ctx_over.open_case("c", labels={"description": long, "short": "findable"})
+    store.set_binding(case.id, "local", {"backend": "local", "id": "t-9", "url": "file:///" + "d/" * 5_000})
+    assert store.case_of_thread("local", "t-9") == case.id
+    assert ctx_over.find_case("findable").id == case.id
+    with pytest.raises(CaseNotFound):
+        ctx_over.find_case(long)
+
+
 def test_a_thread_url_holding_a_secret_is_indexed_redacted_and_still_found(ctx_over: SharedContext,
                                                                            store: Store) -> None:
     case = ctx_over.open_case("c")
@@ -264,9 +276,11 @@ WEIRD_BINDINGS: dict[str, Any] = {  # what an older version or a hand edit may h
     "odd": "not a thread",
     "nested": {"id": {"deep": 1}, "number": [1, 2], "key": 1.5, "room": 7, "channel": "C1"},
     "ünï": {"id": "ünïcødé-thread", "url": "https://example.org/ü"},
+    "long": {"id": "short-enough", "url": "https://example.org/" + "x" * 5_000},
 }
-WEIRD_LABELS: dict[str, Any] = {"empty": "", "plain": "weird-label", "n": 3}  # (the model refuses the
-# odd binding and the number label when the case is read; the migration must still not trip on them)
+# (the model refuses the odd binding and the number label when the case is read; the migration must still
+# not trip on them)
+WEIRD_LABELS: dict[str, Any] = {"empty": "", "plain": "weird-label", "n": 3, "long": "y" * 5_000}
 
 
 @contextmanager
@@ -321,7 +335,7 @@ def test_migration_0016_backfills_the_index_from_the_bound_cases_already_stored(
             for backend, t in bindings.items():
                 if isinstance(t, dict):
                     expected_bindings |= {tuple(r.values()) for r in binding_rows(case_id, backend, t)}
-            expected_labels |= {(case_id, k, str(v)) for k, v in labels.items() if str(v)}
+            expected_labels |= {(case_id, k, str(v)) for k, v in labels.items() if 0 < len(str(v)) <= 512}
         got = {tuple(r) for r in old._q("SELECT case_id, backend, part, value, scope FROM bindings")}
         assert got == expected_bindings  # the SQL backfill writes exactly what set_binding would have
         assert {tuple(r) for r in old._q("SELECT case_id, name, value FROM case_labels")} == expected_labels
@@ -329,7 +343,8 @@ def test_migration_0016_backfills_the_index_from_the_bound_cases_already_stored(
         assert {r for r in got if r[0] == weird} == {
             (weird, "github", "id", "42", "acme/x"), (weird, "jira", "id", "OPS-7", ""),
             (weird, "jira", "key", "OPS-7", ""), (weird, "nested", "key", "1.5", "C1"),
-            (weird, "ünï", "id", "ünïcødé-thread", ""), (weird, "ünï", "url", "https://example.org/ü", "")}
+            (weird, "ünï", "id", "ünïcødé-thread", ""), (weird, "ünï", "url", "https://example.org/ü", ""),
+            (weird, "long", "id", "short-enough", "")}  # an over-long URL is left out, not a failed migration
 
         assert old.case_of_thread("github", "42") == weird
         assert old.case_of_thread("servicenow", thread("servicenow", 2_500)["number"]) == filled.ids[2_500]

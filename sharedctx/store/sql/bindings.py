@@ -25,6 +25,11 @@ THREAD_KEYS = ("id", "number", "key")
 THREAD_PARTS = (*THREAD_KEYS, "url")
 SCOPE_PARTS = ("repo", "channel", "room")
 
+# Longer values are not indexed: PostgreSQL refuses a btree entry over ~2.7 kB, and a failed index write
+# would fail the binding (or the case) itself. Thread ids, numbers and keys are far shorter; a URL or a
+# label value past this is simply not something `find_case` can be given.
+MAX_INDEXED_CHARS = 512
+
 # -- writing the index (inside the caller's transaction) --------------------------------------------
 
 # A (re)binding replaces what the index held for that case on that backend.
@@ -106,12 +111,11 @@ _ID_PREFIX = re.compile(r"[0-9A-HJKMNP-TV-Z]{4,26}")
 
 def _scalar(value: Any) -> str | None:
     """A JSON scalar as the index holds it (the same text the migration's backfill writes); None for
-    anything that does not name a thread (null, booleans, objects, empty strings)."""
-    if isinstance(value, bool) or value is None:
+    anything that does not name a thread (null, booleans, objects, empty or over-long strings)."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
         return None
-    if isinstance(value, str | int | float):
-        return str(value) or None
-    return None
+    text = str(value)
+    return text if 0 < len(text) <= MAX_INDEXED_CHARS else None
 
 
 def binding_rows(case_id: str, backend: str, thread: Mapping[str, Any]) -> list[dict[str, Any]]:

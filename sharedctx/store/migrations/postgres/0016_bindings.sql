@@ -30,7 +30,8 @@ CREATE INDEX cases_by_status_resolved ON cases (status, resolved_at);
 -- find_case by the fingerprint of a resolved case too (cases_open_fingerprint covers open ones only)
 CREATE INDEX cases_by_fingerprint ON cases (fingerprint) WHERE fingerprint IS NOT NULL;
 
--- backfill: every scalar id / number / key / url of every bound thread, and every label
+-- backfill: every scalar id / number / key / url of every bound thread, and every label, up to 512
+-- characters (MAX_INDEXED_CHARS in store/sql/bindings.py: longer values are not indexed)
 INSERT INTO bindings (case_id, backend, part, value, scope)
 SELECT c.id, b.key, p.key, p.value,
        COALESCE(CASE WHEN jsonb_typeof(b.value -> 'repo') = 'string' THEN b.value ->> 'repo' END,
@@ -40,10 +41,10 @@ FROM cases c
 CROSS JOIN LATERAL jsonb_each(c.bindings) b
 CROSS JOIN LATERAL jsonb_each_text(CASE WHEN jsonb_typeof(b.value) = 'object' THEN b.value ELSE '{}' END) p
 WHERE p.key IN ('id', 'number', 'key', 'url')
-  AND jsonb_typeof(b.value -> p.key) IN ('string', 'number') AND p.value <> '';
+  AND jsonb_typeof(b.value -> p.key) IN ('string', 'number') AND length(p.value) BETWEEN 1 AND 512;
 
 INSERT INTO case_labels (case_id, name, value)
 SELECT c.id, l.key, l.value
 FROM cases c
 CROSS JOIN LATERAL jsonb_each_text(CASE WHEN jsonb_typeof(c.labels) = 'object' THEN c.labels ELSE '{}' END) l
-WHERE jsonb_typeof(c.labels -> l.key) IN ('string', 'number') AND l.value <> '';
+WHERE jsonb_typeof(c.labels -> l.key) IN ('string', 'number') AND length(l.value) BETWEEN 1 AND 512;

@@ -30,7 +30,8 @@ CREATE INDEX cases_by_status_resolved ON cases (status, resolved_at);
 -- find_case by the fingerprint of a resolved case too (cases_open_fingerprint covers open ones only)
 CREATE INDEX cases_by_fingerprint ON cases (fingerprint) WHERE fingerprint IS NOT NULL;
 
--- backfill: every scalar id / number / key / url of every bound thread, and every label
+-- backfill: every scalar id / number / key / url of every bound thread, and every label, up to 512
+-- characters (MAX_INDEXED_CHARS in store/sql/bindings.py: longer values are not indexed)
 INSERT INTO bindings (case_id, backend, part, value, scope)
 SELECT c.id, b.key, p.key, CAST(p.value AS TEXT),
        COALESCE(CASE WHEN json_type(b.value, '$.repo') = 'text' THEN json_extract(b.value, '$.repo') END,
@@ -39,9 +40,9 @@ SELECT c.id, b.key, p.key, CAST(p.value AS TEXT),
 FROM cases c, json_each(c.bindings) b,
      json_each(CASE WHEN b.type = 'object' THEN b.value ELSE '{}' END) p
 WHERE p.key IN ('id', 'number', 'key', 'url')
-  AND p.type IN ('text', 'integer', 'real') AND CAST(p.value AS TEXT) <> '';
+  AND p.type IN ('text', 'integer', 'real') AND length(CAST(p.value AS TEXT)) BETWEEN 1 AND 512;
 
 INSERT INTO case_labels (case_id, name, value)
 SELECT c.id, l.key, CAST(l.value AS TEXT)
 FROM cases c, json_each(c.labels) l
-WHERE l.type IN ('text', 'integer', 'real') AND CAST(l.value AS TEXT) <> '';
+WHERE l.type IN ('text', 'integer', 'real') AND length(CAST(l.value AS TEXT)) BETWEEN 1 AND 512;
