@@ -5,8 +5,9 @@
 
 -- One row per part of a bound thread that names it: its id, number (ServiceNow's INC…), key (Jira) and
 -- url. `scope` is the repo / channel / room the thread lives in, '' when the backend has none.
+-- Derived data: the rows go with their case (ON DELETE CASCADE), though the API never deletes one.
 CREATE TABLE bindings (
-    case_id TEXT NOT NULL REFERENCES cases (id),
+    case_id TEXT NOT NULL REFERENCES cases (id) ON DELETE CASCADE,
     backend TEXT NOT NULL,
     part    TEXT NOT NULL,
     value   TEXT NOT NULL,
@@ -18,7 +19,7 @@ CREATE INDEX bindings_by_value ON bindings (value, backend);
 
 -- One row per label of a case (labels are set when the case opens and never change).
 CREATE TABLE case_labels (
-    case_id TEXT NOT NULL REFERENCES cases (id),
+    case_id TEXT NOT NULL REFERENCES cases (id) ON DELETE CASCADE,
     name    TEXT NOT NULL,
     value   TEXT NOT NULL,
     PRIMARY KEY (case_id, name)
