@@ -28,7 +28,15 @@ from .backends.base import Backend
 from .config import Config, load_config
 from .decisions import HOLD_ATTR, Decision, approves, check_answer, counts, get_decision
 from .delivery import BackendDrain, DrainReport, Worker
-from .errors import CaseNotFound, ConfigError, EntryNotFound, InvalidEntry, SharedCtxError, validation_problems
+from .errors import (
+    AmbiguousCase,
+    CaseNotFound,
+    ConfigError,
+    EntryNotFound,
+    InvalidEntry,
+    SharedCtxError,
+    validation_problems,
+)
 from .model import (
     SYSTEM,
     Author,
@@ -46,6 +54,8 @@ from .store.base import SearchFilters, Store, open_store
 
 # where a held entry keeps the case status it asked for until a person approves it
 DEFERRED_STATUS_ATTR = "status_on_approval"
+
+FIND_LIMIT = 10  # cases `find_case` reads per kind of match; more than one live one is ambiguous anyway
 
 if TYPE_CHECKING:
     from .handoff import Handoff
@@ -328,7 +338,14 @@ class SharedContext:
         return Case(self, self.store.get_case(case_id))
 
     def find_case(self, ref: str) -> Case:
-        """By case id, open-case fingerprint, or an external reference (issue URL, incident id)."""
+        """By case id, open-case fingerprint, or through the bindings index (`store.cases_matching`): a
+        thread's id, number, key or URL on any backend, a label value, a resolved case's fingerprint, an
+        id prefix.
+
+        Every step is an index lookup, so case #100,000 is found as fast as case #1, and nothing stops
+        early: a ref that names no case says what was tried; one that names several cases of which no
+        single one is live raises `AmbiguousCase` naming them (ids and statuses, never titles: the caller
+        may not be allowed to read them)."""
         try:
             return self.case(ref)
         except CaseNotFound:
@@ -336,13 +353,18 @@ class SharedContext:
         found = self.store.find_open_case(ref)
         if found:
             return Case(self, found)
-        for rec in self.store.list_cases(limit=10_000):
-            refs = set(rec.labels.values())
-            for thread in rec.bindings.values():
-                refs.update(str(thread.get(k)) for k in ("id", "url", "number", "key") if thread.get(k))
-            if ref in refs or ref.rstrip("/") in refs:
-                return Case(self, rec)
-        raise CaseNotFound(f"no case matches {ref!r} (tried id, fingerprint, and external references)")
+        matches = self.store.cases_matching(ref, limit=FIND_LIMIT)
+        live = [rec for _, rec in matches if rec.status != CaseStatus.RESOLVED]
+        if len(matches) == 1 or len(live) == 1:
+            return Case(self, live[0] if live else matches[0][1])
+        if not matches:
+            raise CaseNotFound(
+                f"no case matches {ref!r}: tried it as a case id, an id prefix, a fingerprint, a label value, and "
+                "as the id, number, key or URL of a thread a case is bound to on any backend")
+        more = "+" if len(matches) >= FIND_LIMIT else ""
+        named = "; ".join(f"{rec.id} ({rec.status}, by {how})" for how, rec in matches[:FIND_LIMIT])
+        raise AmbiguousCase(f"{ref!r} names {len(matches)}{more} cases, {len(live)} of them live: {named}. "
+                            "Use the case id")
 
     def cases(self, *, status: str | None = None, service: str | None = None, limit: int = 100) -> list[CaseRecord]:
         return self.store.list_cases(status=status, service=service, limit=limit)

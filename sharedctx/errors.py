@@ -3,6 +3,7 @@
     SharedCtxError
     ├── ConfigError              bad or missing configuration (names the key)
     ├── CaseNotFound             no case with that id / fingerprint / reference
+    │   └── AmbiguousCase        ...or several, and nothing says which one was meant
     ├── EntryNotFound
     ├── InvalidEntry             an entry the journal refuses (kind, size, encoding)
     │   └── PayloadTooLarge      an MCP tool call over the size limit (413)
@@ -51,6 +52,10 @@ class ConfigError(SharedCtxError):
 
 class CaseNotFound(SharedCtxError):
     """No such case. List cases with `sharedctx case list`."""
+
+
+class AmbiguousCase(CaseNotFound):
+    """That reference names several cases; use the case id."""
 
 
 class EntryNotFound(SharedCtxError):

@@ -56,20 +56,13 @@ class Humans:
         self.settings = settings or human_settings(ctx.config)
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
-        self._threads: dict[tuple[str, str], str] = {}
 
     # -- which case -------------------------------------------------------------------------------
     def case_for(self, backend: str, thread_id: str) -> str | None:
-        """The case bound to a backend thread (issue number, incident id...), from the cases' bindings."""
-        key = (backend, str(thread_id))
-        if key not in self._threads:
-            for rec in self.ctx.store.list_cases(limit=100_000):
-                t = rec.bindings.get(backend)
-                if t:
-                    for k in ("id", "number", "key"):
-                        if t.get(k) is not None:
-                            self._threads[(backend, str(t[k]))] = rec.id
-        return self._threads.get(key)
+        """The case bound to a backend thread (issue number, incident id, Jira key...): one lookup in the
+        store's bindings index per webhook item, hit or miss, however many cases the journal holds. Not
+        cached: a rebinding is seen at once, and the lookup costs less than the entry it leads to."""
+        return self.ctx.store.case_of_thread(backend, str(thread_id))
 
     def _lock(self, case_id: str) -> threading.Lock:
         with self._guard:

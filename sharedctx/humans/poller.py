@@ -6,11 +6,12 @@ import asyncio
 import logging
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from ..backends.base import ThreadRef
 from ..errors import BackendError
-from ..model import CaseStatus, format_ts, parse_ts, utcnow
+from ..model import format_ts, parse_ts, utcnow
 from ..observability import POLL_ITEMS, POLLS_TOTAL
 from .ingest import Humans, Ingested
 
@@ -32,6 +33,9 @@ class PollStats:
 class Poller:
     """Reads every live case's threads back at `poll_interval` and takes new human items in.
 
+    Which cases are live comes from the store's bindings index, per backend (`Store.live_bindings`), so a
+    round costs one query per backend plus one read per live thread, not a pass over every case.
+
     One cursor per (backend, case) in the store (`<backend>#humans`), so a restart continues where it
     left off. Connectors make the reads cheap where the service allows (GitHub: `If-None-Match`, and a
     304 does not count against the rate limit). Dedupe with webhooks is in `Humans.ingest`, so running
@@ -46,53 +50,75 @@ class Poller:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    def _resolved_since(self) -> datetime:
+        """Resolved cases are read back for `poll_resolved_for` seconds more (late answers still count)."""
+        return utcnow() - timedelta(seconds=self.humans.settings.poll_resolved_for)
+
     def live_cases(self) -> list[str]:
-        keep = self.humans.settings.poll_resolved_for
-        now = utcnow()
-        out = []
-        for rec in self.ctx.store.list_cases(limit=100_000):
-            recent = rec.resolved_at is not None and (now - rec.resolved_at).total_seconds() < keep
-            if rec.status != CaseStatus.RESOLVED or recent:
-                out.append(rec.id)
-        return out
+        """The cases a round reads back: bound to a configured backend, and open, mitigated or resolved
+        less than `poll_resolved_for` ago; newest first. One indexed query per backend."""
+        since = self._resolved_since()
+        found = (case_id for name in self.ctx.backends for case_id, _ in self.ctx.store.live_bindings(name, since))
+        return list(dict.fromkeys(found))
 
     def poll_case(self, case_id: str) -> list[Ingested]:
+        """Read one case's threads back, on every configured backend it is bound to, whatever its status."""
         rec = self.ctx.store.get_case(case_id)
         done: list[Ingested] = []
         for name, bound in rec.bindings.items():
-            backend = self.ctx.backends.get(name)
-            if backend is None:
-                continue
-            key = f"{name}#humans"
-            try:
-                back = backend.read_back(ThreadRef.model_validate({"backend": name, **bound}),
-                                         self.ctx.store.get_cursor(key, case_id))
-            except BackendError as exc:
-                self.stats.errors += 1
-                POLLS_TOTAL.labels(name, "error").inc()
-                log.warning("reading %s back for case %s failed: %s", name, case_id, exc)
-                continue
-            self.stats.reads += 1
-            POLLS_TOTAL.labels(name, "ok").inc()
-            for item in back.humans:
-                self.stats.items += 1
-                POLL_ITEMS.labels(name).inc()
-                got = self.humans.ingest(case_id, item, via="poll")
-                self.stats.recorded += 0 if got.duplicate else 1
-                done.append(got)
-            if back.cursor is not None:
-                self.ctx.store.set_cursor(key, case_id, back.cursor)
+            done += self._read(name, case_id, bound)
         self.stats.cases += 1
         return done
 
-    def poll_once(self) -> list[Ingested]:
+    def _read(self, name: str, case_id: str, bound: dict[str, Any]) -> list[Ingested]:
+        """Read `case_id`'s thread on backend `name` back from its cursor and take new human items in."""
+        backend = self.ctx.backends.get(name)
+        if backend is None:
+            return []
+        key = f"{name}#humans"
+        try:
+            back = backend.read_back(ThreadRef.model_validate({"backend": name, **bound}),
+                                     self.ctx.store.get_cursor(key, case_id))
+        except BackendError as exc:
+            self.stats.errors += 1
+            POLLS_TOTAL.labels(name, "error").inc()
+            log.warning("reading %s back for case %s failed: %s", name, case_id, exc)
+            return []
+        self.stats.reads += 1
+        POLLS_TOTAL.labels(name, "ok").inc()
         done: list[Ingested] = []
-        for case_id in self.live_cases():
+        for item in back.humans:
+            self.stats.items += 1
+            POLL_ITEMS.labels(name).inc()
+            got = self.humans.ingest(case_id, item, via="poll")
+            self.stats.recorded += 0 if got.duplicate else 1
+            done.append(got)
+        if back.cursor is not None:
+            self.ctx.store.set_cursor(key, case_id, back.cursor)
+        return done
+
+    def poll_once(self) -> list[Ingested]:
+        """One round: per backend, its live bound cases (one indexed query: resolved cases beyond
+        `poll_resolved_for` and cases bound elsewhere are never read), each thread read back. A failing
+        case or backend is logged and counted; the round goes on with the others."""
+        done: list[Ingested] = []
+        polled: set[str] = set()
+        since = self._resolved_since()
+        for name in list(self.ctx.backends):
             try:
-                done += self.poll_case(case_id)
+                bound = self.ctx.store.live_bindings(name, since)
             except Exception:
                 self.stats.errors += 1
-                log.exception("polling case %s failed", case_id)
+                log.exception("listing the live cases bound to %s failed", name)
+                continue
+            for case_id, thread in bound:
+                polled.add(case_id)
+                try:
+                    done += self._read(name, case_id, thread)
+                except Exception:
+                    self.stats.errors += 1
+                    log.exception("polling case %s on %s failed", case_id, name)
+        self.stats.cases += len(polled)
         return done
 
     # -- running it ---------------------------------------------------------------------------------

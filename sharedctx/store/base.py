@@ -245,7 +245,17 @@ class RateLimits(Protocol):
     def budget_state(self, key: str, period: float, now: float) -> tuple[float, int]: ...
 
 
-class Store(Journal, Outbox, SearchIndex, HumanActions, RateLimits, Protocol):
+class Bindings(Protocol):
+    """Which case a thread, an external reference or a label belongs to, through an index (never a scan
+    of the cases): what webhooks, the poller and `find_case` look cases up by. `set_binding` (Journal)
+    writes the index with the binding, in one transaction."""
+
+    def case_of_thread(self, backend: str, key: str) -> str | None: ...
+    def live_bindings(self, backend: str, resolved_since: datetime) -> list[tuple[str, dict[str, Any]]]: ...
+    def cases_matching(self, ref: str, limit: int = 10) -> list[tuple[str, CaseRecord]]: ...
+
+
+class Store(Journal, Outbox, SearchIndex, HumanActions, RateLimits, Bindings, Protocol):
     """The whole store as `SharedContext` holds it; a component that needs one seam takes that protocol."""
 
 

@@ -5,13 +5,14 @@ stores differ only in connections and transactions, migrations, the claim's `SKI
 full-text search (FTS5 BM25 vs `ts_rank`).
 
 The shared SQL is split along the `Store` protocol's seams (see `sharedctx.store.base`): one module
-each for the journal, the outbox, human actions, search and shared rate budgets, over the common rows and the redacting
-base in `common`.
+each for the journal, the outbox, human actions, search, shared rate budgets and the bindings index,
+over the common rows and the redacting base in `common`.
 """
 
 from __future__ import annotations
 
 from .actions import HumanActionsSQL
+from .bindings import BindingsSQL
 from .common import (
     CASE_COLS,
     DELIVERY_COLS,
@@ -38,7 +39,7 @@ from .search import (
 )
 
 
-class SQLStore(JournalSQL, OutboxSQL, HumanActionsSQL, RateLimitsSQL):
+class SQLStore(JournalSQL, OutboxSQL, HumanActionsSQL, RateLimitsSQL, BindingsSQL):
     """Shared implementation; subclasses provide `_tx`, `_q`, `migrate`, `search`, `rebuild_index`."""
 
 
@@ -47,6 +48,7 @@ __all__ = [
     "CASE_COLS",
     "DELIVERY_COLS",
     "ENTRY_COLS",
+    "BindingsSQL",
     "Conn",
     "HumanActionsSQL",
     "JournalSQL",

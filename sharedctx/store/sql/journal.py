@@ -27,6 +27,7 @@ from ..base import (
     build_entry,
     checkpoint_hash,
 )
+from .bindings import index_binding, index_labels
 from .common import (
     CASE_COLS,
     ENTRY_COLS,
@@ -38,6 +39,28 @@ from .common import (
     row_to_entry,
     stored_entry,
 )
+
+# -- cases: named queries -----------------------------------------------------------------------------
+
+# The open case a repeated alert belongs to (at most one: the partial unique index cases_open_fingerprint).
+OPEN_CASE_BY_FINGERPRINT = f"SELECT {CASE_COLS} FROM cases WHERE fingerprint = ? AND status <> 'resolved'"
+
+# A new case: open, at sequence 0, its chain starting from the genesis hash.
+INSERT_CASE = """
+INSERT INTO cases (id, title, service, severity, status, fingerprint, created_at, updated_at, last_seq,
+                   last_hash, labels)
+VALUES (?, ?, ?, ?, 'open', ?, ?, ?, 0, ?, ?)"""
+
+# One case by id.
+CASE_BY_ID = f"SELECT {CASE_COLS} FROM cases WHERE id = ?"
+
+# Cases newest first; {where} is `equal_to`'s conditions (status, service), never user text.
+LIST_CASES = f"SELECT {CASE_COLS} FROM cases WHERE {{where}} ORDER BY id DESC LIMIT ?"
+
+# A case's bindings before one is rewritten; {lock} is FOR UPDATE on PostgreSQL, so two backends binding
+# the same case at once queue instead of one overwriting the other's JSON.
+CASE_BINDINGS = "SELECT bindings FROM cases WHERE id = ?{lock}"
+SET_CASE_BINDINGS = "UPDATE cases SET bindings = ? WHERE id = ?"
 
 
 class JournalSQL(SQLBase):
@@ -88,52 +111,48 @@ class JournalSQL(SQLBase):
         now = format_ts(utcnow())
         with self._tx() as c:
             if fingerprint:
-                r = c.execute(
-                    f"SELECT {CASE_COLS} FROM cases WHERE fingerprint=? AND status<>'resolved'",
-                    (fingerprint,),
-                ).fetchone()
+                r = c.execute(OPEN_CASE_BY_FINGERPRINT, (fingerprint,)).fetchone()
                 if r:
                     return self._case(r), False
             case_id = new_id()
-            c.execute(
-                "INSERT INTO cases (id, title, service, severity, status, fingerprint, created_at, "
-                "updated_at, last_seq, last_hash, labels) VALUES (?,?,?,?,'open',?,?,?,0,?,?)",
-                (case_id, title, service, severity, fingerprint, now, now, GENESIS_HASH, json.dumps(labels)),
-            )
+            c.execute(INSERT_CASE, (case_id, title, service, severity, fingerprint, now, now, GENESIS_HASH,
+                                    json.dumps(labels)))  # fmt: skip
+            index_labels(c, case_id, labels)
             if first is not None:
                 self._append_in(c, first.model_copy(update={"case_id": case_id}), backends, None)
-            r = c.execute(f"SELECT {CASE_COLS} FROM cases WHERE id=?", (case_id,)).fetchone()
+            r = c.execute(CASE_BY_ID, (case_id,)).fetchone()
         return self._case(r), True
 
     def get_case(self, case_id: str) -> CaseRecord:
-        rows = self._q(f"SELECT {CASE_COLS} FROM cases WHERE id=?", (case_id,))
+        rows = self._q(CASE_BY_ID, (case_id,))
         if not rows:
             raise CaseNotFound(f"no case with id {case_id!r} (list them with `sharedctx case list`)")
         return self._case(rows[0])
 
     def find_open_case(self, fingerprint: str) -> CaseRecord | None:
         fingerprint = self._clean(fingerprint) or fingerprint  # stored redacted, so looked up redacted
-        rows = self._q(
-            f"SELECT {CASE_COLS} FROM cases WHERE fingerprint=? AND status<>'resolved'", (fingerprint,)
-        )
+        rows = self._q(OPEN_CASE_BY_FINGERPRINT, (fingerprint,))
         return self._case(rows[0]) if rows else None
 
     def list_cases(
         self, *, status: str | None = None, service: str | None = None, limit: int = 100
     ) -> list[CaseRecord]:
         where, params = equal_to(status=status, service=service)
-        rows = self._q(f"SELECT {CASE_COLS} FROM cases WHERE {where} ORDER BY id DESC LIMIT ?", [*params, limit])
+        rows = self._q(LIST_CASES.format(where=where), [*params, limit])
         return [self._case(r) for r in rows]
 
     def set_binding(self, case_id: str, backend: str, thread: dict[str, Any]) -> None:
+        """Record the case's thread on `backend`, and index it (`sql.bindings`) in the same transaction:
+        a webhook or poll can find the case by the thread as soon as the binding is visible at all."""
         thread = self.redactor.sanitize(thread)
         with self._tx() as c:
-            r = c.execute("SELECT bindings FROM cases WHERE id=?", (case_id,)).fetchone()
+            r = c.execute(CASE_BINDINGS.format(lock=self.FOR_UPDATE), (case_id,)).fetchone()
             if r is None:
                 raise CaseNotFound(f"no case with id {case_id!r}")
             bindings = _json(r[0])
             bindings[backend] = thread
-            c.execute("UPDATE cases SET bindings=? WHERE id=?", (json.dumps(bindings), case_id))
+            c.execute(SET_CASE_BINDINGS, (json.dumps(bindings), case_id))
+            index_binding(c, case_id, backend, thread)
 
     # -- journal ----------------------------------------------------------------------------------
     def append(self, draft: EntryDraft, backends: Sequence[str], status: CaseStatus | None = None) -> Entry:
