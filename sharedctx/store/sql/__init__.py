@@ -24,6 +24,7 @@ from .common import (
     row_to_entry,
     stored_entry,
 )
+from .investigations import InvestigationsSQL
 from .journal import JournalSQL
 from .outbox import OutboxSQL
 from .search import (
@@ -37,7 +38,7 @@ from .search import (
 )
 
 
-class SQLStore(JournalSQL, OutboxSQL, HumanActionsSQL):
+class SQLStore(JournalSQL, OutboxSQL, HumanActionsSQL, InvestigationsSQL):
     """Shared implementation; subclasses provide `_tx`, `_q`, `migrate`, `search`, `rebuild_index`."""
 
 
@@ -48,6 +49,7 @@ __all__ = [
     "ENTRY_COLS",
     "Conn",
     "HumanActionsSQL",
+    "InvestigationsSQL",
     "JournalSQL",
     "OutboxSQL",
     "SQLBase",

@@ -95,11 +95,20 @@ class JournalSQL(SQLBase):
                 if r:
                     return self._case(r), False
             case_id = new_id()
-            c.execute(
+            # Two replicas taking the same alert at once (PostgreSQL, READ COMMITTED) both find no open
+            # case above; the unique index lets one insert and the other wait, then do nothing and read
+            # the winner's case, instead of failing the second intake with a unique violation.
+            inserted = c.execute(
                 "INSERT INTO cases (id, title, service, severity, status, fingerprint, created_at, "
-                "updated_at, last_seq, last_hash, labels) VALUES (?,?,?,?,'open',?,?,?,0,?,?)",
+                "updated_at, last_seq, last_hash, labels) VALUES (?,?,?,?,'open',?,?,?,0,?,?) "
+                "ON CONFLICT (fingerprint) WHERE fingerprint IS NOT NULL AND status <> 'resolved' DO NOTHING",
                 (case_id, title, service, severity, fingerprint, now, now, GENESIS_HASH, json.dumps(labels)),
-            )
+            ).rowcount
+            if inserted != 1:
+                r = c.execute(
+                    f"SELECT {CASE_COLS} FROM cases WHERE fingerprint=? AND status<>'resolved'", (fingerprint,)
+                ).fetchone()
+                return self._case(r), False
             if first is not None:
                 self._append_in(c, first.model_copy(update={"case_id": case_id}), backends, None)
             r = c.execute(f"SELECT {CASE_COLS} FROM cases WHERE id=?", (case_id,)).fetchone()
