@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import signal
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
@@ -521,6 +522,15 @@ def serve(
     hooks = ", ".join(f"/webhooks/{n}" for n in human_settings(ctx.config).webhooks) or "none configured"
     say(f"sharedctx: human answers by webhook ({hooks}) and polling")
     app = build_app(ctx, agent=agent, auth=auth, mounts=mounts, lifespans=lifespans)
-    # log_config=None: uvicorn's loggers propagate to the root handlers, which carry the redaction filter;
-    # its default config would give them their own stderr handlers that no redaction ever sees.
-    uvicorn.run(app, host=h, port=p, log_level="warning", log_config=None)
+    # SIGTERM drains: uvicorn stops accepting connections, finishes the requests in flight, then runs the
+    # lifespan's shutdown, where the dispatcher finishes or abandons each step and releases every
+    # investigation lease (`Dispatcher.shutdown`). Afterwards uvicorn re-raises the signal to the handler
+    # that was there before it; a no-op one lets the drained process exit 0 instead of dying of it (143).
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        # log_config=None: uvicorn's loggers propagate to the root handlers, which carry the redaction filter;
+        # its default config would give them their own stderr handlers that no redaction ever sees.
+        uvicorn.run(app, host=h, port=p, log_level="warning", log_config=None)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    say("sharedctx: stopped; investigation leases released")
