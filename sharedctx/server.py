@@ -118,6 +118,7 @@ class Dispatcher:
         self._active: dict[str, int] = {}  # case id -> drive tasks scheduled or running here
         self._draining = False
         self._scanner: asyncio.Task[None] | None = None
+        self._held: dict[str, HeldInvestigation] = {}  # leases this replica holds now, by case id
 
     @property
     def running(self) -> int:
@@ -256,6 +257,7 @@ class Dispatcher:
 
         True if the investigation now waits for recovery (a resolved alert may be waiting already)."""
         held = HeldInvestigation(self.ctx, lease, self.lease_seconds)
+        self._held[case.id] = held
         inv = Investigation.from_state(case, lease.step, lease.state, lease.resolved)
         inv.checkpoint = held.checkpoint
         inv.should_stop = lambda: self._draining
@@ -279,6 +281,7 @@ class Dispatcher:
             await self._failed(inv, exc)
         finally:
             beat.cancel()
+            self._held.pop(case.id, None)
             if release:
                 held.release()
         return inv.step == Step.AWAITING_RECOVERY
@@ -338,13 +341,19 @@ class Dispatcher:
         seconds, `[server] drain_seconds`), then cancel what is left. Every lease is released, so
         another replica takes over at once; a cancelled step was not recorded and is run again there."""
         self._draining = True
+        log.info("draining: %d investigation(s) in flight; no new ones are taken", len(self._held))
         if self._scanner is not None:
             self._scanner.cancel()
             await asyncio.gather(self._scanner, return_exceptions=True)
         if not await self.idle(self.drain_seconds if grace is None else grace):
+            # Release first, then cancel: unwinding a step (e.g. closing a partner's process) can take
+            # seconds, and the fence already keeps the abandoned step from recording anything.
+            for held in list(self._held.values()):
+                await asyncio.to_thread(held.release)
             for t in list(self._tasks):
                 t.cancel()
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        log.info("drained: every investigation lease released")
 
 
 def _title(prefix: str, alert: Alert) -> str:

@@ -148,7 +148,8 @@ def _wait(what: str, check: Any, timeout: float, every: float = 0.05) -> Any:
 
 def scenario(store_url: str, *, how: str, lease: float, drain: float = 1.0, delay: float = 4.0) -> Result:
     """Run one failover: A takes the alert, A is stopped (`how`: "kill" or "term") mid-consult, B finishes."""
-    result = Result(how="kill -9" if how == "kill" else "SIGTERM", store="PostgreSQL" if "://" in store_url else "SQLite")
+    result = Result(how="kill -9" if how == "kill" else "SIGTERM",
+                    store="PostgreSQL" if "://" in store_url else "SQLite")
     workdir = Path(tempfile.mkdtemp(prefix="sharedctx-failover-"))
     write_config(workdir, store_url, lease=lease, drain=drain, delay=delay)
     a = Replica.start("A", workdir)
@@ -202,9 +203,10 @@ def scenario(store_url: str, *, how: str, lease: float, drain: float = 1.0, dela
         counts = Counter((e.kind.value, e.title) for e in primary)
         result.duplicated_steps = sum(n - 1 for n in counts.values())
         kinds = Counter(e.kind.value for e in entries)
-        result.closed_once = kinds["verification"] == 1 and kinds["resolution"] == 1 and store.get_case(cid).status == "resolved"
+        result.closed_once = (kinds["verification"] == 1 and kinds["resolution"] == 1
+                              and store.get_case(cid).status == "resolved")
         result.steps_by_survivor = [str(e.attrs.get("step")) for e in primary if e.id not in before]
-        result.cases = sum(1 for c in store.list_cases(limit=1000) if c.fingerprint == fp)
+        result.cases = sum(1 for c in store.list_cases(limit=1000) if c.fingerprint == f"alertmanager:{fp}")
         for kind in ("triage", "handoff", "verification", "resolution"):
             if kinds[kind] != 1:
                 result.problems.append(f"{kinds[kind]} {kind} entries (expected 1)")
@@ -215,6 +217,9 @@ def scenario(store_url: str, *, how: str, lease: float, drain: float = 1.0, dela
     finally:
         a.stop()
         b.stop()
+        if os.environ.get("FAILOVER_KEEP_LOGS"):
+            for r in (a, b):
+                shutil.copy(r.log, Path(os.environ["FAILOVER_KEEP_LOGS"]) / r.log.name)
         if store is not None:
             store.close()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -262,8 +267,9 @@ def run(pg_url: str, quick: bool) -> Section:
     term = [r for r in runs if r.how == "SIGTERM"]
     for r in term:
         fast = r.takeover_s is not None and r.takeover_s < lease
+        verdict = "PASS" if fast and r.exit_code == 0 else "FAIL"
         section.verdicts.append(f"SIGTERM: exit {r.exit_code} and take-over before the lease would expire "
-                                f"({r.takeover_s or 0:.2f}s < {lease:g}s): {'PASS' if fast and r.exit_code == 0 else 'FAIL'}")  # fmt: skip
+                                f"({r.takeover_s or 0:.2f}s < {lease:g}s): {verdict}")  # fmt: skip
     section.notes.append(f"load: {os.getloadavg()[0]:.2f} (1-min) on {os.cpu_count()} cores; a kill -9 take-over "
                          "waits for the lease to expire, a SIGTERM one for the drain and one scan (≤ 1s)")  # fmt: skip
     return section

@@ -556,9 +556,10 @@ class PrimaryAgent:
         cause = inv.correlation.summary if inv.correlation else self._last_correlation(inv.case)
         summary = f"{v.summary}\n\nCause: {cause}" if cause else v.summary
         # the resolution is this step's last entry: it commits with the step (`Case.resolve`'s entry)
+        kw = {"author": self.author, "trace_id": inv.trace_id, "attrs": {"step": inv.step.value},
+              "status": CaseStatus.RESOLVED}
         inv.pending.append(PendingEntry(EntryKind.RESOLUTION, "Resolved: alert cleared and recovery verified",
-                                        summary, {"author": self.author, "trace_id": inv.trace_id,
-                                                  "status": CaseStatus.RESOLVED}))  # fmt: skip
+                                        summary, kw))
         self._emit("close", "case resolved")
         return Step.CLOSED
 

@@ -107,7 +107,7 @@ def test_two_replicas_opening_the_same_alert_at_once_get_one_case_and_no_error(s
         results: list[Any] = []
         barrier = threading.Barrier(4)
 
-        def open_one(fp: str = f"fp-race-{round_}") -> None:
+        def open_one(fp: str = f"fp-race-{round_}", barrier: Any = barrier, results: list[Any] = results) -> None:
             barrier.wait()
             try:
                 rec, created = store.open_case(title="t", service="s", severity="critical", fingerprint=fp,
