@@ -125,6 +125,30 @@ def test_two_replicas_opening_the_same_alert_at_once_get_one_case_and_no_error(s
         assert len({r[0] for r in results}) == 1 and sum(r[1] for r in results) == 1
 
 
+def test_replicas_racing_to_take_one_orphaned_investigation_give_it_to_exactly_one(store: Store) -> None:
+    """On PostgreSQL every taker waits on the row lock, then re-checks the lease on the row as the winner
+    left it; a condition read through a subquery would still see the old, free lease."""
+    for round_ in range(15):
+        cid = case_id(store)
+        first = store.begin_investigation(cid, "gone", 30, step="consult", state={})
+        assert first is not None and store.release_investigation(cid, "gone", first.token)
+        won: list[Any] = []
+        barrier = threading.Barrier(6)
+
+        def take(me: str, barrier: Any = barrier, won: list[Any] = won, cid: str = cid) -> None:
+            barrier.wait()
+            got = store.take_investigation(cid, me, 30)
+            if got is not None:
+                won.append(got)
+
+        threads = [threading.Thread(target=take, args=(f"r{round_}-{i}",)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(won) == 1, won
+
+
 # -- two replicas in one process ---------------------------------------------------------------------
 
 

@@ -28,12 +28,15 @@ from .common import SQLBase, _json
 
 # An investigation has work for a replica when it is not closed, its case is not resolved, and it is
 # at a step the agent runs now (`awaiting-recovery` counts only once a resolved alert is waiting).
-HAS_WORK = """i.step NOT IN ('closed', 'failed')
-      AND (i.step <> 'awaiting-recovery' OR i.resolved IS NOT NULL)
-      AND EXISTS (SELECT 1 FROM cases c WHERE c.id = i.case_id AND c.status <> 'resolved')"""
+# Written on the table itself, never through a subquery over it: in `take_investigation` PostgreSQL
+# re-checks these conditions on the row as a concurrent taker left it (after waiting for its lock),
+# while a subquery would still read the old row, and several replicas would each take the lease.
+HAS_WORK = """investigations.step NOT IN ('closed', 'failed')
+      AND (investigations.step <> 'awaiting-recovery' OR investigations.resolved IS NOT NULL)
+      AND EXISTS (SELECT 1 FROM cases c WHERE c.id = investigations.case_id AND c.status <> 'resolved')"""
 
 # Free: never leased, released, or the holder stopped renewing it.
-LEASE_FREE = "(i.lease_until IS NULL OR i.lease_until < :now)"
+LEASE_FREE = "(investigations.lease_until IS NULL OR investigations.lease_until < :now)"
 
 LEASE_COLS = "case_id, lease_token, owner, step, state, resolved"
 
@@ -86,9 +89,7 @@ class InvestigationsSQL(SQLBase):
                 f"""UPDATE investigations SET owner = :owner, lease_until = :until,
                         lease_token = lease_token + 1, updated_at = :ts,
                         step = CASE WHEN step = 'awaiting-recovery' THEN 'verify' ELSE step END
-                    WHERE case_id = :case_id AND case_id IN (
-                        SELECT i.case_id FROM investigations i WHERE i.case_id = :case_id AND {HAS_WORK}
-                        AND {LEASE_FREE})
+                    WHERE case_id = :case_id AND {HAS_WORK} AND {LEASE_FREE}
                     RETURNING {LEASE_COLS}""",
                 {"owner": owner, "until": now + lease_seconds, "ts": format_ts(utcnow()), "case_id": case_id,
                  "now": now},
@@ -98,8 +99,7 @@ class InvestigationsSQL(SQLBase):
     def orphaned_investigations(self, limit: int = 50) -> list[str]:
         """Case ids of investigations with work whose lease is free or expired: what a survivor takes."""
         rows = self._q(
-            f"SELECT i.case_id FROM investigations i WHERE {HAS_WORK} AND {LEASE_FREE} "
-            "ORDER BY i.updated_at LIMIT :limit",
+            f"SELECT case_id FROM investigations WHERE {HAS_WORK} AND {LEASE_FREE} ORDER BY updated_at LIMIT :limit",
             {"now": time.time(), "limit": limit},
         )
         return [r[0] for r in rows]
