@@ -16,10 +16,14 @@ Alertmanager does not retry a batch forever. If no alert was accepted the answer
 
 An accepted alert is durable before the answer: a new case is opened together with its first entry,
 in one transaction (no empty case), or the alert is added to the open case with its fingerprint.
-The agent runs afterwards, in the background, one task per case at a time: a firing alert for a new
-case starts an investigation; the same alert again while the case is open adds a "re-fired" entry
-(an identical repeat of a notification adds nothing); a `resolved` notification makes the agent
-verify and close.
+The agent runs afterwards, in the background: a firing alert for a new case begins an investigation;
+the same alert again while the case is open adds a "re-fired" entry (an identical repeat of a
+notification adds nothing); a `resolved` notification makes the agent verify and close.
+
+Several `serve` replicas may share one store: each investigation is leased to one replica at a time
+and checkpointed after every step (`Dispatcher`, `sharedctx.agents.lease`), so a survivor or a
+restarted process resumes it where it stopped, without recording any step twice. SIGTERM drains
+(`Dispatcher.shutdown`): in-flight steps finish or are abandoned unrecorded, leases are released.
 
 `build_app(ctx, mounts=[...], lifespans=[...])` keeps the app composable: the shared-context MCP
 server (`/mcp`) and backend webhooks (`/webhooks/...`) mount beside the intake with their own
