@@ -10,7 +10,8 @@ stopped — `kill -9` (the lease must expire) or SIGTERM (A drains and releases 
 - closed once: after a `resolved` notification to B, the case is resolved with exactly one
   verification and one resolution;
 - duplicated steps: primary-agent entries that appear more than once by (kind, title) (must be 0);
-- cases: how many cases the alert posted to both replicas opened (must be 1).
+- cases: how many cases the alert, posted to both replicas at once, opened (must be 1). Whichever
+  replica opened it owns the investigation and is the one stopped ("A").
 
 Everything is read back from the journal, never from what the harness meant to happen.
 """
@@ -27,6 +28,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,6 +125,7 @@ class Result:
     exit_code: int | None = None  # of the stopped replica
     exit_s: float | None = None  # from the signal to the stopped replica's exit
     a_step_at_stop: str = ""
+    intake: str = ""  # what the two replicas answered to the alert posted to both at once
     problems: list[str] = field(default_factory=list)
 
 
@@ -161,11 +164,20 @@ def scenario(store_url: str, *, how: str, lease: float, drain: float = 1.0, dela
         b.wait_ready()
         store = open_store(store_url)
         fp = f"failover-{uuid.uuid4().hex[:12]}"
-        first = a.post(alert_payload(fp))
-        again = b.post(alert_payload(fp))  # the same notification to the other replica
+        with ThreadPoolExecutor(2) as pool:  # the same notification to both replicas at once
+            first, again = pool.map(lambda r: r.post(alert_payload(fp)), (a, b))
         cid = first["case_id"]
+        result.intake = f"{first['action']} / {again['action']}"
         if again["case_id"] != cid:
             result.problems.append(f"the alert posted to both replicas gave two cases: {first} / {again}")
+
+        def owner_is(r: Replica) -> bool:
+            inv = store.get_investigation(cid)  # type: ignore[union-attr]
+            return inv is not None and f":{r.proc.pid}:" in (inv.owner or "")
+
+        if owner_is(b):  # B's intake won the race: B is the one to stop
+            a, b = b, a
+            a.name, b.name = "A", "B"
         a_pid = f":{a.proc.pid}:"
 
         def a_consulting() -> bool:
@@ -244,7 +256,7 @@ def run(pg_url: str, quick: bool) -> Section:
         title=f"Failover: two `sharedctx serve` replicas on one store (slow partner: 4 s a question; lease {lease:g} s "
               f"for kill -9, {term_lease:g} s for SIGTERM with drain_seconds {drain:g})",
         columns=["stop", "store", "A was at", "A exited s", "take over s", "first step s", "closed once",
-                 "dup steps", "cases", "A exit"],
+                 "dup steps", "cases", "intake (both at once)", "A exit"],
     )  # fmt: skip
     url, drop = fresh_pg(pg_url)
     sqlite_dir = Path(tempfile.mkdtemp(prefix="sharedctx-failover-sqlite-"))
@@ -259,7 +271,7 @@ def run(pg_url: str, quick: bool) -> Section:
         section.rows.append([r.how, r.store, r.a_step_at_stop, f"{r.exit_s:.2f}" if r.exit_s else "-",
                              f"{r.takeover_s:.2f}" if r.takeover_s else "-",
                              f"{r.first_step_s:.2f}" if r.first_step_s else "-", "yes" if r.closed_once else "NO",
-                             str(r.duplicated_steps), str(r.cases), str(r.exit_code)])  # fmt: skip
+                             str(r.duplicated_steps), str(r.cases), r.intake, str(r.exit_code)])  # fmt: skip
         for p in r.problems:
             section.notes.append(f"{r.how} on {r.store}: {p}")
         ok = r.closed_once and r.duplicated_steps == 0 and r.cases == 1 and not r.problems
