@@ -229,3 +229,20 @@ async def test_a_draining_replica_releases_at_once_and_the_other_resumes_at_the_
     assert ctx.case(cid).status == "resolved"
     kinds = [e.kind.value for e in ctx.case(cid).timeline()]
     assert kinds.count("resolution") == 1 and kinds.count("verification") == 1
+
+
+@pytest.mark.anyio
+async def test_the_heartbeat_keeps_a_step_longer_than_the_lease_with_its_owner(ctx: SharedContext) -> None:
+    a = Dispatcher(ctx, SlowPartnerAgent(delay=2.5), owner="replica-a", lease_seconds=1.0)
+    b = Dispatcher(ctx, SlowPartnerAgent(delay=0.0), owner="replica-b", lease_seconds=1.0)
+    [opened] = await a.submit([ALERT])
+    cid = opened.case_id
+    assert cid is not None
+    taken = 0
+    while a.running:  # b keeps looking for orphans while a's consult outlasts its lease 2.5 times
+        taken += await b.scan()
+        await asyncio.sleep(0.1)
+    assert taken == 0 and await b.idle(5)
+    got = ctx.store.get_investigation(cid)
+    assert got is not None and got.step == "awaiting-recovery" and got.token == 1  # never taken over
+    assert max(step_titles(ctx, cid).values()) == 1
