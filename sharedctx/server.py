@@ -183,14 +183,20 @@ class Dispatcher:
             lease = self._begin(case, Investigation(case=case, alert=alert, traceparent=new_traceparent()))
             return Outcome(alert.fingerprint, alert.status, "opened", case.id, "investigation scheduled"), case, lease
         if self._seen(case, alert):
-            return Outcome(alert.fingerprint, alert.status, "repeat", case.id, "same notification again"), None, None
+            lease = self._begin_orphan(case, alert)
+            return (Outcome(alert.fingerprint, alert.status, "repeat", case.id, "same notification again"),
+                    case if lease else None, lease)  # fmt: skip
         case.record(EntryKind.ALERT, _title("Alert re-fired: ", alert), body, author=src, attrs=attrs)
-        lease = None
-        if self.ctx.store.get_investigation(case.id) is None and self._never_investigated(case):
-            # a case without an investigation (opened by an older version, or the opener died right after
-            # opening it): the re-fire starts one
-            lease = self._begin(case, Investigation(case=case, alert=alert, traceparent=new_traceparent()))
+        lease = self._begin_orphan(case, alert)
         return Outcome(alert.fingerprint, alert.status, "refired", case.id, "added to the open case"), case, lease
+
+    def _begin_orphan(self, case: Case, alert: Alert) -> InvestigationLease | None:
+        """Begin the investigation of an open case that has none and was never investigated: opened by an
+        older version, or by a replica that died (or whose store failed) between opening the case and
+        beginning its investigation. Alertmanager's retry or repeat of the alert then starts it."""
+        if self.ctx.store.get_investigation(case.id) is not None or not self._never_investigated(case):
+            return None
+        return self._begin(case, Investigation(case=case, alert=alert, traceparent=new_traceparent()))
 
     def _begin(self, case: Case, inv: Investigation, resolved: Alert | None = None) -> InvestigationLease | None:
         """Create the case's investigation leased to this replica (None: it already has one)."""

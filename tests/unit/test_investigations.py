@@ -246,3 +246,30 @@ async def test_the_heartbeat_keeps_a_step_longer_than_the_lease_with_its_owner(c
     got = ctx.store.get_investigation(cid)
     assert got is not None and got.step == "awaiting-recovery" and got.token == 1  # never taken over
     assert max(step_titles(ctx, cid).values()) == 1
+
+
+@pytest.mark.anyio
+async def test_a_case_opened_by_a_replica_that_died_before_beginning_its_investigation_is_begun_by_a_repeat(
+    ctx: SharedContext,
+) -> None:
+    """The intake opens the case and begins its investigation in two transactions; a replica killed in
+    between leaves a case with none. Alertmanager's retry (the same notification: `repeat`) begins it."""
+    from datetime import UTC, datetime
+
+    from sharedctx.context import NewEntry
+    from sharedctx.model import format_ts
+
+    alert = ALERT.model_copy(update={"starts_at": datetime(2026, 1, 1, 10, tzinfo=UTC)})
+    first = NewEntry(EntryKind.ALERT, "Alert firing: Checkout down", attrs={
+        "fingerprint": alert.fingerprint, "status": "firing", "starts_at": format_ts(alert.starts_at)})  # fmt: skip
+    case = ctx.open_case(alert.case_title, service="checkout", fingerprint=alert.fingerprint, first=first)
+    assert ctx.store.get_investigation(case.id) is None  # what the dead replica left
+    disp = Dispatcher(ctx, SlowPartnerAgent(delay=0.0), owner="replica-b", lease_seconds=5.0)
+    [again] = await disp.submit([alert])
+    assert (again.action, again.case_id) == ("repeat", case.id)
+    assert await disp.idle(20)
+    got = ctx.store.get_investigation(case.id)
+    assert got is not None and got.step == "awaiting-recovery"
+    [again] = await disp.submit([alert])  # once investigated, a repeat adds nothing and begins nothing
+    assert again.action == "repeat" and not disp.running
+    assert [e.kind.value for e in case.timeline()].count("handoff") == 1
