@@ -21,6 +21,8 @@ import sys
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: `python bench/fleet.py`
+    # bench/ itself would be first on sys.path, and bench/mcp.py would shadow the `mcp` package
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._stats import print_table
 

@@ -156,6 +156,8 @@ kind = "human"          # primary | partner | human | system
 # host = "0.0.0.0"
 # port = 8765
 # intake_token = "env:SHAREDCTX_INTAKE_TOKEN"   # Alertmanager: http_config.authorization.credentials_file
+# investigation_lease = 15.0  # seconds; several `serve` replicas on one store: a survivor takes over after it
+# drain_seconds = 10.0        # on SIGTERM, how long a step in flight may finish before another replica redoes it
 
 # Delivery to backends happens behind record(), in a background worker.
 [worker]

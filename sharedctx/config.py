@@ -280,6 +280,11 @@ class ServerSettings(_Section):
     intake_token: Secret | None = Field(None, description="bearer token for POST /alerts*, 'env:NAME'")
     intake_basic_user: str | None = Field(None, min_length=1, max_length=256)
     intake_basic_password: Secret | None = Field(None, description="basic-auth password, 'env:NAME'")
+    # several replicas on one store (docs/decisions.md "failover: one owner per investigation")
+    investigation_lease: float = Field(15.0, ge=1.0, le=3600, description="seconds a replica holds an "
+                                       "investigation without renewing; after that a surviving replica takes over")
+    drain_seconds: float = Field(10.0, ge=0, le=3600, description="on SIGTERM, how long a step in flight may "
+                                 "finish before it is abandoned (not recorded) and resumed by another replica")
 
     @field_validator("intake_token", "intake_basic_password", mode="before")
     @classmethod

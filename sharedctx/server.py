@@ -16,10 +16,14 @@ Alertmanager does not retry a batch forever. If no alert was accepted the answer
 
 An accepted alert is durable before the answer: a new case is opened together with its first entry,
 in one transaction (no empty case), or the alert is added to the open case with its fingerprint.
-The agent runs afterwards, in the background, one task per case at a time: a firing alert for a new
-case starts an investigation; the same alert again while the case is open adds a "re-fired" entry
-(an identical repeat of a notification adds nothing); a `resolved` notification makes the agent
-verify and close.
+The agent runs afterwards, in the background: a firing alert for a new case begins an investigation;
+the same alert again while the case is open adds a "re-fired" entry (an identical repeat of a
+notification adds nothing); a `resolved` notification makes the agent verify and close.
+
+Several `serve` replicas may share one store: each investigation is leased to one replica at a time
+and checkpointed after every step (`Dispatcher`, `sharedctx.agents.lease`), so a survivor or a
+restarted process resumes it where it stopped, without recording any step twice. SIGTERM drains
+(`Dispatcher.shutdown`): in-flight steps finish or are abandoned unrecorded, leases are released.
 
 `build_app(ctx, mounts=[...], lifespans=[...])` keeps the app composable: the shared-context MCP
 server (`/mcp`) and backend webhooks (`/webhooks/...`) mount beside the intake with their own
@@ -34,6 +38,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import signal
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
@@ -47,13 +52,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from .agents.primary import Investigation, PrimaryAgent
+from .agents.lease import HeldInvestigation, replica_name
+from .agents.primary import Investigation, LeaseLost, PendingEntry, PrimaryAgent, Step
+from .channel.trace import new_traceparent
 from .context import Case, NewEntry, SharedContext
-from .errors import ConfigError, IntakeError, InvalidEntry, SharedCtxError, validation_problems
+from .errors import ConfigError, IntakeError, InvalidEntry, SharedCtxError, StoreError, validation_problems
 from .intake import Alert, Batch, Refused, read_alertmanager, read_generic
 from .intake_guard import IntakeAuth, is_loopback, read_limited, require_json
 from .model import MAX_TITLE_CHARS, Author, EntryKind, format_ts
 from .observability import metrics_registry, render_metrics, setup_otlp
+from .store.base import InvestigationLease
 
 __all__ = ["Dispatcher", "Outcome", "build_app", "serve"]
 
@@ -86,15 +94,35 @@ class Outcome:
 
 
 class Dispatcher:
-    """Alerts -> cases -> background agent runs, one at a time per case."""
+    """Alerts -> cases -> investigations, each owned by one replica at a time.
 
-    def __init__(self, ctx: SharedContext, agent: PrimaryAgent) -> None:
+    Any number of `serve` processes may share one store. An investigation is a row in the store
+    leased to one replica (`sharedctx.agents.lease`): this dispatcher begins one when it opens a case,
+    takes over any whose lease expired or was released (`scan`, every `scan_every` seconds), and runs
+    the agent only while it holds the lease. Within the process, runs of one case are serialized.
+    """
+
+    def __init__(
+        self,
+        ctx: SharedContext,
+        agent: PrimaryAgent,
+        *,
+        owner: str | None = None,
+        lease_seconds: float | None = None,
+        drain_seconds: float | None = None,
+    ) -> None:
         self.ctx = ctx
         self.agent = agent
+        self.owner = owner or replica_name()
+        self.lease_seconds = lease_seconds or ctx.config.server.investigation_lease
+        self.drain_seconds = ctx.config.server.drain_seconds if drain_seconds is None else drain_seconds
+        self.scan_every = min(1.0, self.lease_seconds / 5)
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._investigations: dict[str, Investigation] = {}
-        self._busy: set[str] = set()
+        self._active: dict[str, int] = {}  # case id -> drive tasks scheduled or running here
+        self._draining = False
+        self._scanner: asyncio.Task[None] | None = None
+        self._held: dict[str, HeldInvestigation] = {}  # leases this replica holds now, by case id
 
     @property
     def running(self) -> int:
@@ -105,6 +133,7 @@ class Dispatcher:
 
         A `Refused` alert, or one the journal refuses (`InvalidEntry`), becomes a `rejected` outcome
         and the others go on. A journal failure (`StoreError`) propagates: the sender should retry.
+        Once draining (SIGTERM), alerts are still recorded, but investigations are left to other replicas.
         """
         outcomes = []
         for alert in alerts:
@@ -112,7 +141,7 @@ class Dispatcher:
                 outcomes.append(Outcome.rejected(alert))
                 continue
             try:
-                outcome, case = await asyncio.to_thread(self._intake, alert)
+                outcome, case, lease = await asyncio.to_thread(self._intake, alert)
             except InvalidEntry as exc:
                 outcomes.append(Outcome(alert.fingerprint, alert.status, "rejected", None, exc.message,
                                         (exc.message,)))  # fmt: skip
@@ -124,15 +153,13 @@ class Dispatcher:
                                         tuple(problems)))  # fmt: skip
                 continue
             outcomes.append(outcome)
-            if case is None:
-                continue
-            if outcome.action == "resolving":
-                self._schedule(case, self._verify(case, alert))
-            elif outcome.action == "opened" or (outcome.action == "refired" and self._needs_investigation(case)):
-                self._schedule(case, self._investigate(case, alert))
+            if case is not None:
+                self._schedule(case, lease)
         return outcomes
 
-    def _intake(self, alert: Alert) -> tuple[Outcome, Case | None]:
+    def _intake(self, alert: Alert) -> tuple[Outcome, Case | None, InvestigationLease | None]:
+        """Record the alert; returns the case to run the agent on (if any) and, when this call began its
+        investigation, the lease on it."""
         src = Author(kind="system", name=alert.source.split(":")[0] or "intake")
         attrs = {"fingerprint": alert.fingerprint, "status": alert.status, "alertname": alert.name,
                  "starts_at": format_ts(alert.starts_at) if alert.starts_at else None,
@@ -142,21 +169,49 @@ class Dispatcher:
             rec = self.ctx.store.find_open_case(alert.fingerprint)
             if rec is None:
                 why = "no open case with this fingerprint"
-                return Outcome(alert.fingerprint, alert.status, "ignored", None, why), None
+                return Outcome(alert.fingerprint, alert.status, "ignored", None, why), None, None
             case = self.ctx.case(rec.id)
             if self._seen(case, alert):
-                return Outcome(alert.fingerprint, alert.status, "repeat", case.id, "already recorded"), None
+                return Outcome(alert.fingerprint, alert.status, "repeat", case.id, "already recorded"), None, None
             case.record(EntryKind.ALERT, _title("Alert resolved: ", alert), body, author=src, attrs=attrs)
-            return Outcome(alert.fingerprint, alert.status, "resolving", case.id, "verification scheduled"), case
+            return (Outcome(alert.fingerprint, alert.status, "resolving", case.id, "verification scheduled"), case,
+                    self._resolved(case, alert))  # fmt: skip
         first = NewEntry(EntryKind.ALERT, _title("Alert firing: ", alert), body, author=src, attrs=attrs)
         case = self.ctx.open_case(alert.case_title, service=alert.service, severity=alert.severity,
                                   fingerprint=alert.fingerprint, first=first)  # fmt: skip
-        if case.created:  # the case and its first entry were one transaction
-            return Outcome(alert.fingerprint, alert.status, "opened", case.id, "investigation scheduled"), case
+        if case.created:  # the case and its first entry were one transaction; the investigation is ours
+            lease = self._begin(case, Investigation(case=case, alert=alert, traceparent=new_traceparent()))
+            return Outcome(alert.fingerprint, alert.status, "opened", case.id, "investigation scheduled"), case, lease
         if self._seen(case, alert):
-            return Outcome(alert.fingerprint, alert.status, "repeat", case.id, "same notification again"), None
+            lease = self._begin_orphan(case, alert)
+            return (Outcome(alert.fingerprint, alert.status, "repeat", case.id, "same notification again"),
+                    case if lease else None, lease)  # fmt: skip
         case.record(EntryKind.ALERT, _title("Alert re-fired: ", alert), body, author=src, attrs=attrs)
-        return Outcome(alert.fingerprint, alert.status, "refired", case.id, "added to the open case"), case
+        lease = self._begin_orphan(case, alert)
+        return Outcome(alert.fingerprint, alert.status, "refired", case.id, "added to the open case"), case, lease
+
+    def _begin_orphan(self, case: Case, alert: Alert) -> InvestigationLease | None:
+        """Begin the investigation of an open case that has none and was never investigated: opened by an
+        older version, or by a replica that died (or whose store failed) between opening the case and
+        beginning its investigation. Alertmanager's retry or repeat of the alert then starts it."""
+        if self.ctx.store.get_investigation(case.id) is not None or not self._never_investigated(case):
+            return None
+        return self._begin(case, Investigation(case=case, alert=alert, traceparent=new_traceparent()))
+
+    def _begin(self, case: Case, inv: Investigation, resolved: Alert | None = None) -> InvestigationLease | None:
+        """Create the case's investigation leased to this replica (None: it already has one)."""
+        return self.ctx.store.begin_investigation(
+            case.id, self.owner, self.lease_seconds, step=inv.step.value, state=inv.to_state(),
+            resolved=resolved.model_dump(mode="json") if resolved else None,
+        )  # fmt: skip
+
+    def _resolved(self, case: Case, alert: Alert) -> InvestigationLease | None:
+        """Leave the resolved alert with the investigation (its owner verifies once it is free to); a case
+        that has no investigation gets one that starts at verification."""
+        if self.ctx.store.note_resolved(case.id, alert.model_dump(mode="json")):
+            return None
+        inv = Investigation(case=case, alert=alert, traceparent=self.agent._trace_of(case), step=Step.VERIFY)
+        return self._begin(case, inv, resolved=alert)
 
     @staticmethod
     def _seen(case: Case, alert: Alert) -> bool:
@@ -169,41 +224,115 @@ class Dispatcher:
             for e in case.timeline(kinds=["alert"])
         )
 
-    def _needs_investigation(self, case: Case) -> bool:
-        """A re-fire on a case whose investigation never finished (e.g. the server restarted) starts one."""
-        if case.id in self._busy:
-            return False
+    @staticmethod
+    def _never_investigated(case: Case) -> bool:
         return not any(e.kind == EntryKind.HANDOFF and e.author.kind == "primary" for e in case.timeline())
 
-    def _schedule(self, case: Case, work: Any) -> None:
+    def _schedule(self, case: Case, lease: InvestigationLease | None) -> None:
+        """Run the case's investigation here: with `lease` if this replica just began it, else if it can
+        take the lease (free or expired, with work to do). Runs of one case queue behind each other."""
         lock = self._locks.setdefault(case.id, asyncio.Lock())
+        self._active[case.id] = self._active.get(case.id, 0) + 1
 
-        async def run() -> None:
-            async with lock:
-                self._busy.add(case.id)
-                try:
-                    await work
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    log.exception("agent run for case %s failed", case.id)
-                    with contextlib.suppress(Exception):
-                        await case.arecord(EntryKind.NOTE, f"The primary agent failed: {type(exc).__name__}",
-                                           f"{exc}\n\nThe case is left as it is for a human to pick up.",
-                                           author=self.agent.author)  # fmt: skip
-                finally:
-                    self._busy.discard(case.id)
+        async def drive() -> None:
+            held = lease
+            try:
+                async with lock:
+                    while not self._draining:
+                        if held is None:
+                            held = await asyncio.to_thread(
+                                self.ctx.store.take_investigation, case.id, self.owner, self.lease_seconds
+                            )
+                            if held is None:
+                                return
+                        waiting = await self._run_held(case, held)
+                        held = None
+                        if not waiting:
+                            return
+                        # it reached awaiting-recovery and was released: take it again, in case a resolved
+                        # alert arrived meanwhile (whoever noted it may have found the lease still ours)
+            finally:
+                if held is not None:  # never started (draining): give it back at once
+                    HeldInvestigation(self.ctx, held, self.lease_seconds).release()
+                self._active[case.id] -= 1
+                if not self._active[case.id]:
+                    del self._active[case.id]
 
-        task = asyncio.create_task(run(), name=f"sharedctx-case-{case.id}")
+        task = asyncio.create_task(drive(), name=f"sharedctx-case-{case.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _investigate(self, case: Case, alert: Alert) -> None:
-        self._investigations[case.id] = await self.agent.investigate(case, alert)
+    async def _run_held(self, case: Case, lease: InvestigationLease) -> bool:
+        """Run the agent from the lease's checkpoint while the heartbeat keeps the lease; release it after.
 
-    async def _verify(self, case: Case, alert: Alert) -> None:
-        inv = self._investigations.pop(case.id, None)
-        await self.agent.verify_and_close(case, alert, investigation=inv)
+        True if the investigation now waits for recovery (a resolved alert may be waiting already)."""
+        held = HeldInvestigation(self.ctx, lease, self.lease_seconds)
+        self._held[case.id] = held
+        inv = Investigation.from_state(case, lease.step, lease.state, lease.resolved)
+        inv.checkpoint = held.checkpoint
+        inv.should_stop = lambda: self._draining
+        log.info("case %s: %s the investigation at %s (lease %d)", case.id,
+                 "beginning" if lease.token == 1 else "taking over", lease.step, lease.token)  # fmt: skip
+        work = asyncio.create_task(self.agent.run(inv), name=f"sharedctx-agent-{case.id}")
+        beat = asyncio.create_task(held.heartbeat(work))
+        release = True
+        try:
+            await work
+        except asyncio.CancelledError:
+            if not beat.done():  # this replica is shutting down, not a lost lease
+                raise
+        except LeaseLost as exc:
+            log.warning("%s", exc)
+        except StoreError as exc:  # the store is away: keep the lease until it expires, then anyone retries
+            log.error("case %s: the investigation stopped at %s: %s", case.id, inv.step.value, exc)
+            release = False
+        except Exception as exc:
+            log.exception("agent run for case %s failed", case.id)
+            await self._failed(inv, exc)
+        finally:
+            beat.cancel()
+            self._held.pop(case.id, None)
+            if release:
+                held.release()
+        return inv.step == Step.AWAITING_RECOVERY
+
+    async def _failed(self, inv: Investigation, exc: Exception) -> None:
+        """A step raised: record that (fenced, like any step) and stop the investigation for a human."""
+        inv.pending = [PendingEntry(EntryKind.NOTE, f"The primary agent failed: {type(exc).__name__}",
+                                    f"{exc}\n\nThe case is left as it is for a human to pick up.",
+                                    {"author": self.agent.author})]  # fmt: skip
+        with contextlib.suppress(Exception):
+            await self.agent._commit(inv, Step.FAILED)
+
+    async def scan(self) -> int:
+        """Take over every investigation whose lease is free or expired (a replica died or drained, or
+        this one restarted); returns how many were scheduled here."""
+        try:
+            ids = await asyncio.to_thread(self.ctx.store.orphaned_investigations)
+        except SharedCtxError as exc:
+            log.warning("could not look for orphaned investigations: %s", exc)
+            return 0
+        n = 0
+        for case_id in ids:
+            if case_id in self._active or self._draining:
+                continue
+            try:
+                case = await asyncio.to_thread(self.ctx.case, case_id)
+            except SharedCtxError:
+                continue
+            self._schedule(case, None)
+            n += 1
+        return n
+
+    async def start(self) -> None:
+        """Begin scanning for investigations to take over (at once: a restart resumes what it left)."""
+        if self._scanner is None:
+            self._scanner = asyncio.create_task(self._scan_forever(), name="sharedctx-takeover-scan")
+
+    async def _scan_forever(self) -> None:
+        while not self._draining:
+            await self.scan()
+            await asyncio.sleep(self.scan_every)
 
     async def idle(self, timeout: float | None = None) -> bool:
         """Wait until no agent run is in flight (runs scheduled meanwhile included); False on timeout."""
@@ -217,12 +346,24 @@ class Dispatcher:
             return False
         return True
 
-    async def shutdown(self, grace: float = 5.0) -> None:
-        """Let runs finish for `grace` seconds, then cancel what is left (its entries so far stay)."""
-        if not await self.idle(grace):
+    async def shutdown(self, grace: float | None = None) -> None:
+        """Drain: take no more investigations, let each run finish its current step (for up to `grace`
+        seconds, `[server] drain_seconds`), then cancel what is left. Every lease is released, so
+        another replica takes over at once; a cancelled step was not recorded and is run again there."""
+        self._draining = True
+        log.info("draining: %d investigation(s) in flight; no new ones are taken", len(self._held))
+        if self._scanner is not None:
+            self._scanner.cancel()
+            await asyncio.gather(self._scanner, return_exceptions=True)
+        if not await self.idle(self.drain_seconds if grace is None else grace):
+            # Release first, then cancel: unwinding a step (e.g. closing a partner's process) can take
+            # seconds, and the fence already keeps the abandoned step from recording anything.
+            for held in list(self._held.values()):
+                await asyncio.to_thread(held.release)
             for t in list(self._tasks):
                 t.cancel()
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        log.info("drained: every investigation lease released")
 
 
 def _title(prefix: str, alert: Alert) -> str:
@@ -322,6 +463,7 @@ def build_app(
         async with AsyncExitStack() as stack:
             for ls in lifespans:
                 await stack.enter_async_context(ls(app))
+            await disp.start()
             try:
                 yield
             finally:
@@ -399,6 +541,15 @@ def serve(
     hooks = ", ".join(f"/webhooks/{n}" for n in human_settings(ctx.config).webhooks) or "none configured"
     say(f"sharedctx: human answers by webhook ({hooks}) and polling")
     app = build_app(ctx, agent=agent, auth=auth, mounts=mounts, lifespans=lifespans)
-    # log_config=None: uvicorn's loggers propagate to the root handlers, which carry the redaction filter;
-    # its default config would give them their own stderr handlers that no redaction ever sees.
-    uvicorn.run(app, host=h, port=p, log_level="warning", log_config=None)
+    # SIGTERM drains: uvicorn stops accepting connections, finishes the requests in flight, then runs the
+    # lifespan's shutdown, where the dispatcher finishes or abandons each step and releases every
+    # investigation lease (`Dispatcher.shutdown`). Afterwards uvicorn re-raises the signal to the handler
+    # that was there before it; a no-op one lets the drained process exit 0 instead of dying of it (143).
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        # log_config=None: uvicorn's loggers propagate to the root handlers, which carry the redaction filter;
+        # its default config would give them their own stderr handlers that no redaction ever sees.
+        uvicorn.run(app, host=h, port=p, log_level="warning", log_config=None)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    say("sharedctx: stopped; investigation leases released")

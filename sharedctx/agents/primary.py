@@ -9,8 +9,14 @@
     (7) verify + close   when the alert resolves: partners re-check, then resolve the case
 
 `investigate()` runs (2)-(6) and stops at AWAITING_RECOVERY; `verify_and_close()` runs (7). Each
-state's handler returns the next state, so the flow is readable in `_HANDLERS` and a crashed or
-restarted process could resume from the recorded step. Decisions come from a `Reasoner`
+state's handler returns the next state, so the flow is readable in `_handlers`.
+
+A handler does not write to the journal itself: it queues its entries, and `run()` commits them
+together with the next step (`_commit`). Under `sharedctx serve` that commit is the store's fenced
+`advance_investigation` (see `sharedctx.agents.lease`): a step's entries and its checkpoint are one
+transaction, valid only while this replica holds the case's lease, so a crashed, drained or
+superseded replica is resumed from the checkpoint by another one without any step recorded twice.
+Outside `serve` (no checkpoint), the queued entries are simply recorded. Decisions come from a `Reasoner`
 (rule-based by default); actions from runbooks. A partner that is slow, dead or answers garbage
 becomes a recorded note, and the investigation goes on with what it has.
 """
@@ -28,7 +34,7 @@ from typing import Any
 
 import anyio
 
-from ..access import Access
+from ..access import INVITE_ATTR, Access
 from ..channel import CapabilityInfo, CapabilityInput, Finding, PartnerClient
 from ..channel.trace import child_traceparent, new_traceparent, parse_traceparent
 from ..config import PartnerSettings
@@ -48,7 +54,7 @@ from .reasoning import (
 )
 from .runbooks import DEFAULT_RUNBOOKS, Runbook, RunbookResult
 
-__all__ = ["Investigation", "PrimaryAgent", "Step"]
+__all__ = ["Checkpoint", "Investigation", "LeaseLost", "PendingEntry", "PrimaryAgent", "Step"]
 
 log = logging.getLogger("sharedctx.agents.primary")
 
@@ -65,14 +71,36 @@ class Step(StrEnum):
     AWAITING_RECOVERY = "awaiting-recovery"
     VERIFY = "verify"
     CLOSED = "closed"
+    FAILED = "failed"  # a step raised; the case is left for a human (the failure is recorded)
 
 
-_STOPS = {Step.AWAITING_RECOVERY, Step.CLOSED}
+_STOPS = {Step.AWAITING_RECOVERY, Step.CLOSED, Step.FAILED}
+
+
+class LeaseLost(Exception):
+    """This replica no longer owns the investigation: its step was not recorded, another replica resumes it."""
+
+
+@dataclass(frozen=True)
+class PendingEntry:
+    """An entry a step has queued; recorded when the step commits (`PrimaryAgent._commit`)."""
+
+    kind: EntryKind
+    title: str
+    body: str
+    kwargs: dict[str, Any]  # evidence, attrs, status: what `Case.record` takes besides the above
+
+
+Checkpoint = Callable[["Investigation", Step, list[PendingEntry]], Awaitable[bool]]
+"""`checkpoint(inv, finished, entries)`: record `entries` and persist `inv` (at its next step) as one
+transaction; False if this replica lost the investigation's lease (then nothing was recorded)."""
 
 
 @dataclass
 class Investigation:
-    """Everything the agent has learned about one case so far; the state machine's memory."""
+    """Everything the agent has learned about one case so far; the state machine's memory.
+
+    `to_state()`/`from_state()` are what is persisted between steps: enough to run any later step."""
 
     case: Case
     alert: Alert
@@ -87,11 +115,49 @@ class Investigation:
     checks: list[PartnerAnswer] = field(default_factory=list)
     verdict: Verdict | None = None
     history: list[Step] = field(default_factory=list)
+    invited: bool = False  # the partners' invitations are recorded (a checkpoint inside CONSULT)
+    pending: list[PendingEntry] = field(default_factory=list)
+    checkpoint: Checkpoint | None = None  # None: entries are recorded as they are committed, nothing persisted
+    should_stop: Callable[[], bool] | None = None  # checked between steps: True stops (drain) at a checkpoint
 
     @property
     def trace_id(self) -> str | None:
         parsed = parse_traceparent(self.traceparent)
         return parsed.trace_id if parsed else None
+
+    def to_state(self) -> dict[str, Any]:
+        """What the finished steps learned, as JSON: with the step, all a replica needs to resume."""
+
+        def dump(m: Any) -> Any:
+            return m.model_dump(mode="json") if m is not None else None
+
+        return {"alert": dump(self.alert), "traceparent": self.traceparent, "triage": dump(self.triage),
+                "answers": [dump(a) for a in self.answers], "correlation": dump(self.correlation),
+                "plan": dump(self.plan), "result": dump(self.result), "checks": [dump(a) for a in self.checks],
+                "verdict": dump(self.verdict), "history": [h.value for h in self.history],
+                "invited": self.invited}  # fmt: skip
+
+    @classmethod
+    def from_state(
+        cls, case: Case, step: str, state: Mapping[str, Any], resolved: Mapping[str, Any] | None = None
+    ) -> Investigation:
+        """The investigation as a checkpoint left it (`to_state`), at `step`, with a waiting resolved alert."""
+
+        def load(model: Any, value: Any) -> Any:
+            return model.model_validate(value) if value is not None else None
+
+        alert = Alert.model_validate(state["alert"])
+        return cls(
+            case=case, alert=alert, traceparent=state.get("traceparent") or new_traceparent(), step=Step(step),
+            triage=load(Triage, state.get("triage")),
+            answers=[PartnerAnswer.model_validate(a) for a in state.get("answers") or []],
+            correlation=load(Correlation, state.get("correlation")), plan=load(RemediationPlan, state.get("plan")),
+            result=load(RunbookResult, state.get("result")),
+            resolved_alert=Alert.model_validate(resolved) if resolved else None,
+            checks=[PartnerAnswer.model_validate(a) for a in state.get("checks") or []],
+            verdict=load(Verdict, state.get("verdict")), history=[Step(h) for h in state.get("history") or []],
+            invited=bool(state.get("invited")),
+        )  # fmt: skip
 
 
 def _error_kind(exc: BaseException) -> str:
@@ -157,13 +223,35 @@ class PrimaryAgent:
         return await self.run(inv)
 
     async def run(self, inv: Investigation) -> Investigation:
-        """Drive the state machine from `inv.step` until it has to wait for the world (or is done)."""
+        """Drive the state machine from `inv.step` until it has to wait for the world (or is done).
+
+        Stops early, at a checkpoint, when `inv.should_stop()` says so (a draining server). Raises
+        `LeaseLost` if another replica took the investigation over: the step in hand is not recorded."""
         while inv.step not in _STOPS:
+            if inv.should_stop is not None and inv.should_stop():
+                self._emit("drain", f"case {inv.case.id}: stopping before {inv.step.value}; another server resumes it")
+                return inv
             handler = self._handlers[inv.step]
             inv.history.append(inv.step)
-            inv.step = await handler(inv)
+            await self._commit(inv, await handler(inv))
         self._emit(inv.step.value, f"case {inv.case.id} is {inv.case.status.value}")
         return inv
+
+    async def _commit(self, inv: Investigation, next_step: Step) -> None:
+        """Record the entries the step queued and move to `next_step`: one fenced transaction under
+        `serve` (all or nothing, only while the lease is ours), plain appends without a checkpoint."""
+        finished, entries = inv.step, inv.pending
+        inv.pending = []
+        if inv.checkpoint is None:
+            for p in entries:
+                await inv.case.arecord(p.kind, p.title, p.body, **p.kwargs)
+            inv.step = next_step
+            return
+        inv.step = next_step
+        if not await inv.checkpoint(inv, finished, entries):
+            inv.step = finished
+            raise LeaseLost(f"case {inv.case.id}: lost the investigation's lease during {finished.value}; "
+                            "its entries were not recorded and another server resumes it")  # fmt: skip
 
     # -- helpers -----------------------------------------------------------------------------------
 
@@ -175,8 +263,10 @@ class PrimaryAgent:
                 log.exception("on_event failed")
 
     async def _record(self, inv: Investigation, kind: EntryKind, title: str, body: str = "", **kw: Any) -> None:
+        """Queue an entry of the current step; `_commit` records it when the step is done."""
         attrs = {"step": inv.step.value, **kw.pop("attrs", {})}
-        await inv.case.arecord(kind, title[:300], body, author=self.author, trace_id=inv.trace_id, attrs=attrs, **kw)
+        kw = {"author": self.author, "trace_id": inv.trace_id, "attrs": attrs, **kw}
+        inv.pending.append(PendingEntry(kind, title[:300], body, kw))
 
     def _trace_of(self, case: Case) -> str:
         """Continue the trace the investigation started, so verification joins the same trace."""
@@ -291,13 +381,32 @@ class PrimaryAgent:
 
     async def _invite_partners(self, inv: Investigation) -> None:
         """Passing the case id to a partner is the invitation: record it, so the partner may read and
-        write this case (and only this one) through the shared-context MCP server. Idempotent."""
-        ctx = inv.case.ctx
-        access = Access(ctx.config, ctx.store)
+        write this case (and only this one) through the shared-context MCP server.
+
+        Committed before any partner is called (a checkpoint inside CONSULT, `inv.invited`), so a partner
+        that writes at once is already allowed to, and a resumed CONSULT does not invite again."""
+        if inv.invited:
+            return
+        if inv.checkpoint is None:  # no checkpoint: Access.invite, idempotent by reading the case
+            ctx = inv.case.ctx
+            access = Access(ctx.config, ctx.store)
+            for s in self.partners:
+                await anyio.to_thread.run_sync(
+                    functools.partial(access.invite, ctx, inv.case.id, s.name, by=self.author, trace_id=inv.trace_id)
+                )
+            inv.invited = True
+            return
+        notes = await asyncio.to_thread(inv.case.timeline, kinds=[EntryKind.NOTE.value])
+        done = {e.attrs.get(INVITE_ATTR) for e in notes if e.author.kind != "partner"}
         for s in self.partners:
-            await anyio.to_thread.run_sync(
-                functools.partial(access.invite, ctx, inv.case.id, s.name, by=self.author, trace_id=inv.trace_id)
-            )
+            if s.name not in done:
+                inv.pending.append(PendingEntry(EntryKind.NOTE, f"Invited partner {s.name} into this case",
+                                                f"{self.author} invited the partner agent `{s.name}` to read and "
+                                                "write this case.",
+                                                {"author": self.author, "trace_id": inv.trace_id,
+                                                 "attrs": {INVITE_ATTR: s.name}}))  # fmt: skip
+        inv.invited = True
+        await self._commit(inv, Step.CONSULT)
 
     async def _record_failures(self, inv: Investigation, answers: list[PartnerAnswer]) -> None:
         for a in answers:
@@ -446,8 +555,11 @@ class PrimaryAgent:
             return Step.AWAITING_RECOVERY
         cause = inv.correlation.summary if inv.correlation else self._last_correlation(inv.case)
         summary = f"{v.summary}\n\nCause: {cause}" if cause else v.summary
-        await asyncio.to_thread(inv.case.resolve, summary, title="Resolved: alert cleared and recovery verified",
-                                author=self.author, trace_id=inv.trace_id)  # fmt: skip
+        # the resolution is this step's last entry: it commits with the step (`Case.resolve`'s entry)
+        kw = {"author": self.author, "trace_id": inv.trace_id, "attrs": {"step": inv.step.value},
+              "status": CaseStatus.RESOLVED}
+        inv.pending.append(PendingEntry(EntryKind.RESOLUTION, "Resolved: alert cleared and recovery verified",
+                                        summary, kw))
         self._emit("close", "case resolved")
         return Step.CLOSED
 

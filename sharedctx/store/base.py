@@ -121,6 +121,18 @@ class OutboxHealth(BaseModel):
     oldest_pending_at: float | None = None  # epoch seconds the oldest pending (not held) row was created
 
 
+class InvestigationLease(BaseModel):
+    """One investigation as a replica holds it (`Investigations`): the fencing token that proves the lease,
+    the next step, what the finished steps learned, and a resolved alert waiting to be verified."""
+
+    case_id: str
+    token: int
+    owner: str | None  # None when read back (`get_investigation`) while no replica holds it
+    step: str
+    state: dict[str, Any] = Field(default_factory=dict)
+    resolved: dict[str, Any] | None = None
+
+
 def checkpoint_hash(prev_hash: str, at: str, heads: dict[str, tuple[int, str]]) -> str:
     import hashlib
     import json
@@ -255,7 +267,43 @@ class Bindings(Protocol):
     def cases_matching(self, ref: str, limit: int = 10) -> list[tuple[str, CaseRecord]]: ...
 
 
-class Store(Journal, Outbox, SearchIndex, HumanActions, RateLimits, Bindings, Protocol):
+class Investigations(Protocol):
+    """The primary agent's investigations, one owner at a time (see `sharedctx.store.sql.investigations`).
+
+    Every method that changes an owned investigation names `(owner, token)` and returns False/None when
+    the lease was lost; `advance_investigation` is the one place a step's entries are recorded."""
+
+    def begin_investigation(
+        self,
+        case_id: str,
+        owner: str,
+        lease_seconds: float,
+        *,
+        step: str,
+        state: dict[str, Any],
+        resolved: dict[str, Any] | None = None,
+    ) -> InvestigationLease | None: ...
+    def take_investigation(self, case_id: str, owner: str, lease_seconds: float) -> InvestigationLease | None: ...
+    def orphaned_investigations(self, limit: int = 50) -> list[str]: ...
+    def renew_investigation(self, case_id: str, owner: str, token: int, lease_seconds: float) -> bool: ...
+    def advance_investigation(
+        self,
+        case_id: str,
+        owner: str,
+        token: int,
+        *,
+        step: str,
+        state: dict[str, Any],
+        entries: Sequence[tuple[EntryDraft, Sequence[str], CaseStatus | None]],
+        clear_resolved: bool = False,
+        lease_seconds: float,
+    ) -> list[Entry] | None: ...
+    def release_investigation(self, case_id: str, owner: str, token: int) -> bool: ...
+    def note_resolved(self, case_id: str, alert: dict[str, Any]) -> bool: ...
+    def get_investigation(self, case_id: str) -> InvestigationLease | None: ...
+
+
+class Store(Journal, Outbox, SearchIndex, HumanActions, RateLimits, Bindings, Investigations, Protocol):
     """The whole store as `SharedContext` holds it; a component that needs one seam takes that protocol."""
 
 

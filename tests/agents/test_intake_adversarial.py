@@ -53,6 +53,9 @@ class IdleAgent:
     async def verify_and_close(self, case: Any, alert: Any, investigation: Any = None) -> None:
         return None
 
+    async def run(self, investigation: Any) -> Any:  # what `Dispatcher` calls with the lease it holds
+        return investigation
+
 
 @pytest.fixture
 def ctx(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[SharedContext]:

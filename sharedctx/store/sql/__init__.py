@@ -25,6 +25,7 @@ from .common import (
     row_to_entry,
     stored_entry,
 )
+from .investigations import InvestigationsSQL
 from .journal import JournalSQL
 from .limits import RateLimitsSQL
 from .outbox import OutboxSQL
@@ -39,7 +40,7 @@ from .search import (
 )
 
 
-class SQLStore(JournalSQL, OutboxSQL, HumanActionsSQL, RateLimitsSQL, BindingsSQL):
+class SQLStore(JournalSQL, OutboxSQL, HumanActionsSQL, RateLimitsSQL, BindingsSQL, InvestigationsSQL):
     """Shared implementation; subclasses provide `_tx`, `_q`, `migrate`, `search`, `rebuild_index`."""
 
 
@@ -51,6 +52,7 @@ __all__ = [
     "BindingsSQL",
     "Conn",
     "HumanActionsSQL",
+    "InvestigationsSQL",
     "JournalSQL",
     "OutboxSQL",
     "RateLimitsSQL",

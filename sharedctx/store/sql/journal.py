@@ -49,7 +49,8 @@ OPEN_CASE_BY_FINGERPRINT = f"SELECT {CASE_COLS} FROM cases WHERE fingerprint = ?
 INSERT_CASE = """
 INSERT INTO cases (id, title, service, severity, status, fingerprint, created_at, updated_at, last_seq,
                    last_hash, labels)
-VALUES (?, ?, ?, ?, 'open', ?, ?, ?, 0, ?, ?)"""
+VALUES (?, ?, ?, ?, 'open', ?, ?, ?, 0, ?, ?)
+ON CONFLICT (fingerprint) WHERE fingerprint IS NOT NULL AND status <> 'resolved' DO NOTHING"""
 
 # One case by id.
 CASE_BY_ID = f"SELECT {CASE_COLS} FROM cases WHERE id = ?"
@@ -115,8 +116,13 @@ class JournalSQL(SQLBase):
                 if r:
                     return self._case(r), False
             case_id = new_id()
-            c.execute(INSERT_CASE, (case_id, title, service, severity, fingerprint, now, now, GENESIS_HASH,
-                                    json.dumps(labels)))  # fmt: skip
+            # Two replicas taking the same alert at once (PostgreSQL, READ COMMITTED) both find no open
+            # case above; the unique index lets one insert and the other wait, then do nothing and read
+            # the winner's case, instead of failing the second intake with a unique violation.
+            inserted = c.execute(INSERT_CASE, (case_id, title, service, severity, fingerprint, now, now,
+                                               GENESIS_HASH, json.dumps(labels))).rowcount  # fmt: skip
+            if inserted != 1:
+                return self._case(c.execute(OPEN_CASE_BY_FINGERPRINT, (fingerprint,)).fetchone()), False
             index_labels(c, case_id, labels)
             if first is not None:
                 self._append_in(c, first.model_copy(update={"case_id": case_id}), backends, None)

@@ -1,0 +1,275 @@
+"""One owner per investigation, on SQLite and PostgreSQL: the lease, its fence, and in-process failover.
+
+The store tests drive `sharedctx.store.sql.investigations` directly; the dispatcher tests run two
+`Dispatcher`s (two replicas, different owners) on one store, with a partner that never answers in time
+for the first one, so the first replica's step is in flight when the second takes over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from sharedctx.agents.primary import Investigation, PrimaryAgent, Step
+from sharedctx.context import SharedContext
+from sharedctx.intake import Alert
+from sharedctx.model import Author, EntryDraft, EntryKind
+from sharedctx.server import Dispatcher
+from sharedctx.store.base import Store
+
+PRIMARY = Author(kind="primary", name="primary")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def case_id(store: Store, fingerprint: str | None = None) -> str:
+    rec, _ = store.open_case(title="c", service="checkout", severity="critical", fingerprint=fingerprint, labels={})
+    return rec.id
+
+
+def note(cid: str, title: str) -> EntryDraft:
+    return EntryDraft(case_id=cid, kind=EntryKind.NOTE, title=title, author=PRIMARY)
+
+
+def test_an_investigation_is_begun_once_and_taken_only_when_its_lease_is_free(store: Store) -> None:
+    cid = case_id(store)
+    a = store.begin_investigation(cid, "a", 30, step="triage", state={"x": 1})
+    assert a is not None and a.token == 1
+    assert store.begin_investigation(cid, "b", 30, step="triage", state={}) is None  # the primary key decides
+    assert store.take_investigation(cid, "b", 30) is None  # a's lease holds
+    assert store.orphaned_investigations() == []
+    assert store.release_investigation(cid, "a", a.token)
+    assert store.orphaned_investigations() == [cid]
+    b = store.take_investigation(cid, "b", 30)
+    assert b is not None and (b.owner, b.token, b.step, b.state) == ("b", 2, "triage", {"x": 1})
+    assert not store.release_investigation(cid, "a", a.token)  # a's old lease is gone
+    assert not store.renew_investigation(cid, "a", a.token, 30)
+
+
+def test_an_expired_lease_is_taken_over_and_the_old_owner_records_nothing(store: Store) -> None:
+    cid = case_id(store)
+    a = store.begin_investigation(cid, "a", 0.2, step="triage", state={})
+    assert a is not None
+    time.sleep(0.3)  # a stopped renewing (kill -9, a pause, a partition)
+    assert store.orphaned_investigations() == [cid]
+    b = store.take_investigation(cid, "b", 30)
+    assert b is not None and b.token == a.token + 1
+    stale = store.advance_investigation(cid, "a", a.token, step="consult", state={"by": "a"},
+                                        entries=[(note(cid, "Triage by a"), [], None)], lease_seconds=30)  # fmt: skip
+    assert stale is None
+    assert [e.title for e in store.entries(cid)] == []  # the zombie's step left no trace
+    done = store.advance_investigation(cid, "b", b.token, step="consult", state={"by": "b"},
+                                       entries=[(note(cid, "Triage by b"), [], None)], lease_seconds=30)  # fmt: skip
+    assert done is not None and [e.title for e in store.entries(cid)] == ["Triage by b"]
+    got = store.get_investigation(cid)
+    assert got is not None and (got.step, got.state, got.owner) == ("consult", {"by": "b"}, "b")
+
+
+def test_a_resolved_alert_waits_for_the_owner_and_turns_awaiting_recovery_into_verify(store: Store) -> None:
+    cid = case_id(store)
+    a = store.begin_investigation(cid, "a", 30, step="handoff", state={})
+    assert a is not None
+    assert store.advance_investigation(cid, "a", a.token, step="awaiting-recovery", state={}, entries=[],
+                                       lease_seconds=30) == []  # fmt: skip
+    assert store.release_investigation(cid, "a", a.token)
+    assert store.orphaned_investigations() == []  # waiting for the world: nothing to take
+    assert store.take_investigation(cid, "b", 30) is None
+    assert store.note_resolved(cid, {"status": "resolved"})
+    b = store.take_investigation(cid, "b", 30)
+    assert b is not None and (b.step, b.resolved) == ("verify", {"status": "resolved"})
+    assert store.advance_investigation(cid, "b", b.token, step="closed", state={}, entries=[],
+                                       clear_resolved=True, lease_seconds=30) == []  # fmt: skip
+    assert store.release_investigation(cid, "b", b.token)
+    assert store.take_investigation(cid, "c", 30) is None and store.orphaned_investigations() == []
+    assert not store.note_resolved(cid, {"status": "resolved"})  # closed: nothing to leave it with
+
+
+def test_the_investigation_state_is_redacted_like_every_other_write(store: Store) -> None:
+    cid = case_id(store)
+    secret = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
+    store.begin_investigation(cid, "a", 30, step="triage", state={"alert": {"description": f"token {secret}"}})
+    got = store.get_investigation(cid)
+    assert got is not None and secret not in str(got.state)
+
+
+def test_two_replicas_opening_the_same_alert_at_once_get_one_case_and_no_error(store: Store) -> None:
+    """On PostgreSQL both transactions can find no open case; before the fix the second one then failed
+    with a unique violation (a 503 to Alertmanager). Now it waits for the first and returns its case."""
+    for round_ in range(20):
+        results: list[Any] = []
+        barrier = threading.Barrier(4)
+
+        def open_one(fp: str = f"fp-race-{round_}", barrier: Any = barrier, results: list[Any] = results) -> None:
+            barrier.wait()
+            try:
+                rec, created = store.open_case(title="t", service="s", severity="critical", fingerprint=fp,
+                                               labels={})  # fmt: skip
+                results.append((rec.id, created))
+            except Exception as exc:  # what the assertion below reports
+                results.append(exc)
+
+        threads = [threading.Thread(target=open_one) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert all(isinstance(r, tuple) for r in results), results
+        assert len({r[0] for r in results}) == 1 and sum(r[1] for r in results) == 1
+
+
+def test_replicas_racing_to_take_one_orphaned_investigation_give_it_to_exactly_one(store: Store) -> None:
+    """On PostgreSQL every taker waits on the row lock, then re-checks the lease on the row as the winner
+    left it; a condition read through a subquery would still see the old, free lease."""
+    for round_ in range(15):
+        cid = case_id(store)
+        first = store.begin_investigation(cid, "gone", 30, step="consult", state={})
+        assert first is not None and store.release_investigation(cid, "gone", first.token)
+        won: list[Any] = []
+        barrier = threading.Barrier(6)
+
+        def take(me: str, barrier: Any = barrier, won: list[Any] = won, cid: str = cid) -> None:
+            barrier.wait()
+            got = store.take_investigation(cid, me, 30)
+            if got is not None:
+                won.append(got)
+
+        threads = [threading.Thread(target=take, args=(f"r{round_}-{i}",)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(won) == 1, won
+
+
+# -- two replicas in one process ---------------------------------------------------------------------
+
+
+class SlowPartnerAgent(PrimaryAgent):
+    """The primary agent with a consult step that takes `delay` seconds (a slow partner), no network."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__([])
+        self.delay = delay
+
+    async def _consult_partners(self, inv: Investigation) -> Step:
+        await asyncio.sleep(self.delay)
+        await self._record(inv, EntryKind.FINDING, "Partner findings: slow partner answered", "ok")
+        return Step.CORRELATE
+
+
+ALERT = Alert(fingerprint="fp-failover", status="firing", name="CheckoutDown", title="Checkout down",
+              service="checkout", severity="critical")  # fmt: skip
+
+
+def step_titles(ctx: SharedContext, cid: str) -> Counter[str]:
+    return Counter(f"{e.kind.value}:{e.title}" for e in ctx.case(cid).timeline() if e.author.kind == "primary")
+
+
+@pytest.mark.anyio
+async def test_a_replica_that_stops_renewing_is_taken_over_and_no_step_is_recorded_twice(
+    ctx: SharedContext,
+) -> None:
+    a = Dispatcher(ctx, SlowPartnerAgent(delay=3.0), owner="replica-a", lease_seconds=1.0)
+    b = Dispatcher(ctx, SlowPartnerAgent(delay=0.0), owner="replica-b", lease_seconds=1.0)
+    [opened] = await a.submit([ALERT])
+    cid = opened.case_id
+    assert cid is not None
+    for _ in range(100):  # a is in its slow consult step
+        inv = ctx.store.get_investigation(cid)
+        if inv is not None and inv.step == "consult":
+            break
+        await asyncio.sleep(0.05)
+    # a "freezes": its heartbeat stops, but its step goes on and will try to commit after b took over
+    for t in asyncio.all_tasks():
+        if t.get_coro().__qualname__.startswith("HeldInvestigation.heartbeat"):  # type: ignore[union-attr]
+            t.cancel()
+    await asyncio.sleep(1.2)
+    assert await b.scan() == 1
+    assert await b.idle(20) and await a.idle(20)
+    got = ctx.store.get_investigation(cid)
+    assert got is not None and (got.step, got.owner) == ("awaiting-recovery", None)
+    counts = step_titles(ctx, cid)
+    assert counts and max(counts.values()) == 1, counts  # each step's entries exactly once
+    kinds = [e.kind.value for e in ctx.case(cid).timeline()]
+    assert kinds == ["alert", "triage", "finding", "finding", "decision-request", "handoff"], kinds
+
+
+@pytest.mark.anyio
+async def test_a_draining_replica_releases_at_once_and_the_other_resumes_at_the_checkpoint(
+    ctx: SharedContext,
+) -> None:
+    a = Dispatcher(ctx, SlowPartnerAgent(delay=30.0), owner="replica-a", lease_seconds=60.0)
+    b = Dispatcher(ctx, SlowPartnerAgent(delay=0.0), owner="replica-b", lease_seconds=60.0)
+    [opened] = await a.submit([ALERT])
+    cid = opened.case_id
+    assert cid is not None
+    for _ in range(100):
+        inv = ctx.store.get_investigation(cid)
+        if inv is not None and inv.step == "consult":
+            break
+        await asyncio.sleep(0.05)
+    await a.shutdown(grace=0.2)  # SIGTERM: the slow step does not finish in time; it is abandoned
+    got = ctx.store.get_investigation(cid)
+    assert got is not None and (got.step, got.owner) == ("consult", None)  # released, not left to expire
+    assert await b.scan() == 1
+    assert await b.idle(20)
+    counts = step_titles(ctx, cid)
+    assert counts and max(counts.values()) == 1, counts
+    resolved = ALERT.model_copy(update={"status": "resolved"})
+    await b.submit([resolved])
+    assert await b.idle(20)
+    assert ctx.case(cid).status == "resolved"
+    kinds = [e.kind.value for e in ctx.case(cid).timeline()]
+    assert kinds.count("resolution") == 1 and kinds.count("verification") == 1
+
+
+@pytest.mark.anyio
+async def test_the_heartbeat_keeps_a_step_longer_than_the_lease_with_its_owner(ctx: SharedContext) -> None:
+    a = Dispatcher(ctx, SlowPartnerAgent(delay=2.5), owner="replica-a", lease_seconds=1.0)
+    b = Dispatcher(ctx, SlowPartnerAgent(delay=0.0), owner="replica-b", lease_seconds=1.0)
+    [opened] = await a.submit([ALERT])
+    cid = opened.case_id
+    assert cid is not None
+    taken = 0
+    while a.running:  # b keeps looking for orphans while a's consult outlasts its lease 2.5 times
+        taken += await b.scan()
+        await asyncio.sleep(0.1)
+    assert taken == 0 and await b.idle(5)
+    got = ctx.store.get_investigation(cid)
+    assert got is not None and got.step == "awaiting-recovery" and got.token == 1  # never taken over
+    assert max(step_titles(ctx, cid).values()) == 1
+
+
+@pytest.mark.anyio
+async def test_a_case_opened_by_a_replica_that_died_before_beginning_its_investigation_is_begun_by_a_repeat(
+    ctx: SharedContext,
+) -> None:
+    """The intake opens the case and begins its investigation in two transactions; a replica killed in
+    between leaves a case with none. Alertmanager's retry (the same notification: `repeat`) begins it."""
+    from datetime import UTC, datetime
+
+    from sharedctx.context import NewEntry
+    from sharedctx.model import format_ts
+
+    alert = ALERT.model_copy(update={"starts_at": datetime(2026, 1, 1, 10, tzinfo=UTC)})
+    first = NewEntry(EntryKind.ALERT, "Alert firing: Checkout down", attrs={
+        "fingerprint": alert.fingerprint, "status": "firing", "starts_at": format_ts(alert.starts_at)})  # fmt: skip
+    case = ctx.open_case(alert.case_title, service="checkout", fingerprint=alert.fingerprint, first=first)
+    assert ctx.store.get_investigation(case.id) is None  # what the dead replica left
+    disp = Dispatcher(ctx, SlowPartnerAgent(delay=0.0), owner="replica-b", lease_seconds=5.0)
+    [again] = await disp.submit([alert])
+    assert (again.action, again.case_id) == ("repeat", case.id)
+    assert await disp.idle(20)
+    got = ctx.store.get_investigation(case.id)
+    assert got is not None and got.step == "awaiting-recovery"
+    [again] = await disp.submit([alert])  # once investigated, a repeat adds nothing and begins nothing
+    assert again.action == "repeat" and not disp.running
+    assert [e.kind.value for e in case.timeline()].count("handoff") == 1
