@@ -1,0 +1,98 @@
+"""`sharedctx backends check` for GitHub, PagerDuty, ServiceNow and Jira against their spec-checked doubles.
+
+For each: a good setup passes every check; each broken setting gives its own failure in plain words (what is
+wrong, which setting or permission fixes it); a check reads only (nothing a person would see is written);
+and no detail ever contains the secret itself.
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from sharedctx.backends.base import Check, Checkable
+from tests.backends import harness
+from tests.backends.harness import Harness
+
+SECRETS = ("gh-test-token", "pd-test-token", "sn-test-pass", "jira-test-token")
+
+
+def run(backend: Checkable, double: object) -> dict[str, Check]:
+    before = len(double.requests)  # type: ignore[attr-defined]
+    got = backend.check()
+    sent: list[httpx.Request] = double.requests[before:]  # type: ignore[attr-defined]
+    assert sent and all(r.method == "GET" for r in sent), [f"{r.method} {r.url.path}" for r in sent]
+    for c in got:
+        assert not any(s in c.detail for s in SECRETS), c
+    names = [c.what for c in got]
+    assert len(names) == len(set(names)), names
+    return {c.what: c for c in got}
+
+
+def failed(checks: dict[str, Check] | list[Check]) -> dict[str, str]:
+    listed = list(checks.values()) if isinstance(checks, dict) else checks
+    return {c.what: c.detail for c in listed if not c.ok}
+
+
+# ---------------------------------------------------------------------------------------------- GitHub
+@pytest.fixture
+def gh(monkeypatch: pytest.MonkeyPatch) -> Harness:
+    return harness.github(monkeypatch)
+
+
+def test_github_good_setup_passes(gh: Harness) -> None:
+    got = run(gh.backend, gh.double)
+    assert list(got) == ["credentials", "repository", "permission", "scopes"]
+    assert not failed(got), got
+    assert "sharedctx-bot" in got["credentials"].detail and "write access" in got["permission"].detail
+
+
+def test_github_bad_token_says_so_and_names_the_variable_not_the_secret(gh: Harness) -> None:
+    gh.double.token = "another-token"
+    got = failed(run(gh.backend, gh.double))
+    assert list(got) == ["credentials"]  # nothing else can be checked without credentials
+    detail = got["credentials"]
+    assert "refused the token in env:GITHUB_TOKEN" in detail and "401" in detail
+
+
+def test_github_missing_token_variable_is_named(gh: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GITHUB_TOKEN")
+    assert "GITHUB_TOKEN" in failed(gh.backend.check())["credentials"]
+
+
+def test_github_missing_repo(gh: Harness) -> None:
+    got = failed(run(gh.make(repo="acme/nope"), gh.double))
+    assert list(got) == ["repository"] and "acme/nope does not exist, or the token cannot see it" in got["repository"]
+
+
+def test_github_renamed_archived_or_issueless_repo(gh: Harness) -> None:
+    gh.double.renamed_to = "acme/payments-v2"
+    assert "renamed or transferred" in failed(run(gh.backend, gh.double))["repository"]
+    gh.double.renamed_to = None
+    gh.double.archived = True
+    assert "archived" in failed(run(gh.backend, gh.double))["repository"]
+    gh.double.archived, gh.double.has_issues = False, False
+    assert "Issues disabled" in failed(run(gh.backend, gh.double))["repository"]
+
+
+def test_github_read_only_user_cannot_label_or_close(gh: Harness) -> None:
+    gh.double.permission = "pull"
+    got = failed(run(gh.backend, gh.double))
+    assert list(got) == ["permission"] and "only read access" in got["permission"] and "triage" in got["permission"]
+    gh.double.permission = "triage"
+    assert not failed(run(gh.backend, gh.double))
+
+
+def test_github_classic_token_without_repo_scope(gh: Harness) -> None:
+    gh.double.scopes = "read:org, gist"
+    assert "needs repo" in failed(run(gh.backend, gh.double))["scopes"]
+    gh.double.private, gh.double.scopes = False, "public_repo"
+    assert not failed(run(gh.backend, gh.double))
+    gh.double.scopes = None  # fine-grained: nothing to read, said so
+    assert "fine-grained" in run(gh.backend, gh.double)["scopes"].detail
+
+
+def test_github_unreachable_is_a_failed_check_not_an_exception(gh: Harness) -> None:
+    gh.double.inject("reset", times=1)
+    got = failed(gh.backend.check())
+    assert "could not reach" in got["credentials"]
