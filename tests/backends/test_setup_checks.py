@@ -96,3 +96,49 @@ def test_github_unreachable_is_a_failed_check_not_an_exception(gh: Harness) -> N
     gh.double.inject("reset", times=1)
     got = failed(gh.backend.check())
     assert "could not reach" in got["credentials"]
+
+
+# ------------------------------------------------------------------------------------------- PagerDuty
+@pytest.fixture
+def pd(monkeypatch: pytest.MonkeyPatch) -> Harness:
+    return harness.pagerduty(monkeypatch)
+
+
+def test_pagerduty_good_setup_passes(pd: Harness) -> None:
+    got = run(pd.backend, pd.double)
+    assert list(got) == ["credentials", "from", "service", "incidents"]
+    assert not failed(got), got
+    assert "sharedctx bot" in got["from"].detail
+
+
+def test_pagerduty_bad_key(pd: Harness) -> None:
+    pd.double.token = "rotated"
+    got = failed(run(pd.backend, pd.double))
+    assert list(got) == ["credentials"] and "refused the API key in env:PD_TOKEN" in got["credentials"]
+
+
+def test_pagerduty_bad_from_fails_at_setup_in_plain_words(pd: Harness) -> None:
+    got = failed(run(pd.make(from_email="oncall@acme.io"), pd.double))
+    assert list(got) == ["from"]
+    assert "oncall@acme.io is not a user of this PagerDuty account" in got["from"]
+    assert "Set from_email" in got["from"]
+    # a query match on part of an address is not the user: only the exact address counts
+    assert "from" in failed(run(pd.make(from_email="ice@acme.io"), pd.double))
+
+
+def test_pagerduty_read_only_from_user(pd: Harness) -> None:
+    pd.double.users["bot@acme.io"] = ("PBOT001", "sharedctx bot", "observer")
+    assert "read-only role 'observer'" in failed(run(pd.backend, pd.double))["from"]
+
+
+def test_pagerduty_missing_or_disabled_service(pd: Harness) -> None:
+    got = failed(run(pd.make(service_id="PNOPE01"), pd.double))
+    assert list(got) == ["service"] and "service PNOPE01 does not exist" in got["service"]
+    pd.double.services["PSVC001"] = "disabled"
+    assert "disabled" in failed(run(pd.backend, pd.double))["service"]
+    assert not failed(run(pd.make(service_id=None), pd.double))  # optional: said what it means, not a failure
+
+
+def test_pagerduty_scoped_token_without_incident_access(pd: Harness) -> None:
+    pd.double.scoped_denied = {"/incidents"}
+    assert "may not read incidents" in failed(run(pd.backend, pd.double))["incidents"]
