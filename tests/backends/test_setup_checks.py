@@ -142,3 +142,39 @@ def test_pagerduty_missing_or_disabled_service(pd: Harness) -> None:
 def test_pagerduty_scoped_token_without_incident_access(pd: Harness) -> None:
     pd.double.scoped_denied = {"/incidents"}
     assert "may not read incidents" in failed(run(pd.backend, pd.double))["incidents"]
+
+
+# ------------------------------------------------------------------------------------------ ServiceNow
+@pytest.fixture
+def sn(monkeypatch: pytest.MonkeyPatch) -> Harness:
+    return harness.servicenow(monkeypatch)
+
+
+def test_servicenow_good_setup_passes(sn: Harness) -> None:
+    got = run(sn.backend, sn.double)
+    assert list(got) == ["credentials", "incident table", "journal", "resolved state", "close code"]
+    assert not failed(got), got
+
+
+def test_servicenow_bad_password(sn: Harness) -> None:
+    sn.double.password = "changed"
+    got = failed(run(sn.backend, sn.double))
+    assert list(got) == ["credentials"]
+    assert "refused user sharedctx.bot with the password in env:SN_PASSWORD" in got["credentials"]
+
+
+def test_servicenow_table_access(sn: Harness) -> None:
+    sn.double.denied_tables = {"incident"}
+    got = failed(run(sn.backend, sn.double))
+    assert list(got) == ["incident table"] and "itil" in got["incident table"]
+    sn.double.denied_tables = {"sys_journal_field"}
+    got = failed(run(sn.backend, sn.double))
+    assert list(got) == ["journal"] and "never read them back" in got["journal"]
+
+
+def test_servicenow_resolve_target_choices(sn: Harness) -> None:
+    got = failed(run(sn.make(resolved_state="9", close_code="Fixed"), sn.double))
+    assert list(got) == ["resolved state", "close code"]
+    assert "resolved_state = '9' is not an incident state choice" in got["resolved state"]
+    assert "'6'=Resolved" in got["resolved state"]
+    assert "'Solved (Permanently)'" in got["close code"] and "Set close_code" in got["close code"]
