@@ -220,10 +220,10 @@ class ServiceNowBackend:
 
     def _check_get(self, url: str, **kw: Any) -> httpx.Response:
         o = self.options
+        kw["headers"] = {"Accept": "application/json"}
         if o.token:
-            kw["headers"] = {"Accept": "application/json", "Authorization": f"Bearer {secret(o.token, service=SERVICE)}"}
+            kw["headers"]["Authorization"] = f"Bearer {secret(o.token, service=SERVICE)}"
         else:
-            kw["headers"] = {"Accept": "application/json"}
             kw["auth"] = (o.username or "", secret(o.password or "", service=SERVICE))
         return self._client.get(url, **kw)
 

@@ -178,3 +178,127 @@ def test_servicenow_resolve_target_choices(sn: Harness) -> None:
     assert "resolved_state = '9' is not an incident state choice" in got["resolved state"]
     assert "'6'=Resolved" in got["resolved state"]
     assert "'Solved (Permanently)'" in got["close code"] and "Set close_code" in got["close code"]
+
+
+# ------------------------------------------------------------------------------------------------ Jira
+@pytest.fixture
+def jira(monkeypatch: pytest.MonkeyPatch) -> Harness:
+    return harness.jira(monkeypatch)
+
+
+def test_jira_good_setup_passes(jira: Harness) -> None:
+    jira.double.add_issue("an open task")
+    got = run(jira.backend, jira.double)
+    assert list(got) == ["credentials", "project", "issue type", "permissions", "transition"]
+    assert not failed(got), got
+    assert "offers 'Done'" in got["transition"].detail
+
+
+def test_jira_bad_token(jira: Harness) -> None:
+    jira.double.api_token = "revoked"
+    got = failed(run(jira.backend, jira.double))
+    assert list(got) == ["credentials"] and "refused bot@acme.io with the API token in env:JIRA_TOKEN" in got[
+        "credentials"]
+
+
+def test_jira_missing_project(jira: Harness) -> None:
+    got = failed(run(jira.make(project="NOPE"), jira.double))
+    assert list(got) == ["project"] and "project NOPE does not exist" in got["project"]
+
+
+def test_jira_issue_type_and_permissions(jira: Harness) -> None:
+    jira.double.permissions -= {"TRANSITION_ISSUES", "ADD_COMMENTS"}
+    got = failed(run(jira.make(issue_type="Incident"), jira.double))
+    assert list(got) == ["issue type", "permissions"]
+    assert "'Incident' is not an issue type of OPS" in got["issue type"] and "Task, Bug, Epic" in got["issue type"]
+    assert "lacks Add comments, Transition issues in OPS" in got["permissions"]
+
+
+def test_jira_missing_transition(jira: Harness) -> None:
+    jira.double.add_issue("an open task")
+    jira.double.transitions = {"21": "In Progress", "41": "Close"}
+    got = failed(run(jira.backend, jira.double))
+    assert list(got) == ["transition"]
+    assert "offer no transition 'Done'" in got["transition"] and "Close (id 41)" in got["transition"]
+    assert not failed(run(jira.make(resolve_transition="41"), jira.double))  # an id works too
+
+
+def test_jira_transition_without_an_open_issue_is_said_unverified(jira: Harness) -> None:
+    got = run(jira.backend, jira.double)
+    assert got["transition"].ok and got["transition"].detail.startswith("not verified")
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+def test_cli_backends_check_exits_non_zero_on_any_failure(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """The four connectors configured in sharedctx.toml, their HTTP routed to the doubles by host."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from sharedctx import cli
+    from sharedctx.backends import github, jira, pagerduty, servicenow
+    from tests.doubles.github import GitHubDouble
+    from tests.doubles.jira import JiraDouble
+    from tests.doubles.pagerduty import PagerDutyDouble
+    from tests.doubles.servicenow import ServiceNowDouble
+
+    doubles = {"api.github.com": GitHubDouble(), "api.pagerduty.com": PagerDutyDouble(),
+               "acme.service-now.com": ServiceNowDouble(), "your-domain.atlassian.net": JiraDouble()}
+
+    def client(timeout: float) -> httpx.Client:
+        return httpx.Client(transport=httpx.MockTransport(lambda r: doubles[r.url.host].handle(r)))
+
+    for mod in (github, jira, pagerduty, servicenow):
+        monkeypatch.setattr(mod, "new_client", client)
+    for var, value in {"GITHUB_TOKEN": "gh-test-token", "PD_TOKEN": "pd-test-token", "SN_PASSWORD": "sn-test-pass",
+                       "JIRA_TOKEN": "jira-test-token"}.items():
+        monkeypatch.setenv(var, value)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SHAREDCTX_CONFIG", raising=False)
+    runner = CliRunner()
+    assert runner.invoke(cli.app, ["init"]).exit_code == 0
+    base_config = (tmp_path / "sharedctx.toml").read_text()
+
+    def configure(from_email: str) -> None:
+        (tmp_path / "sharedctx.toml").write_text(base_config + f"""
+[[backends]]
+name = "gh"
+type = "github"
+repo = "acme/payments"
+token = "env:GITHUB_TOKEN"
+
+[[backends]]
+name = "pd"
+type = "pagerduty"
+token = "env:PD_TOKEN"
+from_email = "{from_email}"
+service_id = "PSVC001"
+
+[[backends]]
+name = "sn"
+type = "servicenow"
+instance_url = "https://acme.service-now.com"
+username = "sharedctx.bot"
+password = "env:SN_PASSWORD"
+
+[[backends]]
+name = "jira"
+type = "jira"
+base_url = "https://your-domain.atlassian.net"
+project = "OPS"
+email = "bot@acme.io"
+api_token = "env:JIRA_TOKEN"
+""")
+
+    configure("bot@acme.io")
+    ok = runner.invoke(cli.app, ["backends", "check", "--json"])
+    assert ok.exit_code == 0, ok.output
+    got = json.loads(ok.output)
+    assert {"gh", "pd", "sn", "jira"} <= set(got) and all(c["ok"] for n in ("gh", "pd", "sn", "jira") for c in got[n])
+    configure("nobody@acme.io")
+    bad = runner.invoke(cli.app, ["backends", "check"])
+    assert bad.exit_code == 6, bad.output
+    assert "FAIL pd: from: the From address nobody@acme.io is not a user" in " ".join(bad.output.split())
+    assert not any(s in bad.output for s in SECRETS)
+    one = runner.invoke(cli.app, ["backends", "check", "gh"])  # one backend: the others' failures do not count
+    assert one.exit_code == 0, one.output
