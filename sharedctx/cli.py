@@ -672,6 +672,9 @@ def serve(
     host: Annotated[str | None, typer.Option(help="default: [server] host, 127.0.0.1")] = None,
     port: Annotated[int | None, typer.Option(help="default: [server] port, 8765")] = None,
     act: Annotated[bool, typer.Option("--act", help="let runbooks act for real (default: dry run)")] = False,
+    mcp_mode: Annotated[str | None, typer.Option(
+        "--mcp-mode", help="/mcp answers: 'stream' (SSE, progress) or 'json' (stateless, no progress); "
+        "default: [server] mcp_mode, stream")] = None,
 ) -> None:
     """Accept alerts (Alertmanager webhook, generic JSON) and run the primary agent on them.
 
@@ -680,8 +683,13 @@ def serve(
     """
     from .server import serve as run_server
 
+    if mcp_mode not in (None, "stream", "json"):
+        err.print(f"[bold red]error:[/] --mcp-mode must be 'stream' or 'json', not {mcp_mode!r}")
+        raise typer.Exit(2)
     with context(worker=True) as ctx:
-        run_server(ctx, host=host, port=port, act=act, say=lambda line: err.print(line, highlight=False, markup=False))
+        run_server(ctx, host=host, port=port, act=act, mcp_mode="json" if mcp_mode == "json" else
+                   "stream" if mcp_mode == "stream" else None,
+                   say=lambda line: err.print(line, highlight=False, markup=False))
 
 
 @app.command("mcp")

@@ -264,6 +264,14 @@ class HumanSettings(_Section):
     webhooks: dict[str, WebhookSettings] = Field(default_factory=dict, description="backend name -> webhook secret")
 
 
+McpHttpMode = Literal["stream", "json"]
+"""How an MCP server answers over Streamable HTTP (see docs/mcp.md, "HTTP modes").
+
+`stream`: the SDK's default. Sessions; each POST is answered with an SSE stream that carries progress
+notifications and server-to-client requests before the result. `json`: stateless, `json_response=True`;
+each POST gets one `application/json` answer, nothing before it, and no session to keep."""
+
+
 class ServerSettings(_Section):
     """`[server]`: where `sharedctx serve` listens, who may post alerts, and how much one request may carry.
 
@@ -280,6 +288,8 @@ class ServerSettings(_Section):
     intake_token: Secret | None = Field(None, description="bearer token for POST /alerts*, 'env:NAME'")
     intake_basic_user: str | None = Field(None, min_length=1, max_length=256)
     intake_basic_password: Secret | None = Field(None, description="basic-auth password, 'env:NAME'")
+    mcp_mode: McpHttpMode = Field("stream", description="/mcp: 'stream' (SSE answers, sessions, progress) or "
+                                  "'json' (stateless, one JSON answer per POST, no progress); see docs/mcp.md")
 
     @field_validator("intake_token", "intake_basic_password", mode="before")
     @classmethod
