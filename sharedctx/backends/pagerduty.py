@@ -211,6 +211,8 @@ class PagerDutyBackend:
         out.append(self._check_from(found[0] if found else None))
         out.append(self._check_service())
         inc = fetch(self._check_get, f"{self._api}/incidents", "incidents", params={"limit": 1})
+        if inc.status_code == 200:
+            json_body(inc, "incidents")  # a proxy's page with 200 is no proof
         out.append(Check(what="incidents", ok=inc.status_code == 200, detail=(
             "the key may read incidents" if inc.status_code == 200 else
             f"the key may not read incidents {says(inc)}: give it incidents.read and incidents.write")))

@@ -250,6 +250,8 @@ class ServiceNowBackend:
         out.append(Check(what="incident table", ok=True, detail="may read incidents"))
         jf = o.journal_field
         journal = self._table("sys_journal_field", "journal", f"name=incident^element={jf}", "sys_id")
+        if journal.status_code == 200:
+            json_body(journal, "journal")  # a proxy's page with 200 is no proof
         out.append(Check(what="journal", ok=journal.status_code == 200, detail=(
             f"may read {jf} entries back from sys_journal_field" if journal.status_code == 200 else
             f"may not read sys_journal_field {says(journal)}: sharedctx could write {jf} but never read them back "

@@ -302,3 +302,36 @@ api_token = "env:JIRA_TOKEN"
     assert not any(s in bad.output for s in SECRETS)
     one = runner.invoke(cli.app, ["backends", "check", "gh"])  # one backend: the others' failures do not count
     assert one.exit_code == 0, one.output
+
+
+# ------------------------------------------------------------------------------------ faults, all four
+FAULTS = [("html", {"status": 200}), ("html", {"status": 502}), ("5xx", {"status": 503}), ("reset", {}),
+          ("429", {"retry_after": 1.0}), ("401", {})]
+
+
+@pytest.mark.parametrize("service", ["github", "pagerduty", "servicenow", "jira"])
+@pytest.mark.parametrize(("fault", "kw"), FAULTS, ids=[f"{f}-{k.get('status', '')}" for f, k in FAULTS])
+def test_a_check_never_raises_and_fails_in_words_whatever_answers(
+    service: str, fault: str, kw: dict[str, float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A proxy's HTML page, a 5xx, a reset, a 429 or a 401 on any one request: a failed check, never an exception,
+    and never an "ok" for what was not seen. Each request position is hit in turn."""
+    svc: Harness = getattr(harness, service)(monkeypatch)
+    if service == "jira":
+        svc.double.add_issue("open")
+    n = len(run(svc.backend, svc.double))  # how many checks a good setup has
+    for position in range(8):
+        svc.double.faults.clear()
+        before = len(svc.double.requests)
+        svc.double.inject(fault, times=1, **kw)
+        svc.double.requests[before:] = []
+        for _ in range(position):  # let `position` requests through first
+            svc.double.faults.insert(0, type(svc.double.faults[0])("latency", times=1, seconds=0.0))
+        got = svc.backend.check()
+        assert isinstance(got, list) and got
+        bad = [c for c in got if not c.ok]
+        if svc.double.faults and svc.double.faults[-1].times == 1:
+            continue  # fewer requests than `position`: the fault was never served
+        assert bad, (position, got)
+        assert all(c.detail and not any(s in c.detail for s in SECRETS) for c in got)
+        assert len(got) <= n + 1
