@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 
+import anyio
 import httpx
 import pytest
 
 from sharedctx.channel import CapabilityInput, Finding, PartnerClient
 from sharedctx.config import PartnerSettings
+from sharedctx.errors import PartnerTimeout
 
 from .conftest import serve_in_thread
 from .partner_app import build
@@ -86,3 +88,41 @@ async def test_the_plain_api_is_the_same_in_json_mode() -> None:
         async with PartnerClient(settings_api) as client:
             found = await client.call("search_logs", CapabilityInput(case_id="C2", service="checkout"))
     assert "case C2" in found.summary
+
+
+async def test_a_json_mode_partner_killed_mid_call_is_unavailable_not_a_hang() -> None:
+    """kill -9 of the partner process while it computes: the JSON answer never comes, the call fails fast."""
+    import os
+    import signal
+
+    from sharedctx.channel.net import free_port
+    from sharedctx.errors import PartnerUnavailable
+
+    from .conftest import partner_process
+
+    port = free_port()
+    with partner_process(port, mcp_mode="json") as proc:
+        async with PartnerClient(PartnerSettings(name="telemetry", transport="http", url=f"http://127.0.0.1:{port}/mcp",
+                                                 timeout=30)) as client:
+            await client.call("search_logs", CapabilityInput(case_id="C1"))
+
+            async def kill_soon() -> None:
+                await anyio.sleep(0.5)
+                os.kill(proc.pid, signal.SIGKILL)
+
+            started = anyio.current_time()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(kill_soon)
+                with pytest.raises(PartnerUnavailable):
+                    await client.call("sync_scan", CapabilityInput(case_id="C1", params={"seconds": 20}))
+            assert anyio.current_time() - started < 10  # failed on the cut connection, not at the 30 s timeout
+
+
+async def test_json_mode_timeout_is_partner_timeout_and_the_next_call_works() -> None:
+    with serve_in_thread(build().http_app(mcp_mode="json")) as url:
+        async with PartnerClient(settings(url)) as client:
+            with pytest.raises(PartnerTimeout, match=r"no answer within 0\.3s"):
+                await client.call("analyze_spans", CapabilityInput(case_id="C1", params={"steps": 1, "delay": 3}),
+                                  timeout=0.3)
+            found = await client.call("search_logs", CapabilityInput(case_id="C3"))
+    assert "case C3" in found.summary
