@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 from rich.console import Console
@@ -35,6 +35,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:  # start-up is a promise (issue 13): the heavy modules load inside the commands that use them
+    from .config import McpHttpMode
     from .context import SharedContext
     from .model import Entry
 
@@ -687,8 +688,7 @@ def serve(
         err.print(f"[bold red]error:[/] --mcp-mode must be 'stream' or 'json', not {mcp_mode!r}")
         raise typer.Exit(2)
     with context(worker=True) as ctx:
-        run_server(ctx, host=host, port=port, act=act, mcp_mode="json" if mcp_mode == "json" else
-                   "stream" if mcp_mode == "stream" else None,
+        run_server(ctx, host=host, port=port, act=act, mcp_mode=cast("McpHttpMode | None", mcp_mode),
                    say=lambda line: err.print(line, highlight=False, markup=False))
 
 

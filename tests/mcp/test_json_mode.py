@@ -186,3 +186,57 @@ async def test_json_mode_two_identities_at_once_each_see_only_their_own(ctx: Sha
     assert "zebracorn" not in "\n".join(tel.received)
     authors = {str(e.author) for e in ctx.case(a).timeline()}
     assert authors == {"primary:lead"}
+
+
+@pytest.mark.parametrize(("setting", "flag", "want"), [
+    ("", [], "text/event-stream"), ('mcp_mode = "json"', [], "application/json"),
+    ("", ["--mcp-mode", "json"], "application/json"),
+    ('mcp_mode = "json"', ["--mcp-mode", "stream"], "text/event-stream"),
+])  # fmt: skip
+def test_serve_takes_the_mode_from_config_and_the_flag_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setting: str, flag: list[str], want: str
+) -> None:
+    """`sharedctx serve` with uvicorn replaced by a recorder; the recorded app, lifespan running, answers /mcp."""
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from sharedctx.cli import app as cli_app
+
+    from .conftest import write_config
+
+    config = write_config(tmp_path)
+    config.write_text(config.read_text().replace("enabled = true", "enabled = false")
+                      + f"\n[server]\n{setting}\n", encoding="utf-8")
+    answers: list[Any] = []
+
+    async def ask(app: Any) -> None:
+        accept = {"Accept": "application/json, text/event-stream"}
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8765"
+        ) as client:
+            with anyio.fail_after(20):
+                answers.append(await client.post("/mcp", json=INIT, headers={
+                    **accept, "Authorization": f"Bearer {TOKENS['lead']}"}))
+                answers.append(await client.post("/mcp", json=INIT, headers=accept))
+
+    def run(app: Any, **kw: Any) -> None:  # instead of serving: two requests while `serve` holds the journal open
+        anyio.run(ask, app)
+
+    monkeypatch.setattr(uvicorn, "run", run)
+    result = CliRunner().invoke(cli_app, ["--config", str(config), "serve", *flag])
+    assert result.exit_code == 0, result.output
+    assert ("stateless, JSON answers" in result.output) is (want == "application/json")
+    answer, refused = answers
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith(want)
+    assert refused.status_code == 401
+
+
+def test_serve_refuses_an_unknown_mode(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from sharedctx.cli import app as cli_app
+
+    from .conftest import write_config
+
+    result = CliRunner().invoke(cli_app, ["--config", str(write_config(tmp_path)), "serve", "--mcp-mode", "sse"])
+    assert result.exit_code == 2 and "--mcp-mode must be 'stream' or 'json'" in " ".join(result.output.split())
