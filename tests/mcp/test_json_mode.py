@@ -240,3 +240,49 @@ def test_serve_refuses_an_unknown_mode(tmp_path: Path) -> None:
 
     result = CliRunner().invoke(cli_app, ["--config", str(write_config(tmp_path)), "serve", "--mcp-mode", "sse"])
     assert result.exit_code == 2 and "--mcp-mode must be 'stream' or 'json'" in " ".join(result.output.split())
+
+
+def dump(result: Any) -> str:
+    """Everything the official client hands its host from one result: text blocks and structured content."""
+    parts = [getattr(b, "text", "") for b in getattr(result, "content", [])]
+    return "\n".join([*parts, json.dumps(getattr(result, "structuredContent", None), ensure_ascii=False)])
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_the_official_client_gets_redacted_results_and_two_identities_stay_apart(
+    ctx: SharedContext, mode: str
+) -> None:
+    """Two official clients (lead, telemetry) at once on one server: secrets never come back to either, and the
+    partner never sees the lead's private case, whichever mode."""
+    samples = SAMPLES[1 :: max(1, len(SAMPLES) // 10)]
+    seen: dict[str, list[str]] = {"lead": [], "telemetry": []}
+    with serve(ctx, mode) as base:
+        url = f"{base}/mcp"
+        async with http_session(url, TOKENS["lead"]) as lead, http_session(url, TOKENS["telemetry"]) as tel:
+            private = await call(lead, "open_case", title="private ledger case")
+            shared = await call(lead, "open_case", title="shared")
+            await call(lead, "invite_partner", case_id=shared["id"], partner="telemetry")
+
+            async def as_lead() -> None:
+                for kind, _value, text in samples:
+                    r = await lead.call_tool("record_entry", {"case_id": private["id"], "kind": "finding",
+                                                              "title": f"{kind} quokka", "body": text})
+                    seen["lead"].append(dump(r))
+                seen["lead"].append(dump(await lead.call_tool("get_timeline", {"case_id": private["id"]})))
+
+            async def as_telemetry() -> None:
+                for i in range(len(samples)):
+                    seen["telemetry"].append(dump(await tel.call_tool("record_entry", {
+                        "case_id": shared["id"], "kind": "finding", "title": f"telemetry {i}"})))
+                    seen["telemetry"].append(dump(await tel.call_tool("get_timeline", {"case_id": private["id"]})))
+                    seen["telemetry"].append(dump(await tel.call_tool("search_history", {"text": "quokka"})))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(as_lead)
+                tg.start_soon(as_telemetry)
+    everything = "\n".join(seen["lead"] + seen["telemetry"])
+    assert [kind for kind, value, _ in samples if leaked(value, everything)] == []
+    partner_saw = "\n".join(seen["telemetry"])
+    assert "quokka" not in partner_saw and "private ledger case" not in partner_saw  # no title, no entry
+    assert partner_saw.count("403 Forbidden") == len(samples)
+    assert "quokka" in "\n".join(seen["lead"])
