@@ -157,6 +157,7 @@ kind = "human"          # primary | partner | human | system
 # host = "0.0.0.0"
 # port = 8765
 # intake_token = "env:SHAREDCTX_INTAKE_TOKEN"   # Alertmanager: http_config.authorization.credentials_file
+# mcp_mode = "stream"     # /mcp: "stream" (SSE, progress) or "json" (stateless, one JSON answer per POST)
 
 # Delivery to backends happens behind record(), in a background worker.
 [worker]
