@@ -286,3 +286,22 @@ async def test_the_official_client_gets_redacted_results_and_two_identities_stay
     assert "quokka" not in partner_saw and "private ledger case" not in partner_saw  # no title, no entry
     assert partner_saw.count("403 Forbidden") == len(samples)
     assert "quokka" in "\n".join(seen["lead"])
+
+
+async def test_a_stream_session_belongs_to_the_agent_that_opened_it(ctx: SharedContext) -> None:
+    """Stream mode keeps sessions: another agent presenting the lead's session id may neither use nor end it
+    (404, as if it did not exist), and the lead's session carries on. Failed before BearerAuth named the
+    principal for the SDK: the viewer's DELETE ended the lead's session (200, then 404 for the lead)."""
+    with serve(ctx, "stream") as base:
+        async with httpx.AsyncClient(timeout=30) as http:
+            lead = await Raw(http, f"{base}/mcp", TOKENS["lead"]).open()
+            assert lead.session
+            other = Raw(http, f"{base}/mcp", TOKENS["viewer"])
+            other.session = lead.session  # learned somehow: a log line, a proxy
+            use = await http.post(other.url, headers=other._headers(), json={
+                "jsonrpc": "2.0", "id": 9, "method": "tools/call",
+                "params": {"name": "find_case", "arguments": {"ref": "x"}}})
+            end = await http.delete(other.url, headers=other._headers())
+            _, still = await lead.call("open_case", title="mine")
+    assert use.status_code == 404 and end.status_code == 404
+    assert still["structuredContent"]["title"] == "mine"
