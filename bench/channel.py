@@ -180,16 +180,44 @@ def serve(kind: str, port: int) -> None:
 Call = Callable[[], Awaitable[Any]]
 
 
+SERVER_PIDS: dict[str, int] = {}  # url -> pid of the server process, for CPU accounting
+
+
 @contextmanager
 def server_process(kind: str) -> Any:
     port = free_port()
     proc = subprocess.Popen([sys.executable, __file__, "--serve", kind, "--port", str(port)], cwd=ROOT)
     try:
         wait_for_port(port, proc, what=f"bench server {kind}")
+        SERVER_PIDS[f"http://127.0.0.1:{port}"] = proc.pid
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def cpu_per_call(transports: list[str], calls: int) -> None:
+    """CPU ms per call, server process and client process, at c=1: robust to other load on the machine."""
+    print(f"\nCPU per call at c=1, ms ({calls} calls; server process + this client process; ours)")
+    for transport in transports:
+        if transport not in ("MCP HTTP", "MCP HTTP json", "plain API", "A2A"):
+            continue
+        before = set(SERVER_PIDS)
+        async with client(transport, "ours") as call:
+            pid = SERVER_PIDS[next(iter(set(SERVER_PIDS) - before))]
+            for _ in range(30):
+                await call()
+            s0, c0 = cpu_seconds(pid), time.process_time()
+            for _ in range(calls):
+                await call()
+            server, mine = (cpu_seconds(pid) - s0) * 1000 / calls, (time.process_time() - c0) * 1000 / calls
+        print(f"  {transport:<14} server {server:6.2f}   client {mine:6.2f}   total {server + mine:6.2f}")
 
 
 def stdio_command(kind: str) -> list[str]:
@@ -373,6 +401,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer calls per cell (~30 s in all)")
     parser.add_argument("--calls", type=int, default=None, help="calls per cell (default 200, --quick 60)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--cpu", action="store_true", help="also CPU ms per call of the HTTP rows (load-robust)")
     parser.add_argument("--transports", nargs="+", default=TRANSPORTS, choices=TRANSPORTS, metavar="T",
                         help=f"which rows to measure (default all): {', '.join(TRANSPORTS)}")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
@@ -385,6 +414,8 @@ def main() -> None:
     logging.disable(logging.ERROR)  # session teardown noise from the SDK, not results
     started = time.monotonic()
     anyio.run(run, calls, args.concurrency, args.transports)
+    if args.cpu:
+        anyio.run(cpu_per_call, args.transports, calls)
     print(f"\n(bench took {time.monotonic() - started:.0f} s)")
 
 

@@ -180,6 +180,15 @@ async def stdio_session(config: Path) -> AsyncIterator[ClientSession]:
         yield s
 
 
+SERVER_PID = [0]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @asynccontextmanager
 async def http_server(config: Path) -> AsyncIterator[str]:
     port = free_port()
@@ -187,6 +196,7 @@ async def http_server(config: Path) -> AsyncIterator[str]:
     proc = subprocess.Popen([sys.executable, __file__, "--serve", str(config), "--port", str(port)], env=env)
     try:
         wait_for_port(port, proc, timeout=30, what="the MCP HTTP server")
+        SERVER_PID[0] = proc.pid
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
@@ -270,6 +280,7 @@ HTTP_MODES = ["plain", "stream", "json"]
 
 async def http_modes(config: Path, n: int, concurrencies: list[int]) -> None:
     cells: dict[tuple[str, str, int], Latency] = {}
+    cpu: dict[tuple[str, str], tuple[float, float]] = {}  # (tool, mode) -> (server, client) CPU s per call
     async with http_server(config) as base:
         for mode in HTTP_MODES:
             async with http_tool(base, mode) as call:
@@ -287,6 +298,10 @@ async def http_modes(config: Path, n: int, concurrencies: list[int]) -> None:
                 for conc in concurrencies:
                     cells["record", mode, conc] = await concurrent(n, conc, record)
                     cells["timeline", mode, conc] = await concurrent(n, conc, timeline)
+                for what, fn in (("record", record), ("timeline", timeline)):  # CPU per call at c=1: load-robust
+                    s0, c0 = cpu_seconds(SERVER_PID[0]), time.process_time()
+                    await concurrent(n, 1, fn)
+                    cpu[what, mode] = ((cpu_seconds(SERVER_PID[0]) - s0) / n, (time.process_time() - c0) / n)
     rows = []
     for what in ("record", "timeline"):
         for conc in concurrencies:
@@ -306,6 +321,15 @@ async def http_modes(config: Path, n: int, concurrencies: list[int]) -> None:
         "One server process, one client, c calls in flight. MCP calls use the official ClientSession's "
         "send_request (no per-call jsonschema check of the result on the client).",
     )
+    cpu_rows = []
+    for what in ("record", "timeline"):
+        plain_total = sum(cpu[what, "plain"])
+        cpu_rows.append([what] + [f"{cpu[what, m][0] * 1e3:.2f} + {cpu[what, m][1] * 1e3:.2f} = "
+                                  f"{sum(cpu[what, m]) * 1e3:.2f} ({sum(cpu[what, m]) / plain_total:.2f}×)"
+                                  for m in HTTP_MODES])
+    print_table(f"CPU ms per call at c=1, server + client = total (ratio to plain); {n} calls per cell",
+                ["tool", "plain", "MCP stream", "MCP JSON mode"], cpu_rows,
+                caption="CPU time hardly depends on the other load on the machine, unlike latency.")
 
 
 async def run(n: int, concurrencies: list[int], http_only: bool) -> None:
