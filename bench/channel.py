@@ -10,6 +10,11 @@ same function everywhere; "bare" is FastMCP / Starlette and a raw `ClientSession
 nothing of ours around them; "ours" is `Partner` served and `PartnerClient` calling. HTTP servers
 run in their own processes so the client and server do not share a GIL.
 
+    .venv/bin/python bench/channel.py --transports "MCP HTTP" "MCP HTTP json" "plain API"   # the HTTP modes
+
+"MCP HTTP json" is the same server in JSON mode (`http_app(mcp_mode="json")`; bare: FastMCP with
+`json_response=True, stateless_http=True`): stateless, one JSON answer per POST, no progress notifications.
+
 Targets: ours <= 1.10x bare at p50 per transport; MCP HTTP <= 1.5x plain API at p50.
 The bare SDK checks each structured result with `jsonschema.validate` twice (server, and client in
 `ClientSession.call_tool`), re-checking the schema itself each time; ours validates with the pydantic
@@ -96,6 +101,12 @@ def bare() -> FastMCP:
     return server
 
 
+def bare_json() -> FastMCP:
+    server = bare()
+    server.settings.json_response = server.settings.stateless_http = True
+    return server
+
+
 def bare_api() -> Any:
     from starlette.applications import Starlette
     from starlette.requests import Request
@@ -156,7 +167,9 @@ def serve(kind: str, port: int) -> None:
 
         app = {
             "ours-http": lambda: ours().http_app(),
+            "ours-http-json": lambda: ours().http_app(mcp_mode="json"),
             "bare-http": lambda: bare().streamable_http_app(),
+            "bare-http-json": lambda: bare_json().streamable_http_app(),
             "bare-a2a": lambda: bare_a2a(port),
         }.get(kind, bare_api)()
         uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
@@ -167,16 +180,44 @@ def serve(kind: str, port: int) -> None:
 Call = Callable[[], Awaitable[Any]]
 
 
+SERVER_PIDS: dict[str, int] = {}  # url -> pid of the server process, for CPU accounting
+
+
 @contextmanager
 def server_process(kind: str) -> Any:
     port = free_port()
     proc = subprocess.Popen([sys.executable, __file__, "--serve", kind, "--port", str(port)], cwd=ROOT)
     try:
         wait_for_port(port, proc, what=f"bench server {kind}")
+        SERVER_PIDS[f"http://127.0.0.1:{port}"] = proc.pid
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def cpu_per_call(transports: list[str], calls: int) -> None:
+    """CPU ms per call, server process and client process, at c=1: robust to other load on the machine."""
+    print(f"\nCPU per call at c=1, ms ({calls} calls; server process + this client process; ours)")
+    for transport in transports:
+        if transport not in ("MCP HTTP", "MCP HTTP json", "plain API", "A2A"):
+            continue
+        before = set(SERVER_PIDS)
+        async with client(transport, "ours") as call:
+            pid = SERVER_PIDS[next(iter(set(SERVER_PIDS) - before))]
+            for _ in range(30):
+                await call()
+            s0, c0 = cpu_seconds(pid), time.process_time()
+            for _ in range(calls):
+                await call()
+            server, mine = (cpu_seconds(pid) - s0) * 1000 / calls, (time.process_time() - c0) * 1000 / calls
+        print(f"  {transport:<14} server {server:6.2f}   client {mine:6.2f}   total {server + mine:6.2f}")
 
 
 def stdio_command(kind: str) -> list[str]:
@@ -231,7 +272,7 @@ async def client(transport: str, side: str) -> AsyncIterator[Call]:
                     env = {**get_default_environment(), "PYTHONPATH": str(ROOT)}
                     settings = PartnerSettings(name="t", command=stdio_command("ours-stdio"), env=env)
                 else:
-                    url = stack.enter_context(server_process("ours-http"))
+                    url = stack.enter_context(server_process("ours-http-json" if "json" in transport else "ours-http"))
                     settings = PartnerSettings(name="t", transport="http", url=f"{url}/mcp")
                 c = await stack.enter_async_context(PartnerClient(settings))
             call = lambda: c.call("search_logs", ASK)  # noqa: E731
@@ -244,7 +285,7 @@ async def client(transport: str, side: str) -> AsyncIterator[Call]:
                 read, write = await stack.enter_async_context(stdio_client(params))
                 session = await stack.enter_async_context(raw_session(read, write))
             else:
-                url = stack.enter_context(server_process("bare-http"))
+                url = stack.enter_context(server_process("bare-http-json" if "json" in transport else "bare-http"))
                 read, write, _ = await stack.enter_async_context(streamable_http_client(f"{url}/mcp"))
                 session = await stack.enter_async_context(raw_session(read, write))
             call = lambda: session.call_tool("search_logs", ARGS)  # noqa: E731
@@ -299,24 +340,26 @@ def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
 
 
-TRANSPORTS = ["in-process", "MCP in-memory", "MCP stdio", "MCP HTTP", "plain API", "A2A"]
+TRANSPORTS = ["in-process", "MCP in-memory", "MCP stdio", "MCP HTTP", "MCP HTTP json", "plain API", "A2A"]
 
 
-async def run(calls: int, concurrencies: list[int]) -> None:
+async def run(calls: int, concurrencies: list[int], transports: list[str]) -> None:
     results: dict[tuple[str, str, int], list[float]] = {}
-    for transport in TRANSPORTS:
+    for transport in transports:
         for side in ("ours", "bare"):
             async with client(transport, side) as call:
                 for conc in concurrencies:
                     results[transport, side, conc] = await measure(call, calls, conc)
-    print(f"\nround trip of one partner call, ms ({calls} calls per cell, {os.cpu_count()} CPUs)\n")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"\nround trip of one partner call, ms ({calls} calls per cell, {os.cpu_count()} CPUs, "
+          f"load average {load} at the end)\n")
     head = (
         f"{'transport':<14} {'conc':>4} | {'ours p50':>8} {'ours p99':>8} | "
         f"{'bare p50':>8} {'bare p99':>8} | ours/bare p50"
     )
     print(head)
     print("-" * len(head))
-    for transport in TRANSPORTS:
+    for transport in transports:
         for conc in concurrencies:
             o, b = results[transport, "ours", conc], results[transport, "bare", conc]
             ratio = pct(o, 50) / pct(b, 50)
@@ -325,6 +368,22 @@ async def run(calls: int, concurrencies: list[int]) -> None:
                 f"{transport:<14} {conc:>4} | {pct(o, 50):8.3f} {pct(o, 99):8.3f} | "
                 f"{pct(b, 50):8.3f} {pct(b, 99):8.3f} | {ratio:5.2f}x{flag}"
             )
+    if {"MCP HTTP", "MCP HTTP json", "plain API"} <= set(transports):
+        print("\nMCP Streamable HTTP, both modes, vs the plain HTTP API (ours; bare in brackets), same run")
+        print(f"{'conc':>4} | {'API p50':>8} {'API p99':>8} | {'stream p50':>10} {'p99':>8} {'/API p50':>8} "
+              f"{'/API p99':>8} | {'json p50':>8} {'p99':>8} {'/API p50':>8} {'/API p99':>8}")
+        for conc in concurrencies:
+            api = results["plain API", "ours", conc]
+            cells = [f"{conc:>4} | {pct(api, 50):8.3f} {pct(api, 99):8.3f}"]
+            for mode in ("MCP HTTP", "MCP HTTP json"):
+                m, bm = results[mode, "ours", conc], results[mode, "bare", conc]
+                bapi = results["plain API", "bare", conc]
+                cells.append(f"{pct(m, 50):{10 if mode == 'MCP HTTP' else 8}.3f} {pct(m, 99):8.3f} "
+                             f"{pct(m, 50) / pct(api, 50):7.2f}x {pct(m, 99) / pct(api, 99):7.2f}x "
+                             f"({pct(bm, 50) / pct(bapi, 50):.2f}x)")
+            print(" | ".join(cells))
+    if not {"MCP HTTP", "plain API", "A2A"} <= set(transports):
+        return
     print("\nMCP Streamable HTTP vs plain HTTP API at p50 (target <= 1.5x)")
     for conc in concurrencies:
         ours_ratio = pct(results["MCP HTTP", "ours", conc], 50) / pct(results["plain API", "ours", conc], 50)
@@ -342,6 +401,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer calls per cell (~30 s in all)")
     parser.add_argument("--calls", type=int, default=None, help="calls per cell (default 200, --quick 60)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--cpu", action="store_true", help="also CPU ms per call of the HTTP rows (load-robust)")
+    parser.add_argument("--transports", nargs="+", default=TRANSPORTS, choices=TRANSPORTS, metavar="T",
+                        help=f"which rows to measure (default all): {', '.join(TRANSPORTS)}")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -351,7 +413,9 @@ def main() -> None:
     calls = args.calls or (60 if args.quick else 200)
     logging.disable(logging.ERROR)  # session teardown noise from the SDK, not results
     started = time.monotonic()
-    anyio.run(run, calls, args.concurrency)
+    anyio.run(run, calls, args.concurrency, args.transports)
+    if args.cpu:
+        anyio.run(cpu_per_call, args.transports, calls)
     print(f"\n(bench took {time.monotonic() - started:.0f} s)")
 
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 from rich.console import Console
@@ -35,6 +35,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:  # start-up is a promise (issue 13): the heavy modules load inside the commands that use them
+    from .config import McpHttpMode
     from .context import SharedContext
     from .model import Entry
 
@@ -158,6 +159,7 @@ kind = "human"          # primary | partner | human | system
 # intake_token = "env:SHAREDCTX_INTAKE_TOKEN"   # Alertmanager: http_config.authorization.credentials_file
 # investigation_lease = 15.0  # seconds; several `serve` replicas on one store: a survivor takes over after it
 # drain_seconds = 10.0        # on SIGTERM, how long a step in flight may finish before another replica redoes it
+# mcp_mode = "stream"     # /mcp: "stream" (SSE, progress) or "json" (stateless, one JSON answer per POST)
 
 # Delivery to backends happens behind record(), in a background worker.
 [worker]
@@ -674,6 +676,9 @@ def serve(
     host: Annotated[str | None, typer.Option(help="default: [server] host, 127.0.0.1")] = None,
     port: Annotated[int | None, typer.Option(help="default: [server] port, 8765")] = None,
     act: Annotated[bool, typer.Option("--act", help="let runbooks act for real (default: dry run)")] = False,
+    mcp_mode: Annotated[str | None, typer.Option(
+        "--mcp-mode", help="/mcp answers: 'stream' (SSE, progress) or 'json' (stateless, no progress); "
+        "default: [server] mcp_mode, stream")] = None,
 ) -> None:
     """Accept alerts (Alertmanager webhook, generic JSON) and run the primary agent on them.
 
@@ -682,8 +687,12 @@ def serve(
     """
     from .server import serve as run_server
 
+    if mcp_mode not in (None, "stream", "json"):
+        err.print(f"[bold red]error:[/] --mcp-mode must be 'stream' or 'json', not {mcp_mode!r}")
+        raise typer.Exit(2)
     with context(worker=True) as ctx:
-        run_server(ctx, host=host, port=port, act=act, say=lambda line: err.print(line, highlight=False, markup=False))
+        run_server(ctx, host=host, port=port, act=act, mcp_mode=cast("McpHttpMode | None", mcp_mode),
+                   say=lambda line: err.print(line, highlight=False, markup=False))
 
 
 @app.command("mcp")

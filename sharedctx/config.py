@@ -264,6 +264,14 @@ class HumanSettings(_Section):
     webhooks: dict[str, WebhookSettings] = Field(default_factory=dict, description="backend name -> webhook secret")
 
 
+McpHttpMode = Literal["stream", "json"]
+"""How an MCP server answers over Streamable HTTP (see docs/mcp.md, "HTTP modes").
+
+`stream`: the SDK's default. Sessions; each POST is answered with an SSE stream that carries progress
+notifications and server-to-client requests before the result. `json`: stateless, `json_response=True`;
+each POST gets one `application/json` answer, nothing before it, and no session to keep."""
+
+
 class ServerSettings(_Section):
     """`[server]`: where `sharedctx serve` listens, who may post alerts, and how much one request may carry.
 
@@ -285,6 +293,8 @@ class ServerSettings(_Section):
                                        "investigation without renewing; after that a surviving replica takes over")
     drain_seconds: float = Field(10.0, ge=0, le=3600, description="on SIGTERM, how long a step in flight may "
                                  "finish before it is abandoned (not recorded) and resumed by another replica")
+    mcp_mode: McpHttpMode = Field("stream", description="/mcp: 'stream' (SSE answers, sessions, progress) or "
+                                  "'json' (stateless, one JSON answer per POST, no progress); see docs/mcp.md")
 
     @field_validator("intake_token", "intake_basic_password", mode="before")
     @classmethod

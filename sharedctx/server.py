@@ -55,6 +55,7 @@ from starlette.routing import BaseRoute, Route
 from .agents.lease import HeldInvestigation, replica_name
 from .agents.primary import Investigation, LeaseLost, PendingEntry, PrimaryAgent, Step
 from .channel.trace import new_traceparent
+from .config import McpHttpMode
 from .context import Case, NewEntry, SharedContext
 from .errors import ConfigError, IntakeError, InvalidEntry, SharedCtxError, StoreError, validation_problems
 from .intake import Alert, Batch, Refused, read_alertmanager, read_generic
@@ -490,6 +491,7 @@ def serve(
     port: int | None = None,
     act: bool = False,
     say: Callable[[str], None] = print,
+    mcp_mode: McpHttpMode | None = None,
 ) -> None:
     """Run `sharedctx serve` until interrupted: intake, `/webhooks/<backend>`, `/mcp` (with `[[agents]]`).
 
@@ -505,7 +507,8 @@ def serve(
 
     h, p = host or ctx.config.server.host, ctx.config.server.port if port is None else port
     # what the mounts see (e.g. /mcp's DNS-rebinding protection on loopback) is where we really listen
-    ctx.config.server = ctx.config.server.model_copy(update={"host": h, "port": p})
+    ctx.config.server = ctx.config.server.model_copy(update={"host": h, "port": p,
+                                                             "mcp_mode": mcp_mode or ctx.config.server.mcp_mode})
     auth = IntakeAuth.from_settings(ctx.config.server)
     if not auth.enabled and not is_loopback(h):
         raise ConfigError(
@@ -534,7 +537,8 @@ def serve(
     if ctx.config.agents:  # /mcp (Streamable HTTP) needs [[agents]] with tokens
         routes, mcp_lifespan = mcp_mount(ctx)
         mounts, lifespans = [*routes], [mcp_lifespan]
-        say(f"sharedctx: MCP (Streamable HTTP, bearer tokens) at http://{h}:{p}/mcp")
+        kind = "stateless, JSON answers" if ctx.config.server.mcp_mode == "json" else "streaming"
+        say(f"sharedctx: MCP (Streamable HTTP, {kind}, bearer tokens) at http://{h}:{p}/mcp")
     mounts.append(webhook_mount(ctx))  # /webhooks/<backend name>: human answers (docs/humans.md)
     if human_settings(ctx.config).poll:
         lifespans.append(poller_lifespan(ctx))

@@ -326,6 +326,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--transport", choices=["stdio", "http"], default="stdio")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8123)
+    parser.add_argument("--mcp-mode", choices=["stream", "json"], default="stream",
+                        help="/mcp over HTTP: stream (SSE, progress) or json (stateless, no progress); docs/mcp.md")
     parser.add_argument("--name", default="telemetry", help="the partner's name (its entries' author)")
     parser.add_argument("--prometheus-url", default=os.environ.get(PROMETHEUS_ENV),
                         help=f"read metrics from this Prometheus (default ${PROMETHEUS_ENV}; none: sample data)")
@@ -353,7 +355,8 @@ def main(argv: list[str] | None = None) -> None:
         else:
             import uvicorn
 
-            uvicorn.run(partner.http_app(), host=args.host, port=args.port, log_level="warning")
+            uvicorn.run(partner.http_app(mcp_mode=args.mcp_mode), host=args.host, port=args.port,
+                        log_level="warning")
             partner.close()
     finally:
         if recorder is not None:

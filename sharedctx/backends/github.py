@@ -37,7 +37,7 @@ from ..render import (
     parse_github,
     render_parts,
 )
-from .base import Hit, HumanItem, ReadBack, ThreadRef
+from .base import Check, Hit, HumanItem, ReadBack, ThreadRef
 from .http import (
     budget_key,
     call,
@@ -50,6 +50,7 @@ from .http import (
     secret,
     send,
 )
+from .setup_check import Stop, fetch, json_body, run, says
 
 if TYPE_CHECKING:
     from ..store.base import RateLimits
@@ -371,6 +372,93 @@ class GitHubBackend:
             self._call("POST", f"/issues/{thread.id}/comments", json={"body": body}, not_found=self._gone(thread))
         self._call("PATCH", f"/issues/{thread.id}", json={"state": "closed", "state_reason": "completed"},
                    not_found=self._gone(thread))
+
+    # ---- Checkable (`sharedctx backends check`) ------------------------------------------------------
+    def check(self) -> list[Check]:
+        """Token, repository, issues enabled, the token user's permission, classic-token scopes. Reads only."""
+        return run(self._check_steps)
+
+    def _check_get(self, url: str, **kw: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {secret(self.options.token, service=SERVICE)}",
+                   "Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"}
+        return self._client.get(url, headers=headers, **kw)
+
+    def _check_steps(self, out: list[Check]) -> None:
+        o = self.options
+        root = o.base_url.rstrip("/")
+        me = fetch(self._check_get, f"{root}/user", "credentials")
+        if me.status_code == 401:
+            raise Stop(Check(what="credentials", ok=False, detail=(
+                f"GitHub refused the token in {o.token} {says(me)}: it is wrong, expired or revoked. Create a new "
+                "token (fine-grained: Issues read/write and Metadata read on the repo; classic: `repo`) and put it "
+                "in that variable")))
+        login = None
+        if me.status_code == 200:
+            login = json_body(me, "credentials").get("login")
+            out.append(Check(what="credentials", ok=True, detail=f"the token belongs to {login}"))
+        elif me.status_code == 403:  # a GitHub App installation token may not read /user
+            out.append(Check(what="credentials", ok=True, detail="the token is valid (it may not read /user: an "
+                             "app installation token?)"))
+        else:
+            raise Stop(Check(what="credentials", ok=False, detail=f"GET /user failed {says(me)}"))
+        repo = fetch(self._check_get, self._api, "repository")
+        if repo.status_code in (301, 302, 307):
+            raise Stop(Check(what="repository", ok=False, detail=(
+                f"{o.repo} was renamed or transferred (GitHub redirects to {repo.headers.get('location')}); set "
+                "`repo` to its new owner/name")))
+        if repo.status_code in (403, 404):
+            raise Stop(Check(what="repository", ok=False, detail=(
+                f"{o.repo} does not exist, or the token cannot see it {says(repo)}. Check `repo` (owner/name); a "
+                "fine-grained token must list the repo under Repository access, a classic token needs `repo` for "
+                "a private repo")))
+        if repo.status_code != 200:
+            raise Stop(Check(what="repository", ok=False, detail=f"GET /repos/{o.repo} failed {says(repo)}"))
+        data = json_body(repo, "repository")
+        private = bool(data.get("private"))
+        if data.get("archived"):
+            raise Stop(Check(what="repository", ok=False, detail=(
+                f"{o.repo} is archived (read-only): GitHub refuses new issues and comments. Unarchive it or set "
+                "another `repo`")))
+        if not data.get("has_issues", True):
+            raise Stop(Check(what="repository", ok=False, detail=(
+                f"{o.repo} has Issues disabled: enable them (Settings -> General -> Features -> Issues)")))
+        out.append(Check(what="repository", ok=True, detail=f"{data.get('full_name')} exists "
+                         f"({'private' if private else 'public'}) and has Issues enabled"))
+        out.append(self._check_permission(data, login))
+        out.append(self._check_scopes(me, private))
+
+    def _check_permission(self, repo: dict[str, Any], login: str | None) -> Check:
+        """Creating issues and comments needs read (public repo), but labels are silently dropped and closing
+        an issue is refused below triage: sharedctx needs triage or more."""
+        perms = repo.get("permissions")
+        who = login or "the token's user"
+        if not isinstance(perms, dict):
+            return Check(what="permission", ok=True, detail=(
+                f"GitHub did not say what {who} may do in {self.options.repo} (app token?); it needs Issues write"))
+        level = next((lv for lv in ("admin", "maintain", "push", "triage", "pull") if perms.get(lv)), "none")
+        shown = {"push": "write", "pull": "read"}.get(level, level)
+        if level in ("admin", "maintain", "push", "triage"):
+            return Check(what="permission", ok=True, detail=f"{who} has {shown} access: may open, comment on, "
+                         "label and close issues")
+        return Check(what="permission", ok=False, detail=(
+            f"{who} has only {shown} access to {self.options.repo}: GitHub would silently drop the labels sharedctx "
+            "sets and refuse to close issues on resolve. Give it triage or write access (repo Settings -> "
+            "Collaborators and teams)"))
+
+    def _check_scopes(self, resp: httpx.Response, private: bool) -> Check:
+        """Classic tokens say their scopes in `X-OAuth-Scopes`; fine-grained and app tokens say nothing."""
+        header = resp.headers.get("x-oauth-scopes")
+        if header is None:
+            return Check(what="scopes", ok=True, detail=(
+                "fine-grained or app token: GitHub does not list its permissions; it needs Issues: Read and write "
+                "and Metadata: Read on the repo (a missing one shows as 403 on the first write)"))
+        have = {x.strip() for x in header.split(",") if x.strip()}
+        if "repo" in have or (not private and "public_repo" in have):
+            return Check(what="scopes", ok=True, detail=f"classic token with {', '.join(sorted(have))}")
+        need = "repo" if private else "repo or public_repo"
+        return Check(what="scopes", ok=False, detail=(
+            f"the classic token has scopes {', '.join(sorted(have)) or 'none'}; writing issues in a "
+            f"{'private' if private else 'public'} repo needs {need}. Regenerate it with that scope"))
 
     def close(self) -> None:
         if self._owns_client:

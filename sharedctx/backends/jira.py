@@ -38,8 +38,9 @@ from ..render import (
     render_parts,
     wiki_part,
 )
-from .base import Hit, HumanItem, ReadBack, ThreadRef
+from .base import Check, Hit, HumanItem, ReadBack, ThreadRef
 from .http import call, new_client, secret
+from .setup_check import Stop, fetch, json_body, run, says
 
 SERVICE = "Jira"
 AUTH_HINT = ("Check the API token (Cloud: email + API token of a user with Browse projects, Create issues, "
@@ -239,6 +240,97 @@ class JiraBackend:
         if not any(f"{RESOLVED_MARK}:{summary.id}" in _plain(c.get("body")) for c in self._comments(thread)):
             self._call("POST", f"/issue/{thread.id}/comment", json={"body": self._body(note)})
         self._call("POST", f"/issue/{thread.id}/transitions", json={"transition": {"id": match[0]["id"]}})
+
+    # ---- Checkable (`sharedctx backends check`) ------------------------------------------------------
+    def check(self) -> list[Check]:
+        """Credentials, project, issue type, project permissions, the resolve transition. Reads only."""
+        return run(self._check_steps)
+
+    def _check_get(self, url: str, **kw: Any) -> httpx.Response:
+        o = self.options
+        if o.token:
+            auth = f"Bearer {secret(o.token, service=SERVICE)}"
+        else:
+            pair = f"{o.email}:{secret(o.api_token or '', service=SERVICE)}".encode()
+            auth = "Basic " + base64.b64encode(pair).decode()
+        return self._client.get(url, headers={"Authorization": auth, "Accept": "application/json"}, **kw)
+
+    def _check_steps(self, out: list[Check]) -> None:
+        o = self.options
+        me = fetch(self._check_get, f"{self._api}/myself", "credentials")
+        if me.status_code in (401, 403):
+            who = f"the token in {o.token}" if o.token else f"{o.email} with the API token in {o.api_token}"
+            raise Stop(Check(what="credentials", ok=False, detail=(
+                f"Jira refused {who} {says(me)}: the token is wrong, expired or revoked, or (Cloud) the email is "
+                "not the token owner's. Create a new API token and put it in that variable")))
+        if me.status_code != 200:
+            raise Stop(Check(what="credentials", ok=False, detail=f"GET /myself failed {says(me)}"))
+        user = json_body(me, "credentials")
+        out.append(Check(what="credentials", ok=True, detail=f"signed in as {user.get('displayName')}"))
+        proj = fetch(self._check_get, f"{self._api}/project/{o.project}", "project")
+        if proj.status_code == 404:
+            raise Stop(Check(what="project", ok=False, detail=(
+                f"project {o.project} does not exist, or {user.get('displayName')} may not browse it {says(proj)}: "
+                "set `project` to the project key (the prefix of its issue keys) or grant Browse projects")))
+        if proj.status_code != 200:
+            raise Stop(Check(what="project", ok=False, detail=f"GET /project/{o.project} failed {says(proj)}"))
+        project = json_body(proj, "project")
+        out.append(Check(what="project", ok=True, detail=f"{o.project} is {project.get('name')}"))
+        types = [str(t.get("name")) for t in project.get("issueTypes") or [] if not t.get("subtask")]
+        out.append(Check(what="issue type", ok=o.issue_type in types, detail=(
+            f"{o.issue_type!r} is an issue type of {o.project}" if o.issue_type in types else
+            f"{o.issue_type!r} is not an issue type of {o.project}: Jira would refuse to create issues. Types: "
+            f"{', '.join(types) or 'none'}; set issue_type")))
+        out.append(self._check_permissions())
+        out.append(self._check_transition())
+
+    def _check_permissions(self) -> Check:
+        need = {"BROWSE_PROJECTS": "Browse projects", "CREATE_ISSUES": "Create issues",
+                "ADD_COMMENTS": "Add comments", "TRANSITION_ISSUES": "Transition issues"}
+        resp = fetch(self._check_get, f"{self._api}/mypermissions", "permissions",
+                     params={"projectKey": self.options.project, "permissions": ",".join(need)})
+        if resp.status_code != 200:
+            return Check(what="permissions", ok=False, detail=f"GET /mypermissions failed {says(resp)}")
+        have = json_body(resp, "permissions").get("permissions") or {}
+        missing = [name for key, name in need.items() if not (have.get(key) or {}).get("havePermission")]
+        if not missing:
+            return Check(what="permissions", ok=True, detail=f"may {', '.join(need.values()).lower()} in "
+                         f"{self.options.project}")
+        return Check(what="permissions", ok=False, detail=(
+            f"lacks {', '.join(missing)} in {self.options.project}: add the user to a project role that has them "
+            "(Project settings -> Access, or the permission scheme)"))
+
+    def _check_transition(self) -> Check:
+        """Transitions belong to an issue's workflow and status: read them from an open issue of the type."""
+        o = self.options
+        jql = (f'project = "{o.project}" AND issuetype = "{o.issue_type}" AND statusCategory != Done '
+               "ORDER BY created DESC")
+        if self._v3:
+            resp = fetch(self._check_get, f"{self._api}/search/jql", "transition",
+                         params={"jql": jql, "maxResults": 10, "fields": "status"})
+        else:
+            resp = fetch(self._check_get, f"{self._api}/search", "transition",
+                         params={"jql": jql, "maxResults": 10, "fields": "status"})
+        if resp.status_code != 200:
+            return Check(what="transition", ok=False, detail=f"could not search {o.project} {says(resp)}")
+        open_issues = [i for i in json_body(resp, "transition").get("issues") or []
+                       if (((i.get("fields") or {}).get("status") or {}).get("statusCategory") or {}).get("key")
+                       != "done"]
+        if not open_issues:
+            return Check(what="transition", ok=True, detail=(
+                f"not verified: no open {o.issue_type} in {o.project} to read transitions from; "
+                f"{o.resolve_transition!r} is checked on the first resolve"))
+        key = open_issues[0]["key"]
+        tr = fetch(self._check_get, f"{self._api}/issue/{key}/transitions", "transition")
+        if tr.status_code != 200:
+            return Check(what="transition", ok=False, detail=f"GET /issue/{key}/transitions failed {says(tr)}")
+        offered = json_body(tr, "transition").get("transitions") or []
+        if any(o.resolve_transition in (t.get("id"), t.get("name")) for t in offered):
+            return Check(what="transition", ok=True, detail=f"{key} offers {o.resolve_transition!r}")
+        names = ", ".join(f"{t.get('name')} (id {t.get('id')})" for t in offered) or "none"
+        return Check(what="transition", ok=False, detail=(
+            f"{o.issue_type} issues in {o.project} (e.g. {key}) offer no transition {o.resolve_transition!r}, so "
+            f"resolving would fail. Offered: {names}; set resolve_transition to one of them"))
 
     def close(self) -> None:
         if self._owns_client:

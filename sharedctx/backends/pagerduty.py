@@ -37,8 +37,9 @@ from ..render import (
     plain_part,
     render_parts,
 )
-from .base import Hit, HumanItem, ReadBack, ThreadRef
+from .base import Check, Hit, HumanItem, ReadBack, ThreadRef
 from .http import budget_key, call, make_pacer, new_client, parse_retry_after, rate_scale, secret
+from .setup_check import Stop, fetch, json_body, run, says
 
 if TYPE_CHECKING:
     from ..store.base import RateLimits
@@ -207,6 +208,79 @@ class PagerDutyBackend:
                        json={"note": {"content": f"Resolved - {summary.title} (sharedctx entry {summary.id}) {mark}"}})
         self._call("PUT", f"/incidents/{thread.id}", not_found=self._gone(thread),
                    json={"incident": {"type": "incident_reference", "status": "resolved"}})
+
+    # ---- Checkable (`sharedctx backends check`) ------------------------------------------------------
+    def check(self) -> list[Check]:
+        """API key, the `From` user (exists, may write), the service, incident access. Reads only.
+
+        A `From` that is not a user of the account makes PagerDuty refuse every write: it must fail here, at
+        set-up, not with the first incident note at 2 AM."""
+        return run(self._check_steps)
+
+    def _check_get(self, url: str, **kw: Any) -> httpx.Response:
+        headers = {"Authorization": f"Token token={secret(self.options.token, service=SERVICE)}",
+                   "Accept": "application/vnd.pagerduty+json;version=2", "From": self.options.from_email}
+        return self._client.get(url, headers=headers, **kw)
+
+    def _check_steps(self, out: list[Check]) -> None:
+        o = self.options
+        users = fetch(self._check_get, f"{self._api}/users", "credentials", params={"query": o.from_email})
+        if users.status_code == 401:
+            raise Stop(Check(what="credentials", ok=False, detail=(
+                f"PagerDuty refused the API key in {o.token} {says(users)}: it is wrong or was revoked. Create a "
+                "REST API key (Integrations -> API Access Keys) and put it in that variable")))
+        if users.status_code == 403:
+            raise Stop(Check(what="credentials", ok=False, detail=(
+                f"the key may not list users {says(users)}, so the From address cannot be checked: use a REST API "
+                "key, or a scoped OAuth token with users.read, incidents.read and incidents.write")))
+        if users.status_code != 200:
+            raise Stop(Check(what="credentials", ok=False, detail=f"GET /users failed {says(users)}"))
+        out.append(Check(what="credentials", ok=True, detail=f"the API key in {o.token} works"))
+        found = [u for u in json_body(users, "credentials").get("users") or []
+                 if str(u.get("email", "")).lower() == o.from_email.lower()]
+        out.append(self._check_from(found[0] if found else None))
+        out.append(self._check_service())
+        inc = fetch(self._check_get, f"{self._api}/incidents", "incidents", params={"limit": 1})
+        if inc.status_code == 200:
+            json_body(inc, "incidents")  # a proxy's page with 200 is no proof
+        out.append(Check(what="incidents", ok=inc.status_code == 200, detail=(
+            "the key may read incidents" if inc.status_code == 200 else
+            f"the key may not read incidents {says(inc)}: give it incidents.read and incidents.write")))
+
+    def _check_from(self, user: dict[str, Any] | None) -> Check:
+        o = self.options
+        if user is None:
+            return Check(what="from", ok=False, detail=(
+                f"the From address {o.from_email} is not a user of this PagerDuty account: PagerDuty would refuse "
+                "every note, new incident and resolve sharedctx sends. Set from_email to the login email of a "
+                "PagerDuty user (People -> Users), e.g. a dedicated sharedctx user"))
+        role = str(user.get("role") or "")
+        if role in ("observer", "read_only_user", "read_only_limited_user"):
+            return Check(what="from", ok=False, detail=(
+                f"{o.from_email} ({user.get('name')}) has the read-only role {role!r}: PagerDuty would refuse its "
+                "notes and resolves. Give it the Responder (limited_user) role or higher"))
+        return Check(what="from", ok=True, detail=f"{o.from_email} is the PagerDuty user {user.get('name')} "
+                     f"({user.get('id')}, role {role or 'unknown'})")
+
+    def _check_service(self) -> Check:
+        sid = self.options.service_id
+        if not sid:
+            return Check(what="service", ok=True, detail=(
+                "no service_id: sharedctx writes only to incidents an alert names (label pagerduty.incident); set "
+                "service_id to let it open incidents itself"))
+        resp = fetch(self._check_get, f"{self._api}/services/{sid}", "service")
+        if resp.status_code == 404:
+            return Check(what="service", ok=False, detail=(
+                f"service {sid} does not exist in this account {says(resp)}: set service_id to the id at the end "
+                "of the service's URL (Services -> Service Directory)"))
+        if resp.status_code != 200:
+            return Check(what="service", ok=False, detail=f"GET /services/{sid} failed {says(resp)}")
+        svc = json_body(resp, "service").get("service") or {}
+        if svc.get("status") == "disabled":
+            return Check(what="service", ok=False, detail=(
+                f"service {sid} ({svc.get('name')}) is disabled: PagerDuty refuses new incidents on it. Enable it "
+                "or set another service_id"))
+        return Check(what="service", ok=True, detail=f"service {sid} is {svc.get('name')} ({svc.get('status')})")
 
     def close(self) -> None:
         if self._owns_client:

@@ -32,8 +32,9 @@ from ..render import (
     plain_part,
     render_parts,
 )
-from .base import Hit, HumanItem, ReadBack, ThreadRef
+from .base import Check, Hit, HumanItem, ReadBack, ThreadRef
 from .http import call, new_client, secret
+from .setup_check import Stop, fetch, json_body, run, says
 
 SERVICE = "ServiceNow"
 AUTH_HINT = ("Check the user/password or OAuth token in the configured environment variables; the user needs "
@@ -208,6 +209,71 @@ class ServiceNowBackend:
         self._call("PATCH", "incident", thread.id, not_found=self._gone(thread), json={
             "state": self.options.resolved_state, "close_code": self.options.close_code,
             "close_notes": f"{summary.title} (sharedctx entry {summary.id}) [{RESOLVED_MARK}:{summary.id}]"})
+
+    # ---- Checkable (`sharedctx backends check`) ------------------------------------------------------
+    def check(self) -> list[Check]:
+        """Credentials, incident table, journal read-back, the resolved state and close code. Reads only.
+
+        ServiceNow refuses a whole table with 403 but hides single rows or fields an ACL forbids (an empty
+        answer, not an error): these checks catch the first; the second shows as entries never read back."""
+        return run(self._check_steps)
+
+    def _check_get(self, url: str, **kw: Any) -> httpx.Response:
+        o = self.options
+        kw["headers"] = {"Accept": "application/json"}
+        if o.token:
+            kw["headers"]["Authorization"] = f"Bearer {secret(o.token, service=SERVICE)}"
+        else:
+            kw["auth"] = (o.username or "", secret(o.password or "", service=SERVICE))
+        return self._client.get(url, **kw)
+
+    def _table(self, table: str, what: str, query: str, fields: str, limit: int = 1) -> httpx.Response:
+        return fetch(self._check_get, f"{self._base}/api/now/table/{table}", what, params={
+            "sysparm_query": query, "sysparm_fields": fields, "sysparm_limit": limit})
+
+    def _check_steps(self, out: list[Check]) -> None:
+        o = self.options
+        who = f"the token in {o.token}" if o.token else f"user {o.username} with the password in {o.password}"
+        inc = self._table("incident", "credentials", "ORDERBYDESCsys_created_on", "sys_id")
+        if inc.status_code == 401:
+            raise Stop(Check(what="credentials", ok=False, detail=(
+                f"ServiceNow refused {who} {says(inc)}: check the user name and the secret, and that the user is "
+                "active and not locked out")))
+        if inc.status_code not in (200, 403):
+            raise Stop(Check(what="credentials", ok=False, detail=f"GET /api/now/table/incident failed {says(inc)}"))
+        out.append(Check(what="credentials", ok=True, detail=f"ServiceNow accepts {who}"))
+        if inc.status_code == 403:
+            raise Stop(Check(what="incident table", ok=False, detail=(
+                f"{who} may not read the incident table {says(inc)}: give the user the itil role (or "
+                "sn_incident_read and sn_incident_write)")))
+        json_body(inc, "incident table")
+        out.append(Check(what="incident table", ok=True, detail="may read incidents"))
+        jf = o.journal_field
+        journal = self._table("sys_journal_field", "journal", f"name=incident^element={jf}", "sys_id")
+        if journal.status_code == 200:
+            json_body(journal, "journal")  # a proxy's page with 200 is no proof
+        out.append(Check(what="journal", ok=journal.status_code == 200, detail=(
+            f"may read {jf} entries back from sys_journal_field" if journal.status_code == 200 else
+            f"may not read sys_journal_field {says(journal)}: sharedctx could write {jf} but never read them back "
+            "(no human replies, no check for a duplicate after a timeout). Grant read on sys_journal_field to a "
+            "role the user has")))
+        out.append(self._check_choice("state", o.resolved_state, "resolved_state"))
+        out.append(self._check_choice("close_code", o.close_code, "close_code"))
+
+    def _check_choice(self, element: str, want: str, setting: str) -> Check:
+        """`resolved_state` and `close_code` are instance choices: a wrong one fails every resolve (data policy)."""
+        what = "resolved state" if element == "state" else "close code"
+        resp = self._table("sys_choice", what, f"name=incident^element={element}^inactive=false", "value,label", 200)
+        if resp.status_code != 200:
+            return Check(what=what, ok=False, detail=f"could not read the incident {element} choices (sys_choice) "
+                         f"{says(resp)}, so {setting} = {want!r} is unchecked")
+        choices = {str(r.get("value")): str(r.get("label")) for r in json_body(resp, what).get("result") or []}
+        if want in choices:
+            return Check(what=what, ok=True, detail=f"{setting} = {want!r} ({choices[want]})")
+        listed = ", ".join(f"{v!r}={lb}" if v != lb else repr(v) for v, lb in list(choices.items())[:15]) or "none"
+        return Check(what=what, ok=False, detail=(
+            f"{setting} = {want!r} is not an incident {element} choice on this instance, so every resolve would be "
+            f"refused or ignored. Choices: {listed}. Set {setting}"))
 
     def close(self) -> None:
         if self._owns_client:

@@ -26,9 +26,10 @@ class WatchedTransport(httpx.AsyncBaseTransport):
     `PartnerUnavailable`; the SDK is told "202 Accepted" (no answer coming) so it carries on.
     """
 
-    def __init__(self, on_failure: Callable[[str], None]) -> None:
+    def __init__(self, on_failure: Callable[[str], None], on_json: Callable[[], None] | None = None) -> None:
         self._inner = httpx.AsyncHTTPTransport()
         self._on_failure = on_failure
+        self._on_json = on_json  # told when a POST is answered with one JSON body (a server in JSON mode)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if request.method != "POST":
@@ -43,6 +44,11 @@ class WatchedTransport(httpx.AsyncBaseTransport):
             await response.aclose()
             self._on_failure(f"HTTP {response.status_code} from {request.url}: {body}")
             return httpx.Response(202, request=request)
+        # 200 only: a 202 (notification accepted, no answer) carries a JSON content-type in both modes
+        json_answer = response.status_code == 200 and response.headers.get("content-type", "").startswith(
+            "application/json")
+        if self._on_json is not None and json_answer:
+            self._on_json()
         response.stream = _WatchedStream(response.stream, self._on_failure)
         return response
 

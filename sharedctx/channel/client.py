@@ -72,6 +72,10 @@ class PartnerClient:
         self._broken: str | None = None
         self._caps: list[CapabilityInfo] | None = None
         self._a2a: A2AConnection | None = None
+        #: True once the partner answered an MCP POST with a JSON body: it serves MCP in JSON mode and will
+        #: send no progress notifications (`call`'s `on_progress` is then never called).
+        self.json_mode = False
+        self._said_no_progress = False
 
     @classmethod
     def over_session(cls, name: str, session: ClientSession, *, timeout: float = 30.0) -> PartnerClient:
@@ -130,7 +134,7 @@ class PartnerClient:
                 httpx.AsyncClient(
                     headers=headers,
                     timeout=httpx.Timeout(s.timeout, read=max(300.0, s.timeout)),
-                    transport=WatchedTransport(self._transport_failed),
+                    transport=WatchedTransport(self._transport_failed, self._answers_in_json),
                 )
             )
             read, write, _ = await stack.enter_async_context(streamable_http_client(s.url or "", http_client=http))
@@ -161,6 +165,9 @@ class PartnerClient:
         with anyio.fail_after(s.timeout):
             self._a2a = await A2AConnection.connect(self.name, s.url or "", http)
         stack.push_async_callback(self._a2a.close)
+
+    def _answers_in_json(self) -> None:
+        self.json_mode = True
 
     def _transport_failed(self, reason: str) -> None:
         self._broken = reason
@@ -267,7 +274,10 @@ class PartnerClient:
         """Ask one capability; the case id and `traceparent` travel with the call (MCP `_meta` / headers).
 
         `traceparent` defaults to the active OpenTelemetry span, else a new trace. Cancelling the
-        calling task also cancels the call on the partner.
+        calling task also cancels the call on the partner (not on a partner serving MCP in JSON mode,
+        which cannot be told: its capability runs to the end). `on_progress` is called for each progress
+        notification; a partner in JSON mode (`json_mode`) and the plain API send none, so it is never
+        called there and the finding arrives as usual.
         """
         case_id = case_id or inp.case_id
         traceparent = traceparent or current_or_new_traceparent()
@@ -340,6 +350,10 @@ class PartnerClient:
             if "structured content" in str(exc) or "schema" in str(exc):
                 raise PartnerBadOutput(f"{where}: {exc}") from None
             raise
+        if on_progress is not None and self.json_mode and not self._said_no_progress:
+            self._said_no_progress = True
+            log.info("partner %s serves MCP in JSON mode: no progress notifications, on_progress is not called",
+                     self.name)
         if result.isError and _error_text(result).startswith("Unknown tool"):  # FastMCP's words for it
             raise UnknownCapability(capability, await self._known_names(), partner=self.name)
         return self._finding_from(result, where)

@@ -25,7 +25,7 @@ import typing
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import anyio
 import anyio.from_thread
@@ -35,10 +35,14 @@ import pydantic_core
 from mcp import types
 from mcp.server.fastmcp import Context, FastMCP
 from pydantic import ValidationError
+from starlette.requests import Request
 
 from ..errors import PartnerBadOutput, UnknownCapability
 from .models import CallContext, CapabilityInput, Finding, explain
 from .trace import parse_traceparent
+
+if TYPE_CHECKING:
+    from ..config import McpHttpMode
 
 __all__ = ["CASE_META", "TRACEPARENT_META", "Capability", "Partner", "Progress", "Recorder"]
 
@@ -126,6 +130,7 @@ class Partner:
         self.instructions = instructions
         self._capabilities: dict[str, Capability] = {}
         self._mcp: FastMCP | None = None
+        self._http_json = False  # set by http_app(mcp_mode="json"): no progress over HTTP
         # One thread, so a partner's entries are recorded in the order it answered.
         self._records = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sharedctx-recorder-{name}")
         self._pending = 0
@@ -320,7 +325,10 @@ class Partner:
                 partner=self.name,
             )
             sink: ProgressSink | None = None
-            if meta is not None and meta.progressToken is not None:
+            # In JSON mode the transport drops every notification sent before the answer, so progress over
+            # HTTP is not even queued: the capability's `progress(...)` calls are no-ops (stdio still streams).
+            over_json_http = self._http_json and isinstance(ctx.request_context.request, Request)
+            if meta is not None and meta.progressToken is not None and not over_json_http:
                 sink = ctx.report_progress
             finding = await self.invoke(cap, inp, call, sink)
             self.record_later(call, finding)
@@ -352,13 +360,22 @@ class Partner:
         finally:
             self.close()
 
-    def http_app(self, *, a2a: bool = True) -> Any:
+    def http_app(self, *, a2a: bool = True, mcp_mode: McpHttpMode = "stream") -> Any:
         """One ASGI app: MCP Streamable HTTP at `/mcp`, the plain JSON API under `/v1` (+ `/openapi.json`),
-        and A2A (Agent Card at `/.well-known/agent-card.json`, JSON-RPC at `/a2a`)."""
+        and A2A (Agent Card at `/.well-known/agent-card.json`, JSON-RPC at `/a2a`).
+
+        `mcp_mode="json"`: `/mcp` is stateless and answers each POST with one JSON body (the SDK's
+        `stateless_http` + `json_response`), for hosts that want no SSE. What that gives up: progress
+        notifications (a capability's `progress(...)` becomes a no-op over HTTP; the caller's `on_progress`
+        is never called), server-to-client requests, and cancelling a running call (a cancel notification
+        reaches a fresh stateless server that never saw the call: the capability runs to the end). The
+        plain API and A2A are the same in both modes."""
         from .api import add_api_routes
 
         server = self.mcp()
         add_api_routes(self, server)
+        self._http_json = mcp_mode == "json"
+        server.settings.stateless_http = server.settings.json_response = self._http_json
         app = server.streamable_http_app()
         if a2a:
             from .a2a import a2a_routes  # the A2A SDK loads only when A2A is served

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -60,4 +62,10 @@ class BearerAuth:
             await response(scope, receive, send)
             return
         scope[IDENTITY_SCOPE_KEY] = ident
+        # The SDK binds a Streamable HTTP session to the principal in scope["user"] that opened it, and answers
+        # any later request of that session from another principal with 404 "Session not found". Without a
+        # principal every session was open to every agent: one who learned another's session id could end it
+        # (DELETE) or read its server-to-client stream. The token itself is not put here, only the agent's name.
+        scope["user"] = AuthenticatedUser(AccessToken(token=f"sharedctx-agent:{ident.name}", client_id=ident.name,
+                                                      scopes=[ident.role]))  # fmt: skip
         await self.app(scope, receive, send)

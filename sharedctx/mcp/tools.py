@@ -14,6 +14,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import Field
 
 from ..access import Access, provenance, shown, trusted
+from ..config import McpHttpMode
 from ..context import SharedContext
 from ..decisions import answer_for, request_body
 from ..errors import InvalidEntry, PermissionDenied
@@ -49,8 +50,13 @@ def build_mcp_server(
     *,
     access: Access | None = None,
     transport_security: TransportSecuritySettings | None = None,
+    http_mode: McpHttpMode = "stream",
 ) -> SharedContextMCP:
-    """The MCP server over `ctx`. `identity_resolver(request)` says who is calling (see module doc)."""
+    """The MCP server over `ctx`. `identity_resolver(request)` says who is calling (see module doc).
+
+    `http_mode` only matters over Streamable HTTP: "json" makes the server stateless and answer each POST
+    with one JSON body (the SDK's `stateless_http` + `json_response`); no tool here sends progress or asks
+    the client anything, so the tools behave the same in both modes."""
     acc = access or Access(ctx.config, ctx.store)
     server = SharedContextMCP(
         ctx, acc, identity_resolver,
@@ -62,7 +68,8 @@ def build_mcp_server(
             "and similar_cases. Entries cannot be edited: record a `correction` instead." + UNTRUSTED_NOTE
         ),
         log_level="WARNING",
-        stateless_http=False,
+        stateless_http=http_mode == "json",
+        json_response=http_mode == "json",
         transport_security=transport_security,
     )  # fmt: skip
 

@@ -13,6 +13,7 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Route
 
 from ..access import Access
+from ..config import McpHttpMode
 from ..context import SharedContext
 from .identities import BearerAuth, fixed_identity, scope_identity
 from .tools import build_mcp_server
@@ -28,12 +29,17 @@ def _security(ctx: SharedContext) -> TransportSecuritySettings | None:
 
 
 def mcp_mount(
-    ctx: SharedContext, path: str = "/mcp", *, access: Access | None = None
+    ctx: SharedContext, path: str = "/mcp", *, access: Access | None = None, mode: McpHttpMode | None = None
 ) -> tuple[list[BaseRoute], Callable[[Any], contextlib.AbstractAsyncContextManager[None]]]:
-    """Routes and a lifespan for `server.build_app(ctx, mounts=routes, lifespans=[lifespan])`."""
+    """Routes and a lifespan for `server.build_app(ctx, mounts=routes, lifespans=[lifespan])`.
+
+    `mode` (default `[server] mcp_mode`): "stream" or "json" (stateless, one JSON answer per POST). Either
+    way every request passes `BearerAuth` and every tool resolves its caller from that request, so a
+    stateless server holds nothing between requests that one identity could see of another's."""
     acc = access or Access(ctx.config, ctx.store)
     acc._token_table()  # read every token now: a missing env variable fails at start, by name
-    server = build_mcp_server(ctx, scope_identity, access=acc, transport_security=_security(ctx))
+    server = build_mcp_server(ctx, scope_identity, access=acc, transport_security=_security(ctx),
+                              http_mode=mode or ctx.config.server.mcp_mode)  # fmt: skip
     server.streamable_http_app()  # creates the session manager
     from mcp.server.fastmcp.server import StreamableHTTPASGIApp
 
@@ -47,9 +53,11 @@ def mcp_mount(
     return [Route(path, endpoint=endpoint)], lifespan
 
 
-def mcp_http_app(ctx: SharedContext, path: str = "/mcp", *, access: Access | None = None) -> Starlette:
+def mcp_http_app(
+    ctx: SharedContext, path: str = "/mcp", *, access: Access | None = None, mode: McpHttpMode | None = None
+) -> Starlette:
     """A standalone ASGI app serving only the MCP endpoint (tests, benchmarks, embedding)."""
-    routes, lifespan = mcp_mount(ctx, path, access=access)
+    routes, lifespan = mcp_mount(ctx, path, access=access, mode=mode)
     return Starlette(routes=routes, lifespan=lifespan)
 
 

@@ -46,10 +46,11 @@ def serve_in_thread(app: Any) -> Iterator[str]:
 
 
 @contextmanager
-def partner_process(port: int) -> Iterator[subprocess.Popen[bytes]]:
+def partner_process(port: int, mcp_mode: str = "stream") -> Iterator[subprocess.Popen[bytes]]:
     """`python -m tests.channel.partner_app --transport http` in its own process, until it listens."""
     proc = subprocess.Popen(
-        [*PARTNER_CMD, "--transport", "http", "--port", str(port)], cwd=ROOT, stderr=subprocess.PIPE
+        [*PARTNER_CMD, "--transport", "http", "--port", str(port), "--mcp-mode", mcp_mode], cwd=ROOT,
+        stderr=subprocess.PIPE,
     )
     try:
         wait_for_port(port, proc, what="the partner process")

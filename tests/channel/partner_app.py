@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--transport", choices=["stdio", "http"], default="stdio")
     parser.add_argument("--port", type=int, default=8123)
+    parser.add_argument("--mcp-mode", choices=["stream", "json"], default="stream")
     args = parser.parse_args(argv)
     partner = build()
     if args.transport == "stdio":
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         import uvicorn
 
-        uvicorn.run(partner.http_app(), host="127.0.0.1", port=args.port, log_level="warning")
+        uvicorn.run(partner.http_app(mcp_mode=args.mcp_mode), host="127.0.0.1", port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":

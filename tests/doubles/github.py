@@ -11,15 +11,17 @@ the windows and `retry_after` are in the same scaled seconds.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import time
 from collections import deque
+from functools import cache
 from typing import Any
 
 import httpx
 
-from .base import ServiceDouble, now_iso
+from .base import EXTRA_SPECS, ServiceDouble, now_iso
 
 API = "https://api.github.com"
 MAX_BODY = 65_536
@@ -35,6 +37,14 @@ def _user(login: str, uid: int, kind: str = "User") -> dict[str, Any]:
         "organizations_url": base + "/orgs", "repos_url": base + "/repos", "events_url": base + "/events{/privacy}",
         "received_events_url": base + "/received_events", "type": kind, "site_admin": False,
     }
+
+
+@cache
+def _example(name: str) -> dict[str, Any]:
+    """GitHub's own example of a response (from the official description), the base of the double's answer."""
+    doc = json.loads((EXTRA_SPECS / "github.extra.json").read_text(encoding="utf-8"))
+    value: dict[str, Any] = doc["components"]["examples"][name]["value"]
+    return value
 
 
 class GitHubDouble(ServiceDouble):
@@ -59,6 +69,13 @@ class GitHubDouble(ServiceDouble):
         self.secondary_violations = 0
         self.content_created = 0
         self._issue_seq = 0
+        # setup-check state: what GET /repos/{repo} and GET /user say (tests flip these)
+        self.permission = "push"  # the token user's role: admin, maintain, push, triage, pull
+        self.private = True
+        self.archived = False
+        self.has_issues = True
+        self.scopes: str | None = "repo"  # X-OAuth-Scopes of a classic token; None: fine-grained token
+        self.renamed_to: str | None = None  # GET /repos/{repo} answers 301 to this repo
 
     def error(self, status: int, message: str) -> httpx.Response:
         return self.json_response(status, {"message": message, "documentation_url": "https://docs.github.com/rest"})
@@ -151,6 +168,10 @@ class GitHubDouble(ServiceDouble):
             return self.error(400, "Problems parsing JSON")
         if path == "/search/issues":
             return self._search(request)
+        if path == "/user" and m == "GET":
+            return self._scoped(self.json_response(200, self._me()))
+        if path == f"/repos/{self.repo}" and m == "GET":
+            return self._scoped(self._repository())
         if not path.startswith(prefix):
             return self.error(404, "Not Found")
         rest = path[len(prefix):]
@@ -199,6 +220,37 @@ class GitHubDouble(ServiceDouble):
                     issue["closed_at"] = now_iso()
             return self.json_response(200, self._public(issue))
         return self.json_response(200, self._public(issue))
+
+    def _scoped(self, resp: httpx.Response) -> httpx.Response:
+        if self.scopes is not None:  # GitHub sends the header on every answer to a classic token
+            resp.headers["x-oauth-scopes"] = self.scopes
+        return resp
+
+    def _me(self) -> dict[str, Any]:
+        me = copy.deepcopy(_example("private-user-response-with-public-and-private-profile-information"))
+        me.update({k: v for k, v in self.bot.items() if k in me})
+        me["user_view_type"] = "private"  # GitHub sends it (the schema's discriminator); the example predates it
+        return me
+
+    def _repository(self) -> httpx.Response:
+        if self.renamed_to is not None:
+            return self.json_response(301, {"message": "Moved Permanently",
+                                            "url": f"{API}/repos/{self.renamed_to}",
+                                            "documentation_url": "https://docs.github.com/rest"},
+                                      {"location": f"{API}/repos/{self.renamed_to}"})
+        repo = copy.deepcopy(_example("full-repository-default-response"))
+        for fork_of in ("parent", "source", "template_repository"):  # the example's own copies miss `language`
+            repo.pop(fork_of, None)
+        repo.setdefault("language", None)  # required (nullable); the example leaves it out
+        owner, name = self.repo.split("/")
+        levels = ["pull", "triage", "push", "maintain", "admin"]
+        have = levels.index(self.permission)
+        repo.update(name=name, full_name=self.repo, private=self.private, archived=self.archived,
+                    has_issues=self.has_issues, url=f"{API}/repos/{self.repo}",
+                    html_url=f"https://github.com/{self.repo}",
+                    permissions={lv: i <= have for i, lv in enumerate(levels)})
+        repo["owner"] = {**repo["owner"], "login": owner}
+        return self.json_response(200, repo)
 
     def _search(self, request: httpx.Request) -> httpx.Response:
         q = request.url.params.get("q", "")

@@ -13,11 +13,12 @@ import base64
 import json
 import re
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 import httpx
 
-from .base import ServiceDouble
+from .base import EXTRA_SPECS, ServiceDouble
 
 SITE = "https://your-domain.atlassian.net"
 MAX_BODY = 32_767
@@ -51,6 +52,15 @@ def adf_problem(node: Any, top: bool = True) -> str | None:
     return None
 
 
+@cache
+def _example(path: str) -> dict[str, Any]:
+    """Atlassian's own example answer for GET `path` (official description), the base of the double's answer."""
+    doc = json.loads((EXTRA_SPECS / "jira.extra.json").read_text(encoding="utf-8"))
+    value: dict[str, Any] = json.loads(doc["paths"][path]["get"]["responses"]["200"]["content"]["application/json"][
+        "example"])
+    return value
+
+
 def _jira_time() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+0000"
 
@@ -61,7 +71,7 @@ class JiraDouble(ServiceDouble):
     host_url = SITE
     # Jira sends times as `2021-01-17T12:34:00.000+0000` (the description's own examples too), which is not
     # RFC 3339 `date-time`; and doTransition answers 204 with no body although a JSON body is declared.
-    known_defects = (r"(^|/)(created|updated): '[^']+[+-]\d{4}' is not a 'date-time'$",)
+    known_defects = (r"(^|/)(created|updated|lastIssueUpdateTime): '[^']+[+-]\d{4}' is not a 'date-time'$",)
 
     def __init__(self, *, email: str = "bot@acme.io", api_token: str = "jira-test-token", project: str = "OPS",
                  validate: bool = True) -> None:
@@ -72,6 +82,11 @@ class JiraDouble(ServiceDouble):
         self.unchecked = 0
         self._n = 0
         self.bot = self._user("bot-1", "sharedctx bot")
+        # setup-check state (tests change these): the workflow's transitions from an open issue (id -> name),
+        # the project's issue types, and the project permissions the user holds
+        self.transitions = {"31": "Done"}
+        self.issue_types = ["Task", "Bug", "Epic"]
+        self.permissions = {"BROWSE_PROJECTS", "CREATE_ISSUES", "ADD_COMMENTS", "TRANSITION_ISSUES"}
 
     def _user(self, aid: str, name: str) -> dict[str, Any]:
         return {"accountId": aid, "displayName": name, "active": True,
@@ -143,6 +158,21 @@ class JiraDouble(ServiceDouble):
                 out = [i for i in out if all(w.lower() in json.dumps(i["fields"]).lower() for w in val.split())]
         return out
 
+    def _project(self) -> dict[str, Any]:
+        proj = _example("/rest/api/3/project/{projectIdOrKey}")
+        template = (proj.get("issueTypes") or [{}])[0]
+        types = [{**template, "id": str(10000 + n), "name": name, "subtask": False, "self":
+                  f"{SITE}/rest/api/3/issueType/{10000 + n}"} for n, name in enumerate(self.issue_types)]
+        return {**proj, "key": self.project, "name": "Operations", "issueTypes": types}
+
+    def _my_permissions(self, request: httpx.Request) -> httpx.Response:
+        asked = [k for k in request.url.params.get("permissions", "").split(",") if k]
+        if not asked:
+            return self.error(400, "The permissions query parameter is required.")
+        perms = {k: {"id": str(n), "key": k, "name": k.replace("_", " ").title(), "type": "PROJECT",
+                     "description": k, "havePermission": k in self.permissions} for n, k in enumerate(asked)}
+        return self.json_response(200, {"permissions": perms})
+
     # ---- routes --------------------------------------------------------------------------------------
     def route(self, request: httpx.Request) -> httpx.Response:
         m = re.fullmatch(r"/rest/api/(2|3)(/.*)", request.url.path)
@@ -157,12 +187,23 @@ class JiraDouble(ServiceDouble):
                 body = json.loads(request.content)
             except ValueError:
                 return self.error(400, "Unexpected character in JSON")
-        if (path == "/search/jql" and method == "POST") or (path == "/search" and method == "GET"):
-            jql = body.get("jql", "") if method == "POST" else request.url.params.get("jql", "")
-            found = self._jql(jql)[: int(body.get("maxResults", 50) if method == "POST" else 50)]
+        if path in ("/search/jql", "/search") and method in ("GET", "POST"):
+            q = body if method == "POST" else request.url.params
+            fields = q.get("fields") or []
+            found = self._jql(q.get("jql", ""))[: int(q.get("maxResults", 50))]
             issues = [{"id": i["id"], "key": i["key"], "self": i["self"],
-                       "fields": {"summary": i["fields"]["summary"], "labels": i["fields"]["labels"]}} for i in found]
+                       "fields": {"summary": i["fields"]["summary"], "labels": i["fields"]["labels"],
+                                  **({"status": i["fields"]["status"]} if "status" in fields else {})}}
+                      for i in found]
             return self.json_response(200, {"issues": issues, "isLast": True})
+        if path == "/myself" and method == "GET":
+            return self.json_response(200, {**_example("/rest/api/3/myself"), **self.bot})
+        if path == f"/project/{self.project}" and method == "GET":
+            return self.json_response(200, self._project())
+        if path.startswith("/project/") and method == "GET":
+            return self.error(404, f"No project could be found with key '{path.split('/')[2]}'.")
+        if path == "/mypermissions" and method == "GET":
+            return self._my_permissions(request)
         if path == "/issue" and method == "POST":
             fields = body.get("fields") or {}
             if not fields.get("summary") or (fields.get("project") or {}).get("key") != self.project:
@@ -191,10 +232,11 @@ class JiraDouble(ServiceDouble):
             return self.json_response(200, {"comments": all_c[start : start + size], "startAt": start,
                                             "maxResults": size, "total": len(all_c)})
         if sub == "/transitions" and method == "GET":
-            return self.json_response(200, {"transitions": [{"id": "31", "name": "Done", "to": DONE,
-                                                             "hasScreen": False, "isAvailable": True}]})
+            return self.json_response(200, {"transitions": [{"id": tid, "name": name, "to": DONE,
+                                                             "hasScreen": False, "isAvailable": True}
+                                                            for tid, name in self.transitions.items()]})
         if sub == "/transitions":
-            if (body.get("transition") or {}).get("id") != "31":
+            if (body.get("transition") or {}).get("id") not in self.transitions:
                 return self.error(400, "Transition id is not valid for this issue.")
             issue["fields"]["status"] = dict(DONE)
             return httpx.Response(204)

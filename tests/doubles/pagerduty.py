@@ -8,13 +8,15 @@ with the same incident_key (400).
 
 from __future__ import annotations
 
+import copy
 import json
 import re
+from functools import cache
 from typing import Any
 
 import httpx
 
-from .base import ServiceDouble, now_iso
+from .base import EXTRA_SPECS, ServiceDouble, now_iso
 
 API = "https://api.pagerduty.com"
 
@@ -22,6 +24,15 @@ API = "https://api.pagerduty.com"
 def _user_ref(uid: str, name: str) -> dict[str, Any]:
     return {"id": uid, "type": "user_reference", "summary": name, "self": f"{API}/users/{uid}",
             "html_url": f"https://acme.pagerduty.com/users/{uid}"}
+
+
+@cache
+def _example(path: str) -> dict[str, Any]:
+    """PagerDuty's own example answer for GET `path` (official description), the base of the double's answer."""
+    doc = json.loads((EXTRA_SPECS / "pagerduty.extra.json").read_text(encoding="utf-8"))
+    value: dict[str, Any] = doc["paths"][path]["get"]["responses"]["200"]["content"]["application/json"][
+        "examples"]["response"]["value"]
+    return value
 
 
 class PagerDutyDouble(ServiceDouble):
@@ -38,6 +49,11 @@ class PagerDutyDouble(ServiceDouble):
         self.incidents: dict[str, dict[str, Any]] = {}
         self.notes: dict[str, list[dict[str, Any]]] = {}
         self.bot = _user_ref("PBOT001", "sharedctx bot")
+        # setup-check state: the account's users (email -> (id, name, role)) and services (id -> status)
+        self.users: dict[str, tuple[str, str, str]] = {"bot@acme.io": ("PBOT001", "sharedctx bot", "user"),
+                                                       "alice@acme.io": ("PALICE1", "Alice Oncall", "user")}
+        self.services: dict[str, str] = {"PSVC001": "active"}
+        self.scoped_denied: set[str] = set()  # paths a scoped OAuth token may not read (403)
 
     def error(self, status: int, message: str) -> httpx.Response:
         return self.json_response(status, {"error": {"message": message, "code": 2000 + status}})
@@ -80,6 +96,26 @@ class PagerDutyDouble(ServiceDouble):
             self.notes[iid].append(note)
             return note
 
+    def _list_users(self, query: str) -> httpx.Response:
+        """`query` matches names and email addresses, case-insensitively, as PagerDuty does."""
+        page = copy.deepcopy(_example("/users"))
+        template = page["users"][0]
+        found = []
+        for email, (uid, name, role) in self.users.items():
+            if query.lower() in email.lower() or query.lower() in name.lower():
+                found.append({**template, "id": uid, "name": name, "summary": name, "email": email, "role": role,
+                              "self": f"{API}/users/{uid}", "html_url": f"https://acme.pagerduty.com/users/{uid}"})
+        page.update(users=found, total=None, more=False)
+        return self.json_response(200, page)
+
+    def _service(self, sid: str) -> httpx.Response:
+        if sid not in self.services:
+            return self.error(404, "Not Found")
+        svc = copy.deepcopy(_example("/services/{id}"))
+        svc["service"].update(id=sid, name="payments", summary="payments", status=self.services[sid],
+                              self=f"{API}/services/{sid}")
+        return self.json_response(200, svc)
+
     # ---- routes ------------------------------------------------------------------------------------
     def route(self, request: httpx.Request) -> httpx.Response:
         m, path = request.method, request.url.path
@@ -95,6 +131,13 @@ class PagerDutyDouble(ServiceDouble):
                 return self.error(400, "Invalid JSON")
         else:
             body = {}
+        if m == "GET" and path in self.scoped_denied:
+            return self.error(403, "Access Denied")
+        if path == "/users" and m == "GET":
+            return self._list_users(request.url.params.get("query", ""))
+        ms = re.fullmatch(r"/services/([A-Z0-9]+)", path)
+        if ms and m == "GET":
+            return self._service(ms.group(1))
         if path == "/incidents" and m == "GET":
             key = request.url.params.get("incident_key")
             found = [i for i in self.incidents.values() if key is None or i["incident_key"] == key]

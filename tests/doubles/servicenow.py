@@ -53,6 +53,21 @@ def query(rows: list[dict[str, Any]], q: str) -> list[dict[str, Any]]:
     return out
 
 
+INCIDENT_CHOICES = {
+    "state": {"1": "New", "2": "In Progress", "3": "On Hold", "6": "Resolved", "7": "Closed", "8": "Canceled"},
+    "close_code": {v: v for v in ("Solved (Work Around)", "Solved (Permanently)", "Solved Remotely (Work Around)",
+                                  "Solved Remotely (Permanently)", "Not Solved (Not Reproducible)",
+                                  "Not Solved (Too Costly)", "Closed/Resolved by Caller")},
+}
+
+
+def _choices() -> list[dict[str, Any]]:
+    """The out-of-the-box incident state and close code choices (sys_choice rows, all values strings)."""
+    return [{"sys_id": uuid.uuid4().hex, "name": "incident", "element": element, "value": value, "label": label,
+             "language": "en", "inactive": "false"}
+            for element, values in INCIDENT_CHOICES.items() for value, label in values.items()]
+
+
 class ServiceNowDouble(ServiceDouble):
     service = "servicenow"
     spec_name = "servicenow"
@@ -61,7 +76,9 @@ class ServiceNowDouble(ServiceDouble):
     def __init__(self, *, user: str = "sharedctx.bot", password: str = "sn-test-pass", validate: bool = True) -> None:
         super().__init__(validate=validate)
         self.user, self.password = user, password
-        self.tables: dict[str, list[dict[str, Any]]] = {"incident": [], "sys_journal_field": []}
+        self.tables: dict[str, list[dict[str, Any]]] = {"incident": [], "sys_journal_field": [],
+                                                        "sys_choice": _choices()}
+        self.denied_tables: set[str] = set()  # a table-level ACL refuses them: 403 User Not Authorized
         self._n = 10000
 
     def error(self, status: int, message: str, detail: str | None = None) -> httpx.Response:
@@ -110,6 +127,8 @@ class ServiceNowDouble(ServiceDouble):
         if not m or m.group(1) not in self.tables:
             return self.error(400, "Invalid table")
         table, sys_id = m.group(1), m.group(2)
+        if table in self.denied_tables:
+            return self.error(403, "User Not Authorized", "Failed API level ACL Validation")
         body: dict[str, Any] = {}
         if request.method in ("POST", "PATCH", "PUT"):
             if request.headers.get("content-type", "").split(";")[0] != "application/json":
