@@ -234,6 +234,19 @@ def test_redaction_is_idempotent_on_random_fragments(text: str) -> None:
     assert R.redact(once) == once
 
 
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "-----BEGIN RSA PRIVATE KEY-------password password",  # found by hypothesis: `--password` after a placeholder
+        "-----BEGIN RSA PRIVATE KEY-----Authorization: password",
+    ],
+)
+def test_a_placeholder_that_exposes_a_secret_is_redacted_in_the_same_call(text: str) -> None:
+    once = R.redact(text)
+    assert R.redact(once) == once
+    assert "password" not in once.rsplit("]", 1)[-1]  # what followed the key block is gone too
+
 # ---------------------------------------------------------------------------------------- user patterns
 
 

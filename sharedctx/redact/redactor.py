@@ -42,6 +42,9 @@ def _all_joined(text: str) -> str:
 _ATOMS = (bool, int, float, Enum, datetime, date, time, timedelta, bytes, type(None))
 
 
+_MAX_PASSES = 8  # each pass that finds something replaces at least one span; 8 is far past any seen
+
+
 class Redactor:
     """Finds credentials in text and replaces them with `[REDACTED:<type>]`. Thread-safe, stateless.
 
@@ -92,20 +95,28 @@ class Redactor:
         return _merge(found) if decoded_any else found
 
     def redact(self, text: str) -> str:
-        """`text` with every credential replaced by its typed placeholder; the same object if none is found."""
+        """`text` with every credential replaced by its typed placeholder; the same object if none is found.
+
+        The result is a fixed point: redacting it again changes nothing. A placeholder ends with `]`, a
+        boundary the replaced text may not have had (`-----BEGIN … KEY-------password x`: the CLI-flag
+        detector needs a boundary before `--password`), so a replacement can expose a secret the first pass
+        could not see. Passes repeat until nothing more is found; only text that held a secret pays.
+        """
         if not text:
             return text
-        findings = self.find(text)
-        if not findings:
-            return text
-        parts: list[str] = []
-        pos = 0
-        for f in findings:
-            parts.append(text[pos : f.start])
-            parts.append(placeholder(f.type))
-            pos = f.end
-        parts.append(text[pos:])
-        return "".join(parts)
+        for _ in range(_MAX_PASSES):
+            findings = self.find(text)
+            if not findings:
+                return text
+            parts: list[str] = []
+            pos = 0
+            for f in findings:
+                parts.append(text[pos : f.start])
+                parts.append(placeholder(f.type))
+                pos = f.end
+            parts.append(text[pos:])
+            text = "".join(parts)
+        return text
 
     # --------------------------------------------------------------------------------------- values
     def redact_value(self, obj: Any) -> Any:
