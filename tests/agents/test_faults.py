@@ -59,10 +59,10 @@ def partner_summary(entries: list[Entry]) -> Entry:
 async def test_a_partner_that_hangs_is_recorded_as_timed_out_and_the_others_answers_are_used(
     ctx: SharedContext,
 ) -> None:
-    entries = await investigate(ctx, [faulty("hang", "query_metrics", timeout=2)])
+    entries = await investigate(ctx, [faulty("hang", "query_metrics", timeout=5)])
     [note] = notes(entries)
     assert note.title == "Partner faulty-hang did not answer in time (query_metrics)"
-    assert "no answer within 2s" in note.body
+    assert "no answer within 5s" in note.body
     assert note.attrs["error_kind"] == "timeout"
     assert partner_summary(entries).title == "Partner findings: 2 answered, 1 failed"
     # search_logs + analyze_spans still point at the bad payments deploy
