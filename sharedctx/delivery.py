@@ -91,6 +91,7 @@ class Worker:
         self._threads: list[threading.Thread] = []
         self._bind_locks: dict[tuple[str, str], threading.Lock] = {}
         self._bind_locks_guard = threading.Lock()
+        self._bound: dict[tuple[str, str], ThreadRef] = {}  # (backend, case id) -> its thread, once bound
         # deliveries in flight: id -> (fencing token, set when the heartbeat found the lease lost)
         self._inflight: dict[int, tuple[int, threading.Event]] = {}
         self._inflight_lock = threading.Lock()
@@ -133,9 +134,10 @@ class Worker:
 
     # -- one lane ---------------------------------------------------------------------------------
     def _lane(self, name: str) -> None:
+        worked = False
         while not self._stop.is_set():
             try:
-                worked = self.step(name)
+                worked = self.step(name, probe=not worked)
             except Exception:  # the store itself failed; never let a lane die silently
                 log.exception("delivery lane %s failed; retrying in a moment", name)
                 worked = False
@@ -167,13 +169,15 @@ class Worker:
             if not self._stop.is_set():
                 cond.wait(wait)
 
-    def step(self, name: str) -> bool:
-        """Claim and deliver at most one due delivery for backend `name`. True if one was handled."""
+    def step(self, name: str, *, probe: bool = True) -> bool:
+        """Claim and deliver at most one due delivery for backend `name`. True if one was handled.
+
+        `probe` first asks, with a read, whether anything is due, so idle lanes never contend for the write
+        lock (SQLite) to find out; a lane that has just delivered skips it and claims at once. A stopped
+        backend has nothing claimable (the claim query checks its state)."""
         if self._paused_until.get(name, 0.0) > time.time():
             return False
-        if not self.store.has_due(name):  # a read: idle lanes never contend for the write lock
-            return False
-        if self.store.get_backend_state(name).state == "stopped":
+        if probe and not self.store.has_due(name):
             return False
         claimed = self.store.claim(name, self.owner, 1, self.settings.lease_seconds)
         for d in claimed:
@@ -234,7 +238,18 @@ class Worker:
         return changed
 
     # -- one delivery -----------------------------------------------------------------------------
-    def _thread(self, backend: Backend, case: CaseRecord) -> ThreadRef:
+    def _thread(self, backend: Backend, case_id: str) -> ThreadRef:
+        """The case's thread on `backend`: bound once, then remembered (a binding never changes)."""
+        known = self._bound.get((backend.name, case_id))
+        if known is not None:
+            return known
+        thread = self._bind(backend, self.store.get_case(case_id))
+        if len(self._bound) >= 100_000:  # a long-lived worker: forget old cases rather than grow forever
+            self._bound.clear()
+        self._bound[(backend.name, case_id)] = thread
+        return thread
+
+    def _bind(self, backend: Backend, case: CaseRecord) -> ThreadRef:
         bound = case.bindings.get(backend.name)
         if bound:
             return ThreadRef.model_validate(bound)
@@ -256,7 +271,7 @@ class Worker:
         """The only code that talks to a backend about a delivery (see the module docstring)."""
         if not self.store.mark_attempted(d.id, d.lease_token):
             raise LeaseLost(f"delivery {d.id}: claimed by another worker before it was sent")
-        thread = self._thread(backend, self.store.get_case(d.case_id))
+        thread = self._thread(backend, d.case_id)
         ref = backend.lookup(thread, entry.id) if d.sent_possibly else None
         if ref is None:
             if lost.is_set():
