@@ -127,9 +127,16 @@ class PostgresStore(SQLStore):
         with self._autocommit() as conn:
             return conn.execute(translate(sql), params or None).fetchall()
 
-    def _update(self, sql: str, params: Any) -> int:
+    def _update(self, sql: str, params: Any, *, durable: bool = True) -> int:
         with self._autocommit() as conn:
-            return int(conn.execute(translate(sql), params or None).rowcount)
+            if durable:
+                return int(conn.execute(translate(sql), params or None).rowcount)
+            # SET LOCAL ends with the transaction, whatever happens: the pooled connection goes back with
+            # synchronous commits on. The pipeline sends the four statements in one network round trip.
+            with conn.pipeline(), conn.transaction():
+                conn.execute("SET LOCAL synchronous_commit = off")
+                cur = conn.execute(translate(sql), params or None)
+            return int(cur.rowcount)
 
     def _one(self, sql: str, params: Any) -> list[Any]:
         with self._autocommit() as conn:

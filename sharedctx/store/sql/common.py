@@ -168,7 +168,10 @@ class SQLBase:
     def _q(self, sql: str, params: Any = ()) -> list[Any]:
         raise NotImplementedError
 
-    def _update(self, sql: str, params: Any) -> int:
+    def _update(self, sql: str, params: Any, *, durable: bool = True) -> int:
+        """One writing statement; the number of rows it changed. `durable=False` lets PostgreSQL answer
+        before the commit is flushed to disk, for a change that is safe to lose in a database crash
+        (see `OutboxSQL.mark_delivered`); SQLite commits as it is configured either way."""
         with self._tx() as c:
             return int(c.execute(sql, params).rowcount)
 

@@ -80,7 +80,8 @@ class OutboxSQL(SQLBase):
         )
         return bool(rows)
 
-    def _fenced(self, sql: str, params: Sequence[Any], delivery_id: int, token: int | None) -> bool:
+    def _fenced(self, sql: str, params: Sequence[Any], delivery_id: int, token: int | None, *,
+                durable: bool = True) -> bool:
         """Run a state change on one delivery, only while `token` is still its lease token.
 
         The one choke point for outbox state changes: True if the row changed, False if the lease was
@@ -91,7 +92,7 @@ class OutboxSQL(SQLBase):
         if token is not None:
             where += " AND lease_token=?"
             args.append(token)
-        return self._update(sql + where, args) == 1
+        return self._update(sql + where, args, durable=durable) == 1
 
     def mark_attempted(self, delivery_id: int, token: int) -> bool:
         """Commit "this delivery may have been sent" before any network I/O for it (see migration 0004)."""
@@ -99,12 +100,17 @@ class OutboxSQL(SQLBase):
 
     def renew_lease(self, delivery_id: int, token: int, lease_seconds: float) -> bool:
         """Heartbeat: push the lease out while the delivery is in flight; False if it was lost."""
-        return self._fenced("UPDATE outbox SET lease_until=?", (time.time() + lease_seconds,), delivery_id, token)
+        return self._fenced("UPDATE outbox SET lease_until=?", (time.time() + lease_seconds,), delivery_id, token,
+                            durable=False)  # a renewal lost in a crash only shortens a lease
 
     def mark_delivered(self, delivery_id: int, external: dict[str, Any], *, token: int | None = None) -> bool:
+        """Record a delivery as done. Not waited for on disk (PostgreSQL: no fsync on the delivery's path):
+        a database crash that loses this commit leaves the row pending with `sent_possibly` already durable,
+        so the next attempt finds the copy by `lookup` and adopts it. No later entry of the case can have
+        been sent meanwhile: its claim saw this commit, so its own durable commits flush this one first."""
         return self._fenced(
             "UPDATE outbox SET state='delivered', delivered_at=?, external=?, lease_until=NULL, last_error=NULL",
-            (time.time(), json.dumps(self.redactor.sanitize(external))), delivery_id, token,
+            (time.time(), json.dumps(self.redactor.sanitize(external))), delivery_id, token, durable=False,
         )  # fmt: skip
 
     def reschedule(
