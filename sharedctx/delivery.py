@@ -109,13 +109,23 @@ class Worker:
                 self._threads.append(t)
         return self
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 5.0) -> int:
+        """Drain: claim nothing more, let every delivery in flight finish (up to `timeout` seconds).
+
+        A delivery in flight always ends in a fenced state change that gives its lease back (delivered,
+        rescheduled, released or buried), so after a complete drain this process holds no lease and another
+        worker can claim the rest at once. Returns how many deliveries were still in flight when `timeout`
+        ran out: those are never released early (their request may still land; an early release would let
+        another worker send a second copy before the first arrives). Their leases run out as after a
+        `kill -9`, and the next claim reconciles by `lookup` (`sent_possibly`)."""
         self._stop.set()
         self.wake()
         deadline = time.monotonic() + timeout
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
         self._threads.clear()
+        with self._inflight_lock:
+            return len(self._inflight)
 
     @property
     def running(self) -> bool:
