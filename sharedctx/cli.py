@@ -608,7 +608,8 @@ def worker(
         if metrics_port is not None:
             srv = serve_metrics(ctx.store, ctx.backend_names, metrics_host, metrics_port)
             err.print(f"metrics at http://{metrics_host}:{srv.server_port}/metrics")
-        ctx.worker.on_event = lambda what, d, detail: err.print(f"{what:9} {d.backend} {d.case_id}#{d.seq} {detail}")
+        ctx.worker.on_event = lambda what, d, detail: err.print(  # plain: error texts are not rich markup
+            f"{what:9} {d.backend} {d.case_id}#{d.seq} {detail}", markup=False, highlight=False)
         ctx.worker.start()
         from .humans import Poller, human_settings
 
