@@ -631,7 +631,8 @@ def worker(
             err.print(f"{left} deliveries still in flight after {drain_timeout:g} s: their leases run out on their "
                       "own and the next worker checks whether they landed before sending")
             raise typer.Exit(1)
-        err.print("stopped: no delivery in flight, no lease held")
+        err.print(f"stopped: no delivery in flight, no lease held ({ctx.worker.delivered} deliveries, "
+                  f"{ctx.worker.empty_claims} empty claims)")
 
 
 def _drain_on_signals() -> threading.Event:

@@ -97,6 +97,8 @@ class Worker:
         self._inflight_lock = threading.Lock()
         self._heartbeat: threading.Thread | None = None
         self.lost_leases = 0  # results dropped because another claim took the row over
+        self.delivered = 0  # deliveries this worker finished (any outcome), for its stop report
+        self.empty_claims = 0  # claims that found nothing, so their lane went idle
         self.checkpoint_every = 60.0  # seconds between checkpoints of case heads (sharedctx.verify)
         self._next_checkpoint = time.monotonic() + self.checkpoint_every
 
@@ -192,6 +194,8 @@ class Worker:
         claimed = self.store.claim(name, self.owner, 1, self.settings.lease_seconds)
         for d in claimed:
             self._deliver(self.backends[name], d)
+        self.delivered += len(claimed)
+        self.empty_claims += not claimed
         return bool(claimed)
 
     def run_once(self, max_rounds: int = 10_000) -> int:
