@@ -246,9 +246,9 @@ def one_run(admin: str, folder: Path, workers: int, shape: str, cases: int, entr
         with server._lock:
             first, last = (min(server.arrivals), max(server.arrivals)) if server.arrivals else (start, start)
         result.seconds = last - first  # the first copy stored to the last: workers notice the gate at their next poll
-        result.deliveries = server.stored() - 1
+        result.deliveries = server.stored() - 1  # copies stored after the first one, in that window
         times = sorted(server.answer_times)
-        result.answer_p50, result.answer_p90 = times[len(times) // 2], times[len(times) * 9 // 10]  # copies stored after the first one, in that window
+        result.answer_p50, result.answer_p90 = times[len(times) // 2], times[len(times) * 9 // 10]
         result.worker_cpu = sum(_cpu(p.proc.pid) for p in procs) - cpu_at_start
         result.bench_cpu = time.process_time() - bench_at_start
         result.pg_cpu = _pg_cpu(url, name) - pg_at_start
