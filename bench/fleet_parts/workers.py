@@ -5,7 +5,8 @@ after 50 ms (HTTP/1.1 keep-alive, OpenAPI checks off so the double's CPU stays s
 
 - prefilled: `cases × entries` findings are recorded (interleaved at random across cases) before the
   workers start;
-- producer:  half are recorded first, the other half by a steady producer while the workers run.
+- producer:  half are recorded first, the other half by a steady producer (a process of its own) while
+  the workers run.
 
 The workers start with the backend marked *stopped* (a real product state: every worker skips it), so the
 slow start of N Python processes on a loaded machine is not timed. Then the bench marks it running; the
@@ -18,6 +19,7 @@ Counted on the double's own storage, never on what the workers say: duplicates a
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -148,7 +150,7 @@ class Run:
     leases_left: int = 0
     stop_seconds: float = 0.0
     worker_cpu: float = 0.0  # CPU seconds the worker processes used while delivering
-    bench_cpu: float = 0.0  # CPU seconds of this process (the double and the producer) in the same window
+    bench_cpu: float = 0.0  # CPU seconds of this process (the double) in the same window
     pg_cpu: float = 0.0  # CPU seconds of the PostgreSQL backends serving the run's database
     answer_p50: float = 0.0  # the double's own time per request (50 ms asked; more means it was starved)
     answer_p90: float = 0.0
@@ -225,24 +227,19 @@ def one_run(admin: str, folder: Path, workers: int, shape: str, cases: int, entr
         procs = [_Proc(config, folder, i, own_session) for i in range(workers)]
         for p in procs:
             p.wait_ready()
+        producer_ready = _producer_start(config, folder, [opened[c].id for c in rest]) if rest else None
         cpu_at_start = sum(_cpu(p.proc.pid) for p in procs)
         bench_at_start = time.process_time()
         pg_at_start = _pg_cpu(url, name)
         start = time.monotonic()
         ctx.store.set_backend_state("github", "running", None)
 
-        def produce() -> None:  # a steady producer: the second half at ~PRODUCER_RATE entries/s, across all cases
-            for i, c in enumerate(rest):
-                opened[c].record(EntryKind.FINDING, "fleet finding", "y" * rng.randrange(0, 300),
-                                 author="primary:fleet")
-                time.sleep(max(0.0, start + (i + 1) / PRODUCER_RATE - time.monotonic()))
-
-        producer = threading.Thread(target=produce, daemon=True)
-        producer.start()
+        producer = _producer_go(producer_ready) if producer_ready is not None else None
         deadline = start + 600
         while server.stored() < total and time.monotonic() < deadline:
             time.sleep(0.02)
-        producer.join()
+        if producer is not None:
+            _wait(producer, 30)
         with server._lock:
             first, last = (min(server.arrivals), max(server.arrivals)) if server.arrivals else (start, start)
         result.seconds = last - first  # the first copy stored to the last: workers notice the gate at their next poll
@@ -269,6 +266,44 @@ def one_run(admin: str, folder: Path, workers: int, shape: str, cases: int, entr
         server.close()
         _drop(admin, name)
     return result
+
+
+def _producer_start(config: Path, folder: Path, case_ids: list[str]) -> subprocess.Popen[bytes]:
+    """The steady producer: its own process and session, as an agent recording is; ready when it says so."""
+    plan = folder / "produce.json"
+    plan.write_text(json.dumps(case_ids))
+    env = {**os.environ, "FLEET_GITHUB_TOKEN": TOKEN,
+           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen([sys.executable, "-m", "bench.fleet_parts.workers", "produce", str(config), str(plan)],
+                            cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            start_new_session=True)
+    assert proc.stdout is not None
+    if proc.stdout.readline().strip() != b"ready":
+        raise RuntimeError(f"the producer did not start (exit {proc.wait()})")
+    return proc
+
+
+def _producer_go(proc: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+    assert proc.stdin is not None
+    proc.stdin.write(b"go\n")
+    proc.stdin.close()
+    return proc
+
+
+def produce(config: str, plan: str) -> None:
+    """`python -m bench.fleet_parts.workers produce CONFIG PLAN`: record one finding per case id in PLAN (a
+    JSON list) at PRODUCER_RATE entries/s, starting when stdin says "go"."""
+    ctx = SharedContext.open(load_config(Path(config)), worker=False)
+    case_ids = json.loads(Path(plan).read_text())
+    cases = {cid: ctx.case(cid) for cid in set(case_ids)}
+    rng = random.Random(7)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    start = time.monotonic()
+    for i, cid in enumerate(case_ids):
+        cases[cid].record(EntryKind.FINDING, "fleet finding", "y" * rng.randrange(0, 300), author="primary:fleet")
+        time.sleep(max(0.0, start + (i + 1) / PRODUCER_RATE - time.monotonic()))
+    ctx.close()
 
 
 def _cpu(pid: int) -> float:
@@ -369,8 +404,13 @@ def run(pg_url: str, quick: bool) -> Section:
     section.notes.extend(loads)
     section.notes.append(f"the double's own time per request, p50/p90 ms, run by run: {', '.join(answers)}")
     section.notes.append(
-        f"{os.cpu_count()} CPUs; workers at the default [worker] settings (4 deliveries in flight each); the double "
-        "and the producer run in the bench process. Each worker runs in a session of its own, as services do; "
+        f"{os.cpu_count()} CPUs; workers at the default [worker] settings (4 deliveries in flight each); the "
+        "double runs in the bench process, the producer in a process of its own. Each worker runs in a session "
+        "of its own, as services do; "
         "'one session' forks them into the bench's session, where Linux autogroup scheduling gives all of them "
         "one CPU share together (shown, not graded)")
     return section
+
+
+if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "produce":
+    produce(sys.argv[2], sys.argv[3])
