@@ -213,28 +213,30 @@ def one_run(admin: str, folder: Path, workers: int, shape: str, cases: int, entr
     config.write_text(_config(url, server.url, concurrency))
     ctx = SharedContext.open(load_config(config), worker=False)
     procs: list[_Proc] = []
+    producer: subprocess.Popen[bytes] | None = None
     try:
         ctx.store.set_backend_state("github", "stopped", "fleet bench: gate closed until every worker is up")
         opened = [ctx.open_case(f"fleet case {c}", service="checkout", severity="critical", fingerprint=f"fleet-{c}")
                   for c in range(cases)]
         plan = [c for c in range(cases) for _ in range(entries)]
         rng.shuffle(plan)
-        first = plan if shape == "prefilled" else plan[: len(plan) // 2]
+        backlog = plan if shape == "prefilled" else plan[: len(plan) // 2]
         rest = [] if shape == "prefilled" else plan[len(plan) // 2:]
-        for c in first:
+        for c in backlog:
             opened[c].record(EntryKind.FINDING, "fleet finding", "x" * rng.randrange(0, 300), author="primary:fleet")
-        total = ctx.store.outbox_counts()["github"]["pending"] + len(rest)  # opening entries included
+        total = ctx.store.outbox_counts()["github"]["pending"] + len(rest)  # copies to wait for
         procs = [_Proc(config, folder, i, own_session) for i in range(workers)]
         for p in procs:
             p.wait_ready()
-        producer_ready = _producer_start(config, folder, [opened[c].id for c in rest]) if rest else None
+        producer = _producer_start(config, folder, [opened[c].id for c in rest]) if rest else None
         cpu_at_start = sum(_cpu(p.proc.pid) for p in procs)
         bench_at_start = time.process_time()
         pg_at_start = _pg_cpu(url, name)
         start = time.monotonic()
         ctx.store.set_backend_state("github", "running", None)
 
-        producer = _producer_go(producer_ready) if producer_ready is not None else None
+        if producer is not None:
+            _producer_go(producer)
         deadline = start + 600
         while server.stored() < total and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -258,10 +260,10 @@ def one_run(admin: str, folder: Path, workers: int, shape: str, cases: int, entr
             "SELECT count(*) FROM outbox WHERE state='pending' AND lease_until IS NOT NULL")[0][0])
         _count(ctx, double, opened, result)
     finally:
-        for p in procs:
-            if p.proc.poll() is None:
-                p.proc.kill()
-                p.proc.wait()
+        for child in [p.proc for p in procs] + ([producer] if producer is not None else []):
+            if child.poll() is None:
+                child.kill()
+                child.wait()
         ctx.close()
         server.close()
         _drop(admin, name)
