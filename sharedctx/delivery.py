@@ -91,11 +91,14 @@ class Worker:
         self._threads: list[threading.Thread] = []
         self._bind_locks: dict[tuple[str, str], threading.Lock] = {}
         self._bind_locks_guard = threading.Lock()
+        self._bound: dict[tuple[str, str], ThreadRef] = {}  # (backend, case id) -> its thread, once bound
         # deliveries in flight: id -> (fencing token, set when the heartbeat found the lease lost)
         self._inflight: dict[int, tuple[int, threading.Event]] = {}
         self._inflight_lock = threading.Lock()
         self._heartbeat: threading.Thread | None = None
         self.lost_leases = 0  # results dropped because another claim took the row over
+        self.delivered = 0  # deliveries this worker finished (any outcome), for its stop report
+        self.empty_claims = 0  # claims that found nothing, so their lane went idle
         self.checkpoint_every = 60.0  # seconds between checkpoints of case heads (sharedctx.verify)
         self._next_checkpoint = time.monotonic() + self.checkpoint_every
 
@@ -108,13 +111,23 @@ class Worker:
                 self._threads.append(t)
         return self
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 5.0) -> int:
+        """Drain: claim nothing more, let every delivery in flight finish (up to `timeout` seconds).
+
+        A delivery in flight always ends in a fenced state change that gives its lease back (delivered,
+        rescheduled, released or buried), so after a complete drain this process holds no lease and another
+        worker can claim the rest at once. Returns how many deliveries were still in flight when `timeout`
+        ran out: those are never released early (their request may still land; an early release would let
+        another worker send a second copy before the first arrives). Their leases run out as after a
+        `kill -9`, and the next claim reconciles by `lookup` (`sent_possibly`)."""
         self._stop.set()
         self.wake()
         deadline = time.monotonic() + timeout
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
         self._threads.clear()
+        with self._inflight_lock:
+            return len(self._inflight)
 
     @property
     def running(self) -> bool:
@@ -133,9 +146,10 @@ class Worker:
 
     # -- one lane ---------------------------------------------------------------------------------
     def _lane(self, name: str) -> None:
+        worked = False
         while not self._stop.is_set():
             try:
-                worked = self.step(name)
+                worked = self.step(name, probe=not worked)
             except Exception:  # the store itself failed; never let a lane die silently
                 log.exception("delivery lane %s failed; retrying in a moment", name)
                 worked = False
@@ -167,17 +181,21 @@ class Worker:
             if not self._stop.is_set():
                 cond.wait(wait)
 
-    def step(self, name: str) -> bool:
-        """Claim and deliver at most one due delivery for backend `name`. True if one was handled."""
+    def step(self, name: str, *, probe: bool = True) -> bool:
+        """Claim and deliver at most one due delivery for backend `name`. True if one was handled.
+
+        `probe` first asks, with a read, whether anything is due, so idle lanes never contend for the write
+        lock (SQLite) to find out; a lane that has just delivered skips it and claims at once. A stopped
+        backend has nothing claimable (the claim query checks its state)."""
         if self._paused_until.get(name, 0.0) > time.time():
             return False
-        if not self.store.has_due(name):  # a read: idle lanes never contend for the write lock
-            return False
-        if self.store.get_backend_state(name).state == "stopped":
+        if probe and not self.store.has_due(name):
             return False
         claimed = self.store.claim(name, self.owner, 1, self.settings.lease_seconds)
         for d in claimed:
             self._deliver(self.backends[name], d)
+        self.delivered += len(claimed)
+        self.empty_claims += not claimed
         return bool(claimed)
 
     def run_once(self, max_rounds: int = 10_000) -> int:
@@ -234,7 +252,18 @@ class Worker:
         return changed
 
     # -- one delivery -----------------------------------------------------------------------------
-    def _thread(self, backend: Backend, case: CaseRecord) -> ThreadRef:
+    def _thread(self, backend: Backend, case_id: str) -> ThreadRef:
+        """The case's thread on `backend`: bound once, then remembered (a binding never changes)."""
+        known = self._bound.get((backend.name, case_id))
+        if known is not None:
+            return known
+        thread = self._bind(backend, self.store.get_case(case_id))
+        if len(self._bound) >= 100_000:  # a long-lived worker: forget old cases rather than grow forever
+            self._bound.clear()
+        self._bound[(backend.name, case_id)] = thread
+        return thread
+
+    def _bind(self, backend: Backend, case: CaseRecord) -> ThreadRef:
         bound = case.bindings.get(backend.name)
         if bound:
             return ThreadRef.model_validate(bound)
@@ -256,7 +285,7 @@ class Worker:
         """The only code that talks to a backend about a delivery (see the module docstring)."""
         if not self.store.mark_attempted(d.id, d.lease_token):
             raise LeaseLost(f"delivery {d.id}: claimed by another worker before it was sent")
-        thread = self._thread(backend, self.store.get_case(d.case_id))
+        thread = self._thread(backend, d.case_id)
         ref = backend.lookup(thread, entry.id) if d.sent_possibly else None
         if ref is None:
             if lost.is_set():

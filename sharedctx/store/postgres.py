@@ -108,12 +108,39 @@ class PostgresStore(SQLStore):
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL error: {exc}") from exc
 
-    def _q(self, sql: str, params: Any = ()) -> list[Any]:
+    @contextmanager
+    def _autocommit(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection for one statement on its own, which is atomic by itself: without the BEGIN
+        and COMMIT round trips a transaction block costs (three round trips become one). The worker's
+        claims, marks and reads are all single statements (issue 13: fewer hops per delivery)."""
         try:
             with self._pool.connection() as conn:
-                return conn.execute(translate(sql), params or None).fetchall()
+                conn.autocommit = True
+                try:
+                    yield conn
+                finally:
+                    conn.autocommit = False
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL error: {exc}") from exc
+
+    def _q(self, sql: str, params: Any = ()) -> list[Any]:
+        with self._autocommit() as conn:
+            return conn.execute(translate(sql), params or None).fetchall()
+
+    def _update(self, sql: str, params: Any, *, durable: bool = True) -> int:
+        with self._autocommit() as conn:
+            if durable:
+                return int(conn.execute(translate(sql), params or None).rowcount)
+            # SET LOCAL ends with the transaction, whatever happens: the pooled connection goes back with
+            # synchronous commits on. (Four cheap round trips; the fsync they spare is the expensive part.)
+            with conn.transaction():
+                conn.execute("SET LOCAL synchronous_commit = off")
+                cur = conn.execute(translate(sql), params or None)
+            return int(cur.rowcount)
+
+    def _one(self, sql: str, params: Any) -> list[Any]:
+        with self._autocommit() as conn:
+            return conn.execute(translate(sql), params or None).fetchall()
 
     def close(self) -> None:
         self._pool.close()

@@ -34,14 +34,6 @@ CASE_COLS = (
 )
 
 
-# A delivery is claimable when it is due, not leased, and the head of its (case, backend) line;
-# held rows (waiting for a human decision) do not block the line.
-CLAIMABLE = """o.state = 'pending' AND o.backend = :backend AND o.next_attempt_at <= :now
-      AND (o.lease_until IS NULL OR o.lease_until < :now)
-      AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.case_id = o.case_id
-          AND p.backend = o.backend AND p.state = 'pending' AND p.seq < o.seq
-          AND COALESCE(p.last_error_kind, '') <> 'held')"""
-
 # `/metrics` reads this at every scrape: per backend, what waits, what is dead, and since when the
 # oldest non-held row waits. Delivered rows are skipped, so it reads the live part of the outbox only.
 OUTBOX_HEALTH_SQL = """SELECT backend,
@@ -176,7 +168,15 @@ class SQLBase:
     def _q(self, sql: str, params: Any = ()) -> list[Any]:
         raise NotImplementedError
 
-    def _update(self, sql: str, params: Any) -> int:
+    def _update(self, sql: str, params: Any, *, durable: bool = True) -> int:
+        """One writing statement; the number of rows it changed. `durable=False` lets PostgreSQL answer
+        before the commit is flushed to disk, for a change that is safe to lose in a database crash
+        (see `OutboxSQL.mark_delivered`); SQLite commits as it is configured either way."""
         with self._tx() as c:
             return int(c.execute(sql, params).rowcount)
+
+    def _one(self, sql: str, params: Any) -> list[Any]:
+        """Run one writing statement that returns rows (atomic on its own; PostgreSQL skips BEGIN/COMMIT)."""
+        with self._tx() as c:
+            return list(c.execute(sql, params).fetchall())
 
