@@ -12,7 +12,6 @@ worker. From asyncio code use `await case.arecord(...)`, which runs the same cal
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
 import time
@@ -27,7 +26,6 @@ from .backends import make_backend
 from .backends.base import Backend
 from .config import Config, load_config
 from .decisions import HOLD_ATTR, Decision, approves, check_answer, counts, get_decision
-from .delivery import BackendDrain, DrainReport, Worker
 from .errors import CaseNotFound, ConfigError, EntryNotFound, InvalidEntry, SharedCtxError, validation_problems
 from .model import (
     SYSTEM,
@@ -40,7 +38,6 @@ from .model import (
     Evidence,
     VerifyReport,
 )
-from .observability import RECORD_SECONDS, span, timed
 from .redact import Redactor
 from .store.base import SearchFilters, Store, open_store
 
@@ -48,8 +45,23 @@ from .store.base import SearchFilters, Store, open_store
 DEFERRED_STATUS_ATTR = "status_on_approval"
 
 if TYPE_CHECKING:
+    from .delivery import DrainReport, Worker
     from .handoff import Handoff
     from .search import CaseResult, SearchResult
+
+
+_obs: Any = None
+
+
+def _observability() -> Any:
+    """`sharedctx.observability`, imported on the first `record()`: it loads prometheus-client and
+    OpenTelemetry, which a command that only reads never needs (issue 13, fast CLI)."""
+    global _obs
+    if _obs is None:
+        from . import observability
+
+        _obs = observability
+    return _obs
 
 
 _ID_RE = re.compile(r"^[0-9A-Za-z_-]{1,64}$")  # what an entry id can look like (ours are ULIDs)
@@ -151,6 +163,8 @@ class Case:
 
     async def arecord(self, *args: Any, **kwargs: Any) -> Entry:
         """`record()` for asyncio code: the same call, off the event loop."""
+        import asyncio  # here, not at the top: a CLI command that never awaits should not import asyncio
+
         return await asyncio.to_thread(self.record, *args, **kwargs)
 
     async def request_decision(
@@ -235,10 +249,24 @@ class SharedContext:
         self.backends = dict(backends)
         self.backend_names = list(self.backends)
         self.default_author = Author(kind=config.agent.kind, name=config.agent.name)
-        self.worker = Worker(store, self.backends, config.worker)
+        self._worker: Worker | None = None
         self._appended = False
         if worker:
             self.worker.start()
+
+    @property
+    def worker(self) -> Worker:
+        """The delivery worker, built on first use: a command that only reads (`case list`) never imports the
+        delivery machinery and the metrics and tracing libraries behind it (issue 13, fast CLI)."""
+        if self._worker is None:
+            from .delivery import Worker
+
+            self._worker = Worker(self.store, self.backends, self.config.worker)
+        return self._worker
+
+    def _wake_worker(self) -> None:
+        if self._worker is not None and self._worker.running:
+            self._worker.wake()
 
     @classmethod
     def open(
@@ -266,7 +294,8 @@ class SharedContext:
         )
 
     def close(self) -> None:
-        self.worker.stop()
+        if self._worker is not None:
+            self._worker.stop()
         if self._appended:
             # The heads this process moved go into the checkpoint chain (truncation evidence, see
             # sharedctx.verify); a failure here must not hide the close, the next writer checkpoints them.
@@ -313,8 +342,7 @@ class SharedContext:
         )  # fmt: skip
         if created and draft is not None:
             self._appended = True
-            if self.worker.running:
-                self.worker.wake()
+            self._wake_worker()
         return Case(self, record, created=created)
 
     def case(self, case_id: str) -> Case:
@@ -355,9 +383,10 @@ class SharedContext:
         attrs: Mapping[str, Any] | None,
         status: CaseStatus | str | None,
     ) -> Entry:
+        obs = _observability()
         with (
-            timed(RECORD_SECONDS, outcome=True),
-            span("sharedctx.record", trace_id, {"sharedctx.case_id": case_id}) as s,
+            obs.timed(obs.RECORD_SECONDS, outcome=True),
+            obs.span("sharedctx.record", trace_id, {"sharedctx.case_id": case_id}) as s,
         ):
             draft, new_status = self._draft(
                 case_id, kind, title, body, evidence=evidence, author=author, ref=ref,
@@ -369,8 +398,7 @@ class SharedContext:
         self._appended = True
         if entry.kind == EntryKind.DECISION:
             self._apply_approved_status(entry)
-        if self.worker.running:
-            self.worker.wake()
+        self._wake_worker()
         return entry
 
     def _draft(
@@ -495,6 +523,8 @@ class SharedContext:
     def drain(self, timeout: float = 30.0) -> DrainReport:
         """Wait until nothing is due for delivery, then say per backend what was delivered, held, dead or
         stopped. The report is truthy only if everything deliverable was delivered (`if ctx.drain():`)."""
+        from .delivery import BackendDrain, DrainReport
+
         deadline = time.monotonic() + timeout
         timed_out = True
         while time.monotonic() < deadline:
