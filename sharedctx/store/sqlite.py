@@ -81,9 +81,13 @@ class SQLiteStore(SQLStore):
         self._closed = threading.Event()
         self._lock = threading.RLock()
         # group commit (see `append`): callers waiting to be written, and whether one of them is writing
-        self._group = threading.Condition(threading.Lock())
+        group_lock = threading.Lock()
+        self._group = threading.Condition(group_lock)  # followers wait here for their batch to commit
         self._queue: list[_Pending] = []
         self._leading = False
+        self._preparing = 0  # callers between entering `append` and joining the queue
+        self._last_batch = 0  # how many appends the last batch had: several means several callers at once
+        self._arrived = threading.Condition(group_lock)  # a gathering leader waits here for them
         memory = self.url == ":memory:"
         marker = None if memory else journal_marker(self.url)
         existed = not memory and os.path.exists(self.url)
@@ -406,6 +410,8 @@ class SQLiteStore(SQLStore):
             raise StoreError(f"could not open the case: {exc}; nothing was recorded") from exc
 
     # -- group commit ---------------------------------------------------------------------------
+    GATHER_WAIT = 0.001  # seconds a leader waits at most for callers still preparing (see `append`)
+
     def append(self, draft: EntryDraft, backends: Sequence[str], status: CaseStatus | None = None) -> Entry:
         """Append with group commit: appends that arrive while another is being written are written
         together, in ONE transaction with one COMMIT, by whichever caller is first in line (the leader).
@@ -425,18 +431,33 @@ class SQLiteStore(SQLStore):
         of the batch, and none of them was acknowledged. A lone append (the common case) has no savepoint
         and no hand-off: its caller is the leader of a batch of one.
         """
+        with self._group:
+            self._preparing += 1
         try:
             prepared = self._prepare_append(draft, backends, status)
-        except sqlite3.Error as exc:  # pragma: no cover - preparing touches no database
-            raise StoreError(_explain(self.url, "could not record the entry", exc)) from exc
+        except BaseException:
+            with self._group:
+                self._preparing -= 1
+                self._arrived.notify()
+            raise
         me = _Pending(prepared)
         with self._group:
+            self._preparing -= 1
             self._queue.append(me)
+            self._arrived.notify()
             while self._leading and not me.done:
                 self._group.wait()
             if me.done:  # a leader wrote it (or failed it) while we waited
                 return me.result()
             self._leading = True
+            if self._last_batch > 1 or self._preparing:
+                # Other callers are about to append (the last batch had several, or some are preparing right
+                # now): give them a moment to join this commit, as PostgreSQL's commit_delay does when
+                # commit_siblings are active. Waiting releases the GIL, which is what they need to get here.
+                # A lone caller never waits: its last batch had one append and nobody else is preparing.
+                want = max(self._last_batch, 2)
+                self._arrived.wait_for(lambda: len(self._queue) >= want, timeout=self.GATHER_WAIT)
+            self._last_batch = len(self._queue)
             batch, self._queue = self._queue, []
         try:
             self._write_batch(batch)
