@@ -263,7 +263,7 @@ class PreparedEntry:
     way, and a unit test compares the two on fuzzed entries.
     """
 
-    __slots__ = ("_head", "_order", "_segments", "draft")
+    __slots__ = ("_head", "_order", "_segments", "draft", "json")
 
     def __init__(self, draft: EntryDraft) -> None:
         self.draft = draft
@@ -273,6 +273,7 @@ class PreparedEntry:
             attrs=draft.attrs, prev_hash="", hash="",
         )  # fmt: skip
         payload = entry_payload(probe, with_hash=False)
+        self.json: dict[str, str] = {}  # each content value as serialised into the hash (the store reuses them)
         segments: list[str] = []
         order: list[str] = []
         part = "{"
@@ -284,7 +285,8 @@ class PreparedEntry:
                 part = ""
             else:
                 value = payload[key]
-                part += _encode_str(value) if type(value) is str else _canonical_json(value)
+                self.json[key] = text = _encode_str(value) if type(value) is str else _canonical_json(value)
+                part += text
         segments.append(part + "}")
         self._order = tuple(order)
         self._segments = tuple(segments)

@@ -105,9 +105,15 @@ def entry_params(entry: Entry) -> dict[str, Any]:
     return placed_entry_params(entry, static_entry_params(entry))
 
 
-def static_entry_params(entry: Entry | EntryDraft) -> dict[str, Any]:
+def static_entry_params(entry: Entry | EntryDraft, prepared: PreparedEntry | None = None) -> dict[str, Any]:
     """The stored columns that do not depend on where the entry lands on its chain (serialised before the
-    append's transaction)."""
+    append's transaction). With `prepared`, evidence and attrs are stored as the very JSON text that was
+    hashed (canonical: sorted keys, compact) instead of being serialised a second time; readers parse it."""
+    if prepared is not None:
+        evidence, attrs = prepared.json["evidence"], prepared.json["attrs"]
+    else:
+        evidence = json.dumps([_evidence_payload(e) for e in entry.evidence], ensure_ascii=False)
+        attrs = json.dumps(entry.attrs, ensure_ascii=False, sort_keys=True)
     return {
         "case_id": entry.case_id,
         "author_kind": entry.author.kind,
@@ -115,10 +121,10 @@ def static_entry_params(entry: Entry | EntryDraft) -> dict[str, Any]:
         "kind": entry.kind.value,
         "title": entry.title,
         "body": entry.body,
-        "evidence": json.dumps([_evidence_payload(e) for e in entry.evidence], ensure_ascii=False),
+        "evidence": evidence,
         "ref": entry.ref,
         "trace_id": entry.trace_id,
-        "attrs": json.dumps(entry.attrs, ensure_ascii=False, sort_keys=True),
+        "attrs": attrs,
         "evidence_text": evidence_text(entry),
     }
 

@@ -153,7 +153,8 @@ class JournalSQL(SQLBase):
         transaction, so the time a writer holds the write lock (SQLite) or the case row (PostgreSQL) is the
         SQL alone."""
         draft = self.redactor.sanitize(draft)  # before the hash: the chain covers only redacted text
-        return PreparedAppend(PreparedEntry(draft), tuple(backends), status, static_entry_params(draft))
+        entry = PreparedEntry(draft)
+        return PreparedAppend(entry, tuple(backends), status, static_entry_params(draft, entry))
 
     def _write_append(self, c: Any, p: PreparedAppend) -> Entry:
         """Place a prepared append on its case's chain inside transaction `c`: read the case's head, write
