@@ -450,38 +450,41 @@ class SQLiteStore(SQLStore):
             if me.done:  # a leader wrote it (or failed it) while we waited
                 return me.result()
             self._leading = True
-            if self._last_batch > 1 or self._preparing:
-                # Other callers are about to append (the last batch had several, or some are preparing right
-                # now): give them a moment to join this commit, as PostgreSQL's commit_delay does when
-                # commit_siblings are active. Waiting releases the GIL, which is what they need to get here.
-                # A lone caller never waits: its last batch had one append and nobody else is preparing.
-                want = max(self._last_batch, 2)
-                self._arrived.wait_for(lambda: len(self._queue) >= want, timeout=self.GATHER_WAIT)
-            self._last_batch = len(self._queue)
-            batch, self._queue = self._queue, []
+        batch: list[_Pending] = []
         try:
+            with self._group:
+                if self._last_batch > 1 or self._preparing:
+                    # Other callers are about to append (the last batch had several, or some are preparing
+                    # right now): give them a moment to join this commit, as PostgreSQL's commit_delay does
+                    # when commit_siblings are active. Waiting releases the GIL, which is what they need to
+                    # get here. A lone caller never waits: its last batch had one append, nobody is preparing.
+                    want = max(self._last_batch, 2)
+                    self._arrived.wait_for(lambda: len(self._queue) >= want, timeout=self.GATHER_WAIT)
+                self._last_batch = len(self._queue)
+                batch, self._queue = self._queue, []
             self._write_batch(batch)
         finally:
             with self._group:
                 for p in batch:
-                    if not p.done:  # only when _write_batch itself was interrupted (KeyboardInterrupt)
+                    if p.entry is None and p.error is None:  # _write_batch was interrupted (KeyboardInterrupt)
                         p.error = StoreError("the write was interrupted before it committed; nothing was recorded")
                     p.done = True
-                self._leading = False
+                self._leading = False  # always: a leader that dies here must not leave everyone waiting
                 self._group.notify_all()
         return me.result()
 
     def _write_batch(self, batch: list[_Pending]) -> None:
-        """Write `batch` in one transaction; set each one's entry or error (see `append`)."""
+        """Write `batch` in one transaction; set each one's entry (only once committed) or error (see `append`)."""
+        written: list[tuple[_Pending, Entry]] = []
         try:
             with self._tx() as c:
                 if len(batch) == 1:
-                    batch[0].entry = self._write_append(c, batch[0].prepared)
+                    written.append((batch[0], self._write_append(c, batch[0].prepared)))
                 else:
                     for p in batch:
                         c.execute("SAVEPOINT sharedctx_append")
                         try:
-                            p.entry = self._write_append(c, p.prepared)
+                            written.append((p, self._write_append(c, p.prepared)))
                         except Exception as exc:
                             # Undo this append only. If even that fails, the transaction is broken:
                             # the exception leaves the loop and fails the whole batch below.
@@ -491,11 +494,11 @@ class SQLiteStore(SQLStore):
         except Exception as exc:
             err = _append_error(self.url, exc)
             for i, p in enumerate(batch):
-                p.entry = None  # not committed: nobody is told it was recorded
-                if p.error is None:
+                if p.error is None:  # nothing of this batch was committed: nobody is told it was recorded
                     p.error = err if i == 0 else _copy_error(err)
-        for p in batch:
-            p.done = True
+            return
+        for p, entry in written:  # committed: now, and only now, each caller gets its entry
+            p.entry = entry
 
 
 class _Pending:

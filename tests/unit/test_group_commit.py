@@ -167,6 +167,47 @@ def test_a_failed_commit_fails_every_caller_of_the_batch_and_acknowledges_none(t
         store.close()
 
 
+def test_an_interrupted_leader_acknowledges_nothing_and_leaves_nobody_waiting(tmp_path: Path) -> None:
+    """A BaseException (KeyboardInterrupt) inside the leader's transaction: the batch is rolled back, its other
+    callers get an error (not an entry that was never committed), and the next append works."""
+    store = SQLiteStore(tmp_path / "journal.db")
+    try:
+        case_id = _case(store)
+        batches = _spy_batches(store)
+        real = store._write_append
+        calls = 0
+
+        def interrupt_on_the_second(c: Any, p: Any) -> Entry:
+            nonlocal calls
+            calls += 1
+            if calls == 2:
+                raise KeyboardInterrupt
+            return real(c, p)
+
+        store._write_append = interrupt_on_the_second  # type: ignore[method-assign]
+        results = _forced_batch(store, [lambda i=i: store.append(_draft(case_id, f"e{i}"), []) for i in range(4)],
+                                batches)
+        store._write_append = real  # type: ignore[method-assign]
+        titles = [f"e{i}" for i in range(4)]
+        outcome = dict(zip(titles, results, strict=True))
+        done = 0
+        for batch in batches:  # the batch in which the second append was written is the interrupted one
+            done += len(batch)
+            if done >= 2:
+                hit = batch
+                break
+        assert sum(isinstance(outcome[t], KeyboardInterrupt) for t in hit) == 1  # its leader
+        for t in hit:
+            r = outcome[t]
+            assert isinstance(r, KeyboardInterrupt) or (isinstance(r, StoreError) and "interrupted" in str(r)), r
+        assert all(isinstance(outcome[t], Entry) for t in titles if t not in hit)
+        stored = {e.title for e in store.entries(case_id)}
+        assert stored == {t for t in titles if isinstance(outcome[t], Entry)}  # acknowledged == committed
+        assert store.append(_draft(case_id, "after"), []).title == "after"  # nobody left waiting
+    finally:
+        store.close()
+
+
 def _catch(call: Callable[[], Entry]) -> Entry | BaseException:
     try:
         return call()
