@@ -50,20 +50,6 @@ if TYPE_CHECKING:
     from .search import CaseResult, SearchResult
 
 
-_obs: Any = None
-
-
-def _observability() -> Any:
-    """`sharedctx.observability`, imported on the first `record()`: it loads prometheus-client and
-    OpenTelemetry, which a command that only reads never needs (issue 13, fast CLI)."""
-    global _obs
-    if _obs is None:
-        from . import observability
-
-        _obs = observability
-    return _obs
-
-
 _ID_RE = re.compile(r"^[0-9A-Za-z_-]{1,64}$")  # what an entry id can look like (ours are ULIDs)
 
 
@@ -383,10 +369,13 @@ class SharedContext:
         attrs: Mapping[str, Any] | None,
         status: CaseStatus | str | None,
     ) -> Entry:
-        obs = _observability()
+        # imported here (a C-level sys.modules hit after the first call): it loads prometheus-client and
+        # OpenTelemetry, which a command that only reads never needs (issue 13, fast CLI)
+        from .observability import RECORD_SECONDS, span, timed
+
         with (
-            obs.timed(obs.RECORD_SECONDS, outcome=True),
-            obs.span("sharedctx.record", trace_id, {"sharedctx.case_id": case_id}) as s,
+            timed(RECORD_SECONDS, outcome=True),
+            span("sharedctx.record", trace_id, {"sharedctx.case_id": case_id}) as s,
         ):
             draft, new_status = self._draft(
                 case_id, kind, title, body, evidence=evidence, author=author, ref=ref,
