@@ -199,9 +199,14 @@ def _field_plan(cls: type[BaseModel]) -> tuple[tuple[str, str | None], ...]:
     return plan
 
 
-@functools.lru_cache(maxsize=4096)
 def _key_kind(key: str) -> str | None:
-    """`classify_key`, cached: the same few keys (field names, JSON keys) come back on every entry."""
+    """`classify_key`, cached for short keys: the same few keys (field names, JSON keys) come back on every
+    entry. Long keys are classified afresh, so keys chosen to be large cannot fill the cache's memory."""
+    return _short_key_kind(key) if len(key) <= 64 else classify_key(key)
+
+
+@functools.lru_cache(maxsize=4096)
+def _short_key_kind(key: str) -> str | None:
     return classify_key(key)
 
 
