@@ -12,7 +12,6 @@ worker. From asyncio code use `await case.arecord(...)`, which runs the same cal
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
 import time
@@ -27,7 +26,6 @@ from .backends import make_backend
 from .backends.base import Backend
 from .config import Config, load_config
 from .decisions import HOLD_ATTR, Decision, approves, check_answer, counts, get_decision
-from .delivery import BackendDrain, DrainReport, Worker
 from .errors import (
     AmbiguousCase,
     CaseNotFound,
@@ -48,7 +46,6 @@ from .model import (
     Evidence,
     VerifyReport,
 )
-from .observability import RECORD_SECONDS, span, timed
 from .redact import Redactor
 from .store.base import SearchFilters, Store, open_store
 
@@ -58,6 +55,7 @@ DEFERRED_STATUS_ATTR = "status_on_approval"
 FIND_LIMIT = 10  # cases `find_case` reads per kind of match; more than one live one is ambiguous anyway
 
 if TYPE_CHECKING:
+    from .delivery import DrainReport, Worker
     from .handoff import Handoff
     from .search import CaseResult, SearchResult
 
@@ -161,6 +159,8 @@ class Case:
 
     async def arecord(self, *args: Any, **kwargs: Any) -> Entry:
         """`record()` for asyncio code: the same call, off the event loop."""
+        import asyncio  # here, not at the top: a CLI command that never awaits should not import asyncio
+
         return await asyncio.to_thread(self.record, *args, **kwargs)
 
     async def request_decision(
@@ -245,10 +245,24 @@ class SharedContext:
         self.backends = dict(backends)
         self.backend_names = list(self.backends)
         self.default_author = Author(kind=config.agent.kind, name=config.agent.name)
-        self.worker = Worker(store, self.backends, config.worker)
+        self._worker: Worker | None = None
         self._appended = False
         if worker:
             self.worker.start()
+
+    @property
+    def worker(self) -> Worker:
+        """The delivery worker, built on first use: a command that only reads (`case list`) never imports the
+        delivery machinery and the metrics and tracing libraries behind it (issue 13, fast CLI)."""
+        if self._worker is None:
+            from .delivery import Worker
+
+            self._worker = Worker(self.store, self.backends, self.config.worker)
+        return self._worker
+
+    def _wake_worker(self) -> None:
+        if self._worker is not None and self._worker.running:
+            self._worker.wake()
 
     @classmethod
     def open(
@@ -283,7 +297,8 @@ class SharedContext:
         )
 
     def close(self) -> None:
-        self.worker.stop()
+        if self._worker is not None:
+            self._worker.stop()
         if self._appended:
             # The heads this process moved go into the checkpoint chain (truncation evidence, see
             # sharedctx.verify); a failure here must not hide the close, the next writer checkpoints them.
@@ -330,8 +345,7 @@ class SharedContext:
         )  # fmt: skip
         if created and draft is not None:
             self._appended = True
-            if self.worker.running:
-                self.worker.wake()
+            self._wake_worker()
         return Case(self, record, created=created)
 
     def case(self, case_id: str) -> Case:
@@ -384,6 +398,10 @@ class SharedContext:
         attrs: Mapping[str, Any] | None,
         status: CaseStatus | str | None,
     ) -> Entry:
+        # imported here (a C-level sys.modules hit after the first call): it loads prometheus-client and
+        # OpenTelemetry, which a command that only reads never needs (issue 13, fast CLI)
+        from .observability import RECORD_SECONDS, span, timed
+
         with (
             timed(RECORD_SECONDS, outcome=True),
             span("sharedctx.record", trace_id, {"sharedctx.case_id": case_id}) as s,
@@ -398,8 +416,7 @@ class SharedContext:
         self._appended = True
         if entry.kind == EntryKind.DECISION:
             self._apply_approved_status(entry)
-        if self.worker.running:
-            self.worker.wake()
+        self._wake_worker()
         return entry
 
     def _draft(
@@ -524,6 +541,8 @@ class SharedContext:
     def drain(self, timeout: float = 30.0) -> DrainReport:
         """Wait until nothing is due for delivery, then say per backend what was delivered, held, dead or
         stopped. The report is truthy only if everything deliverable was delivered (`if ctx.drain():`)."""
+        from .delivery import BackendDrain, DrainReport
+
         deadline = time.monotonic() + timeout
         timed_out = True
         while time.monotonic() < deadline:

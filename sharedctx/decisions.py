@@ -31,7 +31,6 @@ The entry conventions:
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -342,6 +341,8 @@ async def wait_for_decision(
     interval: float = 0.5,
 ) -> Decision:
     """Wait for the decision that answers `request`; on timeout apply the policy (see above)."""
+    import asyncio  # here: `sharedctx.context` imports this module, and a CLI command need not load asyncio
+
     end = time.monotonic() + timeout if timeout else None
     while True:
         found = await asyncio.to_thread(get_decision, ctx.store, request.id)

@@ -10,14 +10,15 @@ import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import httpx
 from pydantic import ValidationError
 
 from ..config import BackendSettings
 from ..errors import ConfigError
 from .base import Backend, Hit, HumanItem, ReadBack, ThreadRef
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # httpx costs a CLI command ~15% of its start-up; only the HTTP connectors import it
+    import httpx
+
     from ..store.base import RateLimits
 
 BACKEND_TYPES: dict[str, str] = {

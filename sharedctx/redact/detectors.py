@@ -76,9 +76,10 @@ import base64
 import binascii
 import functools
 import re
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import ConfigError
 
@@ -177,7 +178,7 @@ def classify_key(key: str) -> str | None:
     that keys which name, count or point to secrets — `secret_name`, `max_tokens`, `password_file` —
     are skipped.
     """
-    matches = list(_KEY_KEYWORD_RE.finditer(key))
+    matches = list(_detectors().key_keyword.finditer(key))
     if not matches:
         return None
     m = matches[-1]
@@ -337,6 +338,7 @@ def _putty_spans(text: str) -> list[tuple[int, int]]:
 _STEMS = ("pass", "pwd", "secret", "token", "key", "credential", "contrase")
 # Contextual literals: their presence (lowercased) sends the text to the full scan.
 _CONTEXT_LITERALS = ("authorization", "bearer", "basic", "cookie", "x-amz-", "sig=", "sharedaccess")
+_PRECHECK_LITERALS = _STEMS + _CONTEXT_LITERALS
 
 
 def _build_rules() -> tuple[list[_Rule], re.Pattern[str], str]:
@@ -469,8 +471,30 @@ def _build_rules() -> tuple[list[_Rule], re.Pattern[str], str]:
     return rules, precheck, kw
 
 
-_RULES, _PRECHECK, _KW = _build_rules()
-_KEY_KEYWORD_RE = re.compile(rf"(?i)(?:{_KW})")
+class _Detectors(NamedTuple):
+    rules: list[_Rule]
+    precheck: re.Pattern[str]
+    key_keyword: re.Pattern[str]
+
+
+_built: _Detectors | None = None
+_built_lock = threading.Lock()
+
+
+def _detectors() -> _Detectors:
+    """The rules, built on first use rather than at import: building them imports detect-secrets (and with it
+    `requests`), about a third of a CLI command's start-up, and most commands (`case list`, `--help`) never
+    redact anything. The first redaction in a process pays for it instead; a failure to build is raised
+    there, so a record that cannot be redacted is refused (nothing unredacted is written)."""
+    global _built
+    built = _built
+    if built is None:
+        with _built_lock:
+            if _built is None:
+                rules, precheck, kw = _build_rules()
+                _built = _Detectors(rules, precheck, re.compile(rf"(?i)(?:{kw})"))
+            built = _built
+    return built
 _STEMS_RE = re.compile("|".join(_STEMS), re.IGNORECASE)
 # Anchored at a stem found by `str.find`: the rest of the key, its closing quote, the operator, the value.
 _ASSIGN_AT = re.compile(
@@ -626,10 +650,13 @@ def _drop_placeholders(text: str, found: list[Finding]) -> list[Finding]:
 
 def may_hold_secret(text: str) -> bool:
     """The precheck alone: False means no built-in detector can fire on `text` (user rules aside)."""
-    if _PRECHECK.search(text) is not None or text.startswith("sk-"):
+    if _detectors().precheck.search(text) is not None or text.startswith("sk-"):
         return True
     low = text.lower()
-    return any(s in low for s in _STEMS) or any(lit in low for lit in _CONTEXT_LITERALS)
+    for literal in _PRECHECK_LITERALS:  # noqa: SIM110 - a plain loop: `any(<generator>)` costs more than the look
+        if literal in low:
+            return True
+    return False
 
 
 def scan(text: str, user_rules: list[_Rule], *, precheck: bool = True) -> list[Finding]:
@@ -644,13 +671,13 @@ def scan(text: str, user_rules: list[_Rule], *, precheck: bool = True) -> list[F
                 found.append(Finding(rule.type, *m.span(rule.group), rule.priority))
     low = text.lower()
     if precheck:
-        fmt_hit = _PRECHECK.search(text) is not None or text.startswith("sk-")
+        fmt_hit = _detectors().precheck.search(text) is not None or text.startswith("sk-")
         stems = [s for s in _STEMS if s in low]
         if not (fmt_hit or stems or any(lit in low for lit in _CONTEXT_LITERALS)):
             return _merge(found) if found else found
     else:
         fmt_hit, stems = True, list(_STEMS)
-    for rule in _RULES:
+    for rule in _detectors().rules:
         if precheck and ((rule.fmt and not fmt_hit) or not any(g in low for g in rule.gates)):
             continue
         if rule.finder is not None:

@@ -7,6 +7,7 @@ added to a model later is covered without anyone remembering to list it here.
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections.abc import Mapping
@@ -138,17 +139,15 @@ class Redactor:
         return self.sanitize(draft)
 
     def _value(self, obj: Any, key_kind: str | None) -> Any:
-        if isinstance(obj, _ATOMS):
+        t = type(obj)
+        if t is str:  # most leaves: tested first, before the walk through every other type
+            return self._str(obj, key_kind)
+        if t in _EXACT_ATOMS or isinstance(obj, _ATOMS):
             if key_kind is not None and isinstance(obj, int | float) and not isinstance(obj, bool | Enum):
                 return placeholder(key_kind) if _value_is_secret(key_kind, str(obj)) else obj
             return obj
-        if isinstance(obj, str):
-            red = self.redact(obj)
-            if key_kind is None or not _value_is_secret(key_kind, obj):
-                return red
-            if _PLACEHOLDER_RE.fullmatch(red):
-                return red
-            return placeholder(key_kind)
+        if isinstance(obj, str):  # a str subclass
+            return self._str(obj, key_kind)
         if isinstance(obj, BaseModel):
             return self._model(obj)
         if isinstance(obj, dict):
@@ -157,7 +156,7 @@ class Redactor:
             for k, v in obj.items():
                 # Under a secret-named key everything is the secret, however it is nested:
                 # `{"password": {"value": "…"}}` inherits the outer key's kind.
-                kind = (classify_key(k) if isinstance(k, str) else None) or key_kind
+                kind = (_key_kind(k) if isinstance(k, str) else None) or key_kind
                 nk = self._value(k, None) if isinstance(k, str) else k
                 nv = self._value(v, kind)
                 changed = changed or nk is not k or nv is not v
@@ -170,21 +169,56 @@ class Redactor:
             return type(obj)(items)
         return obj
 
+    def _str(self, obj: str, key_kind: str | None) -> str:
+        red = self.redact(obj)
+        if key_kind is None or not _value_is_secret(key_kind, obj):
+            return red
+        if _PLACEHOLDER_RE.fullmatch(red):
+            return red
+        return placeholder(key_kind)
+
     def _model(self, model: BaseModel) -> BaseModel:
         """Every field (declared and extra) of a pydantic model, walked like a dict keyed by field name."""
         update: dict[str, Any] = {}
-        names = list(type(model).model_fields)
+        fields = _field_plan(type(model))
         if model.model_extra:
-            names += list(model.model_extra)
-        for name in names:
-            value = getattr(model, name, None)
-            kind = classify_key(name)
-            if isinstance(value, _ATOMS) and (kind is None or not isinstance(value, int | float)):
+            fields += tuple((name, _key_kind(name)) for name in model.model_extra)
+        values = model.__dict__
+        for name, kind in fields:
+            value = values[name] if name in values else getattr(model, name, None)
+            t = type(value)
+            atom = t in _EXACT_ATOMS or isinstance(value, _ATOMS)
+            if atom and (kind is None or not isinstance(value, int | float)):
                 continue  # fast path: most fields are ids, enums, times; a number only under a secret key
             new = self._value(value, kind)
             if new is not value:
                 update[name] = new
         return model.model_copy(update=update) if update else model
+
+
+# The walk's fixed costs, paid once per model class and per key instead of once per value: which declared
+# fields a model has and what kind of secret each field's *name* implies. Everything is still walked; only
+# the bookkeeping around it is cached.
+_plans: dict[type[BaseModel], tuple[tuple[str, str | None], ...]] = {}
+_EXACT_ATOMS = frozenset({bool, int, float, type(None), datetime, date, time, timedelta, bytes})
+
+
+def _field_plan(cls: type[BaseModel]) -> tuple[tuple[str, str | None], ...]:
+    plan = _plans.get(cls)
+    if plan is None:
+        plan = _plans[cls] = tuple((name, classify_key(name)) for name in cls.model_fields)
+    return plan
+
+
+def _key_kind(key: str) -> str | None:
+    """`classify_key`, cached for short keys: the same few keys (field names, JSON keys) come back on every
+    entry. Long keys are classified afresh, so keys chosen to be large cannot fill the cache's memory."""
+    return _short_key_kind(key) if len(key) <= 64 else classify_key(key)
+
+
+@functools.lru_cache(maxsize=4096)
+def _short_key_kind(key: str) -> str | None:
+    return classify_key(key)
 
 
 _default: Redactor | None = None

@@ -88,6 +88,29 @@ def test_commands_still_load_what_they_need(tmp_path: Path) -> None:
     assert {"sharedctx.context", "sharedctx.store.sqlite", "pydantic"} <= loaded
 
 
+# What a read-only command (`case list`) must not pay for: the secret detectors (detect-secrets pulls in
+# requests), the HTTP client, asyncio, and the delivery worker with the metrics and tracing libraries behind it.
+NOT_FOR_READING = ("detect_secrets", "requests", "httpx", "asyncio", "prometheus_client", "opentelemetry",
+                   "sharedctx.delivery", "sharedctx.observability", "sharedctx.backends.github", "mcp")
+
+
+def test_case_list_opens_the_journal_without_the_write_and_delivery_machinery(tmp_path: Path) -> None:
+    """`sharedctx case list` on a journal with a case in it: it really lists (the case's title is printed), and
+    loads none of NOT_FOR_READING (issue 13: `case list` ≤ 0.4 s; bench/startup.py measures the time)."""
+    setup = subprocess.run([sys.executable, "-m", "sharedctx.cli", "case", "open", "Disk full on db-7"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                           env={k: v for k, v in os.environ.items() if k != "SHAREDCTX_CONFIG"})
+    assert setup.returncode == 0, setup.stderr
+    code = ("import sys, io, contextlib\nfrom sharedctx.cli import main\nsys.argv = ['sharedctx', 'case', 'list']\n"
+            "buf = io.StringIO()\n"
+            "try:\n    with contextlib.redirect_stdout(buf):\n        main()\n"
+            "except SystemExit as exc:\n    assert exc.code in (0, None), exc.code\n"
+            "assert 'Disk full on db-7' in buf.getvalue(), buf.getvalue()\n")
+    loaded = _loaded_after(code, tmp_path)
+    assert "sharedctx.store.sqlite" in loaded  # the journal really was opened
+    assert sorted(m for m in loaded if any(m == h or m.startswith(h + ".") for h in NOT_FOR_READING)) == []
+
+
 def test_log_redaction_is_installed_but_built_on_the_first_record(tmp_path: Path) -> None:
     """`main()` still redacts everything this process logs; it just compiles the redactor when first needed."""
     token = "ghp_" + "Ab3" * 12

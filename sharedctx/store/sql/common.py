@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,6 +13,7 @@ from ...model import (
     Author,
     CaseStatus,
     Entry,
+    EntryDraft,
     EntryKind,
     Evidence,
     _evidence_payload,
@@ -19,6 +21,7 @@ from ...model import (
     parse_ts,
 )
 from ...redact import Redactor, default_redactor
+from ..base import PreparedEntry
 
 ENTRY_COLS = (
     "id, case_id, seq, ts, author_kind, author_name, kind, title, body, evidence, ref, trace_id, attrs, "
@@ -85,30 +88,53 @@ def stored_entry(r: Sequence[Any]) -> Entry:
     )
 
 
-def evidence_text(entry: Entry) -> str:
+def evidence_text(entry: Entry | EntryDraft) -> str:
     """What of the evidence is worth searching: summaries, queries, sources."""
     return " ".join(" ".join(filter(None, (e.summary, e.query, e.source))) for e in entry.evidence)
 
 
 def entry_params(entry: Entry) -> dict[str, Any]:
+    return placed_entry_params(entry, static_entry_params(entry))
+
+
+def static_entry_params(entry: Entry | EntryDraft, prepared: PreparedEntry | None = None) -> dict[str, Any]:
+    """The stored columns that do not depend on where the entry lands on its chain (serialised before the
+    append's transaction). With `prepared`, evidence and attrs are stored as the very JSON text that was
+    hashed (canonical: sorted keys, compact) instead of being serialised a second time; readers parse it."""
+    if prepared is not None:
+        evidence, attrs = prepared.json["evidence"], prepared.json["attrs"]
+    else:
+        evidence = json.dumps([_evidence_payload(e) for e in entry.evidence], ensure_ascii=False)
+        attrs = json.dumps(entry.attrs, ensure_ascii=False, sort_keys=True)
     return {
-        "id": entry.id,
         "case_id": entry.case_id,
-        "seq": entry.seq,
-        "ts": format_ts(entry.ts),
         "author_kind": entry.author.kind,
         "author_name": entry.author.name,
         "kind": entry.kind.value,
         "title": entry.title,
         "body": entry.body,
-        "evidence": json.dumps([_evidence_payload(e) for e in entry.evidence], ensure_ascii=False),
+        "evidence": evidence,
         "ref": entry.ref,
         "trace_id": entry.trace_id,
-        "attrs": json.dumps(entry.attrs, ensure_ascii=False, sort_keys=True),
-        "prev_hash": entry.prev_hash,
-        "hash": entry.hash,
+        "attrs": attrs,
         "evidence_text": evidence_text(entry),
     }
+
+
+def placed_entry_params(entry: Entry, static: dict[str, Any]) -> dict[str, Any]:
+    """`static` plus the columns the chain position decides: the row `INSERT INTO entries` writes."""
+    return {**static, "id": entry.id, "seq": entry.seq, "ts": format_ts(entry.ts), "prev_hash": entry.prev_hash,
+            "hash": entry.hash}
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedAppend:
+    """One append, prepared outside the transaction (see `JournalSQL._prepare_append`)."""
+
+    entry: PreparedEntry
+    backends: tuple[str, ...]
+    status: CaseStatus | None
+    params: dict[str, Any]
 
 
 def next_status(current: str, requested: CaseStatus | None) -> str:

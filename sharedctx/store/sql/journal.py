@@ -24,19 +24,21 @@ from ...model import (
 )
 from ..base import (
     Checkpoint,
-    build_entry,
+    PreparedEntry,
     checkpoint_hash,
 )
 from .bindings import index_binding, index_labels
 from .common import (
     CASE_COLS,
     ENTRY_COLS,
+    PreparedAppend,
     SQLBase,
     _json,
-    entry_params,
     equal_to,
     next_status,
+    placed_entry_params,
     row_to_entry,
+    static_entry_params,
     stored_entry,
 )
 
@@ -162,34 +164,48 @@ class JournalSQL(SQLBase):
 
     # -- journal ----------------------------------------------------------------------------------
     def append(self, draft: EntryDraft, backends: Sequence[str], status: CaseStatus | None = None) -> Entry:
+        prepared = self._prepare_append(draft, backends, status)  # outside the transaction: see PreparedAppend
         with self._tx() as c:
-            return self._append_in(c, draft, backends, status)
+            return self._write_append(c, prepared)
 
     def _append_in(self, c: Any, draft: EntryDraft, backends: Sequence[str], status: CaseStatus | None) -> Entry:
         """The append itself, inside the caller's transaction `c` (shared by `append` and `open_case`)."""
+        return self._write_append(c, self._prepare_append(draft, backends, status))
+
+    def _prepare_append(self, draft: EntryDraft, backends: Sequence[str], status: CaseStatus | None) -> PreparedAppend:
+        """Everything about an append that does not need the case row: redaction (the store's choke point
+        for secrets, before anything is hashed or written) and serialisation. It runs before the
+        transaction, so the time a writer holds the write lock (SQLite) or the case row (PostgreSQL) is the
+        SQL alone."""
         draft = self.redactor.sanitize(draft)  # before the hash: the chain covers only redacted text
-        now_epoch = time.time()
+        entry = PreparedEntry(draft)
+        return PreparedAppend(entry, tuple(backends), status, static_entry_params(draft, entry))
+
+    def _write_append(self, c: Any, p: PreparedAppend) -> Entry:
+        """Place a prepared append on its case's chain inside transaction `c`: read the case's head, write
+        the entry (its search row by trigger), one outbox row per backend, and the case's new head."""
+        case_id = p.entry.draft.case_id
         r = c.execute(
-            f"SELECT last_seq, last_hash, status, resolved_at FROM cases WHERE id=?{self.FOR_UPDATE}",
-            (draft.case_id,),
+            f"SELECT last_seq, last_hash, status, resolved_at FROM cases WHERE id=?{self.FOR_UPDATE}", (case_id,)
         ).fetchone()
         if r is None:
-            raise CaseNotFound(f"no case with id {draft.case_id!r}; nothing was recorded")
-        entry = build_entry(draft, r[0] + 1, r[1])
-        params = entry_params(entry)
+            raise CaseNotFound(f"no case with id {case_id!r}; nothing was recorded")
+        entry = p.entry.place(r[0] + 1, r[1])
+        params = placed_entry_params(entry, p.params)
         c.execute(
             f"INSERT INTO entries ({ENTRY_COLS}, evidence_text) VALUES (:id, :case_id, :seq, :ts, "
             ":author_kind, :author_name, :kind, :title, :body, :evidence, :ref, :trace_id, :attrs, "
             ":prev_hash, :hash, :evidence_text)",
             params,
         )
-        if backends:
+        if p.backends:
+            now_epoch = time.time()
             c.executemany(
                 "INSERT INTO outbox (entry_id, case_id, seq, backend, next_attempt_at, created_at) "
                 "VALUES (?,?,?,?,?,?)",
-                [(entry.id, entry.case_id, entry.seq, b, now_epoch, now_epoch) for b in backends],
+                [(entry.id, entry.case_id, entry.seq, b, now_epoch, now_epoch) for b in p.backends],
             )
-        new = next_status(r[2], status)
+        new = next_status(r[2], p.status)
         ts = params["ts"]
         resolved_at = r[3] or (ts if new == "resolved" else None)
         c.execute(

@@ -1,0 +1,353 @@
+"""Issue 13, "Faster writes": SQLite appends are group-committed (see `SQLiteStore.append`).
+
+What group commit must not change, tested here: every caller gets its own entry back, each case's chain stays
+gap-free and verifies with threads AND processes writing the same cases at once, one bad append in a batch
+fails only its own caller, and what was acknowledged survives a kill -9 in the middle of batches.
+
+Batches are forced where a test is about them: the test holds the store's connection lock, so the first
+caller (the leader) waits inside its transaction while the others queue behind it; on release the next leader
+takes all of them as one batch. A spy on `_write_batch` proves the batch really formed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sharedctx.errors import CaseNotFound, StoreError
+from sharedctx.model import Author, Entry, EntryDraft, EntryKind, Evidence, canonical_bytes, chain_hash
+from sharedctx.store.base import PreparedEntry, verify_entries
+from sharedctx.store.sqlite import SQLiteStore
+
+ROOT = Path(__file__).resolve().parents[2]
+PRIMARY = Author(kind="primary", name="writer")
+
+
+def _draft(case_id: str, title: str, body: str = "body") -> EntryDraft:
+    return EntryDraft(case_id=case_id, kind=EntryKind.FINDING, title=title, body=body, author=PRIMARY)
+
+
+def _case(store: SQLiteStore, title: str = "case") -> str:
+    case, _ = store.open_case(title=title, service="svc", severity="warning", fingerprint=None, labels={})
+    return case.id
+
+
+def _spy_batches(store: SQLiteStore) -> list[list[str]]:
+    """Record the titles of every batch the store writes (on this instance only)."""
+    seen: list[list[str]] = []
+    real = store._write_batch
+
+    def spy(batch: list[Any]) -> None:
+        seen.append([p.prepared.entry.draft.title for p in batch])
+        real(batch)
+
+    store._write_batch = spy  # type: ignore[method-assign]
+    return seen
+
+
+def _forced_batch(store: SQLiteStore, calls: list[Callable[[], Entry]], seen: list[list[str]]
+                  ) -> list[Entry | BaseException]:
+    """Run `calls` (each one append) on threads while the connection lock is held, so they pile up behind the
+    first leader (blocked on the lock inside `_write_batch`) and are written as one batch after it; return
+    each call's entry or exception, in order. `seen` is the `_spy_batches` list of the store."""
+    out: list[Entry | BaseException | None] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        try:
+            out[i] = calls[i]()
+        except BaseException as exc:
+            out[i] = exc
+
+    with store._lock:
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 10
+
+        def placed() -> int:  # taken by a (blocked) leader, or queued behind it
+            return sum(map(len, seen)) + len(store._queue)
+
+        while placed() < len(calls) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert placed() == len(calls), "the appends did not queue up behind the leader"
+    for t in threads:
+        t.join(10)
+    assert all(r is not None for r in out)
+    return [r for r in out if r is not None]
+
+
+def test_queued_appends_are_written_as_one_batch_and_each_caller_gets_its_own_entry(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "journal.db")
+    try:
+        a, b = _case(store, "a"), _case(store, "b")
+        batches = _spy_batches(store)
+        titles = [f"t{i}" for i in range(6)]
+        results = _forced_batch(store, [lambda t=t, i=i: store.append(_draft(a if i % 2 else b, t), ["x"])
+                                        for i, t in enumerate(titles)], batches)
+        assert sum(map(len, batches)) == 6 and max(map(len, batches)) >= 2, batches
+        for title, r in zip(titles, results, strict=True):
+            assert isinstance(r, Entry) and r.title == title
+            assert store.get_entry(r.id) == r
+        for case_id in (a, b):
+            entries = store.entries(case_id)
+            assert verify_entries(case_id, entries).ok
+            assert [e.seq for e in entries] == list(range(1, len(entries) + 1))
+            assert store.get_case(case_id).last_seq == len(entries)
+        assert sum(store.outbox_counts()["x"].values()) == 6
+    finally:
+        store.close()
+
+
+def test_one_bad_append_in_a_batch_fails_only_its_caller(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "journal.db")
+    try:
+        case_id = _case(store)
+        # a database-level failure for one entry only (what a constraint or a full disk on one row looks like)
+        store._conn.execute("CREATE TEMP TRIGGER boom BEFORE INSERT ON entries WHEN NEW.title = 'boom' "
+                            "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
+        batches = _spy_batches(store)
+        calls: list[Callable[[], Entry]] = [
+            lambda: store.append(_draft(case_id, "first"), ["x"]),
+            lambda: store.append(_draft(case_id, "ok 1"), ["x"]),
+            lambda: store.append(_draft("01NOSUCHCASE00000000000000", "unknown case"), ["x"]),
+            lambda: store.append(_draft(case_id, "boom"), ["x"]),
+            lambda: store.append(_draft(case_id, "ok 2"), ["x"]),
+        ]
+        results = _forced_batch(store, calls, batches)
+        bad = next(b for b in batches if "boom" in b)
+        assert "unknown case" in bad and {"ok 1", "ok 2", "first"} & set(bad), batches  # good and bad together
+        assert isinstance(results[2], CaseNotFound)
+        assert isinstance(results[3], StoreError) and "refused by the test" in str(results[3])
+        good = [r for i, r in enumerate(results) if i not in (2, 3)]
+        assert all(isinstance(r, Entry) for r in good)
+        entries = store.entries(case_id)
+        assert sorted(e.title for e in entries) == ["first", "ok 1", "ok 2"]
+        assert verify_entries(case_id, entries).ok and [e.seq for e in entries] == [1, 2, 3]
+        assert sum(store.outbox_counts()["x"].values()) == 3  # nothing of the failed ones is left behind
+    finally:
+        store.close()
+
+
+def test_a_failed_commit_fails_every_caller_of_the_batch_and_acknowledges_none(tmp_path: Path) -> None:
+    """The transaction itself fails (here: the journal file was replaced, which `_tx` checks per batch)."""
+    db = tmp_path / "journal.db"
+    store = SQLiteStore(db)
+    try:
+        case_id = _case(store)
+        before = store.get_case(case_id).last_seq
+        with store._lock:
+            calls: list[Callable[[], Entry]] = [lambda i=i: store.append(_draft(case_id, f"e{i}"), [])
+                                                for i in range(4)]
+            out: list[Any] = [None] * 4
+            threads = [threading.Thread(target=lambda i=i: out.__setitem__(i, _catch(calls[i]))) for i in range(4)]
+            for t in threads:
+                t.start()
+            while len(store._queue) < 3 and not (store._leading and len(store._queue) >= 2):
+                time.sleep(0.005)
+            os.replace(db, tmp_path / "moved.db")
+            db.write_bytes(b"")
+        for t in threads:
+            t.join(10)
+        assert all(isinstance(r, StoreError) and "replaced" in str(r) for r in out), out
+        assert store.get_case(case_id).last_seq == before  # read through the connection to the old file
+    finally:
+        store.close()
+
+
+def test_an_interrupted_leader_acknowledges_nothing_and_leaves_nobody_waiting(tmp_path: Path) -> None:
+    """A BaseException (KeyboardInterrupt) inside the leader's transaction: the batch is rolled back, its other
+    callers get an error (not an entry that was never committed), and the next append works."""
+    store = SQLiteStore(tmp_path / "journal.db")
+    try:
+        case_id = _case(store)
+        batches = _spy_batches(store)
+        real = store._write_append
+        calls = 0
+
+        def interrupt_on_the_second(c: Any, p: Any) -> Entry:
+            nonlocal calls
+            calls += 1
+            if calls == 2:
+                raise KeyboardInterrupt
+            return real(c, p)
+
+        store._write_append = interrupt_on_the_second  # type: ignore[method-assign]
+        results = _forced_batch(store, [lambda i=i: store.append(_draft(case_id, f"e{i}"), []) for i in range(4)],
+                                batches)
+        store._write_append = real  # type: ignore[method-assign]
+        titles = [f"e{i}" for i in range(4)]
+        outcome = dict(zip(titles, results, strict=True))
+        done = 0
+        for batch in batches:  # the batch in which the second append was written is the interrupted one
+            done += len(batch)
+            if done >= 2:
+                hit = batch
+                break
+        assert sum(isinstance(outcome[t], KeyboardInterrupt) for t in hit) == 1  # its leader
+        for t in hit:
+            r = outcome[t]
+            assert isinstance(r, KeyboardInterrupt) or (isinstance(r, StoreError) and "interrupted" in str(r)), r
+        assert all(isinstance(outcome[t], Entry) for t in titles if t not in hit)
+        stored = {e.title for e in store.entries(case_id)}
+        assert stored == {t for t in titles if isinstance(outcome[t], Entry)}  # acknowledged == committed
+        assert store.append(_draft(case_id, "after"), []).title == "after"  # nobody left waiting
+    finally:
+        store.close()
+
+
+def _catch(call: Callable[[], Entry]) -> Entry | BaseException:
+    try:
+        return call()
+    except BaseException as exc:
+        return exc
+
+
+# -- threads and processes at once ----------------------------------------------------------------
+WRITER = """
+import json, sys, threading
+from sharedctx.model import Author, EntryDraft, EntryKind
+from sharedctx.store.sqlite import SQLiteStore
+db, tag, cases, threads, per = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+store = SQLiteStore(db)
+lock = threading.Lock()
+def run(t):
+    for i in range(per):
+        title = f"{tag}-{t}-{i}"
+        e = store.append(EntryDraft(case_id=cases[(t + i) % len(cases)], kind=EntryKind.FINDING, title=title,
+                                    author=Author(kind="primary", name=tag)), ["x"])
+        with lock:
+            print(json.dumps([title, e.id, e.case_id, e.seq, e.title]), flush=True)
+ts = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
+[t.start() for t in ts]
+[t.join() for t in ts]
+store.close()
+"""
+
+
+def _writer(db: Path, tag: str, cases: list[str], threads: int, per: int) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.Popen([sys.executable, "-c", WRITER, str(db), tag, json.dumps(cases), str(threads), str(per)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _acks(text: str) -> list[list[Any]]:
+    """Complete lines only: a line cut by a kill was never acknowledged."""
+    return [json.loads(line) for line in text.split("\n")[:-1] if line.strip()]
+
+
+def test_threads_in_several_processes_keep_every_chain_gap_free(tmp_path: Path) -> None:
+    db = tmp_path / "journal.db"
+    store = SQLiteStore(db)
+    cases = [_case(store, f"case {i}") for i in range(3)]
+    per = 60
+    procs = [_writer(db, f"p{i}", cases, 4, per) for i in range(3)]
+    acks: list[list[Any]] = []
+    lock = threading.Lock()
+
+    def local(t: int) -> None:
+        for i in range(per):
+            title = f"local-{t}-{i}"
+            e = store.append(_draft(cases[(t + i) % len(cases)], title), ["x"])
+            with lock:
+                acks.append([title, e.id, e.case_id, e.seq, e.title])
+
+    threads = [threading.Thread(target=local, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+        acks.extend(_acks(out))
+    for t in threads:
+        t.join()
+    try:
+        assert len(acks) == 4 * 4 * per
+        assert all(title == got_title for title, _, _, _, got_title in acks)  # each caller got its own entry
+        assert len({a[1] for a in acks}) == len(acks)  # no entry handed to two callers
+        stored = {e.id: e for c in cases for e in store.entries(c)}
+        assert len(stored) == len(acks)
+        for title, entry_id, case_id, seq, _ in acks:
+            e = stored[entry_id]
+            assert (e.title, e.case_id, e.seq) == (title, case_id, seq)
+        for c in cases:
+            entries = store.entries(c)
+            assert verify_entries(c, entries).ok
+            assert [e.seq for e in entries] == list(range(1, len(entries) + 1))
+            assert store.get_case(c).last_seq == len(entries)
+        assert sum(store.outbox_counts()["x"].values()) == len(acks)
+    finally:
+        store.close()
+
+
+@pytest.mark.slow
+def test_kill_9_in_the_middle_of_batches_keeps_everything_acknowledged(tmp_path: Path) -> None:
+    db = tmp_path / "journal.db"
+    store = SQLiteStore(db)
+    cases = [_case(store, f"case {i}") for i in range(2)]
+    store.close()
+    acked: list[list[Any]] = []
+    for round_no in range(4):
+        proc = _writer(db, f"r{round_no}", cases, 6, 100_000)
+        assert proc.stdout is not None
+        lines: list[str] = []
+        target = 50 + 40 * round_no
+        while len(lines) < target:  # kill while six threads are appending, i.e. while batches are in flight
+            line = proc.stdout.readline()
+            assert line, proc.stderr.read() if proc.stderr else "writer exited"
+            lines.append(line)
+        proc.send_signal(signal.SIGKILL)
+        rest, _ = proc.communicate(timeout=30)
+        acked.extend(_acks("".join(lines) + rest))
+    store = SQLiteStore(db)
+    try:
+        stored = {e.id: e for c in cases for e in store.entries(c)}
+        missing = [a for a in acked if a[1] not in stored]
+        assert not missing, f"{len(missing)} acknowledged entries are gone: {missing[:3]}"
+        for title, entry_id, case_id, seq, _ in acked:
+            assert (stored[entry_id].title, stored[entry_id].case_id, stored[entry_id].seq) == (title, case_id, seq)
+        for c in cases:
+            entries = store.entries(c)
+            assert verify_entries(c, entries).ok
+            assert [e.seq for e in entries] == list(range(1, len(entries) + 1))
+        counts = Counter(e.title for e in stored.values())
+        assert all(n == 1 for n in counts.values())
+    finally:
+        store.close()
+
+
+# -- the prepared hash ------------------------------------------------------------------------------
+_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
+_finite = st.floats(allow_nan=False, allow_infinity=False)
+_json_leaf = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | _finite | _text
+_json = st.recursive(_json_leaf, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_text, inner, max_size=3),
+                     max_leaves=8)
+
+
+_trace_ids = st.text("0123456789abcdef", min_size=32, max_size=32).filter(lambda s: s.strip("0") != "")
+
+
+@settings(max_examples=150, deadline=None)
+@given(title=_text.filter(str.strip), body=_text, attrs=st.dictionaries(_text, _json, max_size=4),
+       summary=_text, ref=st.none() | st.just("01ARZ3NDEKTSV4RRFFQ69G5FAV"), trace=st.none() | _trace_ids,
+       seq=st.integers(1, 10**9), prev=st.text("0123456789abcdef", min_size=64, max_size=64))
+def test_the_prepared_hash_is_the_canonical_hash(title: str, body: str, attrs: dict[str, Any], summary: str,
+                                                 ref: str | None, trace: str | None, seq: int, prev: str) -> None:
+    """`PreparedEntry` assembles the canonical bytes piecewise; `verify` recomputes them with `canonical_bytes`."""
+    draft = EntryDraft(case_id="01ARZ3NDEKTSV4RRFFQ69G5FAV", kind=EntryKind.NOTE, title=title, body=body,
+                       author=PRIMARY, attrs=attrs, ref=ref, trace_id=trace,
+                       evidence=(Evidence(type="log", source="loki", summary=summary, data={"k": attrs}),))
+    entry = PreparedEntry(draft).place(seq, prev)
+    assert entry.hash == chain_hash(canonical_bytes(entry), prev) == entry.compute_hash()
