@@ -21,7 +21,8 @@ from ..store.base import Candidate, CandidateQuery, Store
 from .words import edit_distance, stem
 
 BUDGET = 4000  # most entries the store ranks for one query (bounded latency at any journal size)
-BUDGET_PG = 1500  # PostgreSQL's ts_rank reads each match's tsvector: a smaller budget (same quality on the tuning set)
+BUDGET_PG = 1500  # PostgreSQL's ts_rank reads each match's tsvector: a smaller budget for interactive search
+# (same search quality on the tuning set); similar_cases keeps BUDGET on both stores (see similar.py)
 DF_CAP = 100_000  # counting a word's matches stops here
 CANDIDATES = 200  # entries retrieved per query (one ranked OR)
 STEP = 100  # entries retrieved per step of the bounded plan (large journals)
@@ -55,11 +56,12 @@ class Retrieval:
 
 
 def retrieve(store: Store, groups: list[list[str]], phrases: list[str], base: CandidateQuery,
-             limit: int = CANDIDATES, *, count: bool = True) -> Retrieval:
-    """Candidates for the word groups (OR-ed, BM25) within the budget; see the module doc for the plan."""
+             limit: int = CANDIDATES, *, count: bool = True, budget: int | None = None) -> Retrieval:
+    """Candidates for the word groups (OR-ed, BM25) within the budget (the store's, unless given); see the
+    module doc for the plan."""
     span = store.entry_rowid_range()  # read once per search: idf's total and every recency window use it
     out = Retrieval(total=max(1, span[1] - span[0] + 1))
-    budget = budget_of(store)
+    budget = budget or budget_of(store)
     must = [[p] for p in phrases]  # explicit phrases are required
     if count:
         out.dfs = [df(store, g, base) for g in groups]
@@ -104,9 +106,8 @@ def retrieve(store: Store, groups: list[list[str]], phrases: list[str], base: Ca
         if est == 0:
             continue
         windowed = est > budget
-        if windowed:  # a count stopped at the budget says only "more than the budget": size the window by
-            # the most the AND can match (its rarest group's count), so it never holds more than the budget
-            q = _window(span, q, max(est, min(dfs[i] for i in order[:size])), budget)
+        if windowed:
+            q = _window(span, q, est, budget)
         got = store.search_candidates(q, STEP)
         steps.append(f"and{size}" + ("w" if windowed else ""))
         for c in got:
