@@ -243,9 +243,8 @@ class PostgresStore(SQLStore):
         if expr:
             sql = (f"SELECT {cols}, r.s FROM (SELECT e.rowid, ts_rank(e.tsv, qq.q) AS s "
                    f"FROM (SELECT ({expr}) AS q) qq, entries e{inner_case} WHERE e.tsv @@ qq.q"
-                   + "".join(" AND " + w for w in where) + " ORDER BY s DESC, e.rowid DESC LIMIT ?) r "
-                   "JOIN entries e ON e.rowid = r.rowid JOIN cases c ON c.id = e.case_id "
-                   "ORDER BY r.s DESC, r.rowid DESC")  # equal scores: newest first, the same on every plan
+                   + "".join(" AND " + w for w in where) + " ORDER BY s DESC LIMIT ?) r "
+                   "JOIN entries e ON e.rowid = r.rowid JOIN cases c ON c.id = e.case_id ORDER BY r.s DESC")
         else:
             sql = (f"SELECT {cols}, 0.0 FROM entries e JOIN cases c ON c.id = e.case_id"
                    + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY e.rowid DESC LIMIT ?")
