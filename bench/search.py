@@ -41,6 +41,8 @@ HERE = Path(__file__).parent
 QUERIES = HERE / "eval_queries.json"
 TMP = Path(os.environ.get("SHAREDCTX_BENCH_DIR", "/tmp/sharedctx-bench"))
 PG_ADMIN = os.environ.get("SHAREDCTX_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+# several benches on one server (or one person comparing branches) keep their databases apart with a prefix
+PG_PREFIX = os.environ.get("SHAREDCTX_BENCH_PG_PREFIX", "sharedctx_bench")
 SEED = 7
 EVAL_SIZE = 10_000
 
@@ -110,7 +112,7 @@ def sqlite_dataset(n: int) -> str:
 def pg_dataset(n: int) -> str | None:
     import psycopg
 
-    name = f"sharedctx_bench_{n}_s{SEED}"
+    name = f"{PG_PREFIX}_{n}_s{SEED}"
     url = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
     try:
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
@@ -199,6 +201,25 @@ class Embeddings:
         return list(best)
 
 
+def similar_tuning(store: Store, keys: dict[str, str], n: int = EVAL_SIZE, k: int = 60) -> dict[str, Any]:
+    """`similar_cases` precision@5 on the tuning history: for `k` seeded cases that have an earlier case with
+    the same root cause, the share of the top 5 that has it (over min(5, such earlier cases)). The held-out
+    sets have their own (bench/heldout/*/similar.jsonl); this one is what similar_cases may be tuned on."""
+    from sharedctx.search import similar_cases
+
+    gen = list(generate(SEED, n))
+    by_key = {v: c for c, v in keys.items()}
+    rng = random.Random(SEED * 53 + 11)
+    picked = [g for g in rng.sample(gen, min(len(gen), 4 * k))
+              if any(o.cause == g.cause and o.opened < g.opened for o in gen)][:k]
+    scores = []
+    for g in picked:
+        truth = {o.key for o in gen if o.cause == g.cause and o.opened < g.opened}
+        got = [keys[r.case_id] for r in similar_cases(store, by_key[g.key], limit=5)]
+        scores.append(len(truth & set(got[:5])) / min(5, len(truth)))
+    return {"p@5": statistics.mean(scores) if scores else 0.0, "n": len(scores)}
+
+
 def quality(
     ranked: list[list[str]], queries: list[dict[str, Any]], truth: dict[str, tuple[str, str]]
 ) -> dict[str, Any]:
@@ -264,7 +285,8 @@ def main(argv: list[str] | None = None) -> None:
         import psycopg
 
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            for (name,) in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'sharedctx_bench_%'"):
+            for (name,) in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",
+                                           (PG_PREFIX + "_%",)):
                 conn.execute(f'DROP DATABASE "{name}"')
                 print("dropped", name)
         return
@@ -293,6 +315,8 @@ def main(argv: list[str] | None = None) -> None:
                 emb = Embeddings(store, keys, TMP / f"emb-{n}-s{SEED}.npz")
                 row["embedding"] = quality([emb(t) for t in texts], queries, truth)
                 row["embedding_latency"] = latency(emb, texts, passes=1)
+            if n == EVAL_SIZE:
+                row["similar"] = similar_tuning(store, keys, n)
             row["ours_latency"] = latency(lambda t, s=store: search(s, t, limit=10), texts)
             row["bm25_latency"] = latency(lambda t, s=store: s.search(t, limit=200), texts, passes=1)
             store.close()
@@ -327,8 +351,11 @@ def print_side_by_side(rows: list[dict[str, Any]], held: list[dict[str, Any]]) -
 
     for r in rows:
         if r["entries"] == EVAL_SIZE:
+            sim = r.get("similar")
+            p5 = f"{sim['p@5']:.2f}" if sim else "–"
             print(f"| tuning (bench/history.py, {r['entries']:,} entries) | {r['dialect']} | {r['ours']['n']} | "
-                  f"{pair(r['ours'])} | {pair(r['bm25'])} | {pair(r.get('embedding'))} | – |")
+                  f"{pair(r['ours'])} | {pair(r['bm25'])} | {pair(r.get('embedding'))} | "
+                  f"{p5} |")
     for h in held:
         sim = h.get("similar")
         p5 = f"{sim['p@5']:.2f}" if sim else "–"

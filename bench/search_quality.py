@@ -224,7 +224,7 @@ def pg_scratch(name: str, admin: str) -> str | None:
     try:
         import psycopg
 
-        db = f"sharedctx_bench_heldout_{name}"
+        db = os.environ.get("SHAREDCTX_BENCH_PG_PREFIX", "sharedctx_bench") + f"_heldout_{name}"
         with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
             conn.execute(f'CREATE DATABASE "{db}"')

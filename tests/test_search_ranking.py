@@ -262,3 +262,137 @@ def test_a_case_is_found_by_its_title_alone(ctx: SharedContext) -> None:
     assert [c.case_id for c in res.cases] == [case.id]
     assert ctx.store.rebuild_index() >= 2
     assert [c.case_id for c in ctx.search("osprey reconciliation").cases] == [case.id]
+
+
+# -- PostgreSQL at scale: migration 0013, indexes, the same answers as SQLite ----------------------------------
+FAULTS = [  # (title, service, finding, resolution): several symptoms share common words, as real history does
+    ("checkout latency", "checkout", "connection pool exhausted on the primary database", "raised the pool size"),
+    ("checkout errors", "checkout", "database connection refused after failover", "repointed the DSN"),
+    ("search slow", "search", "JVM heap full with long GC pauses on the database client", "raised the heap"),
+    ("search errors", "search", "disk full on the database volume, writes failing", "rotated the logs"),
+    ("payments latency", "payments", "slow queries on the database after a missing index", "added the index"),
+    ("payments errors", "payments", "TLS certificate expired on the database proxy", "renewed the certificate"),
+    ("ledger lag", "ledger", "kafka consumer lag growing, database writes slow", "scaled the consumers"),
+    ("ledger errors", "ledger", "connection pool exhausted after a deploy, database idle", "rolled back"),
+]
+
+
+def fill(ctx: SharedContext, rounds: int = 3) -> list[Case]:
+    cases = []
+    for r in range(rounds):
+        for title, svc, finding, fix in FAULTS:
+            c = incident(ctx, f"{title} {r}", svc, ("alert", f"{title} alert", "errors and latency on the database"),
+                         ("finding", finding, f"seen on {svc} database hosts"), resolution=fix)
+            cases.append(c)
+    return cases
+
+
+def _pg_admin() -> str:
+    import os
+
+    return os.environ.get("SHAREDCTX_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def test_pg_migration_0013_applies_to_a_journal_that_holds_cases(config: object) -> None:
+    """A journal created before migration 0013 (titles indexed by an expression index) upgrades in place,
+    with its cases, and title search then answers as before."""
+    import uuid
+
+    import psycopg
+
+    from sharedctx.store.postgres import PostgresStore
+    from sharedctx.testing import FakeBackend
+
+    name = f"sharedctx_test_m13_{uuid.uuid4().hex[:8]}"
+    admin = _pg_admin()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = admin.rsplit("/", 1)[0] + f"/{name}"
+
+    def context(store: PostgresStore) -> SharedContext:
+        return SharedContext.open(config, store=store, backends={"fake": FakeBackend("fake")},  # type: ignore[arg-type]
+                                  worker=False)
+
+    try:
+        store = PostgresStore(url)
+        with store._pool.connection() as conn:  # back to the schema as it was before 0013
+            conn.execute("ALTER TABLE cases DROP COLUMN title_tsv")
+            conn.execute("CREATE INDEX cases_title_tsv ON cases USING GIN (to_tsvector('english', title))")
+            conn.execute("DELETE FROM schema_version WHERE version = 13")
+        ctx = context(store)
+        case = incident(ctx, "Osprey ledger reconciliation drift", "ledger", ("note", "looking", "nothing yet"))
+        ctx.worker.stop()
+        store.close()
+        store = PostgresStore(url)  # migrates
+        ctx = context(store)
+        try:
+            assert store.schema_version() >= 13
+            assert [c.case_id for c in search(store, "osprey reconciliation").cases] == [case.id]
+            later = incident(ctx, "Osprey payout drift", "ledger", ("note", "looking", "nothing yet"))
+            assert {c.case_id for c in search(store, "osprey").cases} == {case.id, later.id}  # new titles too
+        finally:
+            ctx.worker.stop()
+            store.close()
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_pg_search_statements_are_served_by_the_full_text_indexes(ctx: SharedContext) -> None:
+    """Every full-text statement a PostgreSQL search runs can be answered from a GIN index (no statement
+    computes a tsvector per row at query time, which an index cannot serve)."""
+    if type(ctx.store).__name__ != "PostgresStore":
+        pytest.skip("PostgreSQL plans")
+    from sharedctx.store.postgres import translate
+
+    fill(ctx, 1)
+    store = ctx.store
+    seen: list[tuple[str, list[object]]] = []
+    orig = store._q  # type: ignore[attr-defined]
+
+    def spy(sql: str, params: object = ()) -> list[object]:
+        seen.append((sql, list(params or [])))  # type: ignore[call-overload]
+        return orig(sql, params)  # type: ignore[no-any-return]
+
+    store._q = spy  # type: ignore[attr-defined]
+    try:
+        assert search(store, "database connection pool exhausted").cases
+    finally:
+        del store._q  # type: ignore[attr-defined]
+    fts = [(s, p) for s, p in seen if "@@" in s]
+    assert any("title_tsv" in s for s, _ in fts) and any("e.tsv" in s for s, _ in fts)
+    with store._pool.connection() as conn:  # type: ignore[attr-defined]
+        conn.execute("SET enable_seqscan = off")
+        for sql, params in fts:
+            plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + translate(sql), params or None).fetchall())
+            assert "entries_tsv" in plan or "cases_title_tsv" in plan, plan
+            assert "to_tsvector" not in plan, plan
+
+
+def test_similar_cases_agree_on_both_stores_when_the_symptoms_match_many_entries(
+        config: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """PostgreSQL ranks an interactive search over fewer index matches than SQLite (a latency budget); that
+    must not change what `similar_cases` finds: the same history gives the same similar cases on both."""
+    from sharedctx.search import candidates
+    from sharedctx.store.sqlite import SQLiteStore
+    from sharedctx.testing import FakeBackend
+
+    monkeypatch.setattr(candidates, "BUDGET_PG", 10)  # this small history already exceeds the PostgreSQL budget
+    pg = request.getfixturevalue("_pg_store")
+    with pg._pool.connection() as conn:
+        conn.execute("TRUNCATE cases, entries, outbox, backend_state, cursors, checkpoints, checkpoint_heads CASCADE")
+    answers = []
+    for store in (SQLiteStore(tmp_path / "j.db"), pg):
+        search_mod.clear_caches()
+        c = SharedContext.open(config, store=store, backends={"fake": FakeBackend("fake")},  # type: ignore[arg-type]
+                               worker=False)
+        try:
+            fill(c)
+            new = incident(c, "ledger errors again", "ledger",
+                           ("finding", "connection pool exhausted after a deploy", "database idle, app threads stuck"))
+            # which faults come back (the three rounds of one fault are identical texts: their order is a tie)
+            answers.append(sorted(r.title.rsplit(" ", 1)[0] for r in similar_cases(c.store, new.id, limit=5)))
+        finally:
+            c.worker.stop()
+    assert answers[0] == answers[1]
+    assert answers[1].count("ledger errors") == 3

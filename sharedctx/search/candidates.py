@@ -21,7 +21,8 @@ from ..store.base import Candidate, CandidateQuery, Store
 from .words import edit_distance, stem
 
 BUDGET = 4000  # most entries the store ranks for one query (bounded latency at any journal size)
-BUDGET_PG = 1500  # PostgreSQL's ts_rank reads each match's tsvector: a smaller budget (same quality on the tuning set)
+BUDGET_PG = 1500  # PostgreSQL's ts_rank reads each match's tsvector: a smaller budget for interactive search
+# (same search quality on the tuning set); similar_cases keeps BUDGET on both stores (see similar.py)
 DF_CAP = 100_000  # counting a word's matches stops here
 CANDIDATES = 200  # entries retrieved per query (one ranked OR)
 STEP = 100  # entries retrieved per step of the bounded plan (large journals)
@@ -52,16 +53,15 @@ class Retrieval:
     total: int = 1  # entries in the journal (for idf)
 
 
-def _total(store: Store) -> int:
-    lo, hi = store.entry_rowid_range()
-    return max(1, hi - lo + 1)
 
 
 def retrieve(store: Store, groups: list[list[str]], phrases: list[str], base: CandidateQuery,
-             limit: int = CANDIDATES, *, count: bool = True) -> Retrieval:
-    """Candidates for the word groups (OR-ed, BM25) within the budget; see the module doc for the plan."""
-    out = Retrieval(total=_total(store))
-    budget = budget_of(store)
+             limit: int = CANDIDATES, *, count: bool = True, budget: int | None = None) -> Retrieval:
+    """Candidates for the word groups (OR-ed, BM25) within the budget (the store's, unless given); see the
+    module doc for the plan."""
+    span = store.entry_rowid_range()  # read once per search: idf's total and every recency window use it
+    out = Retrieval(total=max(1, span[1] - span[0] + 1))
+    budget = budget or budget_of(store)
     must = [[p] for p in phrases]  # explicit phrases are required
     if count:
         out.dfs = [df(store, g, base) for g in groups]
@@ -73,7 +73,7 @@ def retrieve(store: Store, groups: list[list[str]], phrases: list[str], base: Ca
         q = base.model_copy(update={"match": [must]})
         n = store.count_matches(q, budget + 1)
         if n > budget:
-            q = _window(store, q, n, budget)
+            q = _window(span, q, n, budget)
         out.candidates = store.search_candidates(q, limit)
         out.strategy = "phrases" + (" (recent window)" if n > budget else "")
         return out
@@ -107,7 +107,7 @@ def retrieve(store: Store, groups: list[list[str]], phrases: list[str], base: Ca
             continue
         windowed = est > budget
         if windowed:
-            q = _window(store, q, est, budget)
+            q = _window(span, q, est, budget)
         got = store.search_candidates(q, STEP)
         steps.append(f"and{size}" + ("w" if windowed else ""))
         for c in got:
@@ -128,7 +128,10 @@ def title_candidates(store: Store, groups: list[list[str]], dfs: Sequence[int], 
     if not groups:
         return []
     try:
-        got = store.search_case_titles(base.model_copy(update={"match": [[g] for g in groups]}), limit)
+        # a word in more than the cap of titles makes the OR too wide: skip it (known from a cached probe)
+        wide = any(_titles_over_cap(store, g) for g in groups)
+        got = None if wide else store.search_case_titles(base.model_copy(update={"match": [[g] for g in groups]}),
+                                                         limit)
         if got is None and len(groups) > 1:
             got = store.search_case_titles(base.model_copy(update={"match": [groups]}), limit)
     except (StoreError, AttributeError, NotImplementedError):
@@ -136,16 +139,34 @@ def title_candidates(store: Store, groups: list[list[str]], dfs: Sequence[int], 
     return got or []
 
 
+_WIDE_CACHE: dict[tuple[str, tuple[str, ...]], tuple[float, bool]] = {}
+
+
+def _titles_over_cap(store: Store, group: Sequence[str]) -> bool:
+    """Does this word group alone match more case titles than a title search ranks (cached like `df`)?
+    On a large journal most query words do, and probing the OR of them first cost a whole scan per search."""
+    key, now = (store.url, tuple(group)), time.monotonic()
+    hit = _WIDE_CACHE.get(key)
+    if hit and now - hit[0] < _DF_TTL:
+        return hit[1]
+    wide = store.search_case_titles(CandidateQuery(match=[[list(group)]]), 0) is None
+    if len(_WIDE_CACHE) > 10_000:
+        _WIDE_CACHE.clear()
+    _WIDE_CACHE[key] = (now, wide)
+    return wide
+
+
 def budget_of(store: Store) -> int:
     return BUDGET_PG if store.url.startswith(("postgresql://", "postgres://")) else BUDGET
 
 
-def _window(store: Store, q: CandidateQuery, estimate: int, budget: int = BUDGET) -> CandidateQuery:
-    """Restrict `q` to the most recent stretch of the journal expected to hold about `budget` matches."""
-    lo, hi = store.entry_rowid_range()
-    span = max(1, hi - lo + 1)
+def _window(span: tuple[int, int], q: CandidateQuery, estimate: int, budget: int = BUDGET) -> CandidateQuery:
+    """Restrict `q` to the most recent stretch of the journal (`span`: its first and last rowid) expected to
+    hold about `budget` matches."""
+    lo, hi = span
+    width = max(1, hi - lo + 1)
     share = min(1.0, budget / max(estimate, DF_CAP if estimate >= DF_CAP else estimate))
-    return q.model_copy(update={"min_rowid": max(lo, hi - int(span * share))})
+    return q.model_copy(update={"min_rowid": max(lo, hi - int(width * share))})
 
 
 # -- typo tolerance ----------------------------------------------------------------------------------
@@ -207,6 +228,7 @@ def clear_caches() -> None:
     """Forget cached match counts and corrections (tests that reuse a database; after bulk loads)."""
     _DF_CACHE.clear()
     _FIX_CACHE.clear()
+    _WIDE_CACHE.clear()
 
 
 def resolve_services(store: Store, value: str) -> tuple[list[str], str | None]:

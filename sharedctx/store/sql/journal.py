@@ -260,14 +260,16 @@ class JournalSQL(SQLBase):
 
     def case_texts(self, case_ids: Sequence[str]) -> list[tuple[Any, ...]]:
         """(case_id, id, kind, author_kind, author_name, title, body, ref, attrs) of every entry of these
-        cases, in case then sequence order: what history search ranks a case on, without Entry objects."""
+        cases, in case then sequence order: what history search ranks a case on, without Entry objects.
+        `attrs` comes as JSON text on both stores: ranking parses it only for the few entries it asks a key of
+        (decoding every entry's JSONB cost PostgreSQL searches several ms)."""
         out: list[tuple[Any, ...]] = []
         ids = list(dict.fromkeys(case_ids))
         for i in range(0, len(ids), 200):
             chunk = ids[i : i + 200]
             out.extend(tuple(r) for r in self._q(
-                "SELECT case_id, id, kind, author_kind, author_name, title, body, ref, attrs FROM entries "
-                f"WHERE case_id IN ({','.join('?' * len(chunk))}) ORDER BY case_id, seq", chunk))
+                "SELECT case_id, id, kind, author_kind, author_name, title, body, ref, CAST(attrs AS TEXT) "
+                f"FROM entries WHERE case_id IN ({','.join('?' * len(chunk))}) ORDER BY case_id, seq", chunk))
         return out
 
     def services(self) -> list[str]:
