@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import statistics
 import time
 from typing import Any
@@ -240,12 +241,14 @@ def test_redaction_is_idempotent_on_random_fragments(text: str) -> None:
     [
         "-----BEGIN RSA PRIVATE KEY-------password password",  # found by hypothesis: `--password` after a placeholder
         "-----BEGIN RSA PRIVATE KEY-----Authorization: password",
+        "://-----BEGIN RSA PRIVATE KEY-----password@",  # a URL password that would start inside a placeholder
     ],
 )
 def test_a_placeholder_that_exposes_a_secret_is_redacted_in_the_same_call(text: str) -> None:
     once = R.redact(text)
     assert R.redact(once) == once
     assert "password" not in once.rsplit("]", 1)[-1]  # what followed the key block is gone too
+    assert re.fullmatch(r"[^\[\]]*(?:\[REDACTED:[a-z0-9-]+\][^\[\]]*)+", once), once  # whole placeholders only
 
 # ---------------------------------------------------------------------------------------- user patterns
 

@@ -639,12 +639,17 @@ def _drop_placeholders(text: str, found: list[Finding]) -> list[Finding]:
         return found
     kept = []
     for f in found:
-        inside = any(hs <= f.start and f.end <= he for hs, he in holes)
-        if inside:
+        start, end = f.start, f.end
+        for hs, he in holes:  # a finding never starts or ends inside a placeholder: trim it to the text around
+            if hs <= start < he:
+                start = he
+            if hs < end <= he:
+                end = hs
+        if start >= end:
             continue
-        rest = _PLACEHOLDER_RE.sub("", text[f.start : f.end])
+        rest = _PLACEHOLDER_RE.sub("", text[start:end])
         if any(c.isalnum() for c in rest):
-            kept.append(f)
+            kept.append(f if (start, end) == (f.start, f.end) else Finding(f.type, start, end, f.priority))
     return kept
 
 
