@@ -39,7 +39,7 @@ from pydantic import BaseModel, Field
 from .backends.base import Backend, ThreadRef
 from .config import WorkerSettings
 from .decisions import Hold, held_for_decision
-from .errors import Ambiguous, AuthFailed, LeaseLost, Rejected, Retryable
+from .errors import Ambiguous, AuthFailed, LeaseLost, Paced, Rejected, Retryable
 from .model import CaseRecord, Delivery, Entry, EntryKind, ExternalRef
 from .observability import DELIVERY_SECONDS, delivery_outcome, span
 from .store.base import Store
@@ -322,6 +322,11 @@ class Worker:
             if self._fenced(d, self.store.mark_dead(d.id, error=str(exc), kind="rejected", token=token), "buried"):
                 log.warning("delivery %s to %s rejected, moved to dead letters: %s", d.id, name, exc)
                 self._emit("dead", d, str(exc))
+        except Paced as exc:  # nothing was sent: wait for the slot, uncounted (see `Paced`)
+            self._paused_until[name] = max(self._paused_until.get(name, 0.0), time.time() + (exc.retry_after or 0.0))
+            if self._fenced(d, self.store.reschedule(d.id, error=str(exc), kind="paced",
+                                                     delay=exc.retry_after or 0.0, token=token), "rescheduled"):
+                self.store.release(d.id, error=str(exc), kind="paced", token=token)
         except Retryable as exc:
             kind = "ambiguous" if isinstance(exc, Ambiguous) else "retryable"
             if exc.retry_after is not None:

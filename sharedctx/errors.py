@@ -162,6 +162,14 @@ class Retryable(BackendError):
         self.retry_after = retry_after
 
 
+class Paced(Retryable):
+    """Our own pacer says the next slot is later: nothing was sent, so it is not an attempt.
+
+    The worker gives the delivery back uncounted; otherwise a saturated budget would walk deliveries
+    through `max_attempts` into dead letters without a single failed request.
+    """
+
+
 class Ambiguous(Retryable):
     """The request may or may not have been applied (timeout or reset after sending).
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
-from ..errors import Ambiguous, AuthFailed, ConfigError, Rejected, Retryable, StoreError
+from ..errors import Ambiguous, AuthFailed, ConfigError, Paced, Rejected, Retryable, StoreError
 
 if TYPE_CHECKING:
     from ..store.base import RateLimits
@@ -298,7 +298,7 @@ class SharedPacer:
 def _block_or_reschedule(wait: float, max_block: float, scale: float, sleep: Callable[[float], None]) -> None:
     """Sleep a short wait; turn a long one into `Retryable` (in real seconds: the worker reschedules)."""
     if wait / scale > max_block:
-        raise Retryable(f"pacing: next slot in {wait / scale:.1f}s", retry_after=wait / scale)
+        raise Paced(f"pacing: next slot in {wait / scale:.1f}s", retry_after=wait / scale)
     sleep(wait)
 
 

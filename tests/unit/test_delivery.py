@@ -9,7 +9,7 @@ import pytest
 
 from sharedctx.config import WorkerSettings
 from sharedctx.delivery import Worker, backoff_delay
-from sharedctx.errors import Ambiguous, AuthFailed, Rejected, Retryable
+from sharedctx.errors import Ambiguous, AuthFailed, Paced, Rejected, Retryable
 from sharedctx.model import Author, EntryDraft, EntryKind
 from sharedctx.store.base import Store
 from sharedctx.testing import FakeBackend
@@ -135,6 +135,18 @@ def test_after_max_attempts_a_delivery_is_buried_with_the_last_reason(store: Sto
     [dead] = store.list_deliveries(state="dead")
     assert dead.attempts == FAST.max_attempts and "502 Bad Gateway" in (dead.last_error or "")
 
+
+def test_waiting_for_our_own_rate_budget_is_not_an_attempt(store: Store) -> None:
+    """A saturated shared budget must not walk a delivery into dead letters: nothing was sent."""
+    fake = FakeBackend()
+    case = new_case(store)
+    [e] = record(store, case, 1, ["fake"])
+    fake.fail_next(*[Paced("pacing: next slot in 0.0s", retry_after=0.0)] * (FAST.max_attempts * 3))
+    w = Worker(store, {"fake": fake}, FAST)
+    assert wait_for(lambda: w.run_once() >= 0 and len(fake.entries(case)) == 1)
+    assert fake.entries(case) == [e] and not store.list_deliveries(state="dead")
+    [d] = store.list_deliveries(state="delivered")
+    assert d.attempts == 1  # twelve waits for a slot, one real send
 
 def test_an_unexpected_exception_is_retried_not_fatal(store: Store) -> None:
     fake = FakeBackend()
