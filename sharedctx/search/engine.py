@@ -11,9 +11,9 @@ from typing import Any
 from ..errors import StoreError
 from ..model import Entry, utcnow
 from ..store.base import Candidate, CandidateQuery, SearchFilters, Store
+from . import semantic
 from .candidates import CANDIDATES, Retrieval, correct, df, idf, resolve_services, retrieve, title_candidates
 from .models import CaseResult, Hit, SearchResult
-from . import semantic
 from .query import outcome_matches, parse_query
 from .ranking import (
     EXPAND_BELOW,

@@ -212,7 +212,7 @@ def _sqlite_module() -> Any:
     if hasattr(sqlite3.Connection, "enable_load_extension"):
         return sqlite3
     try:
-        import pysqlite3.dbapi2 as mod  # type: ignore[import-not-found]
+        import pysqlite3.dbapi2 as mod
     except ImportError as exc:
         raise SemanticUnavailable("this Python's sqlite3 cannot load sqlite-vec and pysqlite3 is not installed: "
                                   "pip install 'sharedctx[semantic]'") from exc
@@ -300,9 +300,9 @@ class PostgresVectors(Vectors):
         now = format_ts(utcnow())
         with self.store._tx() as c:  # type: ignore[attr-defined]
             for case_id, seq, vec in items:
-                c.execute("INSERT INTO case_embeddings (case_id, model, seq, embedded_at, vector) VALUES (?, ?, ?, ?, ?) "
-                          "ON CONFLICT (case_id) DO UPDATE SET model = excluded.model, seq = excluded.seq, "
-                          "embedded_at = excluded.embedded_at, vector = excluded.vector, "
+                c.execute("INSERT INTO case_embeddings (case_id, model, seq, embedded_at, vector) "
+                          "VALUES (?, ?, ?, ?, ?) ON CONFLICT (case_id) DO UPDATE SET model = excluded.model, "
+                          "seq = excluded.seq, embedded_at = excluded.embedded_at, vector = excluded.vector, "
                           "version = nextval('case_embeddings_version')", (case_id, MODEL_ID, seq, now, vec.tobytes()))
 
     def _refresh(self) -> None:
