@@ -382,7 +382,7 @@ def main(argv: list[str] | None = None) -> None:
             if not a.no_pg:
                 url = hq.pg_scratch(name, PG_ADMIN)
                 if url:
-                    held.append(hq.evaluate(name, url=url, embed=False, sem=False))
+                    held.append(hq.evaluate(name, url=url, embed=False, sem=sem))
             print(json.dumps(held[-1]), file=sys.stderr)
     print_table(rows, time.perf_counter() - t_all)
     print_side_by_side(rows, held)

@@ -203,6 +203,28 @@ def embed_cases(store: Store) -> float:
     return time.perf_counter() - t0
 
 
+def copy_vectors(name: str, store: Store, keys: dict[str, str]) -> None:
+    """Give a PostgreSQL replay of a set the case vectors of its SQLite replay (the same case texts and model,
+    so the same vectors), instead of embedding every case a second time on a shared CPU."""
+    from sharedctx.search import semantic
+
+    src, src_keys = build(name)
+    try:
+        with semantic_mode(True):
+            embed_cases(src)
+            vec = semantic.vectors_for(src)
+            by_set = {src_keys[str(cid)]: emb for cid, emb in vec.conn.execute(  # type: ignore[attr-defined]
+                "SELECT case_id, embedding FROM case_vectors").fetchall()}
+            import numpy as np
+
+            seqs = dict(store._q("SELECT id, last_seq FROM cases"))  # type: ignore[attr-defined]
+            semantic.vectors_for(store).put([(cid, int(seqs[cid]), np.frombuffer(by_set[k], dtype=np.float32))
+                                             for cid, k in keys.items() if k in by_set])
+    finally:
+        semantic.forget(src)
+        src.close()
+
+
 def evaluate(name: str, *, url: str | None = None, embed: bool = True, sem: bool = True) -> dict[str, Any]:
     """Every method on one held-out set: {"ours": {...}, "bm25": {...}, "embedding": {...}, "similar": {...},
     "semantic": {...}} ("semantic": ours with the `semantic` extra's embeddings fused in, when installed)."""
@@ -230,6 +252,8 @@ def evaluate(name: str, *, url: str | None = None, embed: bool = True, sem: bool
         opened = {c["id"]: c["opened_at"] for c in cases}
         out["similar"] = similar_quality(store, keys, sim, opened)
     if sem and semantic_installed():
+        if url is not None:
+            copy_vectors(name, store, keys)
         embed_cases(store)
         t0 = time.perf_counter()
         with semantic_mode(True):
@@ -244,6 +268,9 @@ def evaluate(name: str, *, url: str | None = None, embed: bool = True, sem: bool
     out["bm25"]["misses"] = [queries[i]["id"] for i in out["bm25"]["misses"]]
     if "embedding" in out:
         out["embedding"]["misses"] = [queries[i]["id"] for i in out["embedding"]["misses"]]
+    from sharedctx.search import semantic
+
+    semantic.forget(store)
     store.close()
     return out
 
@@ -265,7 +292,7 @@ def pg_scratch(name: str, admin: str) -> str | None:
     try:
         import psycopg
 
-        db = f"sharedctx_bench_heldout_{name}"
+        db = f"{os.environ.get('SHAREDCTX_BENCH_PG_PREFIX', 'sharedctx_bench')}_heldout_{name}"
         with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
             conn.execute(f'CREATE DATABASE "{db}"')
