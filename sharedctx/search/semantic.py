@@ -196,6 +196,10 @@ class Vectors:
     def count(self) -> int:
         return int(_q(self.store, "SELECT count(*) FROM case_embeddings WHERE model = ?", (MODEL_ID,))[0][0])
 
+    def any(self) -> bool:
+        """Is at least one case embedded (an index probe, not a count: this runs on every search)?"""
+        return bool(_q(self.store, "SELECT 1 FROM case_embeddings WHERE model = ? LIMIT 1", (MODEL_ID,)))
+
     def put(self, items: Sequence[tuple[str, int, Any]]) -> None:
         raise NotImplementedError
 
@@ -237,20 +241,38 @@ class SQLiteVectors(Vectors):
         path = str(getattr(store, "url", ""))
         if not path or path == ":memory:" or not os.path.exists(path):
             raise SemanticUnavailable("semantic search needs a journal file (not an in-memory store)")
+        # two connections: searches read on `conn`, the indexer scans and writes on `bg`, so a search never
+        # waits behind the indexer's scan (WAL: readers and the one writer do not block each other)
         self._lock = threading.Lock()
-        self.conn = mod.connect(f"file:{path}?mode=rw", uri=True, isolation_level=None, check_same_thread=False,
-                                timeout=30.0)
-        self.conn.enable_load_extension(True)
-        sqlite_vec.load(self.conn)
-        self.conn.enable_load_extension(False)
-        self.conn.execute("PRAGMA busy_timeout=30000")
-        self.conn.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS case_vectors USING vec0(case_id TEXT PRIMARY KEY, "
-                          f"embedding float[{DIM}] distance_metric=cosine)")
+        self._bg_lock = threading.Lock()
+
+        def connect() -> Any:
+            c = mod.connect(f"file:{path}?mode=rw", uri=True, isolation_level=None, check_same_thread=False,
+                            timeout=30.0)
+            c.enable_load_extension(True)
+            sqlite_vec.load(c)
+            c.enable_load_extension(False)
+            c.execute("PRAGMA busy_timeout=30000")
+            return c
+
+        self.conn, self.bg = connect(), connect()
+        self.bg.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS case_vectors USING vec0(case_id TEXT PRIMARY KEY, "
+                        f"embedding float[{DIM}] distance_metric=cosine)")
+
+    _PENDING = ("SELECT c.id, c.last_seq FROM cases c LEFT JOIN case_embeddings m ON m.case_id = c.id "
+                "WHERE m.case_id IS NULL OR m.seq < c.last_seq OR m.model <> ? LIMIT ?")
+
+    def pending(self, limit: int) -> list[tuple[str, int]]:
+        """On this connection, not the store's: the scan (tens of ms at 100k cases) must not hold the lock
+        that `record()` takes."""
+        with self._bg_lock:
+            rows = self.bg.execute(self._PENDING, (MODEL_ID, limit)).fetchall()
+        return [(str(a), int(b)) for a, b in rows]
 
     def put(self, items: Sequence[tuple[str, int, Any]]) -> None:
         now = format_ts(utcnow())
-        with self._lock:
-            c = self.conn
+        with self._bg_lock:
+            c = self.bg
             c.execute("BEGIN IMMEDIATE")
             try:
                 for case_id, seq, vec in items:
@@ -272,20 +294,22 @@ class SQLiteVectors(Vectors):
         return [(str(cid), 1.0 - float(d)) for cid, d in rows]
 
     def clear(self) -> None:
-        with self._lock:
-            self.conn.execute("BEGIN IMMEDIATE")
+        with self._bg_lock:
+            self.bg.execute("BEGIN IMMEDIATE")
             try:
-                self.conn.execute("DELETE FROM case_vectors")
-                self.conn.execute("DELETE FROM case_embeddings")
-                self.conn.execute("COMMIT")
+                self.bg.execute("DELETE FROM case_vectors")
+                self.bg.execute("DELETE FROM case_embeddings")
+                self.bg.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(Exception):
-                    self.conn.execute("ROLLBACK")
+                    self.bg.execute("ROLLBACK")
                 raise
 
     def close(self) -> None:
-        with self._lock, contextlib.suppress(Exception):
-            self.conn.close()
+        with self._lock, self._bg_lock:
+            for c in (self.conn, self.bg):
+                with contextlib.suppress(Exception):
+                    c.close()
 
 
 class PostgresVectors(Vectors):
@@ -429,10 +453,11 @@ _INDEXERS: dict[int, tuple[Any, threading.Event]] = {}
 def ensure_indexer(store: Store) -> None:
     """Start this process's background indexer for `store` once: it embeds new and grown cases off the
     `record()` path, pausing IDLE_SECONDS when nothing is pending, and stops with the store."""
-    if id(store) in _INDEXERS and _INDEXERS[id(store)][0] is store:
-        return
-    stop = threading.Event()
-    _INDEXERS[id(store)] = (store, stop)
+    with _VECTORS_LOCK:
+        if id(store) in _INDEXERS and _INDEXERS[id(store)][0] is store:
+            return
+        stop = threading.Event()
+        _INDEXERS[id(store)] = (store, stop)
 
     def run() -> None:
         closed = getattr(store, "_closed", None)
@@ -479,7 +504,7 @@ def start(store: Store, text: str) -> tuple[Semantic | None, str | None]:
     try:
         vec = vectors_for(store)
         ensure_indexer(store)
-        if vec.count() == 0:
+        if not vec.any():
             return None, None  # nothing embedded yet: the indexer is on it
         return Semantic(store, text), None
     except SemanticUnavailable as exc:
