@@ -136,6 +136,11 @@ def test_search_starts_the_background_indexer(sq: SQLiteStore, on: None) -> None
     while vec.count() < len(CASES) + 1 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert vec.count() == len(CASES) + 1
+    sq.close()  # the indexer notices and releases its vector connections
+    deadline = time.monotonic() + 3 * semantic.IDLE_SECONDS + 5
+    while id(sq) in semantic._VECTORS and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert id(sq) not in semantic._VECTORS and id(sq) not in semantic._INDEXERS
 
 
 @needs_extra

@@ -400,7 +400,8 @@ def forget(store: Store) -> None:
     """Drop this process's vector connection and indexer for `store` (the store is being closed)."""
     with _VECTORS_LOCK:
         hit = _VECTORS.pop(id(store), None)
-    ix = _INDEXERS.pop(id(store), None)
+    with _VECTORS_LOCK:
+        ix = _INDEXERS.pop(id(store), None)
     if ix is not None:
         ix[1].set()
     if hit is not None:
@@ -459,17 +460,23 @@ def ensure_indexer(store: Store) -> None:
         stop = threading.Event()
         _INDEXERS[id(store)] = (store, stop)
 
-    def run() -> None:
+    def gone() -> bool:
+        """The store was closed (SQLite: its close event; PostgreSQL: its pool)."""
         closed = getattr(store, "_closed", None)
-        while not stop.is_set() and not (closed is not None and closed.is_set()):
+        pool = getattr(store, "_pool", None)
+        return bool((closed is not None and closed.is_set()) or (pool is not None and getattr(pool, "closed", False)))
+
+    def run() -> None:
+        while not stop.is_set():
+            if gone():
+                forget(store)  # release the vector connections with the store
+                return
             try:
                 n = sync(store, stop=stop)
             except SemanticUnavailable as exc:
                 log.warning("semantic indexing off: %s", exc)
                 return
-            except Exception as exc:  # a closed store, a busy file: try again later, never crash the process
-                if closed is not None and closed.is_set():
-                    return
+            except Exception as exc:  # a busy file, a dropped connection: try again later, never crash the process
                 log.debug("semantic indexing pass failed: %s", exc)
                 n = 0
             if not n:
@@ -542,7 +549,6 @@ def fuse(store: Store, sem: Semantic, ranked: list[CaseResult], docs: list[CaseD
             ranked = ranked + score_cases(extra, {}, ev, terms)
             docs = docs + extra
     sem_rank = {cid: (i + 1, cos) for i, (cid, cos) in enumerate(near)}
-    present = {r.case_id for r in ranked}
     order = [r.case_id for r in ranked if r.signals.get("text")]
     lex_rank = {cid: i + 1 for i, cid in enumerate(order)}
     fused: dict[str, float] = {}
@@ -555,6 +561,5 @@ def fuse(store: Store, sem: Semantic, ranked: list[CaseResult], docs: list[CaseD
             r.reasons.append(f"matched semantically: close in meaning to the query (cosine {hit[1]:.2f}, "
                              f"#{hit[0]} by {MODEL_NAME.split('/')[-1]})")
         fused[r.case_id] = round(s, 6)
-    ranked = [r for r in ranked if r.case_id in present]
     ranked.sort(key=lambda r: (-fused[r.case_id], -r.score))
     return ranked, docs, fused
