@@ -10,8 +10,9 @@ Why these choices:
   which carries the weights; the hub is switched off (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE are forced) before
   sentence-transformers is imported, so nothing is ever downloaded at run time.
 - Storage needs no separate database: on SQLite a sqlite-vec `vec0` table (`case_vectors`) in the journal
-  file; on PostgreSQL float4 bytes in `case_embeddings.vector` (Debian 12 has no pgvector package), searched
-  exactly with numpy over an in-process cache that is refreshed by the rows' `version`.
+  file; on PostgreSQL float4 bytes in `case_embeddings.vector` (Debian 12 has no pgvector package). Both are
+  searched exactly with numpy over an in-process copy refreshed by the rows' `version` (see `Vectors.knn`:
+  sqlite-vec's own brute-force scan was ~6x slower at 119k vectors).
 - Embedding never happens on the `record()` path: a background thread per store (`ensure_indexer`, started
   by the first search) embeds the cases whose last entry is newer than their vector; a search uses the vectors
   already there. `sharedctx index rebuild` recomputes every vector.
