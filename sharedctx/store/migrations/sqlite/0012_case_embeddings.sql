@@ -9,5 +9,6 @@ CREATE TABLE IF NOT EXISTS case_embeddings (
     seq         INTEGER NOT NULL,   -- the case's last_seq when its text was read: a later entry re-embeds it
     embedded_at TEXT NOT NULL,
     vector      BLOB,               -- unused on SQLite (see case_vectors)
-    version     INTEGER NOT NULL DEFAULT 0
+    version     INTEGER NOT NULL DEFAULT 0  -- grows with every write: searching processes refresh their copy by it
 );
+CREATE INDEX IF NOT EXISTS case_embeddings_by_version ON case_embeddings (version);
