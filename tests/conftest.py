@@ -22,6 +22,10 @@ from sharedctx.store.postgres import PostgresStore
 from sharedctx.store.sqlite import SQLiteStore
 from sharedctx.testing import FakeBackend
 
+# The semantic layer (sharedctx[semantic], which CI installs) stays off unless a test turns it on: the other
+# suites assert lexical rankings, and would otherwise load the model and start an indexer thread per store.
+os.environ.setdefault("SHAREDCTX_SEMANTIC", "off")
+
 PG_ADMIN = os.environ.get("SHAREDCTX_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 

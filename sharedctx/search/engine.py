@@ -11,6 +11,7 @@ from typing import Any
 from ..errors import StoreError
 from ..model import Entry, utcnow
 from ..store.base import Candidate, CandidateQuery, SearchFilters, Store
+from . import semantic
 from .candidates import CANDIDATES, Retrieval, correct, df, idf, resolve_services, retrieve, title_candidates
 from .models import CaseResult, Hit, SearchResult
 from .query import outcome_matches, parse_query
@@ -139,6 +140,10 @@ def search(ctx_or_store: Any, text: str, filters: SearchFilters | None = None, *
     now = now or utcnow()
     pq = parse_query(text, filters, now=now)
     notices = list(pq.notices)
+    # the optional embedding half starts first: the query's vector is computed while the words are retrieved
+    sem, sem_note = semantic.start(store, " ".join([*pq.words, *pq.phrases]))
+    if sem_note:
+        notices.append(sem_note)
     f = pq.filters.model_copy()
     if f.service:
         names, note = resolve_services(store, f.service)
@@ -197,17 +202,23 @@ def search(ctx_or_store: Any, text: str, filters: SearchFilters | None = None, *
     for typed, word in shown.items():
         notices.append(f"“{typed}” is not in the index; searched for “{word}” instead")
     ev = Evidence(words=pq.words, now=now)
+    fused: dict[str, float] = {}
     if terms:
         ranked, extra = rank_docs(docs, terms, ev, expand=expand, fix_intent=pq.fix_intent)
+        if sem is not None:  # reciprocal rank fusion with the nearest cases (sharedctx.search.semantic)
+            ranked, docs, fused = semantic.fuse(store, sem, ranked, docs, base, ev, terms)
     else:
         ranked, extra = rank_docs(docs, [], ev, expand=False)
         order = {d.case_id: i for i, d in enumerate(docs)}
         ranked.sort(key=lambda r: order[r.case_id])  # no words: newest first, as retrieved
-    ranked = finish(store, docs, ranked, limit, f, keep_order=not terms)
+    ranked = finish(store, docs, ranked, limit, f, keep_order=not terms or bool(fused))
     by_id = {d.case_id: d for d in docs}
     for r in ranked:
         r.hits = hits(by_id[r.case_id], [*terms, *extra]) if terms else \
             [_plain_hit(c.entry) for c in got.candidates if c.entry.case_id == r.case_id][:3]
+        if fused:
+            r.score = fused[r.case_id]
+            r.hits = r.hits or [_plain_hit(e) for e in by_id[r.case_id].entries[:2]]
         if extra:
             r.reasons.append("query expanded from the best cases with: " + ", ".join(t.word for t in extra))
         if corrections:
