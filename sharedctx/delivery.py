@@ -324,9 +324,7 @@ class Worker:
                 self._emit("dead", d, str(exc))
         except Paced as exc:  # nothing was sent: wait for the slot, uncounted (see `Paced`)
             self._paused_until[name] = max(self._paused_until.get(name, 0.0), time.time() + (exc.retry_after or 0.0))
-            if self._fenced(d, self.store.reschedule(d.id, error=str(exc), kind="paced",
-                                                     delay=exc.retry_after or 0.0, token=token), "rescheduled"):
-                self.store.release(d.id, error=str(exc), kind="paced", token=token)
+            self._put_back(d, str(exc), "paced", exc.retry_after or 0.0)
         except Retryable as exc:
             kind = "ambiguous" if isinstance(exc, Ambiguous) else "retryable"
             if exc.retry_after is not None:
@@ -349,11 +347,17 @@ class Worker:
                 log.info("delivery %s to %s not sent: %s", d.id, d.backend, held.reason)
                 self._emit("dead", d, held.reason)
             return
-        if not self._fenced(d, self.store.reschedule(d.id, error=held.reason, kind=HOLD_KIND,
-                                                     delay=self.hold_recheck, token=token), "held"):
-            return
-        self.store.release(d.id, error=held.reason, kind=HOLD_KIND, token=token)  # after: not due in between
-        self._emit("held", d, held.reason)
+        if self._put_back(d, held.reason, HOLD_KIND, self.hold_recheck):
+            self._emit("held", d, held.reason)
+
+    def _put_back(self, d: Delivery, reason: str, kind: str, delay: float) -> bool:
+        """Give a claimed delivery back, due again after `delay` and with its attempt uncounted (nothing
+        was sent: held for a person, or waiting for our own rate budget); False if the lease was lost."""
+        if not self._fenced(d, self.store.reschedule(d.id, error=reason, kind=kind, delay=delay,
+                                                     token=d.lease_token), kind):  # "held" / "paced"
+            return False
+        self.store.release(d.id, error=reason, kind=kind, token=d.lease_token)  # after: not due in between
+        return True
 
     def _retry_or_bury(self, d: Delivery, error: str, kind: str, retry_after: float | None) -> None:
         token = d.lease_token

@@ -192,7 +192,7 @@ class Pacing(Protocol):
     """What a connector paces its requests through; it does not care where the budget is counted.
 
     `acquire()` returns when the request may go (after a short block at most) or raises
-    `Retryable(retry_after=...)` so the worker reschedules instead of parking a thread; `hold(seconds)`
+    `Paced(retry_after=...)` so the worker reschedules (uncounted) instead of parking a thread; `hold(seconds)`
     records a server-side "slow down" so everyone sharing the budget backs off together.
     """
 
@@ -205,7 +205,7 @@ class Pacer:
 
     A sliding-window log per limit, not a token bucket: a bucket of 80 refilling at 80/min admits up to
     160 requests in some 60 s window, which is exactly what trips a secondary limit. `acquire()` blocks
-    briefly when the next slot is close; when the wait would be long it raises `Retryable(retry_after)`
+    briefly when the next slot is close; when the wait would be long it raises `Paced(retry_after)`
     so the worker reschedules instead of parking a thread. `hold(seconds)` records a server-side "slow
     down" (secondary limit, exhausted primary budget) so every thread using this pacer backs off together.
 
@@ -296,7 +296,7 @@ class SharedPacer:
 
 
 def _block_or_reschedule(wait: float, max_block: float, scale: float, sleep: Callable[[float], None]) -> None:
-    """Sleep a short wait; turn a long one into `Retryable` (in real seconds: the worker reschedules)."""
+    """Sleep a short wait; turn a long one into `Paced` (in real seconds: the worker reschedules, uncounted)."""
     if wait / scale > max_block:
         raise Paced(f"pacing: next slot in {wait / scale:.1f}s", retry_after=wait / scale)
     sleep(wait)
