@@ -24,7 +24,7 @@ from typing import Any
 
 from ...model import CaseStatus, Entry, EntryDraft, format_ts, utcnow
 from ..base import InvestigationLease
-from .common import SQLBase, _json
+from .common import PreparedAppend, SQLBase, _json
 
 # An investigation has work for a replica when it is not closed, its case is not resolved, and it is
 # at a step the agent runs now (`awaiting-recovery` counts only once a resolved alert is waiting).
@@ -127,6 +127,7 @@ class InvestigationsSQL(SQLBase):
 
         Returns the entries, or None (and nothing is written) if `owner` no longer holds the lease with
         `token`. `clear_resolved` consumes the waiting resolved alert (after a verification)."""
+        prepared = [self._prepare_append(d, b, st) for d, b, st in entries]  # outside the tx, as `append` does
         with self._tx() as c:
             changed = c.execute(
                 "UPDATE investigations SET step=?, state=?, updated_at=?, lease_until=?, "
@@ -137,7 +138,7 @@ class InvestigationsSQL(SQLBase):
             ).rowcount  # fmt: skip
             if changed != 1:
                 return None
-            return [self._append_in(c, draft, backends, status) for draft, backends, status in entries]
+            return [self._write_append(c, p) for p in prepared]
 
     def release_investigation(self, case_id: str, owner: str, token: int) -> bool:
         """Give the lease back now (drain, or the step reached a wait), so another replica need not wait
@@ -159,5 +160,9 @@ class InvestigationsSQL(SQLBase):
         rows = self._q(f"SELECT {LEASE_COLS} FROM investigations WHERE case_id=?", (case_id,))
         return self._lease(rows[0]) if rows else None
 
-    def _append_in(self, c: Any, draft: EntryDraft, backends: Sequence[str], status: CaseStatus | None) -> Entry:
-        raise NotImplementedError  # JournalSQL's, through the MRO of SQLStore
+    # JournalSQL's, through the MRO of SQLStore
+    def _prepare_append(self, draft: EntryDraft, backends: Sequence[str], status: CaseStatus | None) -> PreparedAppend:
+        raise NotImplementedError
+
+    def _write_append(self, c: Any, p: PreparedAppend) -> Entry:
+        raise NotImplementedError
