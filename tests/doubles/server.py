@@ -35,6 +35,7 @@ class PortServer:
         self.drop_writes = drop_writes
         self.rng = random.Random(seed)
         self.counts: Counter[str] = Counter()  # requests, writes, dropped (after the double applied them)
+        self.writes_in_flight = 0  # read, not yet answered: lets a test signal a client mid-request, not by timing
         self._lock = threading.Lock()
         self._stop = threading.Event()
         owner = self
@@ -79,6 +80,16 @@ class PortServer:
         if len(body) < length:  # the client died mid-request (kill -9): no HTTP server acts on half a request
             h.close_connection = True
             return
+        write = h.command in WRITES
+        with self._lock:
+            self.writes_in_flight += write
+        try:
+            self._answer(h, body, write)
+        finally:
+            with self._lock:
+                self.writes_in_flight -= write
+
+    def _answer(self, h: BaseHTTPRequestHandler, body: bytes, write: bool) -> None:
         delay, dice = self._roll()
         if self._stop.wait(delay):
             return
@@ -86,7 +97,6 @@ class PortServer:
                                 headers=[(k, v) for k, v in h.headers.items() if k.lower() != "host"],
                                 content=body)
         response = self.double.handle(request)
-        write = h.command in WRITES
         with self._lock:
             self.counts["requests"] += 1
             self.counts["writes"] += write
