@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -351,7 +351,7 @@ class SharedContext:
     def case(self, case_id: str) -> Case:
         return Case(self, self.store.get_case(case_id))
 
-    def find_case(self, ref: str) -> Case:
+    def find_case(self, ref: str, *, visible: Callable[[str], bool] | None = None) -> Case:
         """By case id, open-case fingerprint, or through the bindings index (`store.cases_matching`): a
         thread's id, number, key or URL on any backend, a label value, a resolved case's fingerprint, an
         id prefix.
@@ -359,15 +359,21 @@ class SharedContext:
         Every step is an index lookup, so case #100,000 is found as fast as case #1, and nothing stops
         early: a ref that names no case says what was tried; one that names several cases of which no
         single one is live raises `AmbiguousCase` naming them (ids and statuses, never titles: the caller
-        may not be allowed to read them)."""
+        may not be allowed to read them).
+
+        `visible` is the caller's read scope (a partner sees only the cases it was invited into): a case it
+        may not read is not found, not named, and does not make a ref ambiguous, so a lookup can never tell
+        a scoped caller which case ids sit behind a URL or a label. An exact case id is the exception: the
+        caller already holds it, and the access check after the lookup refuses it in plain words."""
         try:
             return self.case(ref)
         except CaseNotFound:
             pass
+        seen = visible or (lambda _: True)
         found = self.store.find_open_case(ref)
-        if found:
+        if found and seen(found.id):
             return Case(self, found)
-        matches = self.store.cases_matching(ref, limit=FIND_LIMIT)
+        matches = [(how, rec) for how, rec in self.store.cases_matching(ref, limit=FIND_LIMIT) if seen(rec.id)]
         live = [rec for _, rec in matches if rec.status != CaseStatus.RESOLVED]
         if len(matches) == 1 or len(live) == 1:
             return Case(self, live[0] if live else matches[0][1])

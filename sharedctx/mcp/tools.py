@@ -108,7 +108,8 @@ def build_mcp_server(
     ) -> CaseOut:
         ident = caller()
         # references are looked up redacted, as fingerprints are stored (and errors never echo a secret)
-        case = await off_loop(ctx.find_case, server.redactor.redact(ref.strip()))
+        case = await off_loop(lambda: ctx.find_case(server.redactor.redact(ref.strip()),
+                                                    visible=lambda cid: acc.can_read(ident, cid)))
         acc.check_read(ident, case.id)
         return case_out(case.info)
 
