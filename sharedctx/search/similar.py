@@ -109,6 +109,9 @@ def similar_cases(ctx_or_store: Any, case_id: str, limit: int = 5, *, expand: bo
             base.model_copy(update={"filters": SearchFilters(service=case.service, until=case.created_at)}), 60))
     cands = [c for c in found if c.entry.case_id != case_id and c.case_created_at < case.created_at]
     _pool_scores(cands, {id(c) for c in titled}, weighted, total)
+    # equal scores (the same fault's identical texts) in journal order, not in the order the store's plan
+    # happened to return them
+    cands.sort(key=lambda c: (-c.score, c.rowid))
     docs = pool_docs(store, cands)
     terms = [Term(word=g[0], stems=frozenset(stem(w) for alt in g for w in tokens(alt)), idf=idf(d, total),
                   weight=1 + math.log(n)) for n, d, g in weighted]

@@ -232,14 +232,14 @@ class PostgresStore(SQLStore):
         cols = ", ".join(f"e.{c.strip()}" for c in ENTRY_COLS.split(",")) + ", e.rowid, " + CANDIDATE_CASE_COLS
         where, values = candidate_conditions("postgres", title_query(query))
         # without filters only the best `limit` titles are joined; the count gates the join (a one-time filter)
-        best, top = ("m", []) if where else ("(SELECT id, s FROM m ORDER BY s DESC, id LIMIT ?)", [limit])
+        best, top = ("m", []) if where else ("(SELECT id, s FROM m ORDER BY s DESC LIMIT ?)", [limit])
         rows = self._q(
             "WITH m AS MATERIALIZED (SELECT c.id, ts_rank(c.title_tsv, qq.q) AS s "
             f"FROM (SELECT ({expr}) AS q) qq, cases c WHERE c.title_tsv @@ qq.q LIMIT ?), "
             "n AS (SELECT count(*) AS n FROM m) "
             f"SELECT t.*, n.n FROM n LEFT JOIN LATERAL (SELECT {cols}, b.s FROM {best} b "
             "JOIN cases c ON c.id = b.id JOIN entries e ON e.case_id = c.id AND e.seq = 1 WHERE n.n <= ?"
-            + "".join(" AND " + w for w in where) + " ORDER BY b.s DESC, c.id LIMIT ?) t ON true",
+            + "".join(" AND " + w for w in where) + " ORDER BY b.s DESC LIMIT ?) t ON true",
             [*params, cap + 1, *top, cap, *values, limit])
         if rows and int(rows[0][-1]) > cap:
             return None
@@ -270,9 +270,8 @@ class PostgresStore(SQLStore):
         if expr:
             sql = (f"SELECT {cols}, r.s FROM (SELECT e.rowid, ts_rank(e.tsv, qq.q) AS s "
                    f"FROM (SELECT ({expr}) AS q) qq, entries e{inner_case} WHERE e.tsv @@ qq.q"
-                   + "".join(" AND " + w for w in where) + " ORDER BY s DESC, e.rowid DESC LIMIT ?) r "
-                   "JOIN entries e ON e.rowid = r.rowid JOIN cases c ON c.id = e.case_id "
-                   "ORDER BY r.s DESC, r.rowid DESC")  # ties: newest first, the same order on every run
+                   + "".join(" AND " + w for w in where) + " ORDER BY s DESC LIMIT ?) r "
+                   "JOIN entries e ON e.rowid = r.rowid JOIN cases c ON c.id = e.case_id ORDER BY r.s DESC")
         else:
             sql = (f"SELECT {cols}, 0.0 FROM entries e JOIN cases c ON c.id = e.case_id"
                    + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY e.rowid DESC LIMIT ?")
