@@ -396,3 +396,36 @@ def test_similar_cases_agree_on_both_stores_when_the_symptoms_match_many_entries
             c.worker.stop()
     assert answers[0] == answers[1]
     assert answers[1].count("ledger errors") == 3
+
+
+def test_similar_symptoms_leave_out_words_the_postgresql_index_never_holds() -> None:
+    """PostgreSQL's 'english' config drops stop words ("while", "between") that SQLite's porter tokenizer
+    indexes: kept as symptoms they were query words on one store and nothing on the other."""
+    from sharedctx.search.similar import symptom_terms
+
+    words = symptom_terms(["packet loss between zones while draining the node"])
+    assert "between" not in words and "while" not in words
+    assert {"packet", "loss", "zones", "draining", "node"} <= set(words)
+
+
+def test_similar_pool_order_is_computed_here_not_taken_from_the_index_score() -> None:
+    """Which candidate cases reach case-level ranking must not depend on the store's rank function (FTS5
+    bm25 scores in the tens, ts_rank in tenths, a ts_rank case title at a tenth of an entry title)."""
+    from types import SimpleNamespace
+
+    from sharedctx.search.similar import _pool_scores
+
+    def cands(scores: tuple[float, float, float]) -> list[Candidate]:
+        texts = [("ledger pool exhausted", "connection pool exhausted after deploy", "ledger errors"),
+                 ("ledger errors", "latency up, nothing else", "ledger errors"),
+                 ("alert fired", "", "connection pool exhausted on ledger")]
+        return [Candidate.model_construct(entry=SimpleNamespace(title=t, body=b), case_title=ct, score=s)
+                for (t, b, ct), s in zip(texts, scores, strict=True)]
+
+    weighted = [(1, 3, ["exhausted"]), (1, 5, ["pool"]), (1, 400, ["ledger"])]
+    fts5, pg = cands((12.0, 9.5, 4.0)), cands((0.2, 0.6, 0.01))
+    _pool_scores(fts5, {id(fts5[2])}, weighted, 1000)  # the third was found by its case title
+    _pool_scores(pg, {id(pg[2])}, weighted, 1000)
+    assert [c.score for c in fts5] == [c.score for c in pg]
+    assert pg[2].score > pg[1].score  # scored on its case title, which holds the rare words
+    assert pg[0].score > pg[1].score

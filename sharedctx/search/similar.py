@@ -15,13 +15,30 @@ from typing import Any
 
 from ..errors import StoreError
 from ..model import EntryKind
-from ..store.base import CandidateQuery, SearchFilters
+from ..store.base import Candidate, CandidateQuery, SearchFilters
 from .candidates import BUDGET, df, idf, retrieve, title_candidates
 from .engine import _store, finish, pool_docs, rank_docs
 from .models import CaseResult
 from .query import MAX_TERMS
 from .ranking import Evidence, Term, family, hits
 from .words import INTENT_FIX, NEGATORS, STOPWORDS, groups_for, stem, tokens
+
+# PostgreSQL's 'english' stop list (tsearch_data/english.stop): words its index never holds. SQLite's porter
+# tokenizer keeps them, so a symptom such as "while" or "between" was a query word (with its idf and its matches)
+# on SQLite and silently nothing on PostgreSQL; the open case's symptoms leave them out on both stores.
+INDEX_STOPWORDS = frozenset(
+    """i me my myself we our ours ourselves you your yours yourself yourselves he him his himself she her hers
+    herself it its itself they them their theirs themselves what which who whom this that these those am is are
+    was were be been being have has had having do does did doing a an the and but if or because as until while
+    of at by for with about against between into through during before after above below to from up down in out
+    on off over under again further then once here there when where why how all any both each few more most
+    other some such no nor not only own same so than too very s t can will just don should now""".split()  # noqa: SIM905
+)
+# candidates found by their case title: enough that the title index's own rank (FTS5 bm25 or ts_rank, which
+# disagree) rarely decides which cases are ranked; `_pool_scores` orders them the same way on both stores
+TITLE_CANDIDATES = 200
+# the candidates' pool order: BM25 with FTS5's constants and its 4x title weight (see `_pool_scores`)
+POOL_K1, POOL_B, POOL_TITLE = 1.2, 0.75, 4.0
 
 SYMPTOM_KINDS = ("alert", "triage", "finding")
 SIMILAR_KINDS = SYMPTOM_KINDS  # old name
@@ -34,8 +51,8 @@ def symptom_terms(texts: Iterable[str]) -> Counter[str]:
     words: Counter[str] = Counter()
     for text in texts:
         for w in tokens(text):
-            if (w in STOPWORDS or w in NEGATORS or w in INTENT_FIX or len(w) < 3 or any(ch.isdigit() for ch in w)
-                    or len(w) > 30):
+            if (w in STOPWORDS or w in INDEX_STOPWORDS or w in NEGATORS or w in INTENT_FIX or len(w) < 3
+                    or any(ch.isdigit() for ch in w) or len(w) > 30):
                 continue
             words[w] += 1
     return words
@@ -84,12 +101,17 @@ def similar_cases(ctx_or_store: Any, case_id: str, limit: int = 5, *, expand: bo
     # ranked the whole OR, so the two stores ranked different candidates (tuning set P@5 0.93 vs 0.95).
     got = retrieve(store, groups, [], base, budget=BUDGET) if groups else None
     found = list(got.candidates) if got else []
-    found.extend(title_candidates(store, groups, [], base))
+    titled = title_candidates(store, groups, [], base, limit=TITLE_CANDIDATES)
+    found.extend(titled)
     if case.service:  # the same service's recent cases are candidates too (a case title is not in the index);
         # they still rank by their symptoms, the service is only a factor
         found.extend(store.search_candidates(
             base.model_copy(update={"filters": SearchFilters(service=case.service, until=case.created_at)}), 60))
     cands = [c for c in found if c.entry.case_id != case_id and c.case_created_at < case.created_at]
+    _pool_scores(cands, {id(c) for c in titled}, weighted, total)
+    # equal scores (the same fault's identical texts) in journal order, not in the order the store's plan
+    # happened to return them
+    cands.sort(key=lambda c: (-c.score, c.rowid))
     docs = pool_docs(store, cands)
     terms = [Term(word=g[0], stems=frozenset(stem(w) for alt in g for w in tokens(alt)), idf=idf(d, total),
                   weight=1 + math.log(n)) for n, d, g in weighted]
@@ -102,6 +124,34 @@ def similar_cases(ctx_or_store: Any, case_id: str, limit: int = 5, *, expand: bo
         if extra:
             r.reasons.append("symptoms expanded from the closest cases with: " + ", ".join(t.word for t in extra))
     return ranked
+
+
+def _pool_scores(cands: list[Candidate], titled: set[int], weighted: list[tuple[int, int, list[str]]],
+                 total: int) -> None:
+    """Replace each candidate's index score by one computed here, so that the POOL cases ranked at case level
+    are the same on both stores.
+
+    The index scores were not comparable: FTS5's bm25 has idf and length normalisation, PostgreSQL's ts_rank
+    has neither and scores a case title (unlabelled, weight D) at a tenth of an entry title, so the two stores
+    filled the pool with different cases (tuning set: three inspected cases' pools shared 36 of 49, 46 of 60
+    and 55 of 60 cases; 47 of 60 top-5 lists were equal). BM25 over the candidate's own text (its case title
+    when it was found by its title), with the query's idf from `df`, is the same number on both."""
+    groups = [(idf(d, total), {stem(w) for alt in g for w in tokens(alt)}) for _, d, g in weighted]
+    texts: list[tuple[Counter[str], Counter[str], int]] = []
+    for c in cands:
+        by_title = id(c) in titled
+        head = Counter(stem(w) for w in tokens(c.case_title if by_title else c.entry.title))
+        body = Counter() if by_title else Counter(stem(w) for w in tokens(c.entry.body))
+        texts.append((head, body, sum(head.values()) + sum(body.values())))
+    avg = max(1.0, sum(n for _, _, n in texts) / max(1, len(texts)))
+    for c, (head, body, n) in zip(cands, texts, strict=True):
+        norm = POOL_K1 * (1 - POOL_B + POOL_B * n / avg)
+        score = 0.0
+        for w, st in groups:
+            f = POOL_TITLE * sum(head[x] for x in st) + sum(body[x] for x in st)
+            if f:
+                score += w * f * (POOL_K1 + 1) / (f + norm)
+        c.score = score
 
 
 def describe(results: Iterable[CaseResult]) -> str:
