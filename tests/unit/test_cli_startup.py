@@ -102,9 +102,10 @@ def test_commands_still_load_what_they_need(tmp_path: Path) -> None:
 
 
 # What a read-only command (`case list`) must not pay for: the secret detectors (detect-secrets pulls in
-# requests), the HTTP client, asyncio, and the delivery worker with the metrics and tracing libraries behind it.
+# requests), the HTTP client, asyncio, the delivery worker with the metrics and tracing libraries behind it, and
+# ulid (it reads package metadata at import; only a write mints an id).
 NOT_FOR_READING = ("detect_secrets", "requests", "httpx", "asyncio", "prometheus_client", "opentelemetry",
-                   "sharedctx.delivery", "sharedctx.observability", "sharedctx.backends.github", "mcp")
+                   "sharedctx.delivery", "sharedctx.observability", "sharedctx.backends.github", "mcp", "ulid")
 
 
 def test_case_list_opens_the_journal_without_the_write_and_delivery_machinery(tmp_path: Path) -> None:
