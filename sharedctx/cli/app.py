@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from difflib import get_close_matches
 from typing import Any
 
 import typer
@@ -105,9 +106,14 @@ class LazyGroup(TyperGroup):
     def resolve_command(
         self, ctx: _click.Context, args: list[str]
     ) -> tuple[str | None, _click.Command | None, list[str]]:
-        if args and args[0] not in COMMANDS:  # a typo: typer suggests close names from self.commands
-            self.commands.update({n: listing_stub(n) for n in COMMANDS if n not in self.commands})
-        return super().resolve_command(ctx, args)
+        """typer suggests close names from the commands built so far; a typo is matched against all of them."""
+        try:
+            return super().resolve_command(ctx, args)
+        except _click.exceptions.UsageError as exc:
+            matches = get_close_matches(args[0], list(COMMANDS)) if args and self.suggest_commands else []
+            if matches and "Did you mean" not in exc.message:
+                exc.message = f"{exc.message.rstrip('.')}. Did you mean {', '.join(repr(m) for m in matches)}?"
+            raise
 
 
 app = typer.Typer(

@@ -180,6 +180,19 @@ def test_case_list_builds_only_the_case_group() -> None:
     assert group.list_commands(None) == list(COMMANDS)  # type: ignore[arg-type]
 
 
+def test_a_mistyped_command_is_matched_against_every_command() -> None:
+    """typer suggests from the commands already built; none is built when the name is mistyped."""
+    import contextlib
+    import io
+
+    group = typer_main.get_command(cli.app)
+    shown = io.StringIO()
+    with contextlib.redirect_stderr(shown), pytest.raises(SystemExit) as exited:
+        group.main(["bakends", "list"], prog_name="sharedctx")
+    assert exited.value.code == 2
+    assert "No such command 'bakends'. Did you mean 'backends'?" in shown.getvalue()
+
+
 def test_the_command_list_reads_as_the_built_commands_do() -> None:
     """`--help` lists stand-ins made from the registrations; each must say what the real command would."""
     from sharedctx.cli.app import COMMANDS, build_command, listing_stub
