@@ -8,8 +8,9 @@ Each command is a fresh interpreter, run exactly as the console script runs it (
 main; main()`), in a scratch folder holding a default journal with a few cases, so `case list` opens the
 store, the backends and the redactor like a user's command does. Runs are interleaved (one of each, then
 again) so that load from other processes on a shared machine falls on every command alike; one warm-up
-round goes first (bytecode caches, page cache). The figures are medians; the load average before and
-after is printed with them, because on a loaded machine every number moves.
+round goes first (bytecode caches, page cache; PYTHONDONTWRITEBYTECODE is not passed on). The figures are
+medians; the load average before and after is printed with them, because on a loaded machine every number
+moves.
 
 Targets (issue 13): `--help` ≤ 0.25 s and `case list` ≤ 0.4 s (median), printed with PASS or MISS.
 """
@@ -46,8 +47,14 @@ def commands() -> dict[str, list[str]]:
     }
 
 
+# Not passed on: SHAREDCTX_CONFIG (the scratch journal is the default one) and PYTHONDONTWRITEBYTECODE, set on
+# some of this project's machines, which would make every run compile sharedctx from source (~0.1 s more per
+# command) and defeat the warm-up; an installed `sharedctx` runs from its bytecode cache.
+_NOT_PASSED = ("SHAREDCTX_CONFIG", "PYTHONDONTWRITEBYTECODE")
+
+
 def _env(source: Path | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "SHAREDCTX_CONFIG"} | {"COLUMNS": "100"}
+    env = {k: v for k, v in os.environ.items() if k not in _NOT_PASSED} | {"COLUMNS": "100"}
     if source is not None:  # this source tree's `sharedctx` package wins over the installed one
         env["PYTHONPATH"] = os.pathsep.join([str(source), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return env

@@ -2,6 +2,10 @@
 
 Entries are immutable (frozen pydantic models) and carry everything needed to rebuild and verify
 a case's history from any copy of it — the local store or an external backend's embedded copies.
+
+Every model here (and in store/base.py, backends/base.py) says `defer_build=True`: pydantic builds a model's
+validator on its first use instead of at import. A command touches a few of them; building all of them cost
+`sharedctx case list` ~40 ms of CPU (issue 13, "Fast CLI").
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from ulid import ULID
 
 GENESIS_HASH = "0" * 64
 
@@ -119,7 +122,12 @@ def utcnow() -> datetime:
 
 
 def new_id() -> str:
-    """A ULID: unique, and sorts by creation time, so ids double as a coarse clock."""
+    """A ULID: unique, and sorts by creation time, so ids double as a coarse clock.
+
+    `ulid` is imported here, on the first id: it reads its own version from the installed metadata at import
+    (~10 ms), which read-only commands (`case list`) need not pay."""
+    from ulid import ULID
+
     return str(ULID())
 
 
@@ -148,7 +156,7 @@ def parse_ts(value: str | datetime) -> datetime:
 class Author(BaseModel):
     """Who wrote an entry. `kind` says which side (primary/partner agent, a human, sharedctx itself)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="forbid")
     kind: AuthorKind
     name: str = Field(min_length=1, max_length=MAX_AUTHOR_NAME_CHARS)
 
@@ -170,7 +178,7 @@ SYSTEM = Author(kind="system", name="sharedctx")
 class Evidence(BaseModel):
     """One piece of evidence behind an entry: where it came from and over which time window."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="forbid")
     type: EvidenceType
     source: str = Field(min_length=1, description="system the evidence came from, e.g. 'prometheus'")
     summary: str = ""
@@ -190,7 +198,7 @@ class EntryDraft(BaseModel):
     gets the same clear error naming the field and its limit.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="forbid")
     case_id: str = Field(max_length=MAX_ID_CHARS)  # "" for the first entry of a case not yet opened
     kind: EntryKind
     title: str = Field(min_length=1)
@@ -251,7 +259,7 @@ class CaseDraft(BaseModel):
     Like `EntryDraft`, the one place the case fields' limits and formats are checked.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="forbid")
     title: str = Field(min_length=1)
     service: str = ""
     severity: str = Field("warning", min_length=1)
@@ -301,7 +309,7 @@ class CaseDraft(BaseModel):
 class Entry(BaseModel):
     """An immutable journal entry. `hash = sha256(canonical(entry) + prev_hash)`."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="forbid")
     id: str
     case_id: str
     seq: int = Field(ge=1)
@@ -375,7 +383,7 @@ def chain_hash(canonical: bytes, prev_hash: str) -> str:
 class ExternalRef(BaseModel):
     """Where a thread or an entry lives in an external system (e.g. a GitHub comment)."""
 
-    model_config = ConfigDict(frozen=True, extra="allow")
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="allow")
     backend: str
     id: str
     url: str | None = None
@@ -384,7 +392,7 @@ class ExternalRef(BaseModel):
 class CaseRecord(BaseModel):
     """A case (one incident) as stored. Bindings map a backend name to its thread (filled by connectors)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="forbid")
     id: str
     title: str
     service: str = ""
@@ -405,7 +413,7 @@ class CaseRecord(BaseModel):
 class Delivery(BaseModel):
     """One outbox row: deliver entry `entry_id` of case `case_id` to backend `backend`."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
     id: int
     entry_id: str
     case_id: str
@@ -426,6 +434,8 @@ class Delivery(BaseModel):
 class BackendState(BaseModel):
     """Whether a backend is running or stopped by an auth failure, and why, in plain words."""
 
+    model_config = ConfigDict(defer_build=True)
+
     name: str
     state: Literal["running", "stopped"] = "running"
     reason: str | None = None
@@ -433,6 +443,8 @@ class BackendState(BaseModel):
 
 
 class ChainIssue(BaseModel):
+
+    model_config = ConfigDict(defer_build=True)
     case_id: str
     seq: int | None
     entry_id: str | None
@@ -440,6 +452,8 @@ class ChainIssue(BaseModel):
 
 
 class VerifyReport(BaseModel):
+
+    model_config = ConfigDict(defer_build=True)
     case_id: str
     entries: int
     ok: bool

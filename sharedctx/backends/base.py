@@ -17,7 +17,7 @@ from ..model import Author, CaseRecord, Entry, ExternalRef
 class ThreadRef(BaseModel):
     """The external thread a case is bound to: a GitHub issue, a PagerDuty incident, a file..."""
 
-    model_config = ConfigDict(frozen=True, extra="allow")
+    model_config = ConfigDict(defer_build=True, frozen=True, extra="allow")
     backend: str
     id: str
     url: str | None = None
@@ -26,7 +26,7 @@ class ThreadRef(BaseModel):
 class HumanItem(BaseModel):
     """Something a person wrote or did in a thread (a comment, a note, a reaction, a status change)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
     backend: str
     external_id: str
     author: Author
@@ -41,6 +41,8 @@ class HumanItem(BaseModel):
 class ReadBack(BaseModel):
     """What a thread holds: our entries rebuilt from their embedded copies, plus what humans wrote."""
 
+    model_config = ConfigDict(defer_build=True)
+
     entries: list[Entry] = Field(default_factory=list)
     humans: list[HumanItem] = Field(default_factory=list)
     cursor: str | None = None
@@ -48,6 +50,8 @@ class ReadBack(BaseModel):
 
 class Hit(BaseModel):
     """A search hit from a backend's own search."""
+
+    model_config = ConfigDict(defer_build=True)
 
     backend: str
     case_id: str | None = None
@@ -98,6 +102,8 @@ class Check(BaseModel):
     transition that does not exist) must surface when someone wires the backend, not at 2 AM in the
     middle of an incident; each check names what it looked at and what to do if it failed.
     """
+
+    model_config = ConfigDict(defer_build=True)
 
     what: str = Field(description="what was checked: credentials, scopes, target, transition, ...")
     ok: bool

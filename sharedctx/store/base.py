@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ConfigError
 from ..model import (
@@ -39,6 +39,8 @@ from ..redact import Redactor
 class SearchFilters(BaseModel):
     """Structured filters every search understands (CLI `service:x kind:y`, API, MCP)."""
 
+    model_config = ConfigDict(defer_build=True)
+
     service: str | None = None
     services: list[str] | None = None  # any of these (what `service:pay` resolved to; see sharedctx.search)
     kinds: list[str] | None = None
@@ -53,6 +55,8 @@ class SearchFilters(BaseModel):
 class SearchRow(BaseModel):
     """One full-text match: the entry, its case's service/status, a raw relevance score, a snippet."""
 
+    model_config = ConfigDict(defer_build=True)
+
     entry: Entry
     service: str
     case_title: str
@@ -63,6 +67,8 @@ class SearchRow(BaseModel):
 
 class EntryMatch(BaseModel):
     """An entry condition for history search: its kind, author kind and/or `attrs[attr]` in `values`."""
+
+    model_config = ConfigDict(defer_build=True)
 
     kind: str | None = None
     author_kind: str | None = None
@@ -77,6 +83,8 @@ class CandidateQuery(BaseModel):
     alternative is one word or a phrase (words separated by spaces). Words must be `literal_terms`.
     """
 
+    model_config = ConfigDict(defer_build=True)
+
     match: list[list[list[str]]] = Field(default_factory=list)
     filters: SearchFilters = Field(default_factory=SearchFilters)
     case_has: list[EntryMatch] = Field(default_factory=list)  # the case has an entry matching any of these
@@ -86,6 +94,8 @@ class CandidateQuery(BaseModel):
 
 class Candidate(BaseModel):
     """One entry a history search retrieved, with what ranking needs of its case."""
+
+    model_config = ConfigDict(defer_build=True)
 
     entry: Entry
     rowid: int
@@ -102,6 +112,8 @@ class Candidate(BaseModel):
 class Checkpoint(BaseModel):
     """Case heads at a moment, chained to the previous checkpoint (see `SQLStore.write_checkpoint`)."""
 
+    model_config = ConfigDict(defer_build=True)
+
     id: int
     at: str
     heads: dict[str, tuple[int, str]]  # case id -> (last seq, last hash) for the cases that moved since
@@ -115,6 +127,8 @@ class Checkpoint(BaseModel):
 class OutboxHealth(BaseModel):
     """One backend's outbox as `/metrics` reports it (`SQLStore.outbox_health`)."""
 
+    model_config = ConfigDict(defer_build=True)
+
     backend: str
     pending: int = 0  # due or backing off, not held
     held: int = 0  # waiting for a human decision
@@ -126,6 +140,8 @@ class OutboxHealth(BaseModel):
 class InvestigationLease(BaseModel):
     """One investigation as a replica holds it (`Investigations`): the fencing token that proves the lease,
     the next step, what the finished steps learned, and a resolved alert waiting to be verified."""
+
+    model_config = ConfigDict(defer_build=True)
 
     case_id: str
     token: int

@@ -125,6 +125,9 @@ class SQLiteStore(SQLStore):
     def _journal_id(self) -> str:
         """This journal's identity, minted once and kept inside the file (see `journal_marker`)."""
         with self._lock:
+            row = self._conn.execute("SELECT value FROM journal_meta WHERE key='journal_id'").fetchone()
+            if row is not None:  # the usual case: no new id minted (that imports ulid, ~10 ms of a CLI command)
+                return str(row[0])
             self._conn.execute("INSERT OR IGNORE INTO journal_meta (key, value) VALUES ('journal_id', ?)",
                                (new_id(),))
             return str(self._conn.execute("SELECT value FROM journal_meta WHERE key='journal_id'").fetchone()[0])
