@@ -26,10 +26,11 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from sharedctx.errors import CaseNotFound, StoreError
-from sharedctx.model import Author, Entry, EntryDraft, EntryKind, Evidence, canonical_bytes, chain_hash
-from sharedctx.store.base import PreparedEntry, verify_entries
+from sharedctx.model import Author, Entry, EntryDraft, EntryKind, Evidence, canonical_bytes, chain_hash, parse_ts
+from sharedctx.store.base import PreparedEntry, construct_entry, verify_entries
 from sharedctx.store.sqlite import SQLiteStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -351,3 +352,24 @@ def test_the_prepared_hash_is_the_canonical_hash(title: str, body: str, attrs: d
                        evidence=(Evidence(type="log", source="loki", summary=summary, data={"k": attrs}),))
     entry = PreparedEntry(draft).place(seq, prev)
     assert entry.hash == chain_hash(canonical_bytes(entry), prev) == entry.compute_hash()
+    # the placed entry is the one pydantic builds from the same values, down to the fields it counts as set
+    same = Entry.model_construct(**entry.__dict__)
+    assert entry == same and entry.model_fields_set == same.model_fields_set
+    assert entry.model_dump() == same.model_dump() and entry.to_json() == same.to_json()
+    assert Entry.model_validate(entry.model_dump()) == entry
+
+
+def test_construct_entry_is_model_construct() -> None:
+    """`construct_entry` skips `model_construct`'s bookkeeping; what it builds must not differ in anything."""
+    values = {"id": "01ARZ3NDEKTSV4RRFFQ69G5FAV", "case_id": "01ARZ3NDEKTSV4RRFFQ69G5FAW", "seq": 3,
+              "ts": parse_ts("2026-01-02T03:04:05.123456Z"), "author": PRIMARY, "kind": EntryKind.NOTE, "title": "t",
+              "body": "b", "evidence": (), "ref": None, "trace_id": None, "attrs": {"a": [1]}, "prev_hash": "0" * 64,
+              "hash": "f" * 64}
+    fast, slow = construct_entry(dict(reversed(values.items()))), Entry.model_construct(**values)
+    assert fast == slow and list(fast.__dict__) == list(slow.__dict__) == list(Entry.model_fields)
+    assert fast.model_fields_set == slow.model_fields_set and fast.model_extra == slow.model_extra is None
+    assert fast.__pydantic_private__ == slow.__pydantic_private__
+    assert fast.model_dump_json() == slow.model_dump_json()
+    with pytest.raises(ValidationError):  # still frozen
+        fast.seq = 4  # type: ignore[misc]
+    assert fast.model_copy(update={"seq": 4}).seq == 4 and fast.seq == 3
