@@ -36,6 +36,8 @@ from .store.base import Store
 
 __all__ = [
     "DELIVERY_OUTCOMES",
+    "RECORD_ERROR",
+    "RECORD_OK",
     "StoreCollector",
     "delivery_outcome",
     "metrics_registry",
@@ -44,6 +46,7 @@ __all__ = [
     "setup_otlp",
     "span",
     "timed",
+    "tracing",
 ]
 
 log = logging.getLogger("sharedctx.observability")
@@ -91,7 +94,18 @@ def delivery_outcome(backend: str, event: str, kind: str | None = None) -> None:
     DELIVERY_TOTAL.labels(backend, outcome).inc()
 
 
+# `record()` observes one of these two children directly: `Histogram.labels` takes a lock and builds a key on
+# every call, and `timed`'s generator costs as much again, on the one path an agent waits for.
+RECORD_OK = RECORD_SECONDS.labels("ok")
+RECORD_ERROR = RECORD_SECONDS.labels("error")
+
+
 # -- spans -----------------------------------------------------------------------------------------
+def tracing() -> bool:
+    """Whether an OpenTelemetry SDK is configured; without one, spans are skipped (see `span`)."""
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+
+
 def _parent(trace_id: str | None, parent_id: str | None = None) -> Any:
     """A context whose remote parent carries `trace_id` (32 hex), or None for "the current context".
 
@@ -118,7 +132,7 @@ def span(
 
     With no SDK configured this yields the invalid span at once: the API's own no-op path still
     attaches a context and builds a span (~10 µs), a twentieth of a `record()`, for nothing."""
-    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+    if not tracing():
         yield trace.INVALID_SPAN
         return
     attrs = {k: v for k, v in (attributes or {}).items() if v is not None}

@@ -16,6 +16,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -32,10 +33,12 @@ from .sql import (
     SQLStore,
     candidate_conditions,
     filter_clauses,
+    next_status,
     row_to_candidate,
     row_to_entry,
     title_query,
 )
+from .sql.common import placed_entry_params
 
 
 def fts_query(text: str) -> str:
@@ -481,9 +484,12 @@ class SQLiteStore(SQLStore):
         written: list[tuple[_Pending, Entry]] = []
         try:
             with self._tx() as c:
+                together = None if len(batch) == 1 else self._write_together(c, [p.prepared for p in batch])
                 if len(batch) == 1:
                     written.append((batch[0], self._write_append(c, batch[0].prepared)))
-                else:
+                elif together is not None:
+                    written.extend(zip(batch, together, strict=True))
+                else:  # one append at a time, so that a bad one fails alone (see `_write_together`)
                     for p in batch:
                         c.execute("SAVEPOINT sharedctx_append")
                         try:
@@ -502,6 +508,69 @@ class SQLiteStore(SQLStore):
             return
         for p, entry in written:  # committed: now, and only now, each caller gets its entry
             p.entry = entry
+
+    BATCH_ROWS = 50  # appends per multi-row INSERT: 17 values each stays under SQLite's oldest limit (999)
+
+    def _write_together(self, c: sqlite3.Connection, prepared: list[PreparedAppend]) -> list[Entry] | None:
+        """Write several prepared appends in a handful of statements, whatever their number: the case heads in
+        one SELECT, the entries in one multi-row INSERT, the outbox rows in another, one UPDATE per case. None,
+        with nothing written, when any of it fails (an unknown case, a constraint, a trigger): the caller then
+        writes them one by one, each in its own SAVEPOINT, which names the bad append and fails only its caller.
+
+        Why: each statement is a round trip through the sqlite3 module that drops and retakes the GIL. With
+        five per append (plus a SAVEPOINT and a RELEASE each) the leader of a batch spent more time handing the
+        GIL around, and running the module's Python, than SQLite spent writing; several threads recording at
+        once were slower per entry than one. The rows and the chain are exactly what `_write_append` writes one
+        by one: each append is placed on its case's head as left by the appends before it in the batch."""
+        c.execute("SAVEPOINT sharedctx_batch")
+        try:
+            entries = self._write_many(c, prepared)
+        except Exception:
+            entries = None
+        if entries is None:
+            c.execute("ROLLBACK TO sharedctx_batch")
+        c.execute("RELEASE sharedctx_batch")
+        return entries
+
+    def _write_many(self, c: sqlite3.Connection, prepared: list[PreparedAppend]) -> list[Entry] | None:
+        ids = list(dict.fromkeys(p.entry.draft.case_id for p in prepared))
+        heads: dict[str, list[Any]] = {}
+        for i in range(0, len(ids), self.BATCH_ROWS):
+            chunk = ids[i : i + self.BATCH_ROWS]
+            for r in c.execute("SELECT id, last_seq, last_hash, status, resolved_at, updated_at FROM cases "
+                               f"WHERE id IN ({','.join('?' * len(chunk))})", chunk):
+                heads[r[0]] = list(r[1:])
+        if len(heads) != len(ids):
+            return None  # an unknown case: `_write_append` says which, to its caller only
+        entries: list[Entry] = []
+        rows: list[Any] = []
+        outbox: list[Any] = []
+        now_epoch = time.time()
+        for p in prepared:
+            head = heads[p.entry.draft.case_id]  # [last_seq, last_hash, status, resolved_at, updated_at]
+            entry = p.entry.place(head[0] + 1, head[1])
+            params = placed_entry_params(entry, p.params, p.entry.ts_text)
+            rows.append([params[col] for col in _INSERT_COLS])
+            outbox.extend((entry.id, entry.case_id, entry.seq, b, now_epoch, now_epoch) for b in p.backends)
+            status = next_status(head[2], p.status)
+            ts = params["ts"]
+            head[:] = [entry.seq, entry.hash, status, head[3] or (ts if status == "resolved" else None), ts]
+            entries.append(entry)
+        for i in range(0, len(rows), self.BATCH_ROWS):
+            chunk = rows[i : i + self.BATCH_ROWS]
+            c.execute(_INSERT_ENTRIES + ",".join([_ENTRY_ROW] * len(chunk)), [v for row in chunk for v in row])
+        for i in range(0, len(outbox), 3 * self.BATCH_ROWS):  # 6 values a row
+            chunk = outbox[i : i + 3 * self.BATCH_ROWS]
+            c.execute(_INSERT_OUTBOX + ",".join(["(?,?,?,?,?,?)"] * len(chunk)), [v for row in chunk for v in row])
+        c.executemany("UPDATE cases SET last_seq=?, last_hash=?, updated_at=?, status=?, resolved_at=? WHERE id=?",
+                      [(h[0], h[1], h[4], h[2], h[3], case_id) for case_id, h in heads.items()])
+        return entries
+
+
+_INSERT_COLS = [col.strip() for col in ENTRY_COLS.split(",")] + ["evidence_text"]
+_INSERT_ENTRIES = f"INSERT INTO entries ({', '.join(_INSERT_COLS)}) VALUES "
+_ENTRY_ROW = "(" + ",".join("?" * len(_INSERT_COLS)) + ")"
+_INSERT_OUTBOX = "INSERT INTO outbox (entry_id, case_id, seq, backend, next_attempt_at, created_at) VALUES "
 
 
 class _Pending:

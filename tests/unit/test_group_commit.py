@@ -26,10 +26,21 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from sharedctx.errors import CaseNotFound, StoreError
-from sharedctx.model import Author, Entry, EntryDraft, EntryKind, Evidence, canonical_bytes, chain_hash
-from sharedctx.store.base import PreparedEntry, verify_entries
+from sharedctx.model import (
+    Author,
+    CaseStatus,
+    Entry,
+    EntryDraft,
+    EntryKind,
+    Evidence,
+    canonical_bytes,
+    chain_hash,
+    parse_ts,
+)
+from sharedctx.store.base import PreparedEntry, construct_entry, verify_entries
 from sharedctx.store.sqlite import SQLiteStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,7 +106,9 @@ def test_queued_appends_are_written_as_one_batch_and_each_caller_gets_its_own_en
         a, b = _case(store, "a"), _case(store, "b")
         batches = _spy_batches(store)
         titles = [f"t{i}" for i in range(6)]
-        results = _forced_batch(store, [lambda t=t, i=i: store.append(_draft(a if i % 2 else b, t), ["x"])
+        status = {2: CaseStatus.MITIGATED, 3: CaseStatus.RESOLVED, 4: CaseStatus.OPEN}  # b, a, b
+        results = _forced_batch(store, [lambda t=t, i=i: store.append(_draft(a if i % 2 else b, t), ["x", "y"],
+                                                                      status.get(i))
                                         for i, t in enumerate(titles)], batches)
         assert sum(map(len, batches)) == 6 and max(map(len, batches)) >= 2, batches
         for title, r in zip(titles, results, strict=True):
@@ -105,8 +118,17 @@ def test_queued_appends_are_written_as_one_batch_and_each_caller_gets_its_own_en
             entries = store.entries(case_id)
             assert verify_entries(case_id, entries).ok
             assert [e.seq for e in entries] == list(range(1, len(entries) + 1))
-            assert store.get_case(case_id).last_seq == len(entries)
-        assert sum(store.outbox_counts()["x"].values()) == 6
+            case = store.get_case(case_id)
+            assert (case.last_seq, case.last_hash) == (len(entries), entries[-1].hash)
+            assert case.updated_at == entries[-1].ts
+        assert store.get_case(b).status == CaseStatus.MITIGATED  # a later `open` never moves a status back
+        resolved = store.get_case(a)
+        assert resolved.status == CaseStatus.RESOLVED and resolved.resolved_at == store.entries(a, kinds=None)[
+            [e.title for e in store.entries(a)].index("t3")].ts
+        for backend in ("x", "y"):
+            assert sum(store.outbox_counts()[backend].values()) == 6
+        rows = store._q("SELECT entry_id, case_id, seq FROM outbox WHERE backend = 'y' ORDER BY entry_id")
+        assert sorted(rows) == sorted((e.id, e.case_id, e.seq) for c in (a, b) for e in store.entries(c))
     finally:
         store.close()
 
@@ -167,27 +189,30 @@ def test_a_failed_commit_fails_every_caller_of_the_batch_and_acknowledges_none(t
         store.close()
 
 
-def test_an_interrupted_leader_acknowledges_nothing_and_leaves_nobody_waiting(tmp_path: Path) -> None:
+def test_an_interrupted_leader_acknowledges_nothing_and_leaves_nobody_waiting(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """A BaseException (KeyboardInterrupt) inside the leader's transaction: the batch is rolled back, its other
     callers get an error (not an entry that was never committed), and the next append works."""
     store = SQLiteStore(tmp_path / "journal.db")
     try:
         case_id = _case(store)
         batches = _spy_batches(store)
-        real = store._write_append
+        real = PreparedEntry.place
         calls = 0
 
-        def interrupt_on_the_second(c: Any, p: Any) -> Entry:
+        def interrupt_on_the_second(self: PreparedEntry, seq: int, prev_hash: str) -> Entry:
+            # placing an entry on its chain happens inside the transaction on both ways of writing a batch
+            # (all together, or one by one after a failure), so the interrupt lands in a batch either way
             nonlocal calls
             calls += 1
             if calls == 2:
                 raise KeyboardInterrupt
-            return real(c, p)
+            return real(self, seq, prev_hash)
 
-        store._write_append = interrupt_on_the_second  # type: ignore[method-assign]
+        monkeypatch.setattr(PreparedEntry, "place", interrupt_on_the_second)
         results = _forced_batch(store, [lambda i=i: store.append(_draft(case_id, f"e{i}"), []) for i in range(4)],
                                 batches)
-        store._write_append = real  # type: ignore[method-assign]
+        monkeypatch.setattr(PreparedEntry, "place", real)
         titles = [f"e{i}" for i in range(4)]
         outcome = dict(zip(titles, results, strict=True))
         done = 0
@@ -351,3 +376,24 @@ def test_the_prepared_hash_is_the_canonical_hash(title: str, body: str, attrs: d
                        evidence=(Evidence(type="log", source="loki", summary=summary, data={"k": attrs}),))
     entry = PreparedEntry(draft).place(seq, prev)
     assert entry.hash == chain_hash(canonical_bytes(entry), prev) == entry.compute_hash()
+    # the placed entry is the one pydantic builds from the same values, down to the fields it counts as set
+    same = Entry.model_construct(**entry.__dict__)
+    assert entry == same and entry.model_fields_set == same.model_fields_set
+    assert entry.model_dump() == same.model_dump() and entry.to_json() == same.to_json()
+    assert Entry.model_validate(entry.model_dump()) == entry
+
+
+def test_construct_entry_is_model_construct() -> None:
+    """`construct_entry` skips `model_construct`'s bookkeeping; what it builds must not differ in anything."""
+    values = {"id": "01ARZ3NDEKTSV4RRFFQ69G5FAV", "case_id": "01ARZ3NDEKTSV4RRFFQ69G5FAW", "seq": 3,
+              "ts": parse_ts("2026-01-02T03:04:05.123456Z"), "author": PRIMARY, "kind": EntryKind.NOTE, "title": "t",
+              "body": "b", "evidence": (), "ref": None, "trace_id": None, "attrs": {"a": [1]}, "prev_hash": "0" * 64,
+              "hash": "f" * 64}
+    fast, slow = construct_entry(dict(reversed(values.items()))), Entry.model_construct(**values)
+    assert fast == slow and list(fast.__dict__) == list(slow.__dict__) == list(Entry.model_fields)
+    assert fast.model_fields_set == slow.model_fields_set and fast.model_extra == slow.model_extra is None
+    assert fast.__pydantic_private__ == slow.__pydantic_private__
+    assert fast.model_dump_json() == slow.model_dump_json()
+    with pytest.raises(ValidationError):  # still frozen
+        fast.seq = 4  # type: ignore[misc]
+    assert fast.model_copy(update={"seq": 4}).seq == 4 and fast.seq == 3

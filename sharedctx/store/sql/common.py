@@ -121,10 +121,11 @@ def static_entry_params(entry: Entry | EntryDraft, prepared: PreparedEntry | Non
     }
 
 
-def placed_entry_params(entry: Entry, static: dict[str, Any]) -> dict[str, Any]:
-    """`static` plus the columns the chain position decides: the row `INSERT INTO entries` writes."""
-    return {**static, "id": entry.id, "seq": entry.seq, "ts": format_ts(entry.ts), "prev_hash": entry.prev_hash,
-            "hash": entry.hash}
+def placed_entry_params(entry: Entry, static: dict[str, Any], ts_text: str | None = None) -> dict[str, Any]:
+    """`static` plus the columns the chain position decides: the row `INSERT INTO entries` writes. `ts_text` is
+    `format_ts(entry.ts)` when the caller has it already (`PreparedEntry.place` formatted it for the hash)."""
+    return {**static, "id": entry.id, "seq": entry.seq, "ts": ts_text or format_ts(entry.ts),
+            "prev_hash": entry.prev_hash, "hash": entry.hash}
 
 
 @dataclass(frozen=True, slots=True)

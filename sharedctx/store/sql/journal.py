@@ -191,7 +191,7 @@ class JournalSQL(SQLBase):
         if r is None:
             raise CaseNotFound(f"no case with id {case_id!r}; nothing was recorded")
         entry = p.entry.place(r[0] + 1, r[1])
-        params = placed_entry_params(entry, p.params)
+        params = placed_entry_params(entry, p.params, p.entry.ts_text)
         c.execute(
             f"INSERT INTO entries ({ENTRY_COLS}, evidence_text) VALUES (:id, :case_id, :seq, :ts, "
             ":author_kind, :author_name, :kind, :title, :body, :evidence, :ref, :trace_id, :attrs, "
