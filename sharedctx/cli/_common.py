@@ -31,6 +31,7 @@ from ..errors import (
 if TYPE_CHECKING:  # start-up is a promise (issue 13): the heavy modules load inside the commands that use them
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from ..context import SharedContext
     from ..model import Entry
@@ -109,16 +110,39 @@ def parse_since(value: str | None) -> datetime | None:
     return parsed
 
 
+def text(value: object) -> Text:
+    """A table cell or title shown as written: rich reads a plain str as markup, so a case title such as
+    `disk full [/var]` would crash the command (closing tag with nothing open) and `[red]` would be styled.
+    Everything a table shows from the journal, a backend or a person goes through here."""
+    from rich.text import Text
+
+    return Text(str(value))
+
+
+def escape(value: str) -> str:
+    """Text from the journal, a backend or a person inside a markup string (`rich.markup.escape`, loaded late)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(value)
+
+
+def row(table: Table, *values: object) -> None:
+    """A table row whose cells are all shown as written, except those the command styled itself (`Text`)."""
+    from rich.text import Text
+
+    table.add_row(*(v if isinstance(v, Text) else text(v) for v in values))
+
+
 def entry_table(entries: list[Entry], title: str | None = None) -> Table:
     from rich.table import Table
 
     from ..model import format_ts
 
-    t = Table(title=title, show_lines=False, title_justify="left")
+    t = Table(title=text(title) if title is not None else None, show_lines=False, title_justify="left")
     for col in ("#", "time", "author", "kind", "title"):
         t.add_column(col, overflow="fold")
     for e in entries:
-        t.add_row(str(e.seq), format_ts(e.ts)[11:19], f"{e.author.kind}:{e.author.name}", e.kind.value, e.title)
+        row(t, e.seq, format_ts(e.ts)[11:19], f"{e.author.kind}:{e.author.name}", e.kind.value, e.title)
     return t
 
 

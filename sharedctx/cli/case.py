@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import JsonOpt, context, emit_json, entry_table, out
+from ._common import JsonOpt, context, emit_json, entry_table, escape, out, row
 
 case_app = typer.Typer(help="Open, list, show and resolve cases (incidents).", no_args_is_help=True,
                        rich_markup_mode=None)
@@ -29,7 +29,7 @@ def case_open(
             emit_json({**case.info.model_dump(mode="json"), "created": case.created})
         else:
             verb = "opened" if case.created else "found open case"
-            out.print(f"{verb} [bold]{case.id}[/] {case.title}")
+            out.print(f"{verb} [bold]{case.id}[/] {escape(case.title)}", highlight=False)
 
 
 @case_app.command("list")
@@ -52,7 +52,7 @@ def case_list(
         for col in ("status", "severity", "service", "entries", "title"):
             t.add_column(col, overflow="fold")
         for c in cases:
-            t.add_row(c.id, c.status.value, c.severity, c.service, str(c.last_seq), c.title)
+            row(t, c.id, c.status.value, c.severity, c.service, c.last_seq, c.title)
         out.print(t)
 
 
@@ -65,10 +65,11 @@ def case_show(case_id: str, as_json: JsonOpt = False) -> None:
         if as_json:
             emit_json({"case": info.model_dump(mode="json"), "entries": [e.model_dump(mode="json") for e in entries]})
             return
-        out.print(f"[bold]{info.title}[/]  ({info.id})")
-        out.print(f"status {info.status.value} · severity {info.severity} · service {info.service or '-'}")
+        out.print(f"[bold]{escape(info.title)}[/]  ({info.id})", highlight=False)
+        out.print(f"status {info.status.value} · severity {escape(info.severity)} · "
+                  f"service {escape(info.service or '-')}", highlight=False)
         for name, thread in info.bindings.items():
-            out.print(f"  {name}: {thread.get('url') or thread.get('id')}")
+            out.print(f"  {escape(name)}: {escape(str(thread.get('url') or thread.get('id')))}", highlight=False)
         out.print(entry_table(entries))
 
 
@@ -81,4 +82,4 @@ def case_resolve(
     """Record the resolution of a case; backends close their threads."""
     with context() as ctx:
         entry = ctx.find_case(case_id).resolve(summary, author=author)
-        out.print(f"resolved {case_id} (entry {entry.seq})")
+        out.print(f"resolved {escape(case_id)} (entry {entry.seq})", highlight=False)

@@ -9,7 +9,18 @@ from typing import Annotated
 import typer
 
 from ..errors import InvalidEntry
-from ._common import ENTRY_KINDS, JsonOpt, _read_body, context, emit_json, entry_table, err, out, parse_since
+from ._common import (
+    ENTRY_KINDS,
+    JsonOpt,
+    _read_body,
+    context,
+    emit_json,
+    entry_table,
+    err,
+    escape,
+    out,
+    parse_since,
+)
 
 commands = typer.Typer(rich_markup_mode=None)
 
@@ -73,7 +84,6 @@ def search(
     as_json: JsonOpt = False,
 ) -> None:
     """Search every case's history: ranked, grouped by case, with highlights and why each matched."""
-    from rich.markup import escape
 
     from ..store.base import SearchFilters
 
@@ -109,7 +119,6 @@ def search(
 @commands.command()
 def similar(case_id: str, limit: int = 5, as_json: JsonOpt = False) -> None:
     """Earlier cases like this one: what was tried, what worked, what a human overrode, time to resolve."""
-    from rich.markup import escape
 
     with context() as ctx:
         found = ctx.similar_cases(ctx.find_case(case_id).id, limit=limit)
@@ -138,7 +147,7 @@ def verify(case_id: Annotated[str | None, typer.Argument(help="a case; default: 
     if as_json:
         emit_json([r.model_dump(mode="json") for r in reports])
     else:
-        where = f" against {against}" if against else ""
+        where = f" against {escape(against)}" if against else ""
         for r in reports:
             if r.ok and r.case_id == CHECKPOINTS:
                 out.print(f"[green]ok[/]   {r.entries} checkpoints of case heads agree with the journal",
@@ -148,6 +157,6 @@ def verify(case_id: Annotated[str | None, typer.Argument(help="a case; default: 
             for issue in r.issues:
                 at = f" entry #{issue.seq}" if issue.seq is not None else ""
                 at += f" ({issue.entry_id})" if issue.entry_id else ""
-                out.print(f"[red]FAIL[/] {r.case_id}{at}: {issue.problem}", highlight=False)
+                out.print(f"[red]FAIL[/] {r.case_id}{escape(at)}: {escape(issue.problem)}", highlight=False)
     if not all(r.ok for r in reports):
         raise typer.Exit(5)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import JsonOpt, context, emit_json, err, out
+from ._common import JsonOpt, context, emit_json, err, out, row
 
 outbox_app = typer.Typer(help="See and steer delivery to backends: status, dead letters, retries.",
                          rich_markup_mode=None)
@@ -17,6 +17,7 @@ commands = typer.Typer(rich_markup_mode=None)
 def outbox_status(as_json: JsonOpt = False) -> None:
     """Per backend: pending, held for a human decision, delivered, dead, and whether it is stopped (and why)."""
     from rich.table import Table
+    from rich.text import Text
 
     states = ("pending", "held", "delivered", "dead")
     with context() as ctx:
@@ -33,8 +34,8 @@ def outbox_status(as_json: JsonOpt = False) -> None:
     for col in ("backend", "state", *states, "why"):
         t.add_column(col, overflow="fold")
     for r in rows:
-        state = "[red]stopped[/]" if r["state"] == "stopped" else "[green]running[/]"
-        t.add_row(str(r["backend"]), state, *(str(r[k]) for k in states), str(r["reason"] or ""))
+        state = Text("stopped", style="red") if r["state"] == "stopped" else Text("running", style="green")
+        row(t, r["backend"], state, *(r[k] for k in states), r["reason"] or "")
     out.print(t)
 
 
@@ -47,6 +48,7 @@ def drain(
 
     Exit 0 only when nothing deliverable is left; 6 when something is pending, dead or stopped."""
     from rich.table import Table
+    from rich.text import Text
 
     with context(worker=False) as ctx:
         report = ctx.drain(timeout=timeout)
@@ -57,9 +59,9 @@ def drain(
         for col in ("backend", "state", "delivered", "pending", "held", "dead", "declined", "why"):
             t.add_column(col, overflow="fold")
         for b in report.backends:
-            state = "[red]stopped[/]" if b.stopped else "[green]running[/]"
-            t.add_row(b.backend, state, *(str(getattr(b, k)) for k in ("delivered", "pending", "held", "dead",
-                                                                       "declined")), b.reason or "")
+            state = Text("stopped", style="red") if b.stopped else Text("running", style="green")
+            row(t, b.backend, state, *(getattr(b, k) for k in ("delivered", "pending", "held", "dead", "declined")),
+                b.reason or "")
         out.print(t)
         if report.timed_out:
             err.print(f"[yellow]note:[/] gave up after {timeout:g}s with deliveries still due")
@@ -86,7 +88,7 @@ def outbox_list(
     for col in ("id", "backend", "case", "#", "attempts", "last error"):
         t.add_column(col, overflow="fold")
     for d in rows:
-        t.add_row(str(d.id), d.backend, d.case_id, str(d.seq), str(d.attempts), d.last_error or "")
+        row(t, d.id, d.backend, d.case_id, d.seq, d.attempts, d.last_error or "")
     out.print(t)
 
 

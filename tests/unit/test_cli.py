@@ -118,3 +118,19 @@ def test_every_command_has_help() -> None:
     for args in (["--help"], ["case", "--help"], ["outbox", "--help"], ["record", "--help"], ["search", "--help"]):
         result = runner.invoke(app, args)
         assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_titles_are_shown_as_written_never_read_as_markup(cwd: Path) -> None:
+    """A title is a person's or an agent's text: `[/x]` once crashed `case list` (a closing tag with nothing
+    open) and `[red]` was styled away. Every command that prints one must show it literally."""
+    title = "[/x] [red]db[/red]"
+    code, out = sc("case", "open", title, "--service", "pay")
+    assert code == 0 and title in out, out
+    case_id = out.split()[1]
+    sc("record", case_id, "finding", "[/]oops", "body", "--author", "primary:bot")
+    for args in (("case", "list"), ("case", "show", case_id), ("timeline", case_id)):
+        code, out = sc(*args)
+        assert code == 0, (args, out)
+        assert "[red]db[/red]" in out.replace("\n", "").replace(" ", "").replace("│", ""), (args, out)
+    code, out = sc("timeline", case_id)
+    assert "[/]oops" in out, out
