@@ -85,7 +85,7 @@ def context(*, worker: bool = False) -> Iterator[SharedContext]:
             yield ctx
     except SharedCtxError as exc:
         code = next((c for cls, c in EXIT.items() if isinstance(exc, cls)), 1)
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(code) from None
 
 

@@ -40,7 +40,8 @@ def backends_check(
 
     with context() as ctx:
         if name is not None and name not in ctx.backends:
-            err.print(f"[bold red]error:[/] no backend named {name!r}; configured: {', '.join(ctx.backend_names)}")
+            err.print(f"[bold red]error:[/] no backend named {escape(repr(name))}; configured: "
+                      f"{escape(', '.join(ctx.backend_names))}", highlight=False)
             raise typer.Exit(3)
         results: dict[str, list[Check]] = {}
         for n, b in ctx.backends.items():

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import CONFIG_NAME, err, out
+from ._common import CONFIG_NAME, err, escape, out
 
 commands = typer.Typer(rich_markup_mode=None)
 
@@ -94,7 +94,7 @@ def init(
 ) -> None:
     """Write a commented starter sharedctx.toml."""
     if path.exists() and not force:
-        err.print(f"[red]error:[/] {path} exists; use --force to overwrite it")
+        err.print(f"[red]error:[/] {escape(str(path))} exists; use --force to overwrite it", highlight=False)
         raise typer.Exit(4)
     path.write_text(STARTER, encoding="utf-8")
     out.print(f"wrote {path}")

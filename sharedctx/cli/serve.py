@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, cast
 import typer
 
 from ..errors import SharedCtxError
-from ._common import CONFIG_ENV, CONFIG_NAME, _state, context, err, out
+from ._common import CONFIG_ENV, CONFIG_NAME, _state, context, err, escape, out
 
 if TYPE_CHECKING:
     from ..config import McpHttpMode
@@ -63,7 +63,8 @@ def serve(
     from ..server import serve as run_server
 
     if mcp_mode not in (None, "stream", "json"):
-        err.print(f"[bold red]error:[/] --mcp-mode must be 'stream' or 'json', not {mcp_mode!r}")
+        err.print(f"[bold red]error:[/] --mcp-mode must be 'stream' or 'json', not {escape(repr(mcp_mode))}",
+                  highlight=False)
         raise typer.Exit(2)
     with context(worker=True) as ctx:
         run_server(ctx, host=host, port=port, act=act, mcp_mode=cast("McpHttpMode | None", mcp_mode),
@@ -87,5 +88,5 @@ def mcp_command(
         try:
             run_stdio(ctx, as_)
         except SharedCtxError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
             raise typer.Exit(4) from None

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ._common import context, err, out
+from ._common import context, err, escape, out
 
 commands = typer.Typer(rich_markup_mode=None)
 
@@ -100,7 +100,8 @@ def _wake_on_activity(backend: Any, poller: Any) -> None:
                 if backend.wait_for_activity():
                     poller.poll_once()
             except BackendError as exc:
-                err.print(f"{backend.name}: waiting for activity failed ({exc}); the poller's interval still runs")
+                err.print(f"{backend.name}: waiting for activity failed ({escape(str(exc))}); the poller's interval "
+                          "still runs", highlight=False)
                 time.sleep(10)
 
     threading.Thread(target=loop, name=f"sharedctx-{backend.name}-sync", daemon=True).start()

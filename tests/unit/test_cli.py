@@ -134,3 +134,5 @@ def test_titles_are_shown_as_written_never_read_as_markup(cwd: Path) -> None:
         assert "[red]db[/red]" in out.replace("\n", "").replace(" ", "").replace("│", ""), (args, out)
     code, out = sc("timeline", case_id)
     assert "[/]oops" in out, out
+    code, out = sc("case", "show", "[/x]")  # an error that echoes what was typed
+    assert code != 0 and "no case matches '[/x]'" in out.replace("\n", ""), out
