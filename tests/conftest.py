@@ -35,12 +35,43 @@ def pg_url() -> Iterator[str]:
     try:
         with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
+            # No test crashes the PostgreSQL server (it is shared), so waiting for each commit's WAL flush proves
+            # nothing here and costs every PostgreSQL test its fsyncs on a busy machine. Commits stay atomic and
+            # visible to other connections at once; only a server crash could lose the last few.
+            conn.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = off')
     except psycopg.OperationalError as exc:
         pytest.fail(f"PostgreSQL is required for the store suite ({PG_ADMIN}): {exc}. Start it (see .ci/run).")
     url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
     yield url
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+RESET_TABLES = ("cases", "entries", "outbox", "backend_state", "cursors", "checkpoints", "checkpoint_heads")
+
+
+def empty_pg(store: PostgresStore, roots: tuple[str, ...]) -> None:
+    """What `TRUNCATE <roots> CASCADE` does, in a few milliseconds instead of ~250 ms (TRUNCATE swaps every
+    table's files, ~11 with the cascade, on each of the ~150 PostgreSQL tests): DELETE from the same tables, with
+    triggers and foreign-key checks off for this transaction (`session_replication_role = replica`), so the
+    append-only row triggers do not fire, as with TRUNCATE. Falls back to TRUNCATE for a non-superuser."""
+    with store._pool.connection() as conn:
+        tables = set(roots)  # the roots and every table whose foreign key reaches one of them, read each time
+        while True:
+            rows = conn.execute(
+                "SELECT DISTINCT conrelid::regclass::text FROM pg_constraint WHERE contype = 'f' "
+                "AND confrelid::regclass::text = ANY(%s)", (sorted(tables),)).fetchall()
+            new = {r[0] for r in rows} - tables
+            if not new:
+                break
+            tables |= new
+        try:
+            with conn.transaction():
+                conn.execute("SET LOCAL session_replication_role = replica")
+                for table in sorted(tables):
+                    conn.execute(f"DELETE FROM {table}")
+        except psycopg.errors.InsufficientPrivilege:
+            conn.execute(f"TRUNCATE {', '.join(roots)} CASCADE")
 
 
 @pytest.fixture(scope="session")
@@ -58,9 +89,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         s.close()
     else:
         pg: PostgresStore = request.getfixturevalue("_pg_store")
-        with pg._pool.connection() as conn:
-            conn.execute("TRUNCATE cases, entries, outbox, backend_state, cursors, checkpoints, checkpoint_heads "
-                         "CASCADE")
+        empty_pg(pg, RESET_TABLES)
         yield pg
 
 

@@ -119,8 +119,9 @@ def test_semantic_results_obey_the_filters(sq: SQLiteStore, on: None) -> None:
 
 
 @needs_extra
-def test_search_starts_the_background_indexer(sq: SQLiteStore, on: None) -> None:
+def test_search_starts_the_background_indexer(sq: SQLiteStore, on: None, monkeypatch: pytest.MonkeyPatch) -> None:
     """The first search starts the indexer (its own results are lexical); later ones fuse in the vectors."""
+    monkeypatch.setattr(semantic, "IDLE_SECONDS", 0.2)  # its pause between passes: this test waits out two
     ids = fill(sq)
     first = search(sq, PARAPHRASE)
     assert all("semantic" not in c.signals for c in first.cases)

@@ -138,6 +138,21 @@ class _Worker:
         self.proc.wait()
 
 
+def kill_plan(rng: random.Random, rounds: int, startup_share: float,
+              window: tuple[float, float]) -> tuple[set[int], list[float]]:
+    """Which rounds kill a worker in its startup, and each round's kill offset into the window.
+
+    Stratified rather than drawn independently: round(share x rounds) rounds (at least one when the share is
+    not 0) kill in startup, and the offsets, in a random order, fall one in each of `rounds` equal slices of
+    the window. A short soak then still kills in startup and across the whole window, every run; independent
+    draws left 4% of 20-round runs with no startup kill at all and bunched the rest by chance."""
+    n_startup = max(1, round(startup_share * rounds)) if startup_share > 0 else 0
+    startup = set(rng.sample(range(rounds), min(rounds, n_startup)))
+    lo, hi = window
+    slices = rng.sample(range(rounds), rounds)
+    return startup, [lo + (hi - lo) * (k + rng.random()) / rounds for k in slices]
+
+
 def run(soak: Soak, folder: Path) -> SoakResult:
     """Run the soak in `folder`; returns what the service ended up holding against the journal."""
     seed = soak.seed if soak.seed is not None else random.randrange(2**32)
@@ -178,15 +193,16 @@ def run(soak: Soak, folder: Path) -> SoakResult:
                 spawned += 1
                 return _Worker(config, folder, folder / f"worker-{spawned}.log")
 
+            startup, offsets = kill_plan(rng, soak.rounds, soak.startup_kills, soak.kill_window)
             procs = [spawn() for _ in range(soak.workers)]
             try:
                 for round_no in range(soak.rounds):
                     victim = min(range(len(procs)), key=lambda i: procs[i].started)  # the longest-lived one
-                    if rng.random() < soak.startup_kills:  # somewhere in its startup
+                    if round_no in startup:  # somewhere in its startup
                         time.sleep(max(0.0, procs[victim].started + rng.uniform(0.1, 0.8) - time.monotonic()))
                     else:  # somewhere in its work: claims, requests, marks
                         procs[victim].wait_ready()
-                        time.sleep(rng.uniform(*soak.kill_window))
+                        time.sleep(offsets[round_no])
                     procs[victim].kill()
                     result.kills += 1
                     record(batches[round_no + 1], round_no + 1)

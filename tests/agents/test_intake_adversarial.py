@@ -30,6 +30,7 @@ from sharedctx.intake import service_slug
 from sharedctx.intake_guard import NO_AUTH, IntakeAuth, is_loopback, read_limited, require_json
 from sharedctx.model import MAX_BODY_BYTES
 from sharedctx.server import Dispatcher, build_app
+from tests.conftest import empty_pg
 
 TOKEN = "intake-7f3a9c1d2e4b5a6c"
 BEARER = {"authorization": f"Bearer {TOKEN}"}
@@ -66,8 +67,7 @@ def ctx(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[SharedContex
     store = None
     if getattr(request, "param", "sqlite") == "postgres":
         store = request.getfixturevalue("_pg_store")
-        with store._pool.connection() as conn:
-            conn.execute("TRUNCATE cases, entries, outbox, backend_state, cursors CASCADE")
+        empty_pg(store, ("cases", "entries", "outbox", "backend_state", "cursors"))
     c = SharedContext.open(cfg, worker=False, store=store)
     yield c
     if store is None:

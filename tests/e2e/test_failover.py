@@ -1,7 +1,8 @@
 """Two real `sharedctx serve` replicas on one store; one is stopped in the middle of an investigation.
 
 The harness is the failover bench's (`bench/fleet_parts/failover.py`): two processes on one PostgreSQL
-database (and one SQLite file), a partner that takes 4 s per question, the same Alertmanager alert
+database (and one SQLite file), a partner that takes 2 s per question (4 s for SIGTERM, so A's 1 s drain
+cannot finish the consult it was stopped in), the same Alertmanager alert
 posted to both replicas, and replica A stopped while its investigation is consulting that partner.
 Everything asserted is read back from the journal and the investigations table afterwards.
 
@@ -25,6 +26,10 @@ from bench.fleet_parts.failover import Result, fresh_pg, scenario
 from tests.conftest import PG_ADMIN
 
 pytestmark = pytest.mark.slow
+# The partner's wait per question under kill -9. Long enough that A is still consulting when it is killed
+# (0.5 s after it was seen consulting; `check` asserts it), short enough that the survivor's redone consult
+# and its verify step do not dominate the test (4 s made each kill scenario ~7 s longer).
+KILL_DELAY = 2.0
 
 
 @pytest.fixture(scope="module")
@@ -45,19 +50,19 @@ def check(r: Result) -> None:
 
 
 def test_kill_9_mid_investigation_on_postgres_the_survivor_finishes_it_once(pg_db: str) -> None:
-    r = scenario(pg_db, how="kill", lease=3.0)
+    r = scenario(pg_db, how="kill", lease=3.0, delay=KILL_DELAY)
     check(r)
     assert r.exit_code == -9
     assert r.takeover_s is not None and r.takeover_s < 3.0 + 10  # the lease, one scan, and a loaded machine
 
 
 def test_kill_9_mid_investigation_on_sqlite_the_survivor_finishes_it_once(tmp_path: Path) -> None:
-    r = scenario(str(tmp_path / "journal.db"), how="kill", lease=3.0)
+    r = scenario(str(tmp_path / "journal.db"), how="kill", lease=3.0, delay=KILL_DELAY)
     check(r)
 
 
 def test_sigterm_drains_releases_the_lease_and_the_other_replica_takes_over_at_once(pg_db: str) -> None:
-    r = scenario(pg_db, how="term", lease=30.0, drain=1.0)
+    r = scenario(pg_db, how="term", lease=30.0, drain=1.0, delay=4.0)
     check(r)
     assert r.exit_code == 0
     assert r.takeover_s is not None and r.takeover_s < 10, r.takeover_s  # not the 30 s lease expiry

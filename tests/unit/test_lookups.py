@@ -10,9 +10,11 @@ webhook miss and per poll round, and `find_case` gave up after the newest 10,000
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import hmac
 import json
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,9 +47,57 @@ TARGETS = (14_999, 4_999)  # case #15,000, and #5,000: older than the newest 10,
 HOOK_SECRET = "lookup-hook-secret"
 
 
+@pytest.fixture(scope="module")
+def _templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[str, Filled]]]:
+    """20,000 cases written once per dialect (a SQLite file, a PostgreSQL template database), not once per test:
+    the fill is most of this module's time (~5-12 s a copy on a loaded machine). Each test still gets a copy of
+    its own (`filled_store`), so what one test writes never reaches another."""
+    folder = tmp_path_factory.mktemp("lookups-template")
+    sqlite_path = folder / "template.db"
+    s = SQLiteStore(sqlite_path)
+    sqlite_filled = fill(s, N, everywhere=TARGETS)
+    s.close()
+    assert not (folder / "template.db-wal").exists() or not (folder / "template.db-wal").stat().st_size
+    name = f"sharedctx_lookups_tpl_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        pg = PostgresStore(PG_ADMIN.rsplit("/", 1)[0] + f"/{name}")
+        pg_filled = fill(pg, N, everywhere=TARGETS)
+        pg.close()  # CREATE DATABASE ... TEMPLATE needs the template to have no connections
+        yield {"sqlite": (str(sqlite_path), sqlite_filled), "postgres": (name, pg_filled)}
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def filled_store(request: pytest.FixtureRequest, tmp_path: Path,
+                 _templates: dict[str, tuple[str, Filled]]) -> Iterator[tuple[Store, Filled]]:
+    """A fresh store holding its own copy of the 20,000 filled cases, and what `fill` wrote into it."""
+    source, filled = _templates[request.param]
+    filled = copy.deepcopy(filled)
+    if request.param == "sqlite":
+        shutil.copyfile(source, tmp_path / "journal.db")
+        s: Store = SQLiteStore(tmp_path / "journal.db")
+        yield s, filled
+        s.close()
+        return
+    name = f"sharedctx_lookups_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{source}"')
+    s = PostgresStore(PG_ADMIN.rsplit("/", 1)[0] + f"/{name}")
+    try:
+        yield s, filled
+    finally:
+        s.close()
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture
-def filled(store: Store) -> Filled:
-    return fill(store, N, everywhere=TARGETS)
+def filled(filled_store: tuple[Store, Filled]) -> Filled:
+    return filled_store[1]
 
 
 @pytest.fixture
@@ -75,14 +125,25 @@ def no_network(request: httpx.Request) -> httpx.Response:
     raise AssertionError(f"a plain comment by webhook needs no call to GitHub, got {request.url}")
 
 
-@pytest.fixture
-def ctx_over(store: Store, lookup_config: Config) -> Iterator[SharedContext]:
+def _ctx(store: Store, lookup_config: Config) -> Iterator[SharedContext]:
     github = GitHubBackend("github", GitHubOptions(repo="acme/payments", token="env:GITHUB_TOKEN", max_block=0.0),
                            client=httpx.Client(transport=httpx.MockTransport(no_network)))
     backends = {"github": github, "pagerduty": Reader("pagerduty")}
     ctx = SharedContext.open(lookup_config, store=store, backends=backends, worker=False)  # type: ignore[arg-type]
     yield ctx
     ctx.worker.stop()
+
+
+@pytest.fixture
+def ctx_over(store: Store, lookup_config: Config) -> Iterator[SharedContext]:
+    """A context over the suite's (empty) parametrised store."""
+    yield from _ctx(store, lookup_config)
+
+
+@pytest.fixture
+def filled_ctx(filled_store: tuple[Store, Filled], lookup_config: Config) -> Iterator[SharedContext]:
+    """A context over a store holding the 20,000 filled cases."""
+    yield from _ctx(filled_store[0], lookup_config)
 
 
 def comment_hook(number: int, text: str, comment_id: int) -> tuple[bytes, dict[str, str]]:
@@ -98,28 +159,29 @@ def comment_hook(number: int, text: str, comment_id: int) -> tuple[bytes, dict[s
 
 # -- webhooks ---------------------------------------------------------------------------------------
 def test_a_webhook_for_a_bound_thread_reaches_its_case_in_a_few_rows(
-    ctx_over: SharedContext, filled: Filled
+    filled_ctx: SharedContext, filled: Filled
 ) -> None:
-    receiver = WebhookReceiver(ctx_over, Humans(ctx_over))
+    receiver = WebhookReceiver(filled_ctx, Humans(filled_ctx))
     target = filled.ids[TARGETS[0]]
     body, headers = comment_hook(TARGETS[0] + 1, "the pool is exhausted again", 77)
-    with metered(ctx_over.store) as m:
+    with metered(filled_ctx.store) as m:
         status, out = asyncio.run(receiver.handle("github", body, headers))
     assert status == 200 and [r["case"] for r in out["results"]] == [target]
-    assert ctx_over.store.entries(target)[-1].body.startswith("the pool is exhausted again")
+    assert filled_ctx.store.entries(target)[-1].body.startswith("the pool is exhausted again")
     # dedupe, lookup, the note with its outbox rows: the same handful however many cases there are
     assert m.rows <= 20 and m.statements <= 30, (m.rows, m.statements, m.sql)
 
     body, headers = comment_hook(N + 5, "a thread no case is bound to", 78)  # a miss used to read them all
-    with metered(ctx_over.store) as m:
+    with metered(filled_ctx.store) as m:
         status, out = asyncio.run(receiver.handle("github", body, headers))
     assert out["results"] == [{"thread": str(N + 5), "case": None, "meaning": "no case is bound to this thread"}]
     assert m.rows <= 3 and m.statements <= 5, (m.rows, m.statements, m.sql)
 
 
-def test_every_backends_thread_key_finds_its_case_in_one_statement(store: Store, filled: Filled,
-                                                                   ctx_over: SharedContext) -> None:
-    humans = Humans(ctx_over)
+def test_every_backends_thread_key_finds_its_case_in_one_statement(filled_store: tuple[Store, Filled], filled: Filled,
+                                                                   filled_ctx: SharedContext) -> None:
+    store = filled_store[0]
+    humans = Humans(filled_ctx)
     for i in TARGETS:
         for backend in BACKENDS:
             t = thread(backend, i)
@@ -133,13 +195,13 @@ def test_every_backends_thread_key_finds_its_case_in_one_statement(store: Store,
 
 
 # -- polling ----------------------------------------------------------------------------------------
-def test_a_poll_round_reads_only_live_cases_bound_to_each_backend(ctx_over: SharedContext, filled: Filled) -> None:
+def test_a_poll_round_reads_only_live_cases_bound_to_each_backend(filled_ctx: SharedContext, filled: Filled) -> None:
     github = Reader("github")
-    ctx_over.backends["github"] = github
-    pagerduty = ctx_over.backends["pagerduty"]
+    filled_ctx.backends["github"] = github
+    pagerduty = filled_ctx.backends["pagerduty"]
     assert isinstance(pagerduty, Reader)
-    poller = Poller(ctx_over)
-    with metered(ctx_over.store) as m:
+    poller = Poller(filled_ctx)
+    with metered(filled_ctx.store) as m:
         poller.poll_once()
     for name, reader in (("github", github), ("pagerduty", pagerduty)):
         expected = {thread(name, filled.ids.index(c))["id"] for c in filled.live_on(name)}
@@ -147,7 +209,7 @@ def test_a_poll_round_reads_only_live_cases_bound_to_each_backend(ctx_over: Shar
     live = len(filled.live_on("github")) + len(filled.live_on("pagerduty"))
     assert 0 < live < 200  # open, mitigated and just-resolved cases out of 20,000
     # one listing per backend, then one cursor read per live thread: nothing else, and no resolved case
-    assert m.statements == len(ctx_over.backends) + live, (m.statements, live)
+    assert m.statements == len(filled_ctx.backends) + live, (m.statements, live)
     assert m.rows <= 2 * live, (m.rows, live)
     assert poller.stats.cases == len(filled.live_on("github") | filled.live_on("pagerduty"))
     assert set(poller.live_cases()) == filled.live_on("github") | filled.live_on("pagerduty")
@@ -181,34 +243,34 @@ def refs_of(filled: Filled, i: int) -> list[str]:
     return refs
 
 
-def test_find_case_finds_case_15000_by_every_kind_of_reference(ctx_over: SharedContext, filled: Filled) -> None:
+def test_find_case_finds_case_15000_by_every_kind_of_reference(filled_ctx: SharedContext, filled: Filled) -> None:
     for i in TARGETS:
         assert filled.status[filled.ids[i]] == "resolved"  # not reachable through the open-fingerprint index
         for ref in refs_of(filled, i):
-            with metered(ctx_over.store) as m:
-                assert ctx_over.find_case(ref).id == filled.ids[i], ref
+            with metered(filled_ctx.store) as m:
+                assert filled_ctx.find_case(ref).id == filled.ids[i], ref
             # id, open fingerprint, then at most four index lookups of at most a few rows
             assert m.statements <= 6 and m.rows <= 8, (ref, m.statements, m.rows)
 
 
-def test_find_case_says_why_not_instead_of_giving_up(ctx_over: SharedContext, filled: Filled) -> None:
-    with metered(ctx_over.store) as m, pytest.raises(CaseNotFound, match="tried it as a case id, an id prefix"):
-        ctx_over.find_case("https://github.com/acme/payments/issues/999999")
+def test_find_case_says_why_not_instead_of_giving_up(filled_ctx: SharedContext, filled: Filled) -> None:
+    with metered(filled_ctx.store) as m, pytest.raises(CaseNotFound, match="tried it as a case id, an id prefix"):
+        filled_ctx.find_case("https://github.com/acme/payments/issues/999999")
     assert m.rows == 0 and m.statements <= 6
     # a label every case has, and a fingerprint shared by many resolved cases: named as ambiguous, with ids
     with pytest.raises(AmbiguousCase, match=r"'payments' names 10\+ cases") as err:
-        ctx_over.find_case(SHARED_LABEL)
+        filled_ctx.find_case(SHARED_LABEL)
     assert "(open, by label)" in str(err.value)
     with pytest.raises(AmbiguousCase, match="0 of them live"):
-        ctx_over.find_case(FLAPPY)
+        filled_ctx.find_case(FLAPPY)
     # the flapping alert fires again: its open case is what the fingerprint means now
-    again = ctx_over.open_case("flapping again", fingerprint=FLAPPY)
-    assert ctx_over.find_case(FLAPPY).id == again.id
+    again = filled_ctx.open_case("flapping again", fingerprint=FLAPPY)
+    assert filled_ctx.find_case(FLAPPY).id == again.id
     # a thread that two cases were bound to (two alerts on one incident): the live one
     pd = thread("pagerduty", TARGETS[0])
-    ctx_over.store.set_binding(again.id, "pagerduty", pd)
-    assert ctx_over.find_case(pd["id"]).id == again.id
-    assert Humans(ctx_over).case_for("pagerduty", pd["id"]) == again.id
+    filled_ctx.store.set_binding(again.id, "pagerduty", pd)
+    assert filled_ctx.find_case(pd["id"]).id == again.id
+    assert Humans(filled_ctx).case_for("pagerduty", pd["id"]) == again.id
 
 
 # -- the write path ---------------------------------------------------------------------------------
