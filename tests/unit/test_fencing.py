@@ -101,16 +101,16 @@ def test_a_first_attempt_does_not_look_before_sending(store: Store) -> None:
 
 def test_the_heartbeat_keeps_a_slow_delivery_leased(store: Store) -> None:
     """A delivery three times longer than the lease: no other worker may claim it meanwhile."""
-    fake = FakeBackend(latency=0.6)
+    fake = FakeBackend(latency=1.5)  # lease 0.5 s, renewed every ~0.17 s: a CI stall of 0.3 s is not a failure
     case_id = one_entry(store)
-    settings = FAST.model_copy(update={"lease_seconds": 0.2})
+    settings = FAST.model_copy(update={"lease_seconds": 0.5})
     w = Worker(store, {"fake": fake}, settings)
     t = threading.Thread(target=w.run_once)
     t.start()
     while not fake.calls:  # the worker has claimed and is sending
         time.sleep(0.005)
     stolen = []
-    deadline = time.monotonic() + 0.5
+    deadline = time.monotonic() + 1.2  # more than two leases long
     while time.monotonic() < deadline:
         stolen += store.claim("fake", "other", 1, lease_seconds=60)
         time.sleep(0.02)
