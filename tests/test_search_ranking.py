@@ -396,3 +396,40 @@ def test_similar_cases_agree_on_both_stores_when_the_symptoms_match_many_entries
             c.worker.stop()
     assert answers[0] == answers[1]
     assert answers[1].count("ledger errors") == 3
+
+
+@pytest.mark.parametrize(("and_count", "share"), [(6551, 4000 / 6551), (None, 4000 / 50_000)])
+def test_a_windowed_and_ranks_about_the_budget(and_count: int | None, share: float) -> None:
+    """The bounded plan's AND of two common words is counted past the budget and its recency window sized to
+    hold about `budget` of its matches; when even that count stops at its cap, the window is sized by the most
+    the AND can match (its rarer word's count). Sized by a count stopped at the budget, the window was the
+    whole journal and every match was ranked (6,551 instead of 4,000 on the 1M benchmark journal; without
+    bound for commoner pairs). Fails on the code that lost this."""
+    from sharedctx.search import candidates
+    from sharedctx.store.base import CandidateQuery
+
+    class Counting:
+        def __init__(self) -> None:
+            self.url = f"fake://window-{and_count}"
+            self.dfs = {"alpha": 50_000, "beta": 80_000}
+            self.windows: list[int | None] = []
+
+        def entry_rowid_range(self) -> tuple[int, int]:
+            return (1, 1_000_000)
+
+        def count_matches(self, q: CandidateQuery, cap: int) -> int:
+            words = [w for clause in q.match for group in clause for w in group]
+            if len(words) == 1:
+                return min(cap, self.dfs[words[0]])
+            return min(cap, and_count if and_count is not None else cap)
+
+        def search_candidates(self, q: CandidateQuery, limit: int = 200) -> list[Candidate]:
+            self.windows.append(q.min_rowid)
+            return []
+
+    store = Counting()
+    got = candidates.retrieve(store, [["alpha"], ["beta"]], [], CandidateQuery(), budget=4000)  # type: ignore[arg-type]
+    assert got.strategy.startswith("bounded:and2w")
+    lo = store.windows[0]
+    assert lo is not None
+    assert 1_000_000 - lo == pytest.approx(1_000_000 * share, rel=0.01)
