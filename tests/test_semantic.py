@@ -230,3 +230,34 @@ def test_default_path_never_imports_torch(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+@needs_extra
+def test_a_query_is_encoded_directly_to_the_same_vector() -> None:
+    """A search encodes its one query without `SentenceTransformer.encode`'s batching (`Encoder.query`); the
+    vector must be the one the cases were embedded against, or fusion would compare different spaces."""
+    import numpy as np
+
+    enc = semantic.encoder()
+    assert enc._plain is not None  # the shipped model takes the direct path; otherwise this test tests nothing
+    for text in (PARAPHRASE, "how did we fix the checkout latency after release 2.3 last time", "x" * 3000):
+        direct, batched = enc.query(text), enc.encode([text])[0]
+        assert direct.dtype == np.float32 and direct.shape == (semantic.DIM,)
+        assert float(direct @ batched) > 0.99999
+        assert np.abs(direct - batched).max() < 1e-5
+
+
+@needs_extra
+def test_loading_the_model_leaves_the_collector_nothing_to_walk(tmp_path: Path) -> None:
+    """The model's ~400k long-lived objects are frozen out of the cyclic collector after it loads (a full
+    collection walking them took ~0.5 s in the middle of a search); SHAREDCTX_GC_FREEZE=0 leaves them."""
+    code = ("import gc; from sharedctx.search import semantic; semantic.encoder(); "
+            "print(gc.get_freeze_count(), len(gc.get_objects()))")
+    env = {**os.environ, "SHAREDCTX_SEMANTIC": "on"}
+    frozen, tracked = map(int, subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                              timeout=300, check=True).stdout.split())
+    assert frozen > 100_000 and tracked < 50_000
+    env["SHAREDCTX_GC_FREEZE"] = "0"
+    frozen, tracked = map(int, subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                              timeout=300, check=True).stdout.split())
+    assert frozen == 0 and tracked > 100_000
