@@ -10,6 +10,7 @@ factor (at most `MAX_BOOST` together) on the text score, not an addend.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -173,8 +174,15 @@ def _fill(d: CaseDoc, meta: Candidate, rows: Sequence[Row]) -> None:
 
 
 def _name_words(name: str) -> list[str]:
-    """`KafkaConsumerLagHigh` / `payments-api` -> their words."""
-    return [w.lower() for w in _SPLIT.split(_CAMEL.sub(" ", name)) if w]
+    """`KafkaConsumerLagHigh` / `payments-api` -> their words (a new list: callers compare it with lists)."""
+    return list(_name_parts(name))
+
+
+@functools.lru_cache(maxsize=4096)
+def _name_parts(name: str) -> tuple[str, ...]:
+    """The words of a service or alert name, cached: every search splits the names of its ~60 pool cases,
+    and a journal has few distinct names."""
+    return tuple(w.lower() for w in _SPLIT.split(_CAMEL.sub(" ", name)) if w)
 
 
 def bm25f(docs: Sequence[CaseDoc], terms: Sequence[Term], *, boost_fix: bool = False,
