@@ -261,3 +261,28 @@ def test_loading_the_model_leaves_the_collector_nothing_to_walk(tmp_path: Path) 
     frozen, tracked = map(int, subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                                               timeout=300, check=True).stdout.split())
     assert frozen == 0 and tracked > 100_000
+
+
+@needs_extra
+def test_nearest_cases_are_the_exact_cosine_order(sq: SQLiteStore) -> None:
+    """`Vectors.knn` (numpy's own single-threaded product, not BLAS) returns exactly the k best cosines, best
+    first, against a brute-force ranking of the same stored vectors."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    mat = rng.standard_normal((500, semantic.DIM)).astype(np.float32)
+    mat /= np.linalg.norm(mat, axis=1, keepdims=True)
+    ids = fill(sq)
+    more = [sq.open_case(title=f"case {i}", service="svc", severity="warning", fingerprint=None, labels={})[0].id
+            for i in range(500 - len(ids))]
+    cases = [*ids.values(), *more]
+    vec = semantic.vectors_for(sq)
+    vec.put([(cid, 1, mat[i]) for i, cid in enumerate(cases)])
+    for _ in range(5):
+        q = rng.standard_normal(semantic.DIM).astype(np.float32)
+        q /= np.linalg.norm(q)
+        got = vec.knn(q, 20)
+        sims = [float(x) for x in mat.astype(np.float64) @ q.astype(np.float64)]
+        best = sorted(range(len(cases)), key=lambda i: -sims[i])[:20]
+        assert [c for c, _ in got] == [cases[i] for i in best]
+        assert all(abs(cos - sims[i]) < 1e-5 for (_, cos), i in zip(got, best, strict=True))
