@@ -628,9 +628,9 @@ def fuse(store: Store, sem: Semantic, ranked: list[CaseResult], docs: list[CaseD
                   f"({','.join('?' * len(new_ids))})" + "".join(" AND " + w for w in where)
                   + " ORDER BY e.case_id, e.seq", [*new_ids, *params])
         first: dict[str, Any] = {}
-        for r in rows:
-            cand = row_to_candidate(r)
-            first.setdefault(cand.entry.case_id, cand)
+        for r in rows:  # only each case's first row becomes a Candidate (r[1]: ENTRY_COLS' case_id)
+            if r[1] not in first:
+                first[r[1]] = row_to_candidate(r)
         extra = pool_docs(store, [first[c] for c in new_ids if c in first], size=len(first), filters=base.filters)
         if extra:
             ranked = ranked + score_cases(extra, {}, ev, terms)
