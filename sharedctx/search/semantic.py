@@ -367,11 +367,22 @@ class SQLiteVectors(Vectors):
     _PENDING = ("SELECT c.id, c.last_seq FROM cases c LEFT JOIN case_embeddings m ON m.case_id = c.id "
                 "WHERE m.case_id IS NULL OR m.seq < c.last_seq OR m.model <> ? LIMIT ?")
 
+    _idle_at: int | None = None  # PRAGMA data_version when a scan last found nothing pending
+
     def pending(self, limit: int) -> list[tuple[str, int]]:
-        """On this connection, not the store's: the scan (tens of ms at 100k cases) must not hold the lock
-        that `record()` takes."""
+        """On this connection, not the store's: the scan must not hold the lock that `record()` takes.
+
+        The scan reads every case (60 ms of CPU at 119k cases), and the idle indexer asks every IDLE_SECONDS
+        for the life of the process: 3% of a core, and +60 ms for any search that ran beside it on 2 cores.
+        Cases only become pending through a commit by another connection (an append, a new case, another
+        process's rebuild; this connection writes only vectors), and SQLite's `data_version` changes exactly
+        then: while it has not moved since a scan found nothing, nothing is pending."""
         with self._bg_lock:
+            version = int(self.bg.execute("PRAGMA data_version").fetchone()[0])
+            if version == self._idle_at:
+                return []
             rows = self.bg.execute(self._PENDING, (MODEL_ID, limit)).fetchall()
+            self._idle_at = None if rows else version
         return [(str(a), int(b)) for a, b in rows]
 
     def put(self, items: Sequence[tuple[str, int, Any]]) -> None:
@@ -417,6 +428,7 @@ class SQLiteVectors(Vectors):
 
     def clear(self) -> None:
         with self._bg_lock:
+            self._idle_at = None  # our own commit does not move this connection's data_version
             self.bg.execute("BEGIN IMMEDIATE")
             try:
                 self.bg.execute("DELETE FROM case_vectors")
