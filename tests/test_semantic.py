@@ -264,10 +264,13 @@ def test_loading_the_model_leaves_the_collector_nothing_to_walk(tmp_path: Path) 
 
 
 @needs_extra
-def test_nearest_cases_are_the_exact_cosine_order(sq: SQLiteStore) -> None:
-    """`Vectors.knn` (numpy's own single-threaded product, not BLAS) returns exactly the k best cosines, best
-    first, against a brute-force ranking of the same stored vectors."""
+@pytest.mark.parametrize("split", [10_000, 100])
+def test_nearest_cases_are_the_exact_cosine_order(sq: SQLiteStore, split: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`Vectors.knn` (numpy's own product, not BLAS; split over two threads from KNN_SPLIT vectors on)
+    returns exactly the k best cosines, best first, against a brute-force ranking of the same vectors."""
     import numpy as np
+
+    monkeypatch.setattr(semantic, "KNN_SPLIT", split)
 
     rng = np.random.default_rng(7)
     mat = rng.standard_normal((500, semantic.DIM)).astype(np.float32)
