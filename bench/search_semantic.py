@@ -1,6 +1,8 @@
 """Where the time of a search with `sharedctx[semantic]` goes, at one size: lexical search, fused search, the
-query's encoding and the nearest-case lookup, each query timed back to back (lexical, then fused) so that
-machine load hits both alike. Uses a dataset that `python -m bench.search` built (and gave vectors to).
+query's encoding (`Encoder.query`, what a search runs) and the nearest-case lookup, each query timed back to
+back (lexical, then fused) so that machine load hits both alike. Wall-clock p50/p99, and the process's CPU
+time per lexical and fused search ("*_cpu": steadier than wall time on a shared machine; the fused search's
+includes the encoding thread). Uses a dataset that `python -m bench.search` built (and gave vectors to).
 
     python -m bench.search_semantic /tmp/sharedctx-bench/sqlite-1000000-s7.db
 """
@@ -33,19 +35,22 @@ def main(argv: list[str] | None = None) -> None:
     texts = [q["query"] for q in load_queries()]
     for t in texts[:10]:  # warm the caches and the vector copy
         search(store, t, limit=10)
-    times: dict[str, list[float]] = {k: [] for k in ("lexical", "semantic", "encode", "knn")}
+    times: dict[str, list[float]] = {k: [] for k in ("lexical", "semantic", "encode", "knn", "lexical_cpu",
+                                                        "semantic_cpu")}
     for _ in range(2):
         for t in texts:
             os.environ["SHAREDCTX_SEMANTIC"] = "off"
-            a = time.perf_counter()
+            a, c = time.perf_counter(), time.process_time()
             search(store, t, limit=10)
             times["lexical"].append(time.perf_counter() - a)
+            times["lexical_cpu"].append(time.process_time() - c)
             os.environ["SHAREDCTX_SEMANTIC"] = "on"
-            a = time.perf_counter()
+            a, c = time.perf_counter(), time.process_time()
             search(store, t, limit=10)
             times["semantic"].append(time.perf_counter() - a)
+            times["semantic_cpu"].append(time.process_time() - c)
             a = time.perf_counter()
-            q = enc.encode([t])[0]
+            q = enc.query(t) if hasattr(enc, "query") else enc.encode([t])[0]  # (older engines: no query())
             times["encode"].append(time.perf_counter() - a)
             a = time.perf_counter()
             vec.knn(q, semantic.SEMANTIC_K)

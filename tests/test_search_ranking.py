@@ -429,3 +429,76 @@ def test_similar_pool_order_is_computed_here_not_taken_from_the_index_score() ->
     assert [c.score for c in fts5] == [c.score for c in pg]
     assert pg[2].score > pg[1].score  # scored on its case title, which holds the rare words
     assert pg[0].score > pg[1].score
+@pytest.mark.parametrize(("and_count", "share"), [(6551, 4000 / 6551), (None, 4000 / 50_000)])
+def test_a_windowed_and_ranks_about_the_budget(and_count: int | None, share: float) -> None:
+    """The bounded plan's AND of two common words is counted past the budget and its recency window sized to
+    hold about `budget` of its matches; when even that count stops at its cap, the window is sized by the most
+    the AND can match (its rarer word's count). Sized by a count stopped at the budget, the window was the
+    whole journal and every match was ranked (6,551 instead of 4,000 on the 1M benchmark journal; without
+    bound for commoner pairs). Fails on the code that lost this."""
+    from sharedctx.search import candidates
+    from sharedctx.store.base import CandidateQuery
+
+    class Counting:
+        def __init__(self) -> None:
+            self.url = f"fake://window-{and_count}"
+            self.dfs = {"alpha": 50_000, "beta": 80_000}
+            self.windows: list[int | None] = []
+
+        def entry_rowid_range(self) -> tuple[int, int]:
+            return (1, 1_000_000)
+
+        def count_matches(self, q: CandidateQuery, cap: int) -> int:
+            words = [w for clause in q.match for group in clause for w in group]
+            if len(words) == 1:
+                return min(cap, self.dfs[words[0]])
+            return min(cap, and_count if and_count is not None else cap)
+
+        def search_candidates(self, q: CandidateQuery, limit: int = 200) -> list[Candidate]:
+            self.windows.append(q.min_rowid)
+            return []
+
+    store = Counting()
+    got = candidates.retrieve(store, [["alpha"], ["beta"]], [], CandidateQuery(), budget=4000)  # type: ignore[arg-type]
+    assert got.strategy.startswith("bounded:and2w")
+    lo = store.windows[0]
+    assert lo is not None
+    assert 1_000_000 - lo == pytest.approx(1_000_000 * share, rel=0.01)
+
+
+def test_stored_entries_read_for_search_are_the_entries_recorded(tmp_path: Path) -> None:
+    """Search reads entries and candidates without re-validation (`trusted`, much cheaper than
+    `model_construct`); what it builds must equal the validated entry and `model_construct`'s instance,
+    field set included, and behave as a model (copy, dump, assignment on the mutable Candidate)."""
+    from sharedctx.model import Author, EntryDraft, EntryKind
+    from sharedctx.model import Evidence as Proof
+    from sharedctx.store.sql.common import ENTRY_COLS, row_to_entry, trusted
+    from sharedctx.store.sql.search import CANDIDATE_CASE_COLS, row_to_candidate
+    from sharedctx.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "j.db")
+    try:
+        rec, _ = store.open_case(title="disk full", service="db", severity="warning", fingerprint="a:db",
+                                 labels={"alertname": "DiskFull"})
+        store.append(EntryDraft(case_id=rec.id, kind=EntryKind.FINDING, title="no space left", body="WAL archive",
+                                author=Author(kind="partner", name="telemetry"), attrs={"k": [1, "x"]},
+                                evidence=(Proof(type="metric", source="prometheus", summary="disk 100%"),)), [])
+        store.append(EntryDraft(case_id=rec.id, kind=EntryKind.NOTE, title="looking", author=Author.parse("alice")), [])
+        cols = ", ".join(f"e.{c.strip()}" for c in ENTRY_COLS.split(",")) + ", e.rowid, " + CANDIDATE_CASE_COLS
+        rows = store._q(f"SELECT {cols}, 2.5 FROM entries e JOIN cases c ON c.id = e.case_id ORDER BY e.seq")
+        assert len(rows) == 2
+        for r in rows:
+            cand = row_to_candidate(r)
+            entry = row_to_entry(r[:15])
+            assert cand.entry == entry and cand.entry.model_dump() == entry.model_dump()
+            assert cand.entry.model_fields_set == entry.model_fields_set
+            built = Candidate.model_construct(**dict(cand.__dict__))
+            assert cand == built and cand.model_fields_set == built.model_fields_set
+            assert cand.model_copy(update={"score": 1.0}).score == 1.0 and cand.score == 2.5
+            cand.score = 3.0  # Candidate is mutable, Entry frozen: both as with model_construct
+            assert cand.score == 3.0
+            with pytest.raises(ValueError):
+                cand.entry.title = "changed"  # type: ignore[misc]
+        assert trusted(Author, {"kind": "human", "name": "bob"}) == Author(kind="human", name="bob")
+    finally:
+        store.close()

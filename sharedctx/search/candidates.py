@@ -26,6 +26,7 @@ BUDGET_PG = 1500  # PostgreSQL's ts_rank reads each match's tsvector: a smaller 
 DF_CAP = 100_000  # counting a word's matches stops here
 CANDIDATES = 200  # entries retrieved per query (one ranked OR)
 STEP = 100  # entries retrieved per step of the bounded plan (large journals)
+AND_COUNT_CAP = 4  # the bounded plan counts an AND of two groups up to this many budgets (then bounds it)
 
 _DF_CACHE: dict[tuple[str, tuple[str, ...]], tuple[float, int]] = {}
 _DF_TTL = 300.0
@@ -100,14 +101,18 @@ def retrieve(store: Store, groups: list[list[str]], phrases: list[str], base: Ca
     for size in range(len(order), 0, -1):
         chosen = [groups[i] for i in order[:size]]
         q = base.model_copy(update={"match": [[*must, *chosen]]})
-        # an AND of 3+ groups is small in practice: rank it without counting first
+        # an AND of 3+ groups is small in practice: rank it without counting first. An AND of two is counted
+        # past the budget (counting is a fraction of ranking's cost per match), so that its recency window can
+        # hold about `budget` of its matches
         est = (min(dfs[i] for i in order[:size]) if size == 1
-               else store.count_matches(q, budget + 1) if size == 2 else 1)
+               else store.count_matches(q, AND_COUNT_CAP * budget + 1) if size == 2 else 1)
         if est == 0:
             continue
         windowed = est > budget
-        if windowed:
-            q = _window(span, q, est, budget)
+        if windowed:  # a count stopped at its cap says only "more than that": size the window by the most the
+            # AND can match (its rarest group's count), so the window never holds more than the budget
+            bound = est if est <= AND_COUNT_CAP * budget else max(est, min(dfs[i] for i in order[:size]))
+            q = _window(span, q, bound, budget)
         got = store.search_candidates(q, STEP)
         steps.append(f"and{size}" + ("w" if windowed else ""))
         for c in got:

@@ -10,6 +10,7 @@ factor (at most `MAX_BOOST` together) on the text score, not an addend.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -94,8 +95,8 @@ class CaseDoc:
     meta: Candidate  # any retrieved entry of the case: carries the case's title, service, status, dates
     rows: list[Row] = field(default_factory=list)
     entries: list[Entry] = field(default_factory=list)  # filled for the cases shown (hits, outcome)
-    tf: dict[str, Counter[str]] = field(default_factory=dict)  # field -> stem counts
-    neg: Counter[str] = field(default_factory=Counter)  # stem -> negated occurrences (all fields)
+    tf: dict[str, dict[str, int]] = field(default_factory=dict)  # field -> stem counts
+    neg: dict[str, int] = field(default_factory=dict)  # stem -> negated occurrences (all fields)
     length: dict[str, int] = field(default_factory=dict)
     first_score: float = 0.0  # the index's score of its best entry (pool order)
     alertname: str | None = None
@@ -129,7 +130,7 @@ def _text_terms(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return st, tuple(st[i] for i in sorted(negated_positions(toks)))
 
 
-_DOC_CACHE: dict[tuple[str, int, str, str], tuple[dict[str, Counter[str]], Counter[str], dict[str, int],
+_DOC_CACHE: dict[tuple[str, int, str, str], tuple[dict[str, dict[str, int]], dict[str, int], dict[str, int],
                                                    str | None]] = {}
 _DOC_CACHE_MAX = 20_000
 
@@ -151,25 +152,37 @@ def build_doc(meta: Candidate, rows: Sequence[Row]) -> CaseDoc:
 
 
 def _fill(d: CaseDoc, meta: Candidate, rows: Sequence[Row]) -> None:
+    """Counts are kept as plain dicts of str -> int, not Counters: CPython's cyclic collector stops tracking
+    such dicts, while every Counter (a dict subclass) stays tracked, and the document cache held ~14k of them
+    for every full collection to walk (a search's GC pauses, its p99)."""
     d.alertname = alert_of(meta, rows)
     title, neg = _text_terms(f"{meta.case_title}. {' '.join(_name_words(d.alertname or ''))}")
-    d.tf["title"] = Counter(title)
+    tf: dict[str, Counter[str]] = {"title": Counter(title)}
+    negs: Counter[str] = Counter(neg)
     d.length["title"] = len(title)
-    d.neg.update(neg)
     disputed = {e.ref for e in rows if e.ref and e.attr("verdict") == "disputed"}
     for e in rows:
         if e.id in disputed:
             continue
         f = field_of(e.kind, e.author_kind)
         st, neg = _entry_terms(e)
-        d.tf.setdefault(f, Counter()).update(st)
+        tf.setdefault(f, Counter()).update(st)
         d.length[f] = d.length.get(f, 0) + len(st)
-        d.neg.update(neg)
+        negs.update(neg)
+    d.tf = {f: dict(c) for f, c in tf.items()}
+    d.neg = dict(negs)
 
 
 def _name_words(name: str) -> list[str]:
-    """`KafkaConsumerLagHigh` / `payments-api` -> their words."""
-    return [w.lower() for w in _SPLIT.split(_CAMEL.sub(" ", name)) if w]
+    """`KafkaConsumerLagHigh` / `payments-api` -> their words (a new list: callers compare it with lists)."""
+    return list(_name_parts(name))
+
+
+@functools.lru_cache(maxsize=4096)
+def _name_parts(name: str) -> tuple[str, ...]:
+    """The words of a service or alert name, cached: every search splits the names of its ~60 pool cases,
+    and a journal has few distinct names."""
+    return tuple(w.lower() for w in _SPLIT.split(_CAMEL.sub(" ", name)) if w)
 
 
 def bm25f(docs: Sequence[CaseDoc], terms: Sequence[Term], *, boost_fix: bool = False,

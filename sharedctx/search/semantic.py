@@ -26,6 +26,7 @@ on the default install; `enabled()` decides from installed-package metadata alon
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib.util
 import logging
 import os
@@ -139,7 +140,53 @@ class Encoder:
         t0 = time.perf_counter()
         self.model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
         self.path = path
+        self._torch = torch
+        self._plain = self._plain_parts()
         self.load_seconds = time.perf_counter() - t0
+        # The model's load leaves ~400k long-lived objects (torch, transformers) in the cyclic garbage
+        # collector's oldest generation, and every full collection then walks all of them: measured at 1M
+        # entries, one full collection during a search took 478 ms (load 6) against 45 ms without the
+        # model, the whole of the searches' p99. They live as long as the process: collect once, then move
+        # them out of the collector's sight (gc.freeze, which exists for this case). SHAREDCTX_GC_FREEZE=0
+        # leaves the collector alone.
+        if os.environ.get("SHAREDCTX_GC_FREEZE", "1").strip().lower() not in _OFF:
+            gc.collect()
+            gc.freeze()
+
+    def _plain_parts(self) -> tuple[Any, Any, int] | None:
+        """(tokenizer, transformer, max tokens) when the model is the plain transformer + mean pooling +
+        normalisation this package ships, so a query can skip `SentenceTransformer.encode`'s batching
+        machinery (sorting, per-batch feature dicts, numpy round trips): ~15% of a one-query encode's CPU.
+        None for any other layout (then `encode` is used)."""
+        try:
+            mods: list[Any] = list(self.model)
+            names = [type(m).__name__ for m in mods]
+            if names != ["Transformer", "Pooling", "Normalize"]:
+                return None
+            conf = mods[1].get_config_dict()
+            legacy = [k for k, v in conf.items() if k.startswith("pooling_mode_") and v]
+            if conf.get("pooling_mode", "mean") != "mean" or legacy not in ([], ["pooling_mode_mean_tokens"]):
+                return None
+            return self.model.tokenizer, mods[0].auto_model, int(self.model.max_seq_length or 256)
+        except (AttributeError, IndexError, TypeError, ValueError):
+            return None
+
+    def query(self, text: str) -> np.ndarray:
+        """One text's unit vector (a search's query): the same vector as `encode([text])[0]`, computed
+        directly under `torch.inference_mode` (no autograd bookkeeping, no batching)."""
+        if self._plain is None:
+            return self.encode([text])[0]
+        import numpy as np
+
+        torch = self._torch
+        tokenizer, model, max_len = self._plain
+        with torch.inference_mode():
+            f = tokenizer([text], padding=True, truncation=True, max_length=max_len, return_tensors="pt")
+            out = model(**f).last_hidden_state
+            mask = f["attention_mask"].unsqueeze(-1).to(out.dtype)
+            v = (out * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            v = torch.nn.functional.normalize(v, p=2, dim=1)
+        return np.asarray(v[0].numpy(), dtype=np.float32)
 
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         import numpy as np
@@ -250,7 +297,7 @@ class Vectors:
             self._refresh()
             if self._mat is None or not self._ids:
                 return []
-            sims = self._mat @ q
+            sims = _cosines(self._mat, q)
             k = min(k, len(self._ids))
             top = np.argpartition(-sims, k - 1)[:k]
             top = top[np.argsort(-sims[top])]
@@ -262,6 +309,35 @@ class Vectors:
 
     def close(self) -> None:
         pass
+
+
+KNN_SPLIT = 20_000  # vectors from which the product is split over two threads
+_KNN_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sharedctx-knn")
+
+
+def _cosines(mat: Any, q: Any) -> Any:
+    """`mat @ q` for unit vectors, with numpy's own loop (einsum), not BLAS, and from KNN_SPLIT rows on, half
+    of it on a second thread (einsum releases the GIL).
+
+    Why not `@`: the product is bound by memory bandwidth (183 MB at 119k vectors), and numpy's BLAS
+    (OpenBLAS, 2 threads here) leaves its worker threads spinning for a while after each call; on 2 cores
+    that spinning took the other core from the rest of the search (measured at 1M: a lexical search's process
+    CPU p50 54 ms next to knn calls vs 27 ms with one BLAS thread, fused 105 vs 69 ms). Our second thread
+    sleeps when its half is done: at load ~2, 13.4 ms on one thread, 7.5 ms split. Each row's cosine is
+    computed the same way either way; the 30 nearest cases were the ones `@` gave for all 60 tuning queries
+    at 10k and 1M."""
+    import numpy as np
+
+    q = np.asarray(q, dtype=mat.dtype)
+    n = mat.shape[0]
+    if n < KNN_SPLIT or (os.cpu_count() or 1) < 2:
+        return np.einsum("ij,j->i", mat, q)
+    half = n // 2
+    out = np.empty(n, dtype=mat.dtype)
+    other = _KNN_POOL.submit(np.einsum, "ij,j->i", mat[half:], q, out=out[half:])
+    np.einsum("ij,j->i", mat[:half], q, out=out[:half])
+    other.result()
+    return out
 
 
 def _sqlite_module() -> Any:
@@ -314,11 +390,22 @@ class SQLiteVectors(Vectors):
     _PENDING = ("SELECT c.id, c.last_seq FROM cases c LEFT JOIN case_embeddings m ON m.case_id = c.id "
                 "WHERE m.case_id IS NULL OR m.seq < c.last_seq OR m.model <> ? LIMIT ?")
 
+    _idle_at: int | None = None  # PRAGMA data_version when a scan last found nothing pending
+
     def pending(self, limit: int) -> list[tuple[str, int]]:
-        """On this connection, not the store's: the scan (tens of ms at 100k cases) must not hold the lock
-        that `record()` takes."""
+        """On this connection, not the store's: the scan must not hold the lock that `record()` takes.
+
+        The scan reads every case (60 ms of CPU at 119k cases), and the idle indexer asks every IDLE_SECONDS
+        for the life of the process: 3% of a core, and +60 ms for any search that ran beside it on 2 cores.
+        Cases only become pending through a commit by another connection (an append, a new case, another
+        process's rebuild; this connection writes only vectors), and SQLite's `data_version` changes exactly
+        then: while it has not moved since a scan found nothing, nothing is pending."""
         with self._bg_lock:
+            version = int(self.bg.execute("PRAGMA data_version").fetchone()[0])
+            if version == self._idle_at:
+                return []
             rows = self.bg.execute(self._PENDING, (MODEL_ID, limit)).fetchall()
+            self._idle_at = None if rows else version
         return [(str(a), int(b)) for a, b in rows]
 
     def put(self, items: Sequence[tuple[str, int, Any]]) -> None:
@@ -364,6 +451,7 @@ class SQLiteVectors(Vectors):
 
     def clear(self) -> None:
         with self._bg_lock:
+            self._idle_at = None  # our own commit does not move this connection's data_version
             self.bg.execute("BEGIN IMMEDIATE")
             try:
                 self.bg.execute("DELETE FROM case_vectors")
@@ -531,7 +619,7 @@ class Semantic:
         self.store = store
         self.vectors = vectors_for(store)
         model = encoder()
-        self.future: Future[Any] = _POOL.submit(lambda: model.encode([text])[0])
+        self.future: Future[Any] = _POOL.submit(model.query, text)
 
     def nearest(self, k: int = SEMANTIC_K) -> list[tuple[str, float]]:
         return self.vectors.knn(self.future.result(), k)
@@ -575,9 +663,9 @@ def fuse(store: Store, sem: Semantic, ranked: list[CaseResult], docs: list[CaseD
                   f"({','.join('?' * len(new_ids))})" + "".join(" AND " + w for w in where)
                   + " ORDER BY e.case_id, e.seq", [*new_ids, *params])
         first: dict[str, Any] = {}
-        for r in rows:
-            cand = row_to_candidate(r)
-            first.setdefault(cand.entry.case_id, cand)
+        for r in rows:  # only each case's first row becomes a Candidate (r[1]: ENTRY_COLS' case_id)
+            if r[1] not in first:
+                first[r[1]] = row_to_candidate(r)
         extra = pool_docs(store, [first[c] for c in new_ids if c in first], size=len(first), filters=base.filters)
         if extra:
             ranked = ranked + score_cases(extra, {}, ev, terms)

@@ -16,7 +16,7 @@ from ..base import (
     EntryMatch,
     SearchFilters,
 )
-from .common import _json, stored_entry
+from .common import _json, stored_entry, trusted
 
 
 def filter_clauses(f: SearchFilters) -> tuple[list[str], list[Any]]:
@@ -103,17 +103,17 @@ CANDIDATE_CASE_COLS = "c.service, c.title, c.status, c.fingerprint, c.labels, c.
 
 def row_to_candidate(r: Sequence[Any]) -> Candidate:
     """A row of ENTRY_COLS, rowid, CANDIDATE_CASE_COLS, score."""
-    return Candidate.model_construct(
-        entry=stored_entry(r[:15]),
-        rowid=r[15],
-        service=r[16],
-        case_title=r[17],
-        case_status=r[18],
-        fingerprint=r[19],
-        labels=_json(r[20]) or {},
-        case_created_at=parse_ts(r[21]),
-        case_resolved_at=parse_ts(r[22]) if r[22] else None,
-        score=float(r[23] or 0.0),
-    )
+    return trusted(Candidate, {
+        "entry": stored_entry(r[:15]),
+        "rowid": r[15],
+        "service": r[16],
+        "case_title": r[17],
+        "case_status": r[18],
+        "fingerprint": r[19],
+        "labels": _json(r[20]) or {},
+        "case_created_at": parse_ts(r[21]),
+        "case_resolved_at": parse_ts(r[22]) if r[22] else None,
+        "score": float(r[23] or 0.0),
+    })
 
 
