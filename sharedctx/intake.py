@@ -397,6 +397,15 @@ def _count(n: int, max_alerts: int) -> None:
                           "`max_alerts` in Alertmanager's webhook_config, or split the batch)", status=413)  # fmt: skip
 
 
+def _echo(value: Any, limit: int) -> str | None:
+    """A refused alert's own field, echoed so the sender can tell which alert it was: cut, so a refusal stays
+    small, and as text any encoder takes (a lone surrogate `\ud800` is shown escaped; raw, it made the answer
+    unencodable and the refusal a 500)."""
+    if not isinstance(value, str):
+        return None
+    return value[:limit].encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _each(raw: Sequence[Any], convert: Callable[[Any], Alert], where: str) -> Batch:
     """Convert each alert on its own: a refused one is recorded as `Refused`, never drops its siblings."""
     batch = Batch()
@@ -407,9 +416,8 @@ def _each(raw: Sequence[Any], convert: Callable[[Any], Alert], where: str) -> Ba
             fp = item.get("fingerprint") if isinstance(item, dict) else None
             st = item.get("status") if isinstance(item, dict) else None
             # echoed so the sender can tell which alert it was; cut, so a refusal stays small
-            batch.items.append(Refused(i, validation_problems(exc, prefix=f"{where}[{i}]"),
-                                       fp[:200] if isinstance(fp, str) else None,
-                                       st[:20] if isinstance(st, str) else None))
+            batch.items.append(Refused(i, validation_problems(exc, prefix=f"{where}[{i}]"), _echo(fp, 200),
+                                       _echo(st, 20)))
     if not batch.alerts:
         errors = [e for r in batch.refused for e in r.errors]
         raise IntakeError(f"no alert in the payload is valid: {_summary(errors)}", status=422, errors=errors)

@@ -619,3 +619,25 @@ def test_a_value_a_downstream_model_refuses_is_a_rejected_alert_not_a_500(
     assert bad["action"] == "rejected" and bad["errors"][0].startswith("service: ")
     assert good["action"] == "opened"
     no_empty_case(ctx)
+
+
+@pytest.mark.parametrize("path", ["/alerts", "/alerts/alertmanager"])
+def test_a_refused_alert_echoing_a_lone_surrogate_is_answered_not_a_500(ctx: SharedContext, client: Client,
+                                                                        path: str) -> None:
+    """Found by the fuzzer above: the refusal echoes the alert's `status` and `fingerprint`, and a lone
+    surrogate (valid JSON, not text) made the whole answer unencodable while its sibling was accepted."""
+    if path == "/alerts":
+        body = b'[{"":"","status":"\\ud800","fingerprint":"\\udfff-x"},{"title":"a"}]'
+    else:
+        body = json.dumps(am({"status": "\ud800", "labels": {}, "fingerprint": "\udfff-x"},
+                             am_alert("0000000000000003")), ensure_ascii=True).encode()
+    before = journal(ctx)
+    resp = client.post(path, content=body, headers={"content-type": "application/json", **BEARER})
+    assert resp.status_code == 202, resp.text
+    bad, good = resp.json()["alerts"]
+    assert bad["action"] == "rejected" and bad["status"] == "\\ud800" and bad["fingerprint"] == "\\udfff-x"
+    assert good["action"] == "opened"
+    assert journal(ctx)[0] == before[0] + 1
+    keyed = client.post("/alerts", content=b'[{"\\ud800":"x","title":"t"},{"title":"b"}]',  # named by its key
+                        headers={"content-type": "application/json", **BEARER})
+    assert keyed.status_code == 202 and keyed.json()["rejected"] == 1, keyed.text
