@@ -7,9 +7,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
-
-from pydantic import BaseModel
+from typing import Any
 
 from ...model import (
     Author,
@@ -23,7 +21,7 @@ from ...model import (
     parse_ts,
 )
 from ...redact import Redactor, default_redactor
-from ..base import PreparedEntry
+from ..base import PreparedEntry, trusted
 
 ENTRY_COLS = (
     "id, case_id, seq, ts, author_kind, author_name, kind, title, body, evidence, ref, trace_id, attrs, "
@@ -57,22 +55,6 @@ def _json(value: Any) -> Any:
     if isinstance(value, str):  # most entries' evidence and attrs are empty: no parse for them
         return [] if value == "[]" else {} if value == "{}" else json.loads(value)
     return json.loads(value) if isinstance(value, bytes) else value
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def trusted(cls: type[M], fields: dict[str, Any]) -> M:
-    """`cls.model_construct(**fields)` for a dict that holds every one of the model's fields: the same instance
-    (checked by a test against `model_construct`), without `model_construct`'s per-field alias and default
-    handling, which was most of the cost of reading a stored entry (~20 us a row; a search reads hundreds).
-    Only for models without aliases, post-init hooks or extra fields, from data validated when it was stored."""
-    m = cls.__new__(cls)
-    object.__setattr__(m, "__dict__", fields)
-    object.__setattr__(m, "__pydantic_fields_set__", set(fields))
-    object.__setattr__(m, "__pydantic_extra__", None)
-    object.__setattr__(m, "__pydantic_private__", None)
-    return m
 
 
 def row_to_entry(r: Sequence[Any]) -> Entry:
