@@ -33,7 +33,7 @@ from .sql import (
     SQLStore,
     candidate_conditions,
     filter_clauses,
-    next_status,
+    head_after,
     row_to_candidate,
     row_to_entry,
     title_query,
@@ -552,9 +552,9 @@ class SQLiteStore(SQLStore):
             params = placed_entry_params(entry, p.params, p.entry.ts_text)
             rows.append([params[col] for col in _INSERT_COLS])
             outbox.extend((entry.id, entry.case_id, entry.seq, b, now_epoch, now_epoch) for b in p.backends)
-            status = next_status(head[2], p.status)
             ts = params["ts"]
-            head[:] = [entry.seq, entry.hash, status, head[3] or (ts if status == "resolved" else None), ts]
+            status, resolved_at = head_after(head[2], head[3], p.status, ts)
+            head[:] = [entry.seq, entry.hash, status, resolved_at, ts]
             entries.append(entry)
         for i in range(0, len(rows), self.BATCH_ROWS):
             chunk = rows[i : i + self.BATCH_ROWS]

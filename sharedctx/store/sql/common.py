@@ -161,6 +161,13 @@ def next_status(current: str, requested: CaseStatus | None) -> str:
     return requested.value if requested.rank > CaseStatus(current).rank else current
 
 
+def head_after(status: str, resolved_at: str | None, requested: CaseStatus | None, ts: str) -> tuple[str, str | None]:
+    """A case's status and `resolved_at` after an entry stamped `ts` that asked for `requested`: the one rule
+    for both ways of writing appends (`JournalSQL._write_append`, SQLite's batched `_write_many`)."""
+    new = next_status(status, requested)
+    return new, resolved_at or (ts if new == "resolved" else None)
+
+
 def _dt(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 

@@ -35,7 +35,7 @@ from .common import (
     SQLBase,
     _json,
     equal_to,
-    next_status,
+    head_after,
     placed_entry_params,
     row_to_entry,
     static_entry_params,
@@ -205,9 +205,8 @@ class JournalSQL(SQLBase):
                 "VALUES (?,?,?,?,?,?)",
                 [(entry.id, entry.case_id, entry.seq, b, now_epoch, now_epoch) for b in p.backends],
             )
-        new = next_status(r[2], p.status)
         ts = params["ts"]
-        resolved_at = r[3] or (ts if new == "resolved" else None)
+        new, resolved_at = head_after(r[2], r[3], p.status, ts)
         c.execute(
             "UPDATE cases SET last_seq=?, last_hash=?, updated_at=?, status=?, resolved_at=? WHERE id=?",
             (entry.seq, entry.hash, ts, new, resolved_at, entry.case_id),
