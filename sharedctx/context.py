@@ -411,18 +411,23 @@ class SharedContext:
         # What `timed(RECORD_SECONDS, outcome=True)` and `span` do, written out: two generator context managers
         # and a labelled-child lookup per call were ~10% of record()'s Python, and without an SDK the span is
         # skipped anyway (see `observability.span`).
+        def append() -> Entry:
+            draft, new_status = self._draft(
+                case_id, kind, title, body, evidence=evidence, author=author, ref=ref,
+                trace_id=trace_id, attrs=attrs, status=status,
+            )  # fmt: skip
+            return self.store.append(draft, self.deliver_to(draft), new_status)
+
         start = time.perf_counter()
         ok = False
         try:
             if tracing():
                 with span("sharedctx.record", trace_id, {"sharedctx.case_id": case_id}) as s:
-                    entry = self._append_entry(case_id, kind, title, body, evidence=evidence, author=author,
-                                               ref=ref, trace_id=trace_id, attrs=attrs, status=status)
+                    entry = append()
                     s.set_attribute("sharedctx.entry_id", entry.id)
                     s.set_attribute("sharedctx.kind", entry.kind.value)
             else:
-                entry = self._append_entry(case_id, kind, title, body, evidence=evidence, author=author, ref=ref,
-                                           trace_id=trace_id, attrs=attrs, status=status)
+                entry = append()
             ok = True
         finally:
             (RECORD_OK if ok else RECORD_ERROR).observe(time.perf_counter() - start)
@@ -431,26 +436,6 @@ class SharedContext:
             self._apply_approved_status(entry)
         self._wake_worker()
         return entry
-
-    def _append_entry(
-        self,
-        case_id: str,
-        kind: str | EntryKind,
-        title: str,
-        body: str | bytes,
-        *,
-        evidence: Iterable[Evidence | Mapping[str, Any]],
-        author: Author | str | None,
-        ref: str | None,
-        trace_id: str | None,
-        attrs: Mapping[str, Any] | None,
-        status: CaseStatus | str | None,
-    ) -> Entry:
-        draft, new_status = self._draft(
-            case_id, kind, title, body, evidence=evidence, author=author, ref=ref,
-            trace_id=trace_id, attrs=attrs, status=status,
-        )  # fmt: skip
-        return self.store.append(draft, self.deliver_to(draft), new_status)
 
     def _draft(
         self,

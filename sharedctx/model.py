@@ -445,8 +445,8 @@ class BackendState(BaseModel):
 
 
 class ChainIssue(BaseModel):
-
     model_config = ConfigDict(defer_build=True)
+
     case_id: str
     seq: int | None
     entry_id: str | None
@@ -454,8 +454,8 @@ class ChainIssue(BaseModel):
 
 
 class VerifyReport(BaseModel):
-
     model_config = ConfigDict(defer_build=True)
+
     case_id: str
     entries: int
     ok: bool
