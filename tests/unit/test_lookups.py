@@ -47,6 +47,19 @@ TARGETS = (14_999, 4_999)  # case #15,000, and #5,000: older than the newest 10,
 HOOK_SECRET = "lookup-hook-secret"
 
 
+@contextmanager
+def pg_database(prefix: str, template: str | None = None) -> Iterator[tuple[str, str]]:
+    """A throwaway PostgreSQL database (a copy of `template` if given): its (name, url), dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+    try:
+        yield name, PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture(scope="module")
 def _templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[str, Filled]]]:
     """20,000 cases written once per dialect (a SQLite file, a PostgreSQL template database), not once per test:
@@ -57,17 +70,11 @@ def _templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, t
     s = SQLiteStore(sqlite_path)
     sqlite_filled = fill(s, N, everywhere=TARGETS)
     s.close()
-    name = f"sharedctx_lookups_tpl_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        pg = PostgresStore(PG_ADMIN.rsplit("/", 1)[0] + f"/{name}")
+    with pg_database("sharedctx_lookups_tpl") as (name, url):
+        pg = PostgresStore(url)
         pg_filled = fill(pg, N, everywhere=TARGETS)
         pg.close()  # CREATE DATABASE ... TEMPLATE needs the template to have no connections
         yield {"sqlite": (str(sqlite_path), sqlite_filled), "postgres": (name, pg_filled)}
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -84,16 +91,12 @@ def filled_store(request: pytest.FixtureRequest, tmp_path: Path,
         yield s, filled
         s.close()
         return
-    name = f"sharedctx_lookups_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{source}"')
-    s = PostgresStore(PG_ADMIN.rsplit("/", 1)[0] + f"/{name}")
-    try:
-        yield s, filled
-    finally:
-        s.close()
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with pg_database("sharedctx_lookups", template=source) as (_, url):
+        s = PostgresStore(url)
+        try:
+            yield s, filled
+        finally:
+            s.close()
 
 
 @pytest.fixture
@@ -363,17 +366,13 @@ def store_before_0016(dialect: str, tmp_path: Path, monkeypatch: pytest.MonkeyPa
             monkeypatch.undo()
             s.close()
         return
-    name = f"bindings_mig_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    s = PostgresStore(PG_ADMIN.rsplit("/", 1)[0] + f"/{name}")
-    try:
-        yield s
-    finally:
-        monkeypatch.undo()
-        s.close()
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with pg_database("bindings_mig") as (_, url):
+        s = PostgresStore(url)
+        try:
+            yield s
+        finally:
+            monkeypatch.undo()
+            s.close()
 
 
 @pytest.mark.parametrize("dialect", ["sqlite", "postgres"])
