@@ -4,9 +4,9 @@ What group commit must not change, tested here: every caller gets its own entry 
 gap-free and verifies with threads AND processes writing the same cases at once, one bad append in a batch
 fails only its own caller, and what was acknowledged survives a kill -9 in the middle of batches.
 
-Batches are forced where a test is about them: the test holds the store's connection lock, so the first
-caller (the leader) waits inside its transaction while the others queue behind it; on release the next leader
-takes all of them as one batch. A spy on `_write_batch` proves the batch really formed.
+Batches are forced where a test is about them: the test holds the first batch before it writes, so the other
+callers queue behind it; on release the writer thread takes all of them as one batch. A spy on
+`GroupCommit._write` proves the batch really formed.
 """
 
 from __future__ import annotations
@@ -59,22 +59,33 @@ def _case(store: SQLiteStore, title: str = "case") -> str:
 def _spy_batches(store: SQLiteStore) -> list[list[str]]:
     """Record the titles of every batch the store writes (on this instance only)."""
     seen: list[list[str]] = []
-    real = store._write_batch
+    appends = store._appends
+    real = appends._write
 
     def spy(batch: list[Any]) -> None:
         seen.append([p.prepared.entry.draft.title for p in batch])
         real(batch)
 
-    store._write_batch = spy  # type: ignore[method-assign]
+    appends._write = spy  # type: ignore[method-assign]
     return seen
 
 
 def _forced_batch(store: SQLiteStore, calls: list[Callable[[], Entry]], seen: list[list[str]]
                   ) -> list[Entry | BaseException]:
-    """Run `calls` (each one append) on threads while the connection lock is held, so they pile up behind the
-    first leader (blocked on the lock inside `_write_batch`) and are written as one batch after it; return
-    each call's entry or exception, in order. `seen` is the `_spy_batches` list of the store."""
+    """Run `calls` (each one append) on threads while the first batch is held before it writes, so the others
+    pile up in the queue and are written as one batch after it; return each call's entry or exception, in
+    order. `seen` is the `_spy_batches` list of the store."""
     out: list[Entry | BaseException | None] = [None] * len(calls)
+    appends = store._appends
+    spied = appends._write
+    release = threading.Event()
+    held: list[int] = []
+
+    def hold(batch: list[Any]) -> None:
+        if not held:
+            held.append(len(batch))
+            release.wait(10)
+        spied(batch)
 
     def run(i: int) -> None:
         try:
@@ -82,18 +93,22 @@ def _forced_batch(store: SQLiteStore, calls: list[Callable[[], Entry]], seen: li
         except BaseException as exc:
             out[i] = exc
 
-    with store._lock:
+    appends._write = hold  # type: ignore[method-assign]
+    try:
         threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
         for t in threads:
             t.start()
         deadline = time.monotonic() + 10
 
-        def placed() -> int:  # taken by a (blocked) leader, or queued behind it
-            return sum(map(len, seen)) + len(store._queue)
+        def placed() -> int:  # taken by the held writer, queued behind it, or already failed before queueing
+            return sum(held) + len(appends._queue) + sum(r is not None for r in out)
 
         while placed() < len(calls) and time.monotonic() < deadline:
             time.sleep(0.005)
-        assert placed() == len(calls), "the appends did not queue up behind the leader"
+        assert placed() == len(calls), "the appends did not queue up behind the first"
+    finally:
+        release.set()
+        appends._write = spied  # type: ignore[method-assign]
     for t in threads:
         t.join(10)
     assert all(r is not None for r in out)
@@ -164,21 +179,25 @@ def test_one_bad_append_in_a_batch_fails_only_its_caller(tmp_path: Path) -> None
 
 
 def test_a_failed_commit_fails_every_caller_of_the_batch_and_acknowledges_none(tmp_path: Path) -> None:
-    """The transaction itself fails (here: the journal file was replaced, which `_tx` checks per batch)."""
+    """The write itself fails (here: the journal file was replaced, which is checked before every batch)."""
     db = tmp_path / "journal.db"
     store = SQLiteStore(db)
     try:
         case_id = _case(store)
+        store.append(_draft(case_id, "before"), [])
         before = store.get_case(case_id).last_seq
-        with store._lock:
+        appends = store._appends
+        with store._lock:  # the first append waits for the connection; the others queue behind it
             calls: list[Callable[[], Entry]] = [lambda i=i: store.append(_draft(case_id, f"e{i}"), [])
                                                 for i in range(4)]
             out: list[Any] = [None] * 4
             threads = [threading.Thread(target=lambda i=i: out.__setitem__(i, _catch(calls[i]))) for i in range(4)]
             for t in threads:
                 t.start()
-            while len(store._queue) < 3 and not (store._leading and len(store._queue) >= 2):
+            deadline = time.monotonic() + 10
+            while len(appends._queue) < 3 and time.monotonic() < deadline:
                 time.sleep(0.005)
+            assert len(appends._queue) == 3 and appends._writer == "caller"
             os.replace(db, tmp_path / "moved.db")
             db.write_bytes(b"")
         for t in threads:
@@ -189,48 +208,122 @@ def test_a_failed_commit_fails_every_caller_of_the_batch_and_acknowledges_none(t
         store.close()
 
 
-def test_an_interrupted_leader_acknowledges_nothing_and_leaves_nobody_waiting(tmp_path: Path,
-                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    """A BaseException (KeyboardInterrupt) inside the leader's transaction: the batch is rolled back, its other
-    callers get an error (not an entry that was never committed), and the next append works."""
+class _Interrupting:
+    """The store's connection, except that its first batch statement raises `KeyboardInterrupt` (Ctrl-C
+    while the main thread writes)."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.fired = False
+
+    def execute(self, sql: str, params: Any = ()) -> Any:
+        if sql.startswith("INSERT INTO entry_appends") and not self.fired:
+            self.fired = True
+            raise KeyboardInterrupt
+        return self.conn.execute(sql, params)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
+
+
+def test_an_interrupted_writer_acknowledges_nothing_and_leaves_nobody_waiting(tmp_path: Path) -> None:
+    """A BaseException (KeyboardInterrupt) in the write: its caller gets it, nothing of that batch is
+    acknowledged, the appends queued behind it are still written, and the next append works."""
     store = SQLiteStore(tmp_path / "journal.db")
     try:
         case_id = _case(store)
+        store.append(_draft(case_id, "warm"), [])  # the head is cached, so the others queue without reading it
         batches = _spy_batches(store)
-        real = PreparedEntry.place
-        calls = 0
-
-        def interrupt_on_the_second(self: PreparedEntry, seq: int, prev_hash: str) -> Entry:
-            # placing an entry on its chain happens inside the transaction on both ways of writing a batch
-            # (all together, or one by one after a failure), so the interrupt lands in a batch either way
-            nonlocal calls
-            calls += 1
-            if calls == 2:
-                raise KeyboardInterrupt
-            return real(self, seq, prev_hash)
-
-        monkeypatch.setattr(PreparedEntry, "place", interrupt_on_the_second)
-        results = _forced_batch(store, [lambda i=i: store.append(_draft(case_id, f"e{i}"), []) for i in range(4)],
-                                batches)
-        monkeypatch.setattr(PreparedEntry, "place", real)
+        real = store._conn
+        store._conn = _Interrupting(real)  # type: ignore[assignment]
+        try:
+            results = _forced_batch(store, [lambda i=i: store.append(_draft(case_id, f"e{i}"), [])
+                                            for i in range(4)], batches)
+        finally:
+            store._conn = real
         titles = [f"e{i}" for i in range(4)]
         outcome = dict(zip(titles, results, strict=True))
-        done = 0
-        for batch in batches:  # the batch in which the second append was written is the interrupted one
-            done += len(batch)
-            if done >= 2:
-                hit = batch
-                break
-        assert sum(isinstance(outcome[t], KeyboardInterrupt) for t in hit) == 1  # its leader
-        for t in hit:
-            r = outcome[t]
-            assert isinstance(r, KeyboardInterrupt) or (isinstance(r, StoreError) and "interrupted" in str(r)), r
-        assert all(isinstance(outcome[t], Entry) for t in titles if t not in hit)
+        hit = batches[0]  # the held, first batch is the one interrupted
+        assert all(isinstance(outcome[t], KeyboardInterrupt) for t in hit), outcome
+        rest = [t for t in titles if t not in hit]
+        assert rest and all(isinstance(outcome[t], Entry) for t in rest), outcome
         stored = {e.title for e in store.entries(case_id)}
-        assert stored == {t for t in titles if isinstance(outcome[t], Entry)}  # acknowledged == committed
+        assert stored == {"warm", *rest}  # acknowledged == committed
+        assert verify_entries(case_id, store.entries(case_id)).ok
         assert store.append(_draft(case_id, "after"), []).title == "after"  # nobody left waiting
     finally:
         store.close()
+
+
+def _spy_fast(store: SQLiteStore) -> list[bool]:
+    """Record, for every batch written the fast way (one statement), whether SQLite took it."""
+    outcomes: list[bool] = []
+    appends = store._appends
+    real = appends._write_placed
+
+    def spy(placed: list[Any]) -> bool:
+        outcomes.append(real(placed))
+        return outcomes[-1]
+
+    appends._write_placed = spy  # type: ignore[method-assign]
+    return outcomes
+
+
+def test_one_batch_of_one_case_is_one_statement_and_one_chain(tmp_path: Path) -> None:
+    """Several appends to the SAME case queued together: placed one after the other on the cached head, written
+    by one statement (the guard checks each row against the head the row before it left), one chain."""
+    store = SQLiteStore(tmp_path / "journal.db")
+    try:
+        case_id = _case(store)
+        store.append(_draft(case_id, "warm"), [])
+        batches, fast = _spy_batches(store), _spy_fast(store)
+        results = _forced_batch(store, [lambda i=i: store.append(_draft(case_id, f"e{i}"), ["x"],
+                                                                 CaseStatus.MITIGATED if i == 3 else None)
+                                        for i in range(6)], batches)
+        assert all(isinstance(r, Entry) for r in results), results
+        assert max(map(len, batches)) >= 2 and fast and all(fast), (batches, fast)
+        entries = store.entries(case_id)
+        assert verify_entries(case_id, entries).ok and [e.seq for e in entries] == list(range(1, 8))
+        assert {r.id for r in results if isinstance(r, Entry)} <= {e.id for e in entries}
+        assert store.get_case(case_id).status == CaseStatus.MITIGATED
+        assert store.get_case(case_id).last_hash == entries[-1].hash
+    finally:
+        store.close()
+
+
+def test_a_head_moved_by_another_writer_is_refused_and_written_again(tmp_path: Path) -> None:
+    """The cache of case heads is only a guess: another store on the same file (another process) appends, and
+    this store's next append, placed on the old head, is refused by the statement's guard, written again from
+    the head read inside the transaction, and acknowledged with the right seq. Then the cache is right again."""
+    db = tmp_path / "journal.db"
+    mine, other = SQLiteStore(db), SQLiteStore(db)
+    try:
+        case_id = _case(mine)
+        mine.append(_draft(case_id, "mine 1"), ["x"])  # caches the head
+        fast = _spy_fast(mine)
+        other.append(_draft(case_id, "theirs"), ["x"], CaseStatus.MITIGATED)
+        e = mine.append(_draft(case_id, "mine 2"), ["x"])
+        assert fast == [False] and e.seq == 3  # refused by the guard, then written the careful way
+        e = mine.append(_draft(case_id, "mine 3"), ["x"], CaseStatus.RESOLVED)
+        assert fast == [False, True] and e.seq == 4  # and the cache is right again
+        entries = mine.entries(case_id)
+        assert [x.title for x in entries] == ["mine 1", "theirs", "mine 2", "mine 3"]
+        assert verify_entries(case_id, entries).ok
+        case = other.get_case(case_id)
+        assert (case.status, case.resolved_at, case.last_seq) == (CaseStatus.RESOLVED, entries[-1].ts, 4)
+        assert sum(mine.outbox_counts()["x"].values()) == 4
+    finally:
+        other.close()
+        mine.close()
+
+
+def test_appends_after_close_fail_and_nobody_waits(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "journal.db")
+    case_id = _case(store)
+    store.append(_draft(case_id, "one"), [])
+    store.close()
+    with pytest.raises(StoreError):
+        store.append(_draft(case_id, "after close"), [])
 
 
 def _catch(call: Callable[[], Entry]) -> Entry | BaseException:

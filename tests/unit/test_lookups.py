@@ -353,7 +353,7 @@ WEIRD_LABELS: dict[str, Any] = {"empty": "", "plain": "weird-label", "n": 3, "lo
 def store_before_0016(dialect: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """A store with every migration but 0016 applied, as a journal from before this change."""
     import sharedctx.store.postgres as pg_module
-    import sharedctx.store.sqlite as sqlite_module
+    import sharedctx.store.sqlite.store as sqlite_module
 
     module = sqlite_module if dialect == "sqlite" else pg_module
     real = read_migrations(dialect)

@@ -226,7 +226,7 @@ def test_rebuild_index_restores_search(store: Store) -> None:
 def test_a_migration_that_lands_late_is_still_applied(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     """Branches merge out of order: a missing 0098 must apply even though 0099 already has."""
     import sharedctx.store.postgres as pg_module
-    import sharedctx.store.sqlite as sqlite_module
+    import sharedctx.store.sqlite.store as sqlite_module
     from sharedctx.store.base import read_migrations
 
     module = sqlite_module if isinstance(store, SQLiteStore) else pg_module

@@ -163,7 +163,7 @@ def next_status(current: str, requested: CaseStatus | None) -> str:
 
 def head_after(status: str, resolved_at: str | None, requested: CaseStatus | None, ts: str) -> tuple[str, str | None]:
     """A case's status and `resolved_at` after an entry stamped `ts` that asked for `requested`: the one rule
-    for both ways of writing appends (`JournalSQL._write_append`, SQLite's batched `_write_many`)."""
+    for both ways of writing appends (`JournalSQL._write_append`, SQLite's `GroupCommit._place`)."""
     new = next_status(status, requested)
     return new, resolved_at or (ts if new == "resolved" else None)
 

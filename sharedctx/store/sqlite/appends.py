@@ -1,0 +1,261 @@
+"""SQLite's write path for `record()`: group commit, one statement per batch.
+
+SQLite has one writer at a time, and Python runs one thread at a time. What several threads recording at once
+can overlap is SQLite's own work (the GIL is released inside each call into SQLite) with the callers' Python
+(validation, redaction, serialisation, hashing). So the write path is built to keep SQLite busy and to call
+into it as rarely as possible:
+
+- A batch is ONE statement, `INSERT INTO entry_appends VALUES (...), (...)` (migration 0019): the write lock,
+  every entry with its search row, outbox rows and case head, and the COMMIT happen in one call, during which
+  the writing thread needs no GIL. Five or more calls per append, each waiting to get the GIL back from a thread
+  that is busy preparing, was what made four threads slower than one.
+- Each caller places its own entry on the chain before it queues, from a cache of case heads, so the writer
+  does no Python per entry. The cache is optimistic; the statement's guard refuses an entry placed on anything
+  but the case's current head, and then the batch is written again the careful way (`_write_each`: heads read
+  inside `BEGIN IMMEDIATE`, one SAVEPOINT per append). Another process, or another write path, costs a retry,
+  never a forked chain.
+- The first caller to find nobody writing writes its own batch (a lone caller: no hand-off, no thread wake-up).
+  If others queued meanwhile, a writer thread takes over and drains the queue while the callers go back to
+  preparing their next entries: SQLite stays busy, and the batches grow with the number of callers.
+
+What does not change: `append` returns only after the COMMIT that holds its entry; a failed append fails only its
+own caller; a failure of the write itself fails every caller of that batch, none of them acknowledged.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from ...errors import StoreError
+from ...model import CaseStatus, Entry, EntryDraft
+from ..sql import ENTRY_COLS, PreparedAppend, head_after
+from ..sql.common import placed_entry_params
+from .files import append_error, copy_error
+
+if TYPE_CHECKING:
+    from .store import SQLiteStore
+
+_ENTRY_COLUMNS = [col.strip() for col in ENTRY_COLS.split(",")] + ["evidence_text"]
+_APPEND_COLUMNS = [*_ENTRY_COLUMNS, "backends", "queued_at", "head_status", "head_resolved_at", "new_status",
+                   "new_resolved_at"]
+_APPEND = f"INSERT INTO entry_appends ({', '.join(_APPEND_COLUMNS)}) VALUES "
+_APPEND_ROW = "(" + ",".join("?" * len(_APPEND_COLUMNS)) + ")"
+_HEAD = "SELECT last_seq, last_hash, status, resolved_at FROM cases WHERE id=?"
+_INTERRUPTED = "the write was interrupted before it committed; nothing was recorded"
+
+
+class _Placed(NamedTuple):
+    """An entry placed on its case's cached head, and its row for `entry_appends`."""
+
+    entry: Entry
+    row: list[Any]
+
+
+class _Pending:
+    """One caller's append in the queue: what it is, then its outcome. `gate` is released once, when the
+    outcome is known (a bare lock is the cheapest way to park one thread and wake exactly that one)."""
+
+    __slots__ = ("entry", "error", "gate", "placed", "prepared")
+
+    def __init__(self, prepared: PreparedAppend) -> None:
+        self.prepared = prepared
+        self.placed: _Placed | None = None
+        self.entry: Entry | None = None
+        self.error: BaseException | None = None
+        self.gate = threading.Lock()
+        self.gate.acquire()
+
+    @property
+    def case_id(self) -> str:
+        return self.prepared.entry.draft.case_id
+
+    def result(self) -> Entry:
+        if self.error is not None:
+            raise self.error
+        assert self.entry is not None
+        return self.entry
+
+
+class GroupCommit:
+    """The append queue of one `SQLiteStore` (see the module docstring)."""
+
+    MAX_BATCH = 45  # 22 values a row: one statement stays under SQLite's oldest variable limit (999)
+    HEADS_KEPT = 10_000  # cached case heads; past this the cache starts over (a miss costs one SELECT)
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self.store = store
+        self._group = threading.Lock()  # guards everything below
+        self._wake = threading.Condition(self._group)  # the writer thread waits here for work
+        self._queue: list[_Pending] = []
+        self._writer: str | None = None  # who is writing now: None, "caller" or "thread"
+        self._thread: threading.Thread | None = None
+        self._closing = False
+        self._heads: dict[str, list[Any]] = {}  # case id -> [last_seq, last_hash, status, resolved_at], as queued
+
+    def append(self, draft: EntryDraft, backends: Sequence[str], status: CaseStatus | None) -> Entry:
+        me = _Pending(self.store._prepare_append(draft, backends, status))
+        head = None if me.case_id in self._heads else self._read_head(me.case_id)
+        with self._group:
+            if head is not None:
+                if len(self._heads) >= self.HEADS_KEPT:
+                    self._heads.clear()
+                self._heads.setdefault(me.case_id, head)
+            me.placed = self._place(me.prepared)
+            self._queue.append(me)
+            lead = self._writer is None
+            if lead:
+                self._writer = "caller"
+                batch = self._take()
+        if not lead:
+            me.gate.acquire()  # released by whoever writes our batch
+            return me.result()
+        try:
+            while True:
+                self._write(batch)
+                with self._group:
+                    if not self._queue:
+                        self._writer = None
+                        break
+                    if not self._closing:  # others queued meanwhile: the writer thread drains, we go back to work
+                        self._hand_over()
+                        break
+                    batch = self._take()  # closing: no thread to hand over to, so finish the queue ourselves
+        except BaseException:
+            with self._group:
+                if self._writer == "caller" and self._queue and not self._closing:
+                    self._hand_over()
+                elif self._writer == "caller":
+                    self._writer = None
+            raise
+        return me.result()
+
+    def close(self) -> None:
+        """Let the writer thread finish what is queued, then stop it."""
+        with self._group:
+            self._closing = True
+            self._wake.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join(30)
+
+    # -- under self._group ------------------------------------------------------------------------
+    def _place(self, p: PreparedAppend) -> _Placed | None:
+        """Place `p` on its case's head as cached (including what is queued before it) and move the head on.
+        None when the head is unknown here (an unknown case, or a read that failed): `_write_each` says why."""
+        head = self._heads.get(p.entry.draft.case_id)
+        if head is None:
+            return None
+        entry = p.entry.place(head[0] + 1, head[1])
+        params = placed_entry_params(entry, p.params, p.entry.ts_text)
+        status, resolved_at = head_after(head[2], head[3], p.status, params["ts"])
+        row = [params[col] for col in _ENTRY_COLUMNS]
+        row += [json.dumps(p.backends), time.time(), head[2], head[3], status, resolved_at]
+        head[:] = [entry.seq, entry.hash, status, resolved_at]
+        return _Placed(entry, row)
+
+    def _take(self) -> list[_Pending]:
+        batch = self._queue[: self.MAX_BATCH]
+        del self._queue[: self.MAX_BATCH]
+        return batch
+
+    def _hand_over(self) -> None:
+        self._writer = "thread"
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._drain, name="sharedctx-writer", daemon=True)
+            self._thread.start()
+        self._wake.notify()
+
+    # -- writing -----------------------------------------------------------------------------------
+    def _drain(self) -> None:
+        """The writer thread: write what is queued, batch after batch, until the queue is empty."""
+        while True:
+            with self._group:
+                while self._writer != "thread" and not self._closing:
+                    self._wake.wait()
+                if self._writer != "thread":  # closing, and nothing handed over
+                    return
+                batch = self._take()
+                if not batch:
+                    self._writer = None
+                    continue
+            try:
+                self._write(batch)  # sets every outcome and wakes every caller of the batch, whatever happens
+            except BaseException:  # not a signal (those reach the main thread): keep draining
+                continue
+
+    def _read_head(self, case_id: str) -> list[Any] | None:
+        try:
+            rows = self.store._q(_HEAD, (case_id,))
+        except sqlite3.Error:
+            return None  # `_write_each` reads it again inside its transaction and names the failure
+        return list(rows[0]) if rows else None
+
+    def _write(self, batch: list[_Pending]) -> None:
+        """Write `batch`; set each one's entry (only once committed) or error, and wake its caller."""
+        try:
+            placed = [p for p in batch if p.placed is not None]
+            if placed and not self._write_placed(placed):
+                with self._group:  # a head moved under the cache (or a row failed): forget, and write carefully
+                    for p in batch:
+                        self._heads.pop(p.case_id, None)
+                placed = []
+            careful = [p for p in batch if p.entry is None]
+            if careful:
+                self._write_each(careful)
+                with self._group:
+                    for p in careful:
+                        self._heads.pop(p.case_id, None)
+        except Exception as exc:
+            err = append_error(self.store.url, exc)
+            for p in batch:
+                if p.entry is None and p.error is None:  # nothing of it committed: nobody is told it was
+                    p.error, err = err, copy_error(err)
+        finally:
+            for p in batch:
+                if p.entry is None and p.error is None:  # a BaseException (KeyboardInterrupt) stopped the write
+                    p.error = StoreError(_INTERRUPTED)
+                p.gate.release()
+
+    def _write_placed(self, placed: list[_Pending]) -> bool:
+        """The fast way: one statement, its own transaction. False, with nothing written, when SQLite refused
+        it (the guard on a case head, a constraint, a trigger)."""
+        rows = [value for p in placed if p.placed is not None for value in p.placed.row]
+        sql = _APPEND + ",".join([_APPEND_ROW] * len(placed))
+        store = self.store
+        with store._lock:
+            store._still_ours()
+            try:
+                store._conn.execute(sql, rows)
+            except sqlite3.Error:
+                return False
+        for p in placed:
+            assert p.placed is not None
+            p.entry = p.placed.entry
+        return True
+
+    def _write_each(self, batch: list[_Pending]) -> None:
+        """The careful way: one transaction, heads read inside it, each append in its own SAVEPOINT, so that a
+        bad one fails alone and says why. A lone append needs no savepoint."""
+        store = self.store
+        written: list[tuple[_Pending, Entry]] = []
+        with store._tx() as c:
+            if len(batch) == 1:
+                written.append((batch[0], store._write_append(c, batch[0].prepared)))
+            else:
+                for p in batch:
+                    c.execute("SAVEPOINT sharedctx_append")
+                    try:
+                        written.append((p, store._write_append(c, p.prepared)))
+                    except Exception as exc:
+                        # Undo this append only. If even that fails, the transaction is broken: the exception
+                        # leaves the loop, and `_write` fails the rest of the batch.
+                        c.execute("ROLLBACK TO sharedctx_append")
+                        p.error = append_error(store.url, exc)
+                    c.execute("RELEASE sharedctx_append")
+        for p, entry in written:  # committed: now, and only now, each caller gets its entry
+            p.entry = entry
