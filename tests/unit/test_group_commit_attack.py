@@ -10,6 +10,7 @@ Tests marked xfail(strict) document a bug found by this attack (see each reason)
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -19,7 +20,9 @@ from typing import Any
 import pytest
 
 from sharedctx.errors import StoreError
-from sharedctx.model import Author, Entry, EntryDraft, EntryKind
+from sharedctx.model import Author, CaseStatus, Entry, EntryDraft, EntryKind
+from sharedctx.store.base import verify_entries
+from sharedctx.store.sql.journal import JournalSQL
 from sharedctx.store.sqlite import SQLiteStore
 from sharedctx.store.sqlite import appends as appends_module
 
@@ -268,3 +271,251 @@ def test_an_interrupt_after_the_commit_never_tells_a_caller_nothing_was_recorded
     finally:
         store._conn = real
         store.close()
+
+
+# -- many writers, several write paths: what the one-by-one path would leave ------------------------------------
+UNKNOWN = "01NOSUCHCASE00000000000000"
+BACKENDS = ("a", "b", "c")
+
+
+class _Ledger:
+    """What every caller asked for and what it was told, to compare with the journal afterwards."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.asked: dict[str, tuple[str, CaseStatus | None, tuple[str, ...]]] = {}  # title -> case, status, backends
+        self.told: dict[str, Entry | BaseException] = {}
+
+    def ask(self, title: str, case_id: str, status: CaseStatus | None, backends: tuple[str, ...],
+            call: Callable[[], Entry]) -> None:
+        with self.lock:
+            self.asked[title] = (case_id, status, backends)
+        try:
+            out: Entry | BaseException = call()
+        except Exception as exc:
+            out = exc
+        with self.lock:
+            self.told[title] = out
+
+
+def _check_journal(store: SQLiteStore, cases: list[str], ledger: _Ledger) -> None:
+    """Acknowledged == committed; every chain gap-free and verifying; each case head (seq, hash, updated_at,
+    status, resolved_at) as `head_after` replayed in seq order gives; one outbox row per (entry, backend), in
+    the order asked, with the entry's seq, and none for anything not committed."""
+    stored = {e.title: e for c in cases for e in store.entries(c)}
+    for title, told in ledger.told.items():
+        if isinstance(told, Entry):
+            e = stored.get(title)
+            assert e is not None, f"{title} acknowledged but not in the journal"
+            assert (e.id, e.seq, e.hash, e.case_id) == (told.id, told.seq, told.hash, told.case_id), title
+        else:
+            assert title not in stored, f"{title} failed ({told!r}) but is in the journal"
+    for c in cases:
+        entries = store.entries(c)
+        assert verify_entries(c, entries).ok, verify_entries(c, entries)
+        assert [e.seq for e in entries] == list(range(1, len(entries) + 1))
+        status, resolved_at = "open", None
+        for e in entries:
+            asked = ledger.asked.get(e.title)
+            wanted = asked[1] if asked else None
+            if wanted is not None and wanted.rank > CaseStatus(status).rank:
+                status = wanted.value
+            if status == "resolved" and resolved_at is None:
+                resolved_at = e.ts
+        case = store.get_case(c)
+        assert (case.last_seq, case.last_hash) == (len(entries), entries[-1].hash if entries else case.last_hash)
+        if entries:
+            assert case.updated_at == entries[-1].ts
+        assert (case.status.value if hasattr(case.status, "value") else case.status, case.resolved_at) == (
+            status, resolved_at), c
+    rows = store._q("SELECT entry_id, case_id, seq, backend FROM outbox ORDER BY id")
+    by_entry: dict[str, list[tuple[str, int, str]]] = {}
+    for entry_id, case_id, seq, backend in rows:
+        by_entry.setdefault(entry_id, []).append((case_id, seq, backend))
+    for title, e in stored.items():
+        asked = ledger.asked.get(title)
+        backends = asked[2] if asked else ()
+        assert by_entry.pop(e.id, []) == [(e.case_id, e.seq, b) for b in backends], title
+    assert not by_entry, f"outbox rows of entries not in the journal: {list(by_entry)[:3]}"
+
+
+def _refuse_boom(store: SQLiteStore) -> None:
+    """A trigger that refuses one row (TEMP: per connection, so on every store of the test)."""
+    store._conn.execute("CREATE TEMP TRIGGER boom BEFORE INSERT ON entries WHEN NEW.title LIKE '%boom%' "
+                        "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
+
+
+def test_many_threads_two_stores_statuses_bad_appends_and_other_write_paths(tmp_path: Path) -> None:
+    """32 appending threads over two SQLiteStore objects on one file and 3 cases (batches past MAX_BATCH), with
+    status changes, backends in random orders, appends refused by a trigger or for an unknown case, and, at the
+    same time, the one-by-one path (`JournalSQL.append`), `advance_investigation` appending with a status,
+    `open_case` finding the case by fingerprint and `set_binding` / `write_checkpoint` writing the case rows."""
+    db = tmp_path / "journal.db"
+    one, two = SQLiteStore(db), SQLiteStore(db)
+    stores = [one, two]
+    try:
+        cases = [one.open_case(title=f"case {i}", service="svc", severity="warning", fingerprint=f"fp{i}",
+                               labels={})[0].id for i in range(3)]
+        for s in stores:
+            _refuse_boom(s)
+        ledger = _Ledger()
+        per = 30
+
+        def appender(t: int) -> None:
+            rng = random.Random(t)
+            store = stores[t % 2]
+            for i in range(per):
+                title = f"t{t}-{i}"
+                case_id = rng.choice(cases)
+                status = rng.choice([None] * 8 + [CaseStatus.OPEN, CaseStatus.MITIGATED, CaseStatus.RESOLVED])
+                if rng.random() < 0.05:
+                    title += "-boom"
+                if rng.random() < 0.03:
+                    case_id = UNKNOWN
+                backends = tuple(rng.sample(BACKENDS, rng.randint(0, 3)))
+                ledger.ask(title, case_id, status, backends,
+                           lambda d=_draft(case_id, title), b=backends, s=status: store.append(d, b, s))
+
+        def other_paths() -> None:
+            rng = random.Random(99)
+            lease = two.begin_investigation(cases[0], "inv", 600, step="s0", state={})
+            assert lease is not None
+            for i in range(40):
+                case_id = rng.choice(cases)
+                title = f"old-{i}"
+                status = rng.choice([None, None, CaseStatus.MITIGATED, CaseStatus.RESOLVED])
+                ledger.ask(title, case_id, status, ("b",),
+                           lambda d=_draft(case_id, title), s=status: JournalSQL.append(one, d, ("b",), s))
+                title = f"inv-{i}"
+                ledger.ask(title, cases[0], CaseStatus.MITIGATED, ("a", "c"),
+                           lambda t=title, i=i: two.advance_investigation(
+                               cases[0], "inv", 1, step=f"s{i}", state={"i": i},
+                               entries=[(_draft(cases[0], t), ("a", "c"), CaseStatus.MITIGATED)],
+                               lease_seconds=600)[0])
+                one.open_case(title="again", service="svc", severity="warning", fingerprint=rng.choice(["fp1", "fp2"]),
+                              labels={})
+                two.set_binding(case_id, "slack", {"channel": "C1", "ts": str(i)})
+                if i % 10 == 0:
+                    one.write_checkpoint()
+
+        sizes: list[int] = []
+        for s in stores:
+            real = s._appends._write
+
+            def spy(batch: list[Any], real: Callable[[list[Any]], None] = real) -> None:
+                sizes.append(len(batch))
+                real(batch)
+
+            s._appends._write = spy  # type: ignore[method-assign]
+        threads = [threading.Thread(target=appender, args=(t,), daemon=True) for t in range(32)]
+        threads.append(threading.Thread(target=other_paths, daemon=True))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(300)
+        assert not any(t.is_alive() for t in threads), "a writer was left waiting"
+        assert len(ledger.told) == len(ledger.asked) == 32 * per + 80
+        assert max(sizes) >= 2, sizes  # batches did form
+        bad = [t for t, (c, _, _) in ledger.asked.items() if "boom" in t or c == UNKNOWN]
+        assert bad and all(not isinstance(ledger.told[t], Entry) for t in bad)
+        good = [t for t in ledger.asked if t not in bad]
+        assert all(isinstance(ledger.told[t], Entry) for t in good), [ledger.told[t] for t in good
+                                                                      if not isinstance(ledger.told[t], Entry)][:3]
+        _check_journal(one, cases, ledger)
+    finally:
+        two.close()
+        one.close()
+
+
+def test_a_queue_longer_than_max_batch_with_bad_appends_on_one_case(tmp_path: Path) -> None:
+    """60 callers queue behind a held first batch on ONE case (with statuses, and refused rows here and there):
+    written as several batches of at most MAX_BATCH, each caller told the truth, one chain."""
+    db = tmp_path / "journal.db"
+    store = SQLiteStore(db)
+    try:
+        case_id = _case(store)
+        _refuse_boom(store)
+        store.append(_draft(case_id, "warm"), [])
+        appends = store._appends
+        real_write = appends._write
+        sizes: list[int] = []
+        release = threading.Event()
+
+        def hold(batch: list[Any]) -> None:
+            sizes.append(len(batch))
+            if len(sizes) == 1:
+                release.wait(WAIT)
+            real_write(batch)
+
+        appends._write = hold  # type: ignore[method-assign]
+        ledger = _Ledger()
+        statuses = {17: CaseStatus.MITIGATED, 40: CaseStatus.RESOLVED, 41: CaseStatus.OPEN, 50: CaseStatus.RESOLVED}
+
+        def one(i: int) -> None:
+            title = f"e{i}" + ("-boom" if i % 13 == 5 else "")
+            backends = BACKENDS[: i % 4]
+            ledger.ask(title, case_id, statuses.get(i), backends,
+                       lambda: store.append(_draft(case_id, title), backends, statuses.get(i)))
+
+        first = threading.Thread(target=one, args=(0,), daemon=True)
+        first.start()
+        _until(lambda: bool(sizes), "the first batch")
+        threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(1, 61)]
+        for t in threads:
+            t.start()
+        _until(lambda: len(appends._queue) == 60, "60 callers to queue")
+        release.set()
+        for t in [first, *threads]:
+            t.join(60)
+        assert not any(t.is_alive() for t in [first, *threads])
+        assert sizes[0] == 1 and max(sizes) == appends.MAX_BATCH and sum(sizes) == 61, sizes
+        ledger.asked["warm"] = (case_id, None, ())
+        ledger.told["warm"] = store.entries(case_id)[0]
+        for title, told in ledger.told.items():
+            assert isinstance(told, Entry) == ("boom" not in title), (title, told)
+        _check_journal(store, [case_id], ledger)
+        assert store.get_case(case_id).status == CaseStatus.RESOLVED
+    finally:
+        store.close()
+
+
+def test_close_while_many_appends_are_in_flight_leaves_nobody_waiting(tmp_path: Path) -> None:
+    """16 threads append as fast as they can on 2 cases; close() in the middle. Every caller returns; each was
+    told an Entry exactly when its entry is in the journal; appends after close() fail with a StoreError."""
+    db = tmp_path / "journal.db"
+    store = SQLiteStore(db)
+    cases = [_case(store, "a"), _case(store, "b")]
+    ledger = _Ledger()
+    stop = threading.Event()
+    counts = [0] * 16
+
+    def appender(t: int) -> None:
+        rng = random.Random(t)
+        i = 0
+        while not stop.is_set() or i < 5:
+            title, case_id = f"t{t}-{i}", cases[(t + i) % 2]
+            status = rng.choice([None] * 6 + [CaseStatus.MITIGATED, CaseStatus.RESOLVED])
+            ledger.ask(title, case_id, status, ("x",), lambda d=_draft(case_id, title), s=status: store.append(
+                d, ("x",), s))
+            counts[t] = i = i + 1
+            if isinstance(ledger.told[title], StoreError) and stop.is_set():
+                return
+
+    threads = [threading.Thread(target=appender, args=(t,), daemon=True) for t in range(16)]
+    for t in threads:
+        t.start()
+    _until(lambda: sum(counts) >= 200, "some appends")
+    stop.set()
+    store.close()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads), "an append was left waiting by close()"
+    with pytest.raises(StoreError):
+        store.append(_draft(cases[0], "after close"), [])
+    failed = [v for v in ledger.told.values() if not isinstance(v, Entry)]
+    assert all(isinstance(v, StoreError) for v in failed), failed[:3]
+    reopened = SQLiteStore(db)
+    try:
+        _check_journal(reopened, cases, ledger)
+    finally:
+        reopened.close()
