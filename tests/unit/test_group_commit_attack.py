@@ -9,10 +9,15 @@ Tests marked xfail(strict) document a bug found by this attack (see each reason)
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import signal
+import subprocess
+import sys
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +31,7 @@ from sharedctx.store.sql.journal import JournalSQL
 from sharedctx.store.sqlite import SQLiteStore
 from sharedctx.store.sqlite import appends as appends_module
 
+ROOT = Path(__file__).resolve().parents[2]
 PRIMARY = Author(kind="primary", name="attacker")
 WAIT = 10.0  # seconds a caller may take before it counts as left waiting forever (never a timing assertion)
 
@@ -519,3 +525,79 @@ def test_close_while_many_appends_are_in_flight_leaves_nobody_waiting(tmp_path: 
         _check_journal(reopened, cases, ledger)
     finally:
         reopened.close()
+
+
+# -- several processes, statuses, kill -9 -------------------------------------------------------------------------
+def _status_of(title: str) -> CaseStatus | None:
+    """The status a writer asks for with the entry `title` (a rule both the writers and the check know)."""
+    n = zlib.crc32(title.encode())
+    return {0: CaseStatus.MITIGATED, 1: CaseStatus.RESOLVED, 2: CaseStatus.OPEN}.get(n % 97)
+
+
+WRITER = """
+import json, sys, threading
+from sharedctx.model import Author, EntryDraft, EntryKind
+from sharedctx.store.sqlite import SQLiteStore
+sys.path.insert(0, sys.argv[6])
+from test_group_commit_attack import _status_of
+db, tag, cases, threads, per = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+store = SQLiteStore(db)
+lock = threading.Lock()
+def run(t):
+    for i in range(per):
+        title = f"{tag}-{t}-{i}"
+        e = store.append(EntryDraft(case_id=cases[(t * 7 + i) % len(cases)], kind=EntryKind.FINDING, title=title,
+                                    author=Author(kind="primary", name=tag)), ["x", "y"][: 1 + i % 2],
+                         _status_of(title))
+        with lock:
+            print(json.dumps([title, e.id, e.case_id, e.seq, e.hash]), flush=True)
+ts = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
+[t.start() for t in ts]
+[t.join() for t in ts]
+store.close()
+"""
+
+
+def _writer(db: Path, tag: str, cases: list[str], threads: int, per: int) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.Popen([sys.executable, "-c", WRITER, str(db), tag, json.dumps(cases), str(threads), str(per),
+                             str(Path(__file__).parent)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def test_kill_9_of_one_of_two_processes_writing_the_same_cases_with_statuses(tmp_path: Path) -> None:
+    """Two processes (3 threads each) append to the same 3 cases with status changes; one is killed -9 while it
+    writes, the other finishes. Everything acknowledged is in the journal as acknowledged, each chain verifies,
+    each case head (seq, hash, updated_at, status, resolved_at) is the one-by-one replay of its entries, and
+    every entry has its outbox rows, in order."""
+    db = tmp_path / "journal.db"
+    store = SQLiteStore(db)
+    cases = [_case(store, f"case {i}") for i in range(3)]
+    store.close()
+    victim, survivor = _writer(db, "v", cases, 3, 100_000), _writer(db, "s", cases, 3, 80)
+    assert victim.stdout is not None
+    lines = [victim.stdout.readline() for _ in range(150)]
+    assert all(lines), victim.stderr.read() if victim.stderr else "the victim exited"
+    victim.send_signal(signal.SIGKILL)
+    rest, _ = victim.communicate(timeout=60)
+    out, err = survivor.communicate(timeout=300)
+    assert survivor.returncode == 0, err
+    acked = [json.loads(x) for x in ("".join(lines) + rest).split("\n")[:-1] if x.strip()]
+    acked += [json.loads(x) for x in out.splitlines() if x.strip()]
+    assert len(acked) >= 150 + 3 * 80
+    store = SQLiteStore(db)
+    try:
+        stored = {e.id: e for c in cases for e in store.entries(c)}
+        for title, entry_id, case_id, seq, digest in acked:
+            e = stored.get(entry_id)
+            assert e is not None, f"acknowledged {title} is gone"
+            assert (e.title, e.case_id, e.seq, e.hash) == (title, case_id, seq, digest)
+        ledger = _Ledger()
+        for e in stored.values():
+            backends = ("x", "y")[: 1 + int(e.title.rsplit("-", 1)[1]) % 2]
+            ledger.asked[e.title] = (e.case_id, _status_of(e.title), backends)
+            ledger.told[e.title] = e
+        assert any(_status_of(t) == CaseStatus.RESOLVED for t in ledger.asked)
+        _check_journal(store, cases, ledger)
+    finally:
+        store.close()
