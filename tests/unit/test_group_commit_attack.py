@@ -15,6 +15,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import zlib
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sharedctx.errors import StoreError
 from sharedctx.model import Author, CaseStatus, Entry, EntryDraft, EntryKind
@@ -601,3 +604,55 @@ def test_kill_9_of_one_of_two_processes_writing_the_same_cases_with_statuses(tmp
         _check_journal(store, cases, ledger)
     finally:
         store.close()
+
+
+# -- other write paths between cached appends (random interleavings) ---------------------------------------------
+_STATUS = st.sampled_from([None, None, None, CaseStatus.OPEN, CaseStatus.MITIGATED, CaseStatus.RESOLVED])
+_OPS = st.lists(st.tuples(st.sampled_from(["one", "two", "old", "inv", "binding", "checkpoint", "open_case"]),
+                          st.integers(0, 2), _STATUS), min_size=1, max_size=40)
+
+
+@settings(max_examples=100, deadline=None)
+@given(ops=_OPS)
+def test_any_interleaving_of_write_paths_keeps_heads_and_chains(ops: list[tuple[str, int, CaseStatus | None]]) -> None:
+    """Appends through two stores' caches ("one", "two"), the one-by-one path ("old"), an investigation step
+    appending with a status ("inv"), `set_binding`, `write_checkpoint` and `open_case` by fingerprint, in any
+    order on the same cases: each append lands on the true head, and the heads are what a replay gives."""
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "journal.db"
+        one, two = SQLiteStore(db), SQLiteStore(db)
+        try:
+            cases = [one.open_case(title=f"c{i}", service="svc", severity="warning", fingerprint=f"fp{i}",
+                                   labels={})[0].id for i in range(3)]
+            leases = {c: two.begin_investigation(c, "inv", 600, step="s", state={}) for c in cases}
+            ledger = _Ledger()
+            for n, (op, i, status) in enumerate(ops):
+                case_id, title = cases[i], f"{op}-{n}"
+                backends = BACKENDS[: n % 4]
+                if op in ("one", "two"):
+                    store = one if op == "one" else two
+                    ledger.ask(title, case_id, status, backends,
+                               lambda s=store, d=_draft(case_id, title), b=backends, st_=status: s.append(d, b, st_))
+                elif op == "old":
+                    ledger.ask(title, case_id, status, backends,
+                               lambda d=_draft(case_id, title), b=backends, st_=status: JournalSQL.append(
+                                   two, d, b, st_))
+                elif op == "inv":
+                    lease = leases[case_id]
+                    assert lease is not None
+                    ledger.ask(title, case_id, status, backends,
+                               lambda c=case_id, d=_draft(case_id, title), b=backends, st_=status, n=n:
+                               one.advance_investigation(c, "inv", 1, step=f"s{n}", state={}, entries=[(d, b, st_)],
+                                                         lease_seconds=600)[0])
+                elif op == "binding":
+                    two.set_binding(case_id, "slack", {"channel": "C", "ts": str(n)})
+                elif op == "checkpoint":
+                    one.write_checkpoint()
+                else:
+                    two.open_case(title="again", service="svc", severity="warning", fingerprint=f"fp{i}", labels={})
+            assert all(isinstance(v, Entry) for v in ledger.told.values()), ledger.told
+            _check_journal(one, cases, ledger)
+            _check_journal(two, cases, ledger)
+        finally:
+            two.close()
+            one.close()
