@@ -386,14 +386,22 @@ def _refuse_boom(store: SQLiteStore) -> None:
                         "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
 
 
-def test_many_threads_two_stores_statuses_bad_appends_and_other_write_paths(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("heads_kept", "max_batch"), [(None, None), (2, 3)])
+def test_many_threads_two_stores_statuses_bad_appends_and_other_write_paths(
+        tmp_path: Path, heads_kept: int | None, max_batch: int | None) -> None:
     """32 appending threads over two SQLiteStore objects on one file and 3 cases (batches past MAX_BATCH), with
     status changes, backends in random orders, appends refused by a trigger or for an unknown case, and, at the
     same time, the one-by-one path (`JournalSQL.append`), `advance_investigation` appending with a status,
-    `open_case` finding the case by fingerprint and `set_binding` / `write_checkpoint` writing the case rows."""
+    `open_case` finding the case by fingerprint and `set_binding` / `write_checkpoint` writing the case rows.
+    Also with a cache of 2 heads for 3 cases (it starts over all the time) and batches of at most 3."""
     db = tmp_path / "journal.db"
     one, two = SQLiteStore(db), SQLiteStore(db)
     stores = [one, two]
+    for s in stores:
+        if heads_kept:
+            s._appends.HEADS_KEPT = heads_kept
+        if max_batch:
+            s._appends.MAX_BATCH = max_batch
     try:
         cases = [one.open_case(title=f"case {i}", service="svc", severity="warning", fingerprint=f"fp{i}",
                                labels={})[0].id for i in range(3)]
