@@ -696,3 +696,66 @@ def test_any_interleaving_of_write_paths_keeps_heads_and_chains(ops: list[tuple[
         finally:
             two.close()
             one.close()
+
+
+
+class _FailingRedactor:
+    """The store's redactor, except that it raises for a draft whose title says so."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+
+    def sanitize(self, model: Any) -> Any:
+        if isinstance(model, EntryDraft) and "redact-fails" in model.title:
+            raise RuntimeError("redactor failed")
+        return self.real.sanitize(model)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def test_failures_before_queueing_fail_only_their_caller(tmp_path: Path) -> None:
+    """A redactor that raises, a status that is not a CaseStatus (raises in `_place`, under the group lock), a
+    backend that cannot be serialised: each fails its own caller only, moves no cached head, and the 16 threads
+    writing alongside are all written on one gap-free chain."""
+    db = tmp_path / "journal.db"
+    store = SQLiteStore(db)
+    try:
+        case_id = _case(store)
+        store.append(_draft(case_id, "warm"), [])
+        store.redactor = _FailingRedactor(store.redactor)  # type: ignore[assignment]
+        ledger = _Ledger()
+        bad: set[str] = set()
+
+        def appender(t: int) -> None:
+            for i in range(25):
+                title, status, backends = f"t{t}-{i}", None, ("x",)
+                kind = (t + i) % 9
+                if kind == 1:
+                    title += "-redact-fails"
+                elif kind == 2:
+                    status = "resolved"  # a plain string, not a CaseStatus
+                elif kind == 3:
+                    backends = (object(),)  # type: ignore[assignment]
+                if kind in (1, 2, 3):
+                    bad.add(title)
+                ledger.ask(title, case_id, None, ("x",), lambda d=_draft(case_id, title), s=status, b=backends:
+                           store.append(d, b, s))  # type: ignore[arg-type]
+
+        threads = [threading.Thread(target=appender, args=(t,), daemon=True) for t in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not any(t.is_alive() for t in threads)
+        for title, told in ledger.told.items():
+            assert isinstance(told, Entry) == (title not in bad), (title, told)
+        for title in bad:
+            ledger.asked.pop(title)
+            ledger.told.pop(title)
+        ledger.asked["warm"] = (case_id, None, ())
+        ledger.told["warm"] = store.entries(case_id)[0]
+        _check_journal(store, [case_id], ledger)
+        assert store.get_case(case_id).last_seq == 1 + 16 * 25 - len(bad)
+    finally:
+        store.close()
