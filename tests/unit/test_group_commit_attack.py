@@ -4,7 +4,7 @@ Each test asserts one of the write path's promises: an Entry only for a committe
 an unrecorded one; gap-free, verifying chains whose case head (status, resolved_at, last_seq, last_hash,
 updated_at) is what the one-by-one path would leave; one bad append failing alone; nobody left waiting; one
 outbox row per (entry, backend); no write acknowledged into a journal that is no longer at its path.
-Tests marked xfail(strict) document a bug found by this attack (see each reason).
+Five of these found bugs in the first version of the write path (fixed; see docs/decisions.md).
 """
 
 from __future__ import annotations
@@ -83,11 +83,6 @@ def _titles(db: Path, case_id: str) -> set[str]:
 
 
 # -- nobody is left waiting -------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: GroupCommit.append sets _writer='caller' and calls _take() (appends.py:112-113) OUTSIDE the try at "
-    "line 117. A KeyboardInterrupt/SystemExit raised there (a signal is checked when _take is entered) leaves "
-    "_writer='caller' with nobody writing: the interrupted entry stays queued and every later append on the "
-    "store parks on its gate forever."))
 def test_an_interrupt_as_the_lone_caller_takes_its_batch_leaves_nobody_waiting(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "journal.db")
     try:
@@ -127,11 +122,6 @@ class _NoThreads:
             raise RuntimeError("can't start new thread")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: GroupCommit._hand_over (appends.py:166-171) sets _writer='thread' BEFORE starting the thread; when "
-    "Thread.start() raises, append's except clause (line 128-133) handles neither _writer value: the queued "
-    "callers park forever, every later append queues behind a writer that does not exist, and the lead caller "
-    "gets the RuntimeError although its entry IS committed."))
 def test_a_writer_thread_that_cannot_start_leaves_nobody_waiting(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     db = tmp_path / "journal.db"
@@ -151,7 +141,7 @@ def test_a_writer_thread_that_cannot_start_leaves_nobody_waiting(tmp_path: Path,
 
         appends._write = hold  # type: ignore[method-assign]
         lead = _Call(lambda: store.append(_draft(case_id, "lead"), []))
-        _until(lambda: appends._writer == "caller", "the lead to write")
+        _until(lambda: appends._writer not in (None, "thread"), "the lead to write")
         others = [_Call(lambda i=i: store.append(_draft(case_id, f"queued {i}"), [])) for i in range(3)]
         _until(lambda: len(appends._queue) == 3, "the others to queue")
         release.set()
@@ -185,11 +175,6 @@ class _Entering:
         return getattr(self.conn, name)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: _still_ours() runs BEFORE the write lock is taken (appends.py:231 _write_placed; store.py:209 _tx, "
-    "before _begin). The statement then waits up to 30 s (busy_timeout / _begin's retry) for another process's "
-    "write lock; if the journal is replaced meanwhile, the append is committed into the old inode and "
-    "acknowledged, although the journal at the path will never hold it. Check the file after the lock is held."))
 def test_a_journal_replaced_while_an_append_waits_for_the_write_lock_is_not_acknowledged(tmp_path: Path) -> None:
     db = tmp_path / "journal.db"
     store, other = SQLiteStore(db), SQLiteStore(db)
@@ -242,11 +227,6 @@ class _HeldThenInterrupted:
         return getattr(self.conn, name)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: an interrupt raised after the batch statement committed (as _write_placed's execute returns, "
-    "appends.py:233, before line 236-238 set each entry) makes _write's finally (line 218-222) tell every "
-    "other caller of the batch StoreError('...; nothing was recorded') although their entries ARE committed. "
-    "Reached when the main thread writes others' entries: while close() is in progress (line 127)."))
 def test_an_interrupt_after_the_commit_never_tells_a_caller_nothing_was_recorded(tmp_path: Path) -> None:
     db = tmp_path / "journal.db"
     store = SQLiteStore(db)
@@ -262,8 +242,11 @@ def test_an_interrupt_after_the_commit_never_tells_a_caller_nothing_was_recorded
             _until(lambda: conn.statements == 1, "the main thread's batch")
             others.extend(_Call(lambda i=i: store.append(_draft(case_id, f"other {i}"), [])) for i in range(3))
             _until(lambda: len(appends._queue) == 3, "the others to queue")
-            appends.close()  # SQLiteStore.close()'s first step (the rest waits for the connection's lock)
+            closing = threading.Thread(target=appends.close, daemon=True)  # SQLiteStore.close()'s first step:
+            closing.start()  # it waits for the writing caller to finish the queue
+            _until(lambda: appends._closing, "close() to begin")
             conn.release.set()
+            closing.join(WAIT)
 
         others: list[_Call] = []
         helper = threading.Thread(target=orchestrate, daemon=True)
@@ -283,13 +266,6 @@ def test_an_interrupt_after_the_commit_never_tells_a_caller_nothing_was_recorded
 
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: the fast path assumes autocommit. _write_placed (appends.py:230-238) never checks "
-    "store._conn.in_transaction; when a transaction was left open on the connection (here an interrupt between "
-    "_tx's _begin() and its try, store.py:210-211; likewise a second Ctrl-C before _tx's ROLLBACK, or a ROLLBACK "
-    "that failed and was suppressed), the batch statement joins that transaction, every caller gets its Entry, "
-    "and nothing is committed: close() or a crash loses them (and the write lock stays held). The old path "
-    "refused with 'cannot start a transaction within a transaction'."))
 def test_an_append_after_an_interrupted_transaction_is_committed_or_refused(tmp_path: Path) -> None:
     db = tmp_path / "journal.db"
     store = SQLiteStore(db)

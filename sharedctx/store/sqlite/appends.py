@@ -60,19 +60,29 @@ class _Pending:
     """One caller's append in the queue: what it is, then its outcome. `gate` is released once, when the
     outcome is known (a bare lock is the cheapest way to park one thread and wake exactly that one)."""
 
-    __slots__ = ("entry", "error", "gate", "placed", "prepared")
+    __slots__ = ("done", "entry", "error", "gate", "placed", "prepared")
 
     def __init__(self, prepared: PreparedAppend) -> None:
         self.prepared = prepared
         self.placed: _Placed | None = None
         self.entry: Entry | None = None
         self.error: BaseException | None = None
+        self.done = False
         self.gate = threading.Lock()
         self.gate.acquire()
 
     @property
     def case_id(self) -> str:
         return self.prepared.entry.draft.case_id
+
+    def finish(self, error: BaseException | None = None) -> None:
+        """Settle the outcome (an error only if there is none yet) and wake the caller, once."""
+        if self.done:
+            return
+        if self.entry is None and self.error is None:
+            self.error = error or StoreError(_INTERRUPTED)
+        self.done = True
+        self.gate.release()
 
     def result(self) -> Entry:
         if self.error is not None:
@@ -82,17 +92,23 @@ class _Pending:
 
 
 class GroupCommit:
-    """The append queue of one `SQLiteStore` (see the module docstring)."""
+    """The append queue of one `SQLiteStore` (see the module docstring).
+
+    Who writes is `_writer`: None (nobody: the next caller will), the `_Pending` of the caller writing now (so
+    that caller, interrupted, can tell the role is its own), or "thread" (the writer thread). Every way out of
+    a writer's turn — done, handed over, interrupted, a thread that would not start — leaves the role with
+    someone who will write the queue or settles every queued append, so nobody waits forever."""
 
     MAX_BATCH = 45  # 22 values a row: one statement stays under SQLite's oldest variable limit (999)
     HEADS_KEPT = 10_000  # cached case heads; past this the cache starts over (a miss costs one SELECT)
+    SLOW_STATEMENT = 0.005  # seconds: a batch statement slower than this may have waited for the write lock
 
     def __init__(self, store: SQLiteStore) -> None:
         self.store = store
         self._group = threading.Lock()  # guards everything below
-        self._wake = threading.Condition(self._group)  # the writer thread waits here for work
+        self._wake = threading.Condition(self._group)  # the writer thread waits here for work; close() for the end
         self._queue: list[_Pending] = []
-        self._writer: str | None = None  # who is writing now: None, "caller" or "thread"
+        self._writer: _Pending | str | None = None
         self._thread: threading.Thread | None = None
         self._closing = False
         self._heads: dict[str, list[Any]] = {}  # case id -> [last_seq, last_hash, status, resolved_at], as queued
@@ -100,48 +116,67 @@ class GroupCommit:
     def append(self, draft: EntryDraft, backends: Sequence[str], status: CaseStatus | None) -> Entry:
         me = _Pending(self.store._prepare_append(draft, backends, status))
         head = None if me.case_id in self._heads else self._read_head(me.case_id)
-        with self._group:
-            if head is not None:
-                if len(self._heads) >= self.HEADS_KEPT:
-                    self._heads.clear()
-                self._heads.setdefault(me.case_id, head)
-            me.placed = self._place(me.prepared)
-            self._queue.append(me)
-            lead = self._writer is None
-            if lead:
-                self._writer = "caller"
-                batch = self._take()
-        if not lead:
-            me.gate.acquire()  # released by whoever writes our batch
-            return me.result()
         try:
-            while True:
-                self._write(batch)
-                with self._group:
-                    if not self._queue:
-                        self._writer = None
-                        break
-                    if not self._closing:  # others queued meanwhile: the writer thread drains, we go back to work
-                        self._hand_over()
-                        break
-                    batch = self._take()  # closing: no thread to hand over to, so finish the queue ourselves
-        except BaseException:
             with self._group:
-                if self._writer == "caller" and self._queue and not self._closing:
-                    self._hand_over()
-                elif self._writer == "caller":
-                    self._writer = None
+                if head is not None:
+                    if len(self._heads) >= self.HEADS_KEPT:
+                        self._heads.clear()
+                    self._heads.setdefault(me.case_id, head)
+                me.placed = self._place(me.prepared)
+                self._queue.append(me)
+                if self._writer is None:
+                    self._writer = me
+            if self._writer is me:  # only we set it to `me`, and nobody else changes it until we let go
+                self._lead(me)
+            else:
+                me.gate.acquire()  # released by whoever writes our batch
+        except BaseException:
+            self._interrupted(me)
             raise
         return me.result()
 
     def close(self) -> None:
-        """Let the writer thread finish what is queued, then stop it."""
+        """Let whoever writes finish what is queued, then stop the writer thread."""
         with self._group:
             self._closing = True
             self._wake.notify_all()
+            self._wake.wait_for(lambda: self._writer is None, timeout=30)
             thread = self._thread
         if thread is not None:
             thread.join(30)
+
+    def _lead(self, me: _Pending) -> None:
+        """Write on the calling thread, batch after batch, until the queue is empty or the writer thread took it."""
+        batch: list[_Pending] = []
+        while True:
+            with self._group:
+                if not self._queue:
+                    self._set_writer(None)
+                    return
+                # After our own batch, others queued: the writer thread drains, we go back to work. Closing, or
+                # no thread to be had: we finish the queue ourselves.
+                if batch and not self._closing and self._start_thread():
+                    self._set_writer("thread")
+                    return
+                batch = self._take()
+            self._write(batch)
+
+    def _interrupted(self, me: _Pending) -> None:
+        """A caller left `append` by an exception (KeyboardInterrupt, SystemExit, a failure before queueing)."""
+        with self._group:
+            if me in self._queue:  # never taken: never written, never will be (taken: its writer settles it)
+                self._queue.remove(me)
+                me.finish()
+            if self._writer is not me:
+                return
+            if self._queue and not self._closing and self._start_thread():
+                self._set_writer("thread")
+                return
+            for p in self._queue:
+                p.finish(StoreError("the append was not written: the caller writing its batch was interrupted and "
+                                    "no writer thread could take over; nothing was recorded"))
+            self._queue.clear()
+            self._set_writer(None)
 
     # -- under self._group ------------------------------------------------------------------------
     def _place(self, p: PreparedAppend) -> _Placed | None:
@@ -163,12 +198,21 @@ class GroupCommit:
         del self._queue[: self.MAX_BATCH]
         return batch
 
-    def _hand_over(self) -> None:
-        self._writer = "thread"
-        if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(target=self._drain, name="sharedctx-writer", daemon=True)
-            self._thread.start()
-        self._wake.notify()
+    def _set_writer(self, writer: _Pending | str | None) -> None:
+        self._writer = writer
+        self._wake.notify_all()  # the thread, when it is handed the queue; close(), when nobody writes any more
+
+    def _start_thread(self) -> bool:
+        """The writer thread, running (started now if need be); False if none can be started."""
+        if self._thread is not None and self._thread.is_alive():
+            return True
+        thread = threading.Thread(target=self._drain, name="sharedctx-writer", daemon=True)
+        try:
+            thread.start()  # it blocks on self._group (held by our caller) until it is handed the queue
+        except RuntimeError:  # "can't start new thread": at the thread limit, or at interpreter shutdown
+            return False
+        self._thread = thread
+        return True
 
     # -- writing -----------------------------------------------------------------------------------
     def _drain(self) -> None:
@@ -181,10 +225,10 @@ class GroupCommit:
                     return
                 batch = self._take()
                 if not batch:
-                    self._writer = None
+                    self._set_writer(None)
                     continue
             try:
-                self._write(batch)  # sets every outcome and wakes every caller of the batch, whatever happens
+                self._write(batch)  # settles every append of the batch and wakes its caller, whatever happens
             except BaseException:  # not a signal (those reach the main thread): keep draining
                 continue
 
@@ -203,7 +247,6 @@ class GroupCommit:
                 with self._group:  # a head moved under the cache (or a row failed): forget, and write carefully
                     for p in batch:
                         self._heads.pop(p.case_id, None)
-                placed = []
             careful = [p for p in batch if p.entry is None]
             if careful:
                 self._write_each(careful)
@@ -216,10 +259,28 @@ class GroupCommit:
                 if p.entry is None and p.error is None:  # nothing of it committed: nobody is told it was
                     p.error, err = err, copy_error(err)
         finally:
-            for p in batch:
-                if p.entry is None and p.error is None:  # a BaseException (KeyboardInterrupt) stopped the write
-                    p.error = StoreError(_INTERRUPTED)
-                p.gate.release()
+            try:
+                if any(p.entry is None and p.error is None for p in batch):
+                    self._settle(batch)  # a BaseException (KeyboardInterrupt) stopped the write: ask the journal
+            finally:
+                for p in batch:
+                    p.finish()
+
+    def _settle(self, batch: list[_Pending]) -> None:
+        """After an interrupt: which of the batch's placed entries did commit (the statement may have finished
+        just before the signal was raised)? Those callers get their entry; the rest are told nothing was
+        recorded, which is then true."""
+        ids = {p.placed.entry.id: p for p in batch if p.placed is not None and p.entry is None and p.error is None}
+        if not ids:
+            return
+        try:
+            rows = self.store._q(f"SELECT id FROM entries WHERE id IN ({','.join('?' * len(ids))})", list(ids))
+        except Exception:  # the journal is gone or refuses: "interrupted" stands
+            return
+        for (entry_id,) in rows:
+            p = ids[entry_id]
+            assert p.placed is not None
+            p.entry = p.placed.entry
 
     def _write_placed(self, placed: list[_Pending]) -> bool:
         """The fast way: one statement, its own transaction. False, with nothing written, when SQLite refused
@@ -228,11 +289,17 @@ class GroupCommit:
         sql = _APPEND + ",".join([_APPEND_ROW] * len(placed))
         store = self.store
         with store._lock:
+            store._rollback_leftover()  # the statement must be its own transaction, not join a forgotten one
             store._still_ours()
+            started = time.monotonic()
             try:
                 store._conn.execute(sql, rows)
             except sqlite3.Error:
                 return False
+            if time.monotonic() - started > self.SLOW_STATEMENT:
+                # It may have waited for another process's write lock, and the journal may have been replaced
+                # meanwhile: then the batch went into the old file, and nobody is told it was recorded.
+                store._file_still_ours()
         for p in placed:
             assert p.placed is not None
             p.entry = p.placed.entry

@@ -133,6 +133,12 @@ class SQLiteStore(SQLStore):
         SQLite keeps writing to an unlinked inode without complaint, so a deleted journal would go on
         acknowledging entries that no other process (and no restart) will ever see. One `stat` per write
         transaction (microseconds) is the price of saying so at the first write instead."""
+        self._file_still_ours()
+        self._wal_still_ours()
+
+    def _file_still_ours(self) -> None:
+        """The journal file half of `_still_ours`: also asked again once the write lock is held, since waiting
+        for it (another process writing) can take seconds, and the file may be replaced meanwhile."""
         if self._ident is None:
             return
         try:
@@ -149,7 +155,6 @@ class SQLiteStore(SQLStore):
                 f"the journal file {self.url} was replaced by another file while this process had it open; "
                 "nothing more is recorded here. Restart this process to use the file now at that path"
             )
-        self._wal_still_ours()
 
     def _wal_still_ours(self) -> None:
         """The same for the write-ahead log. Acknowledged entries live only in `<journal>-wal` until a
@@ -206,9 +211,11 @@ class SQLiteStore(SQLStore):
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
+            self._rollback_leftover()
             self._still_ours()
             self._begin()
             try:
+                self._file_still_ours()  # again, now that we hold the write lock (see `_file_still_ours`)
                 yield self._conn
             except sqlite3.Error as exc:  # disk full, read-only, I/O error: say which, keep nothing half-done
                 with contextlib.suppress(sqlite3.Error):
@@ -225,6 +232,14 @@ class SQLiteStore(SQLStore):
                     with contextlib.suppress(sqlite3.Error):
                         self._conn.execute("ROLLBACK")
                     raise StoreError(explain(self.url, "could not commit to the journal", exc)) from exc
+
+    def _rollback_leftover(self) -> None:
+        """Every write starts outside a transaction. One left open on the connection (an interrupt between
+        BEGIN and the `try` that would roll it back, a second Ctrl-C during ROLLBACK) was never committed nor
+        acknowledged, and still holds the write lock: roll it back, or the next write would join it."""
+        if self._conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
 
     BUSY_WAIT = 30.0  # seconds, as the busy timeout
 
