@@ -1,0 +1,296 @@
+"""Second attack on SQLite group commit (`sharedctx/store/sqlite/appends.py`): the fixes of the first attack, and
+what it did not try.
+
+Interrupts are modelled where CPython raises them: a pending signal is raised as a function is entered or a
+loop jumps back, so a patch that raises KeyboardInterrupt on entry (before delegating) is a signal arriving at
+that call. Only the main thread gets signals, so every interrupt here hits a caller writing on the main thread.
+Tests marked xfail(strict) document a bug this attack found (see each reason).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sharedctx.model import Author, Entry, EntryDraft, EntryKind
+from sharedctx.store.base import verify_entries
+from sharedctx.store.sqlite import SQLiteStore
+from sharedctx.store.sqlite import appends as appends_module
+
+PRIMARY = Author(kind="primary", name="attacker2")
+WAIT = 5.0  # seconds a caller may take (its work takes milliseconds) before it counts as left waiting forever
+
+
+def _draft(case_id: str, title: str) -> EntryDraft:
+    return EntryDraft(case_id=case_id, kind=EntryKind.FINDING, title=title, body="body", author=PRIMARY)
+
+
+def _case(store: SQLiteStore, title: str = "case") -> str:
+    case, _ = store.open_case(title=title, service="svc", severity="warning", fingerprint=None, labels={})
+    return case.id
+
+
+def _until(cond: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.002)
+
+
+class _Call:
+    """One append on its own daemon thread; `outcome` is its Entry or exception, `done` whether it returned."""
+
+    def __init__(self, fn: Callable[[], Entry]) -> None:
+        self.outcome: Entry | BaseException | None = None
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
+        self.thread.start()
+
+    def _run(self, fn: Callable[[], Entry]) -> None:
+        try:
+            self.outcome = fn()
+        except BaseException as exc:
+            self.outcome = exc
+        finally:
+            self.done.set()
+
+
+def _others_join_the_leads_batch(store: SQLiteStore, case_id: str, n: int) -> list[_Call]:
+    """Make the next append's caller (the lead) take `n` other callers' appends into its first batch: they queue
+    between its queueing and its `_lead` (a thread switch there). Returns the others' calls (started lazily)."""
+    appends = store._appends
+    real_lead = appends._lead
+    others: list[_Call] = []
+
+    def lead(me: Any) -> None:
+        appends._lead = real_lead  # type: ignore[method-assign]
+        others.extend(_Call(lambda i=i: store.append(_draft(case_id, f"other {i}"), ["x"])) for i in range(n))
+        _until(lambda: len(appends._queue) == n + 1, "the others to queue behind the lead")
+        real_lead(me)
+
+    appends._lead = lead  # type: ignore[method-assign]
+    return others
+
+
+def _release_stuck(store: SQLiteStore) -> None:
+    """Cleanup after a bug left callers parked: wake every pending we can still reach, free the writer role."""
+    appends = store._appends
+    for p in appends._queue:
+        p.finish()
+    appends._queue.clear()
+    appends._writer = None
+
+
+def _journal(db: Path, case_id: str) -> dict[str, Entry]:
+    """The entries committed to the journal at `db`, by title, read through a fresh store."""
+    other = SQLiteStore(db)
+    try:
+        entries = other.entries(case_id)
+        assert verify_entries(case_id, entries).ok
+        assert [e.seq for e in entries] == list(range(1, len(entries) + 1))
+        return {e.title: e for e in entries}
+    finally:
+        other.close()
+
+
+def _assert_told_the_truth(db: Path, case_id: str, calls: dict[str, _Call]) -> None:
+    """Every call returned; an Entry exactly when that entry is committed at the path, AS committed."""
+    deadline = time.monotonic() + WAIT
+    stuck = [t for t, c in calls.items() if not c.done.wait(max(0.0, deadline - time.monotonic()))]
+    assert not stuck, f"callers left waiting forever: {stuck}"
+    stored = _journal(db, case_id)
+    for title, c in calls.items():
+        if isinstance(c.outcome, Entry):
+            e = stored.get(title)
+            assert e is not None, f"{title} acknowledged but not in the journal at {db}"
+            assert (c.outcome.id, c.outcome.seq, c.outcome.hash) == (e.id, e.seq, e.hash), (
+                f"{title} acknowledged as seq {c.outcome.seq} but committed as seq {e.seq}")
+        else:
+            assert title not in stored, f"{title} failed ({c.outcome!r}) but is in the journal"
+
+
+def _make_cache_stale(db: Path, case_id: str) -> None:
+    """Another process appends to the case: every cached placement of `case_id` is now on an old head."""
+    other = SQLiteStore(db)
+    try:
+        other.append(_draft(case_id, "foreign"), [])
+    finally:
+        other.close()
+
+
+# -- an interrupt between taking a batch and settling it --------------------------------------------------------
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: GroupCommit._lead (appends.py:161-162) takes the batch off the queue under _group, then calls "
+    "self._write(batch) outside any try. A signal raised as _write is entered (before its try/finally) leaves the "
+    "taken appends in no queue and no batch: _interrupted (line 166) only settles what is still queued, so the "
+    "other callers of that batch park on their gate forever."))
+def test_an_interrupt_as_the_lead_enters_write_leaves_nobody_of_its_batch_waiting(tmp_path: Path) -> None:
+    """The lead took [lead, other 0..2] off the queue; Ctrl-C arrives as it calls `_write`. Nobody is left
+    parked: each other caller gets its Entry (if written) or an error (if not)."""
+    db = tmp_path / "journal.db"
+    store = SQLiteStore(db)
+    appends = store._appends
+    taken: list[Any] = []
+    try:
+        case_id = _case(store)
+        store.append(_draft(case_id, "warm"), [])
+        others = _others_join_the_leads_batch(store, case_id, 3)
+        real_write = appends._write
+
+
+        def write(batch: list[Any]) -> None:
+            appends._write = real_write  # type: ignore[method-assign]
+            taken.extend(batch)
+            raise KeyboardInterrupt  # the signal, raised as `_write` is entered
+
+        appends._write = write  # type: ignore[method-assign]
+        with pytest.raises(KeyboardInterrupt):
+            store.append(_draft(case_id, "lead"), ["x"])
+        _assert_told_the_truth(db, case_id, {f"other {i}": c for i, c in enumerate(others)})
+    finally:
+        for p in taken:  # the bug leaves them where nothing reaches them
+            p.finish()
+        _release_stuck(store)
+        store.close()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: _write's last loop (appends.py:266-267, `for p in batch: p.finish()`) is the only thing that wakes the "
+    "batch's callers. A signal raised in it (at finish's entry or the loop's back-edge) on a main-thread lead "
+    "stops it: the rest of the batch, committed, is never woken, and _interrupted does not know the batch."))
+def test_an_interrupt_while_the_lead_wakes_its_batch_leaves_nobody_waiting(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batch [lead, other 0..2] committed; Ctrl-C arrives in `_write`'s last loop, as the lead wakes the
+    second caller (`p.finish()`). Every other caller still returns, with its committed Entry."""
+    db = tmp_path / "journal.db"
+    store = SQLiteStore(db)
+    appends = store._appends
+    taken: list[Any] = []
+    try:
+        case_id = _case(store)
+        store.append(_draft(case_id, "warm"), [])
+        others = _others_join_the_leads_batch(store, case_id, 3)
+        real_finish = appends_module._Pending.finish
+        real_write = appends._write
+        calls: list[int] = []
+
+        def write(batch: list[Any]) -> None:
+            taken.extend(batch)
+            real_write(batch)
+
+        appends._write = write  # type: ignore[method-assign]
+
+        def finish(self: Any, error: BaseException | None = None) -> None:
+            main = threading.current_thread() is threading.main_thread()
+            if main and not calls and self.prepared.entry.draft.title == "other 0":
+                calls.append(1)
+                raise KeyboardInterrupt  # the signal, raised as `finish` is entered
+            real_finish(self, error)
+
+        monkeypatch.setattr(appends_module._Pending, "finish", finish)
+        with pytest.raises(KeyboardInterrupt):
+            store.append(_draft(case_id, "lead"), ["x"])
+        monkeypatch.setattr(appends_module._Pending, "finish", real_finish)
+        assert calls
+        _assert_told_the_truth(db, case_id, {f"other {i}": c for i, c in enumerate(others)})
+    finally:
+        for p in taken:  # the bug leaves them where nothing reaches them
+            appends_module._Pending.finish(p)
+        _release_stuck(store)
+        store.close()
+
+
+# -- `_settle`: what the journal says after an interrupt ---------------------------------------------------------
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: _settle (appends.py:273) looks up p.placed.entry.id, the id of the cached placement. _write_each "
+    "places the append again (PreparedEntry.place mints a new id and ts), so when an interrupt follows its "
+    "COMMIT (before line 328 sets p.entry) _settle finds none of them and every caller of the batch is told "
+    "'nothing was recorded' about a committed entry. (Were the id kept, it would hand back the stale seq/hash.)"))
+def test_an_interrupt_after_the_careful_commit_tells_each_caller_its_committed_entry(tmp_path: Path) -> None:
+    """The cache is stale (another process appended), so the batch [lead, other 0..2] is written the careful
+    way (`PreparedEntry.place` mints a new id and ts each time it is placed). Ctrl-C arrives as `_tx` returns
+    from its COMMIT: every other caller must be told its entry as committed, not "nothing was recorded"."""
+    db = tmp_path / "journal.db"
+    store = SQLiteStore(db)
+    try:
+        case_id = _case(store)
+        store.append(_draft(case_id, "warm"), [])
+        _make_cache_stale(db, case_id)
+        others = _others_join_the_leads_batch(store, case_id, 3)
+        real_tx = store._tx
+
+        @contextmanager
+        def tx() -> Iterator[Any]:
+            store._tx = real_tx  # type: ignore[method-assign]
+            with real_tx() as c:
+                yield c
+            raise KeyboardInterrupt  # the signal, raised as the COMMIT returns
+
+        store._tx = tx  # type: ignore[method-assign]
+        with pytest.raises(KeyboardInterrupt):
+            store.append(_draft(case_id, "lead"), ["x"])
+        store._tx = real_tx  # type: ignore[method-assign]
+        _assert_told_the_truth(db, case_id, {f"other {i}": c for i, c in enumerate(others)})
+    finally:
+        _release_stuck(store)
+        store.close()
+
+
+class _SecondInterruptOnRollback:
+    """The store's connection, except that the first ROLLBACK is interrupted before it runs (a second Ctrl-C)."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.fired = False
+
+    def execute(self, sql: str, params: Any = ()) -> Any:
+        if sql == "ROLLBACK" and not self.fired:
+            self.fired = True
+            raise KeyboardInterrupt
+        return self.conn.execute(sql, params)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
+
+
+def test_a_second_interrupt_during_the_rollback_acknowledges_nothing_uncommitted(tmp_path: Path) -> None:
+    """The careful write of [lead, other 0..2] is interrupted after two appends (inside BEGIN IMMEDIATE), and a
+    second Ctrl-C hits `_tx`'s ROLLBACK, so the transaction stays open on the connection. `_settle` must not
+    read the open transaction's own rows as committed: `_rollback_leftover` discards them at the next write."""
+    db = tmp_path / "journal.db"
+    store = SQLiteStore(db)
+    real_conn = store._conn
+    try:
+        case_id = _case(store)
+        store.append(_draft(case_id, "warm"), [])
+        _make_cache_stale(db, case_id)
+        others = _others_join_the_leads_batch(store, case_id, 3)
+        real_write_append = store._write_append
+        written: list[str] = []
+
+        def write_append(c: Any, p: Any) -> Entry:
+            if len(written) == 2:
+                store._write_append = real_write_append  # type: ignore[method-assign]
+                raise KeyboardInterrupt  # the first Ctrl-C
+            written.append(p.entry.draft.title)
+            return real_write_append(c, p)
+
+        store._write_append = write_append  # type: ignore[method-assign]
+        store._conn = _SecondInterruptOnRollback(real_conn)  # type: ignore[assignment]
+        with pytest.raises(KeyboardInterrupt):
+            store.append(_draft(case_id, "lead"), ["x"])
+        store._conn = real_conn
+        assert written == ["lead", "other 0"]
+        after = store.append(_draft(case_id, "after"), [])  # the next write: the leftover is rolled back
+        assert after.seq == 3  # warm, foreign, after
+        _assert_told_the_truth(db, case_id, {f"other {i}": c for i, c in enumerate(others)})
+    finally:
+        store._conn = real_conn
+        _release_stuck(store)
+        store.close()
