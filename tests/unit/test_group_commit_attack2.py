@@ -9,6 +9,7 @@ Tests marked xfail(strict) document a bug this attack found (see each reason).
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from sharedctx.errors import StoreError
 from sharedctx.model import Author, Entry, EntryDraft, EntryKind
 from sharedctx.store.base import verify_entries
 from sharedctx.store.sqlite import SQLiteStore
@@ -292,5 +294,137 @@ def test_a_second_interrupt_during_the_rollback_acknowledges_nothing_uncommitted
         _assert_told_the_truth(db, case_id, {f"other {i}": c for i, c in enumerate(others)})
     finally:
         store._conn = real_conn
+        _release_stuck(store)
+        store.close()
+
+
+# -- the journal or its WAL replaced mid-write ------------------------------------------------------------------
+class _BeforeStatement:
+    """The store's connection, except that `before()` runs just before a batch statement is handed to SQLite
+    (after `_still_ours()` said the files are ours), and `entering` is set then."""
+
+    def __init__(self, conn: Any, before: Callable[[], None] = lambda: None) -> None:
+        self.conn = conn
+        self.before = before
+        self.entering = threading.Event()
+
+    def execute(self, sql: str, params: Any = ()) -> Any:
+        if sql.startswith("INSERT INTO entry_appends"):
+            self.entering.set()
+            self.before()
+        return self.conn.execute(sql, params)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
+
+
+def _journal_swap(db: Path) -> Callable[[], None]:
+    """An operator swapping the journal for another one (a restored backup): made ready now, done (in
+    microseconds: two renames) when the returned function is called."""
+    fresh = db.parent / "fresh.db"
+    SQLiteStore(fresh).close()
+
+    def swap() -> None:
+        os.replace(db, db.parent / "moved.db")
+        os.replace(fresh, db)
+
+    return swap
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: only the journal file is checked again once the write lock is held (appends.py:302 _file_still_ours "
+    "after a slow statement; store.py:218 in _tx). The WAL is checked only before (_wal_still_ours via "
+    "_still_ours, appends.py:293 / store.py:215): `rm journal.db-wal` while the statement waits for another "
+    "process's write lock, and the batch commits into the unlinked WAL and is acknowledged. Check the WAL too."))
+def test_a_wal_deleted_while_an_append_waits_for_the_write_lock_is_not_acknowledged(tmp_path: Path) -> None:
+    """Like the first attack's replaced journal, but `rm journal.db-wal` while the batch statement waits for
+    another process's write lock: the commit lands in the unlinked WAL (no other process sees it, a crash loses
+    it), so the append must not be acknowledged."""
+    db = tmp_path / "journal.db"
+    store, other = SQLiteStore(db), SQLiteStore(db)
+    real = store._conn
+    try:
+        case_id = _case(store)
+        store.append(_draft(case_id, "warm"), [])
+        spy = _BeforeStatement(real)
+        store._conn = spy  # type: ignore[assignment]
+        other._conn.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        call = _Call(lambda: store.append(_draft(case_id, "while deleted"), []))
+        assert spy.entering.wait(WAIT)
+        os.unlink(str(db) + "-wal")
+        other._conn.execute("ROLLBACK")
+        assert call.done.wait(WAIT)
+        store._conn = real
+        assert isinstance(call.outcome, StoreError), f"acknowledged into the deleted WAL: {call.outcome!r}"
+    finally:
+        store._conn = real
+        other.close()
+        store.close()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: _write_placed checks the file again only when the statement took > SLOW_STATEMENT (appends.py:299-302). "
+    "The file can be swapped between the stat in _still_ours and the statement without any lock wait (os.stat "
+    "releases the GIL; getting it back can take a switch interval, 5 ms), or during a lock wait under 5 ms (the "
+    "busy handler's first sleeps are 1 and 2 ms): committed into the old inode and acknowledged. One stat after "
+    "every statement closes it."))
+def test_a_journal_replaced_just_before_a_fast_statement_is_not_acknowledged(tmp_path: Path) -> None:
+    """The journal is swapped after `_still_ours()` looked and before the statement runs (the caller's thread
+    lost the GIL after the stat, or waited for the write lock for less than SLOW_STATEMENT). The statement
+    commits into the old inode: that append must not be acknowledged."""
+    db = tmp_path / "journal.db"
+    store = SQLiteStore(db)
+    real = store._conn
+    try:
+        case_id = _case(store)
+        store.append(_draft(case_id, "warm"), [])
+        store._appends.SLOW_STATEMENT = 3600.0  # the statement counts as fast however loaded this machine is
+        store._conn = _BeforeStatement(real, _journal_swap(db))  # type: ignore[assignment]
+        try:
+            told: Entry | BaseException = store.append(_draft(case_id, "into the old file"), [])
+        except StoreError as exc:
+            told = exc
+        store._conn = real
+        assert isinstance(told, StoreError), f"acknowledged into the replaced journal: {told!r}"
+    finally:
+        store._conn = real
+        store.close()
+
+
+class _ReplacedThenInterrupted(_BeforeStatement):
+    """The batch statement commits into a journal replaced meanwhile, and a Ctrl-C is raised as it returns."""
+
+    def execute(self, sql: str, params: Any = ()) -> Any:
+        out = super().execute(sql, params)
+        if sql.startswith("INSERT INTO entry_appends"):
+            raise KeyboardInterrupt
+        return out
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: _settle (appends.py:277) reads `SELECT id FROM entries` through the store's own connection, i.e. the "
+    "old inode, without asking _still_ours/_file_still_ours first: a batch committed into a journal replaced "
+    "while it waited, interrupted before the post-statement check (appends.py:299), is acknowledged from the "
+    "unlinked file."))
+def test_settle_after_an_interrupt_never_acknowledges_into_a_replaced_journal(tmp_path: Path) -> None:
+    """The lead's batch [lead, other 0..2] commits into a journal replaced while it waited, and Ctrl-C comes as
+    the statement returns (before the post-statement file check). `_settle` asks the journal which entries
+    committed: through the old inode, it must not acknowledge them."""
+    db = tmp_path / "journal.db"
+    store = SQLiteStore(db)
+    real = store._conn
+    try:
+        case_id = _case(store)
+        store.append(_draft(case_id, "warm"), [])
+        others = _others_join_the_leads_batch(store, case_id, 3)
+        store._conn = _ReplacedThenInterrupted(real, _journal_swap(db))  # type: ignore[assignment]
+        with pytest.raises(KeyboardInterrupt):
+            store.append(_draft(case_id, "lead"), [])
+        store._conn = real
+        assert all(c.done.wait(WAIT) for c in others)
+        told = [c.outcome for c in others]
+        assert all(isinstance(t, StoreError) for t in told), f"acknowledged into the replaced journal: {told!r}"
+    finally:
+        store._conn = real
         _release_stuck(store)
         store.close()
