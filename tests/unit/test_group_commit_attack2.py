@@ -428,3 +428,117 @@ def test_settle_after_an_interrupt_never_acknowledges_into_a_replaced_journal(tm
         store._conn = real
         _release_stuck(store)
         store.close()
+
+
+# -- the writer role: a second interrupt, a dying writer thread, close() on the writer's own thread ---------------
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: the writer role is given back only by _interrupted (append, appends.py:133-134). A second signal as "
+    "_interrupted is entered (before `with self._group`) leaves _writer == the dead caller's _Pending forever: "
+    "every later append queues, sees a writer, and parks on its gate for good (the store is wedged until "
+    "restart)."))
+def test_a_second_interrupt_inside_interrupted_leaves_later_appends_writable(tmp_path: Path) -> None:
+    """The lone lead is interrupted as it enters `_write`; a second Ctrl-C arrives as `_interrupted` is entered
+    (before it takes the group lock). Later appends, from other threads, still return."""
+    db = tmp_path / "journal.db"
+    store = SQLiteStore(db)
+    appends = store._appends
+    try:
+        case_id = _case(store)
+        store.append(_draft(case_id, "warm"), [])
+        real_write, real_interrupted = appends._write, appends._interrupted
+
+        def write(batch: list[Any]) -> None:
+            appends._write = real_write  # type: ignore[method-assign]
+            raise KeyboardInterrupt  # the first Ctrl-C
+
+        def interrupted(me: Any) -> None:
+            appends._interrupted = real_interrupted  # type: ignore[method-assign]
+            raise KeyboardInterrupt  # the second Ctrl-C
+
+        appends._write, appends._interrupted = write, interrupted  # type: ignore[method-assign]
+        with pytest.raises(KeyboardInterrupt):
+            store.append(_draft(case_id, "lead"), [])
+        later = _Call(lambda: store.append(_draft(case_id, "later"), []))
+        _assert_told_the_truth(db, case_id, {"later": later})
+        assert isinstance(later.outcome, Entry)
+    finally:
+        _release_stuck(store)
+        store.close()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: _drain (appends.py:218-233) guards only _write; an exception anywhere else (MemoryError in _take, in "
+    "the Condition wait) ends the thread with _writer == 'thread'. Nothing ever looks again: _start_thread's "
+    "is_alive check (line 207) runs only when a caller hands over, and callers hand over only when _writer is "
+    "None. The queued callers and every later one park forever; close() waits its 30 s."))
+def test_a_writer_thread_that_dies_leaves_nobody_waiting(tmp_path: Path) -> None:
+    """The writer thread dies outside `_write` (here: MemoryError as it takes a batch). The callers it was to
+    write, and every later caller, still return (an Entry exactly when committed)."""
+    db = tmp_path / "journal.db"
+    store = SQLiteStore(db)
+    appends = store._appends
+    try:
+        case_id = _case(store)
+        store.append(_draft(case_id, "warm"), [])
+        real_take, real_write = appends._take, appends._write
+        release = threading.Event()
+        died: list[bool] = []
+
+        def take() -> list[Any]:
+            if threading.current_thread().name == "sharedctx-writer" and not died:
+                died.append(True)
+                raise MemoryError
+            return real_take()
+
+        def hold(batch: list[Any]) -> None:
+            if batch[0].prepared.entry.draft.title == "lead":
+                release.wait(WAIT)
+            real_write(batch)
+
+        appends._take, appends._write = take, hold  # type: ignore[method-assign]
+        lead = _Call(lambda: store.append(_draft(case_id, "lead"), []))
+        _until(lambda: appends._writer not in (None, "thread"), "the lead to write")
+        calls = {f"queued {i}": _Call(lambda i=i: store.append(_draft(case_id, f"queued {i}"), [])) for i in range(3)}
+        _until(lambda: len(appends._queue) == 3, "the others to queue")
+        release.set()
+        assert lead.done.wait(WAIT)
+        _until(lambda: bool(died) and appends._thread is not None and not appends._thread.is_alive(),
+               "the writer thread to die")
+        calls["later"] = _Call(lambda: store.append(_draft(case_id, "later"), []))
+        _assert_told_the_truth(db, case_id, calls)
+    finally:
+        _release_stuck(store)
+        store.close()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: close() (appends.py:140) takes self._group, a plain Lock, so a close() running on a thread that holds "
+    "it (a SIGTERM handler on the main thread while the main thread leads, in _lead/append/_interrupted) "
+    "deadlocks forever; outside the lock it would wait the full 30 s (line 143) for a writer that is itself. "
+    "close() should notice that the writer is its own thread (or use an RLock and not wait for itself)."))
+def test_close_on_the_writing_callers_own_thread_returns(tmp_path: Path) -> None:
+    """A SIGTERM handler that calls `store.close()` runs on the main thread, which may be the lead, in the middle
+    of `_lead` (here: as it calls `_take`, under the group lock). close() must return (it cannot wait for the
+    writer: that is its own thread), and the lead's append must return too."""
+    db = tmp_path / "journal.db"
+    store = SQLiteStore(db)
+    appends = store._appends
+    try:
+        case_id = _case(store)
+        store.append(_draft(case_id, "warm"), [])
+        real_take = appends._take
+
+        def take() -> list[Any]:
+            appends._take = real_take  # type: ignore[method-assign]
+            store.close()  # the signal handler
+            return real_take()
+
+        appends._take = take  # type: ignore[method-assign]
+        lead = _Call(lambda: store.append(_draft(case_id, "lead"), []))
+        assert lead.done.wait(WAIT), "close() called on the writer's own thread never returned"
+    finally:
+        if appends._group.locked() and not lead.done.is_set():
+            appends._writer = None  # the bug left the lead deadlocked on its own lock: free it, end its close()
+            appends._group.release()
+            lead.done.wait(WAIT)
+        store.close()
