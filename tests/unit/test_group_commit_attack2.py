@@ -621,7 +621,7 @@ def test_close_twice_from_several_callers_at_once_then_append_fails_cleanly(tmp_
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "BUG (leak): the writer thread's target is the bound method GroupCommit._drain (appends.py:210) and the "
+    "BUG (leak): the writer thread's target is the bound method GroupCommit._drain (appends.py:209) and the "
     "checkpoint thread's is SQLiteStore._checkpoints (store.py:118, older): each holds the store alive, so a store "
     "never closed is never collected and its threads wait forever (_wake.wait / _closed.wait) with its two "
     "connections open. Give the threads a weakref (or a small state object without the store) and end them by "
