@@ -723,7 +723,7 @@ class _StatFailsAfterStatement:
 
 @pytest.mark.xfail(strict=True, reason=(
     "BUG (minor): the post-statement _file_still_ours (appends.py:302) runs AFTER the autocommit statement "
-    "committed; any failure of it (EACCES/EIO from stat: store.py:148-149 explain(...) ends in '; nothing was "
+    "committed; any failure of it (EACCES/EIO from stat: store.py:151-152 explain(...) ends in '; nothing was "
     "recorded') is reported to every caller of the batch as 'nothing was recorded' although the batch is in "
     "the journal at its path. Only a replaced/deleted file justifies that; a failed check should say the "
     "outcome is unknown (or settle by reading the journal)."))
@@ -763,3 +763,50 @@ def test_a_check_that_fails_after_the_commit_never_says_nothing_was_recorded(tmp
     committed = _journal(db, case_id)
     assert "committed" in committed
     assert isinstance(told, Entry) or "nothing was recorded" not in str(told), told
+
+
+# -- a Ctrl-C at each call of the lead's turn ---------------------------------------------------------------------
+_CACHED = [("appends", "_take"), ("appends", "_set_writer"), ("appends", "_write_placed"),
+           ("store", "_rollback_leftover"), ("store", "_still_ours"), ("store", "_file_still_ours")]
+_CAREFUL = [("appends", "_write_each"), ("store", "_tx"), ("store", "_write_append")]
+_POINTS = [(o, n, False) for o, n in _CACHED] + [(o, n, True) for o, n in _CACHED + _CAREFUL]
+
+
+@pytest.mark.parametrize(("owner", "name", "stale"), _POINTS,
+                         ids=[f"{n}-{'stale' if s else 'cached'}" for _, n, s in _POINTS])
+def test_a_ctrl_c_at_any_call_of_the_leads_turn_leaves_everyone_told_the_truth(
+        tmp_path: Path, owner: str, name: str, stale: bool) -> None:
+    """The main thread leads a batch [lead, other 0..2] (the cache fresh, or stale so that the careful way
+    writes it) and Ctrl-C is raised as it calls `name` for the first time in its turn. Every other caller
+    returns, with its entry as committed, or an error and nothing committed; the chain verifies; the store
+    still takes appends."""
+    db = tmp_path / "journal.db"
+    store = SQLiteStore(db)
+    appends = store._appends
+    target = appends if owner == "appends" else store
+    fired: list[bool] = []
+    others: list[_Call] = []
+    try:
+        case_id = _case(store)
+        store.append(_draft(case_id, "warm"), [])
+        if stale:
+            _make_cache_stale(db, case_id)
+        real = getattr(target, name)
+
+        def interrupted(*args: Any, **kwargs: Any) -> Any:
+            if threading.current_thread() is threading.main_thread() and not fired and others:
+                fired.append(True)
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+
+        others = _others_join_the_leads_batch(store, case_id, 3)
+        setattr(target, name, interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            store.append(_draft(case_id, "lead"), ["x"])
+        delattr(target, name)
+        assert fired
+        _assert_told_the_truth(db, case_id, {f"other {i}": c for i, c in enumerate(others)})
+        assert isinstance(store.append(_draft(case_id, "after"), []), Entry)
+    finally:
+        _release_stuck(store)
+        store.close()
