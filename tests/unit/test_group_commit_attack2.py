@@ -810,3 +810,77 @@ def test_a_ctrl_c_at_any_call_of_the_leads_turn_leaves_everyone_told_the_truth(
     finally:
         _release_stuck(store)
         store.close()
+
+
+# -- callers interrupted while parked, among many: chains, heads, outbox ----------------------------------------
+class _Gate:
+    """A `_Pending.gate` whose park (its second acquire) raises KeyboardInterrupt when `interrupt` is set."""
+
+    def __init__(self, interrupt: bool) -> None:
+        self.lock = threading.Lock()
+        self.lock.acquire()
+        self.interrupt = interrupt
+
+    def acquire(self, *args: Any, **kwargs: Any) -> bool:
+        if self.interrupt:
+            self.interrupt = False
+            raise KeyboardInterrupt
+        return self.lock.acquire(*args, **kwargs)
+
+    def release(self) -> None:
+        self.lock.release()
+
+
+class _InterruptedWhileParked(appends_module._Pending):
+    def __init__(self, prepared: Any) -> None:
+        super().__init__(prepared)
+        self.gate = _Gate("parked-interrupt" in prepared.entry.draft.title)  # type: ignore[assignment]
+
+
+def test_callers_interrupted_while_parked_leave_chains_heads_and_outbox_exact(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """8 threads append to 2 cases with statuses and backends; one append in 5 is interrupted while it waits for
+    its batch (taken off the queue if not yet taken, so a later entry was placed on it). Everyone else is told
+    the truth, and chains, case heads and outbox rows are exactly what the one-by-one path would leave."""
+    import random
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_group_commit_attack import BACKENDS, _check_journal, _Ledger
+
+    monkeypatch.setattr(appends_module, "_Pending", _InterruptedWhileParked)
+    db = tmp_path / "journal.db"
+    store = SQLiteStore(db)
+    try:
+        cases = [_case(store, "a"), _case(store, "b")]
+        ledger = _Ledger()
+        statuses = [None] * 5 + list(appends_module.CaseStatus)
+
+        def appender(t: int) -> None:
+            rng = random.Random(t)
+            for i in range(30):
+                title = f"t{t}-{i}" + ("-parked-interrupt" if rng.random() < 0.2 else "")
+                case_id, status, backends = rng.choice(cases), rng.choice(statuses), BACKENDS[: rng.randrange(4)]
+                with ledger.lock:
+                    ledger.asked[title] = (case_id, status, backends)
+                try:
+                    told: Any = store.append(_draft(case_id, title), backends, status)
+                except BaseException as exc:
+                    told = exc
+                if not isinstance(told, KeyboardInterrupt):  # its own interrupt: either outcome is the truth
+                    with ledger.lock:
+                        ledger.told[title] = told
+
+        threads = [threading.Thread(target=appender, args=(t,), daemon=True) for t in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(6 * WAIT)
+        assert not any(t.is_alive() for t in threads), "a caller was left waiting"
+        assert all(isinstance(v, Entry) for v in ledger.told.values()), [
+            v for v in ledger.told.values() if not isinstance(v, Entry)][:3]
+        assert len(ledger.told) < len(ledger.asked)  # some were interrupted
+        _check_journal(store, cases, ledger)
+
+    finally:
+        store.close()
