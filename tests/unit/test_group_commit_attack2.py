@@ -585,6 +585,9 @@ def test_200_stores_opened_written_by_4_threads_and_closed_leak_no_thread_or_des
         _cycle(db, case_id, n).close()
     _until(lambda: threading.active_count() <= threads, "the stores' threads to end")
     _until(lambda: _fds() <= fds, "the stores' files to be closed")
+    gc.collect()
+    alive = [o for o in gc.get_objects() if isinstance(o, SQLiteStore) and o.url == str(db) and o is not first]
+    assert not alive, f"{len(alive)} closed stores kept alive"
     store = SQLiteStore(db)
     try:
         assert store.get_case(case_id).last_seq == 200 * 12
