@@ -115,7 +115,8 @@ class _NoThreads:
     new thread": a process at its thread limit, or at interpreter shutdown)."""
 
     def __init__(self) -> None:
-        self.Lock, self.Condition = threading.Lock, threading.Condition
+        self.Lock, self.RLock, self.Condition, self.get_ident = (threading.Lock, threading.RLock,
+                                                                threading.Condition, threading.get_ident)
 
     class Thread(threading.Thread):
         def start(self) -> None:

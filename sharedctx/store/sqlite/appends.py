@@ -60,11 +60,13 @@ class _Pending:
     """One caller's append in the queue: what it is, then its outcome. `gate` is released once, when the
     outcome is known (a bare lock is the cheapest way to park one thread and wake exactly that one)."""
 
-    __slots__ = ("done", "entry", "error", "gate", "placed", "prepared")
+    __slots__ = ("attempt", "done", "entry", "error", "gate", "owner", "placed", "prepared")
 
     def __init__(self, prepared: PreparedAppend) -> None:
         self.prepared = prepared
         self.placed: _Placed | None = None
+        self.attempt: Entry | None = None  # what the careful way last placed for it (see `_settle`)
+        self.owner = threading.get_ident()
         self.entry: Entry | None = None
         self.error: BaseException | None = None
         self.done = False
@@ -101,13 +103,15 @@ class GroupCommit:
 
     MAX_BATCH = 45  # 22 values a row: one statement stays under SQLite's oldest variable limit (999)
     HEADS_KEPT = 10_000  # cached case heads; past this the cache starts over (a miss costs one SELECT)
-    SLOW_STATEMENT = 0.005  # seconds: a batch statement slower than this may have waited for the write lock
 
     def __init__(self, store: SQLiteStore) -> None:
         self.store = store
-        self._group = threading.Lock()  # guards everything below
+        # Guards everything below. Re-entrant: a signal handler on a thread that holds it (SIGTERM → close())
+        # must not deadlock on its own lock.
+        self._group = threading.RLock()
         self._wake = threading.Condition(self._group)  # the writer thread waits here for work; close() for the end
         self._queue: list[_Pending] = []
+        self._inflight: list[_Pending] = []  # the batch a writing caller took and has not settled yet
         self._writer: _Pending | str | None = None
         self._thread: threading.Thread | None = None
         self._closing = False
@@ -131,7 +135,10 @@ class GroupCommit:
             else:
                 me.gate.acquire()  # released by whoever writes our batch
         except BaseException:
-            self._interrupted(me)
+            try:
+                self._interrupted(me)
+            except BaseException:  # a second interrupt while the first is handled: hand over again
+                self._interrupted(me)
             raise
         return me.result()
 
@@ -140,7 +147,10 @@ class GroupCommit:
         with self._group:
             self._closing = True
             self._wake.notify_all()
-            self._wake.wait_for(lambda: self._writer is None, timeout=30)
+            writer = self._writer
+            if not (isinstance(writer, _Pending) and writer.owner == threading.get_ident()):
+                # (the writing caller's own thread — a signal handler — cannot wait for itself)
+                self._wake.wait_for(lambda: self._writer is None, timeout=30)
             thread = self._thread
         if thread is not None:
             thread.join(30)
@@ -150,6 +160,7 @@ class GroupCommit:
         batch: list[_Pending] = []
         while True:
             with self._group:
+                self._inflight = []
                 if not self._queue:
                     self._set_writer(None)
                     return
@@ -158,7 +169,7 @@ class GroupCommit:
                 if batch and not self._closing and self._start_thread():
                     self._set_writer("thread")
                     return
-                batch = self._take()
+                batch = self._inflight = self._take()  # `_interrupted` settles it if we never get to
             self._write(batch)
 
     def _interrupted(self, me: _Pending) -> None:
@@ -167,6 +178,11 @@ class GroupCommit:
             if me in self._queue:  # never taken: never written, never will be (taken: its writer settles it)
                 self._queue.remove(me)
                 me.finish()
+            if self._writer is not me:
+                return
+            inflight, self._inflight = self._inflight, []
+        self._settle_all(inflight)  # taken by us: committed or not, each caller is told which, and woken
+        with self._group:
             if self._writer is not me:
                 return
             if self._queue and not self._closing and self._start_thread():
@@ -218,19 +234,26 @@ class GroupCommit:
     def _drain(self) -> None:
         """The writer thread: write what is queued, batch after batch, until the queue is empty."""
         while True:
-            with self._group:
-                while self._writer != "thread" and not self._closing:
-                    self._wake.wait()
-                if self._writer != "thread":  # closing, and nothing handed over
-                    return
-                batch = self._take()
-                if not batch:
-                    self._set_writer(None)
-                    continue
+            batch: list[_Pending] = []
             try:
+                with self._group:
+                    while self._writer != "thread" and not self._closing:
+                        self._wake.wait()
+                    if self._writer != "thread":  # closing, and nothing handed over
+                        return
+                    batch = self._take()
+                    if not batch:
+                        self._set_writer(None)
+                        continue
                 self._write(batch)  # settles every append of the batch and wakes its caller, whatever happens
-            except BaseException:  # not a signal (those reach the main thread): keep draining
-                continue
+            except BaseException as exc:  # not a signal (those reach the main thread): whatever it was, the
+                self._settle_all(batch)  # batch is settled, the queue failed, and the role given back
+                with self._group:
+                    for p in self._queue:
+                        p.finish(StoreError(f"the writer thread failed ({exc!r}); nothing was recorded"))
+                    self._queue.clear()
+                    if self._writer == "thread":
+                        self._set_writer(None)
 
     def _read_head(self, case_id: str) -> list[Any] | None:
         try:
@@ -259,28 +282,40 @@ class GroupCommit:
                 if p.entry is None and p.error is None:  # nothing of it committed: nobody is told it was
                     p.error, err = err, copy_error(err)
         finally:
-            try:
-                if any(p.entry is None and p.error is None for p in batch):
-                    self._settle(batch)  # a BaseException (KeyboardInterrupt) stopped the write: ask the journal
-            finally:
-                for p in batch:
-                    p.finish()
+            self._settle_all(batch)
+
+    def _settle_all(self, batch: list[_Pending]) -> None:
+        """Every append of `batch` gets its outcome and its caller is woken, whatever happens meanwhile."""
+        try:
+            if any(p.entry is None and p.error is None for p in batch):
+                self._settle(batch)  # a BaseException (KeyboardInterrupt) stopped the write: ask the journal
+        finally:
+            for p in batch:
+                p.finish()
 
     def _settle(self, batch: list[_Pending]) -> None:
-        """After an interrupt: which of the batch's placed entries did commit (the statement may have finished
+        """After an interrupt: which of the batch's entries did commit (a statement or a COMMIT may have finished
         just before the signal was raised)? Those callers get their entry; the rest are told nothing was
         recorded, which is then true."""
-        ids = {p.placed.entry.id: p for p in batch if p.placed is not None and p.entry is None and p.error is None}
-        if not ids:
+        tried: dict[str, tuple[_Pending, Entry]] = {}
+        for p in batch:
+            attempt = p.attempt or (p.placed.entry if p.placed is not None else None)
+            if attempt is not None and p.entry is None and p.error is None:
+                tried[attempt.id] = (p, attempt)
+        if not tried:
             return
+        store = self.store
         try:
-            rows = self.store._q(f"SELECT id FROM entries WHERE id IN ({','.join('?' * len(ids))})", list(ids))
-        except Exception:  # the journal is gone or refuses: "interrupted" stands
+            with store._lock:
+                store._rollback_leftover()  # rows of a transaction still open were never committed
+                store._after_write()  # in the journal at our path, or nothing is acknowledged
+                rows = store._conn.execute(
+                    f"SELECT id FROM entries WHERE id IN ({','.join('?' * len(tried))})", list(tried)).fetchall()
+        except Exception:  # the journal is gone, replaced or refuses: "interrupted" stands
             return
         for (entry_id,) in rows:
-            p = ids[entry_id]
-            assert p.placed is not None
-            p.entry = p.placed.entry
+            p, entry = tried[entry_id]
+            p.entry = entry
 
     def _write_placed(self, placed: list[_Pending]) -> bool:
         """The fast way: one statement, its own transaction. False, with nothing written, when SQLite refused
@@ -290,16 +325,12 @@ class GroupCommit:
         store = self.store
         with store._lock:
             store._rollback_leftover()  # the statement must be its own transaction, not join a forgotten one
-            store._still_ours()
-            started = time.monotonic()
+            store._still_ours()  # a journal known to be gone is not written at all
             try:
                 store._conn.execute(sql, rows)
             except sqlite3.Error:
                 return False
-            if time.monotonic() - started > self.SLOW_STATEMENT:
-                # It may have waited for another process's write lock, and the journal may have been replaced
-                # meanwhile: then the batch went into the old file, and nobody is told it was recorded.
-                store._file_still_ours()
+            store._after_write()  # and one replaced meanwhile is not acknowledged
         for p in placed:
             assert p.placed is not None
             p.entry = p.placed.entry
@@ -312,12 +343,14 @@ class GroupCommit:
         written: list[tuple[_Pending, Entry]] = []
         with store._tx() as c:
             if len(batch) == 1:
-                written.append((batch[0], store._write_append(c, batch[0].prepared)))
+                batch[0].attempt = entry = store._write_append(c, batch[0].prepared)
+                written.append((batch[0], entry))
             else:
                 for p in batch:
                     c.execute("SAVEPOINT sharedctx_append")
                     try:
-                        written.append((p, store._write_append(c, p.prepared)))
+                        p.attempt = entry = store._write_append(c, p.prepared)
+                        written.append((p, entry))
                     except Exception as exc:
                         # Undo this append only. If even that fails, the transaction is broken: the exception
                         # leaves the loop, and `_write` fails the rest of the batch.

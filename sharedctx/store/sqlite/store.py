@@ -136,9 +136,57 @@ class SQLiteStore(SQLStore):
         self._file_still_ours()
         self._wal_still_ours()
 
+    def _file_is_ours(self) -> bool:
+        """Is the file at our path the journal we have open? (OSError: it cannot be told.)"""
+        if self._ident is None:
+            return True
+        try:
+            st = os.stat(self.url)
+        except FileNotFoundError:
+            return False
+        return (st.st_dev, st.st_ino) == self._ident
+
+    def _wal_is_ours(self) -> bool:
+        """Is the write-ahead log at `<journal>-wal` the one our connection writes? (OSError: cannot be told.)"""
+        if self._wal_ident is None:
+            return True
+        try:
+            st = os.stat(self.url + "-wal")
+        except FileNotFoundError:
+            return False
+        return (st.st_dev, st.st_ino) == self._wal_ident
+
+    def _after_write(self) -> None:
+        """After a batch statement committed: did it reach the journal at our path? The checks before it can be
+        outrun — the file replaced while the statement waited for another process's write lock, or between
+        the look and the statement — so the look is taken again once the batch is in. Raises StoreError, and
+        the batch's callers are told so, when it is not (or may not be) in the journal at the path."""
+        try:
+            file_ok = self._file_is_ours()
+            wal_ok = file_ok and self._wal_is_ours()
+        except OSError as exc:
+            raise StoreError(
+                f"the batch was written, but the journal file {self.url} could not be checked afterwards ({exc}): "
+                "whether these entries are in the journal at that path is unknown; check with `sharedctx verify`"
+            ) from exc
+        if not file_ok:
+            raise StoreError(
+                f"the journal file {self.url} was deleted or replaced while this batch was written: it went into "
+                "the old file, not the journal at that path, so nothing was recorded there. Restart this process"
+            )
+        if not wal_ok:  # the journal is ours; our batch is in the deleted log: copy it into the journal now
+            try:
+                self._conn.execute("PRAGMA wal_checkpoint(FULL)")
+            except sqlite3.Error as exc:
+                raise StoreError(
+                    f"the journal's write-ahead log {self.url}-wal was deleted while this batch was written, and "
+                    f"copying it into the journal failed ({exc}): these entries may be lost. Stop every sharedctx "
+                    "process on this journal and restart"
+                ) from exc
+            # saved: acknowledged; the next write refuses (`_wal_still_ours`)
+
     def _file_still_ours(self) -> None:
-        """The journal file half of `_still_ours`: also asked again once the write lock is held, since waiting
-        for it (another process writing) can take seconds, and the file may be replaced meanwhile."""
+        """The journal file half of `_still_ours`."""
         if self._ident is None:
             return
         try:
@@ -212,10 +260,19 @@ class SQLiteStore(SQLStore):
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             self._rollback_leftover()
-            self._still_ours()
             self._begin()
             try:
-                self._file_still_ours()  # again, now that we hold the write lock (see `_file_still_ours`)
+                # Checked with the write lock held: waiting for it (another process writing) can take seconds,
+                # and a journal replaced meanwhile must not be written. The WAL half checkpoints, which needs
+                # no open transaction: roll back first.
+                self._file_still_ours()
+                try:
+                    wal_ok = self._wal_is_ours()
+                except OSError:
+                    wal_ok = False  # `_wal_still_ours` says why
+                if not wal_ok:
+                    self._conn.execute("ROLLBACK")
+                    self._wal_still_ours()
                 yield self._conn
             except sqlite3.Error as exc:  # disk full, read-only, I/O error: say which, keep nothing half-done
                 with contextlib.suppress(sqlite3.Error):
@@ -240,6 +297,9 @@ class SQLiteStore(SQLStore):
         if self._conn.in_transaction:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("ROLLBACK")
+        if self._conn.in_transaction:
+            raise StoreError(f"a transaction left open on the journal {self.url} could not be rolled back; "
+                             "nothing was recorded. Restart this process")
 
     BUSY_WAIT = 30.0  # seconds, as the busy timeout
 
