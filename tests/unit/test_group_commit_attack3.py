@@ -1,0 +1,289 @@
+"""Third attack on SQLite group commit (`sharedctx/store/sqlite/appends.py`, `store.py`): the second attack's
+fixes — `_after_write` after every batch, `_settle` rolling back and reading the journal, `_interrupted` run
+twice, the re-entrant group lock, close() from a signal handler.
+
+Interrupts are modelled as in the second attack: a KeyboardInterrupt raised as a function is entered is a
+signal arriving at that call, on the main thread (the only one that gets signals).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from test_group_commit_attack2 import (
+    WAIT,
+    _assert_told_the_truth,
+    _BeforeStatement,
+    _case,
+    _draft,
+    _journal,
+    _journal_swap,
+    _make_cache_stale,
+    _others_join_the_leads_batch,
+    _release_stuck,
+    _StatFailsAfterStatement,
+)
+
+from sharedctx.errors import StoreError
+from sharedctx.model import Entry
+from sharedctx.store.sqlite import SQLiteStore
+from sharedctx.store.sqlite import appends as appends_module
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _main() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+# -- a second Ctrl-C while the first is handled ----------------------------------------------------------------
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: `_interrupted` empties `_inflight` BEFORE `_settle_all(inflight)`; a second Ctrl-C while that wakes "
+    "the batch (in its `finally: p.finish()` loop) leaves the rest of the batch unfinished, and the re-run of "
+    "`_interrupted` finds `_inflight == []`: those callers wait forever"))
+def test_a_second_interrupt_while_interrupted_wakes_the_batch_leaves_nobody_waiting(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lead took [lead, other 0..2]; Ctrl-C as it enters `_write` (nothing written). `_interrupted` settles
+    the batch and wakes its callers; a second Ctrl-C arrives as it wakes "other 0". Every other caller returns."""
+    db = tmp_path / "journal.db"
+    store = SQLiteStore(db)
+    appends = store._appends
+    taken: list[Any] = []
+    real_finish = appends_module._Pending.finish
+    try:
+        case_id = _case(store)
+        store.append(_draft(case_id, "warm"), [])
+        others = _others_join_the_leads_batch(store, case_id, 3)
+        real_write = appends._write
+        fired: list[bool] = []
+
+        def write(batch: list[Any]) -> None:
+            appends._write = real_write  # type: ignore[method-assign]
+            taken.extend(batch)
+            raise KeyboardInterrupt  # the first Ctrl-C
+
+        def finish(self: Any, error: BaseException | None = None) -> None:
+            if _main() and not fired and self.prepared.entry.draft.title == "other 0":
+                fired.append(True)
+                raise KeyboardInterrupt  # the second Ctrl-C, as `finish` is entered
+            real_finish(self, error)
+
+        appends._write = write  # type: ignore[method-assign]
+        monkeypatch.setattr(appends_module._Pending, "finish", finish)
+        with pytest.raises(KeyboardInterrupt):
+            store.append(_draft(case_id, "lead"), ["x"])
+        monkeypatch.setattr(appends_module._Pending, "finish", real_finish)
+        assert fired
+        _assert_told_the_truth(db, case_id, {f"other {i}": c for i, c in enumerate(others)})
+    finally:
+        for p in taken:
+            real_finish(p)
+        _release_stuck(store)
+        store.close()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: a second Ctrl-C inside `_settle` (after the batch committed) falls to `_settle_all`'s finally, which "
+    "finishes every unsettled caller with the default 'nothing was recorded' although the batch is committed"))
+def test_a_second_interrupt_inside_settle_never_says_nothing_was_recorded_of_a_committed_batch(
+        tmp_path: Path) -> None:
+    """[lead, other 0..2] committed by the fast statement; Ctrl-C as `_after_write` is entered, and a second
+    one as `_settle` (asking the journal what committed) rolls back. The others are committed: none of them may
+    be told nothing was recorded (an Entry, or an 'outcome unknown' error)."""
+    db = tmp_path / "journal.db"
+    store = SQLiteStore(db)
+    try:
+        case_id = _case(store)
+        store.append(_draft(case_id, "warm"), [])
+        others = _others_join_the_leads_batch(store, case_id, 3)
+        real_after, real_rollback = store._after_write, store._rollback_leftover
+        fired: list[str] = []
+
+        def after_write() -> None:
+            if _main() and others and not fired:
+                fired.append("after_write")
+                raise KeyboardInterrupt
+            real_after()
+
+        def rollback_leftover() -> None:
+            if _main() and fired == ["after_write"]:
+                fired.append("settle")
+                raise KeyboardInterrupt
+            real_rollback()
+
+        store._after_write, store._rollback_leftover = after_write, rollback_leftover  # type: ignore[method-assign]
+        with pytest.raises(KeyboardInterrupt):
+            store.append(_draft(case_id, "lead"), ["x"])
+        del store._after_write, store._rollback_leftover
+        assert fired == ["after_write", "settle"]
+        assert all(c.done.wait(WAIT) for c in others)
+        committed = _journal(db, case_id)
+        for i, c in enumerate(others):
+            if f"other {i}" in committed and not isinstance(c.outcome, Entry):
+                assert "nothing was recorded" not in str(c.outcome), f"other {i} committed, told {c.outcome!r}"
+    finally:
+        _release_stuck(store)
+        store.close()
+
+
+class _InterruptedAsStatementReturns(_BeforeStatement):
+    """The batch statement commits; Ctrl-C is raised as it returns (before `_after_write`)."""
+
+    def execute(self, sql: str, params: Any = ()) -> Any:
+        out = super().execute(sql, params)
+        if sql.startswith("INSERT INTO entry_appends") and _main():
+            self.after()
+            raise KeyboardInterrupt
+        return out
+
+    def after(self) -> None:
+        pass
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: `_settle` swallows the StoreError of `_after_write` ('could not be checked afterwards ... unknown') "
+    "and returns, so the unsettled callers get the default 'nothing was recorded' about a committed batch"))
+def test_settle_that_cannot_check_the_journal_never_says_nothing_was_recorded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """[lead, other 0..2] commit into the journal at its path; Ctrl-C as the statement returns; `_settle` asks
+    the journal, but stat() of it fails (EACCES). The others are committed: 'unknown' is true, 'nothing was
+    recorded' is not."""
+    from sharedctx.store.sqlite import store as store_module
+
+    db = tmp_path / "journal.db"
+    store = SQLiteStore(db)
+    real = store._conn
+    fake_os = _StatFailsAfterStatement(db)
+    try:
+        case_id = _case(store)
+        store.append(_draft(case_id, "warm"), [])
+        others = _others_join_the_leads_batch(store, case_id, 3)
+        monkeypatch.setattr(store_module, "os", fake_os)
+        spy = _InterruptedAsStatementReturns(real)
+        spy.after = lambda: setattr(fake_os, "armed", True)  # type: ignore[method-assign]
+        store._conn = spy  # type: ignore[assignment]
+        with pytest.raises(KeyboardInterrupt):
+            store.append(_draft(case_id, "lead"), [])
+        store._conn = real
+        fake_os.armed = False
+        assert all(c.done.wait(WAIT) for c in others)
+        committed = _journal(db, case_id)
+        assert {f"other {i}" for i in range(3)} <= set(committed)
+        for i, c in enumerate(others):
+            if not isinstance(c.outcome, Entry):
+                assert "nothing was recorded" not in str(c.outcome), f"other {i} committed, told {c.outcome!r}"
+    finally:
+        fake_os.armed = False
+        store._conn = real
+        _release_stuck(store)
+        store.close()
+
+
+# -- the careful way: no look after its COMMIT -----------------------------------------------------------------
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: `_tx` checks the journal after BEGIN but not after COMMIT, and `_write_each` never calls "
+    "`_after_write`: a journal replaced during the careful transaction is acknowledged into the old file"))
+def test_a_journal_replaced_during_the_careful_write_is_not_acknowledged(tmp_path: Path) -> None:
+    """The cache is stale (another process appended), so the batch is written the careful way. The journal is
+    swapped for another file while that transaction runs (after `_tx`'s look at it). The commit lands in the
+    old inode: the append must not be acknowledged."""
+    db = tmp_path / "journal.db"
+    store = SQLiteStore(db)
+    try:
+        case_id = _case(store)
+        store.append(_draft(case_id, "warm"), [])
+        _make_cache_stale(db, case_id)
+        swap = _journal_swap(db)
+        real_write_append = store._write_append
+
+        def write_append(c: Any, p: Any) -> Entry:
+            store._write_append = real_write_append  # type: ignore[method-assign]
+            swap()
+            return real_write_append(c, p)
+
+        store._write_append = write_append  # type: ignore[method-assign]
+        try:
+            told: Entry | BaseException = store.append(_draft(case_id, "into the old file"), [])
+        except StoreError as exc:
+            told = exc
+        assert isinstance(told, StoreError), f"acknowledged into the replaced journal: {told!r}"
+    finally:
+        store.close()
+
+
+# -- a WAL deleted mid-statement, then kill -9 ------------------------------------------------------------------
+_KILLED = textwrap.dedent("""
+    import os, sqlite3, sys
+    from sharedctx.errors import StoreError
+    from sharedctx.model import Author, EntryDraft, EntryKind
+    from sharedctx.store.sqlite import SQLiteStore
+
+    db, case_id, reader_open = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+    store = SQLiteStore(db)
+    store._conn.execute("PRAGMA busy_timeout=300")  # the default 30 s: same outcome, 100x slower
+    reader = sqlite3.connect(db, isolation_level=None)
+    if reader_open:  # another connection of this process reading a snapshot (a long export, a cursor)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM entries").fetchall()
+    real = store._conn
+
+    class Rm:
+        def execute(self, sql, params=()):
+            if sql.startswith("INSERT INTO entry_appends"):
+                os.unlink(db + "-wal")  # `rm journal.db-wal` after the look, before the statement
+            return real.execute(sql, params)
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    store._conn = Rm()
+    draft = EntryDraft(case_id=case_id, kind=EntryKind.FINDING, title="killed", body="b",
+                       author=Author(kind="primary", name="a3"))
+    try:
+        told = "ACK " + store.append(draft, []).id
+    except StoreError as exc:
+        told = "ERR " + str(exc)
+    print(told, flush=True)
+    os.kill(os.getpid(), 9)
+""")
+
+
+def _append_then_kill_9(tmp_path: Path, reader_open: bool) -> tuple[str, bool]:
+    db = tmp_path / "journal.db"
+    store = SQLiteStore(db)
+    case_id = _case(store)
+    store.append(_draft(case_id, "warm"), [])
+    store.close()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", _KILLED, str(db), case_id, "1" if reader_open else "0"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == -9, out.stderr
+    return out.stdout.strip(), "killed" in _journal(db, case_id)
+
+
+def test_a_wal_deleted_mid_statement_then_kill_9_keeps_what_was_acknowledged(tmp_path: Path) -> None:
+    """The WAL is deleted while the batch statement runs; `_after_write` checkpoints the deleted log into the
+    journal and acknowledges. kill -9 right after: the acknowledged entry is in the journal."""
+    told, recorded = _append_then_kill_9(tmp_path, reader_open=False)
+    assert told.startswith("ACK") == recorded, (told, recorded)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: `_after_write` (and `_wal_still_ours`) ignore the result row of `PRAGMA wal_checkpoint(FULL)`: with a "
+    "reader on an older snapshot it returns busy=1 having copied only part of the log, and the batch is "
+    "acknowledged while it is only in the deleted WAL; kill -9 loses it"))
+def test_a_wal_deleted_mid_statement_with_a_reader_then_kill_9_keeps_what_was_acknowledged(tmp_path: Path) -> None:
+    """As above, with another connection of the process holding a read snapshot from before the append: the
+    FULL checkpoint cannot copy the batch (busy). Acknowledged ⇒ in the journal after kill -9."""
+    told, recorded = _append_then_kill_9(tmp_path, reader_open=True)
+    assert told.startswith("ACK") == recorded, (told, recorded)
