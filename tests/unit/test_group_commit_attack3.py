@@ -24,6 +24,7 @@ from test_group_commit_attack2 import (
     WAIT,
     _assert_told_the_truth,
     _BeforeStatement,
+    _Call,
     _case,
     _draft,
     _journal,
@@ -32,6 +33,7 @@ from test_group_commit_attack2 import (
     _others_join_the_leads_batch,
     _release_stuck,
     _StatFailsAfterStatement,
+    _until,
 )
 
 from sharedctx.errors import StoreError
@@ -287,3 +289,98 @@ def test_a_wal_deleted_mid_statement_with_a_reader_then_kill_9_keeps_what_was_ac
     FULL checkpoint cannot copy the batch (busy). Acknowledged ⇒ in the journal after kill -9."""
     told, recorded = _append_then_kill_9(tmp_path, reader_open=True)
     assert told.startswith("ACK") == recorded, (told, recorded)
+
+
+# -- close() from a signal handler: the re-entrant group lock ---------------------------------------------------
+def test_close_from_a_signal_handler_in_the_middle_of_place_tells_everyone_the_truth(tmp_path: Path) -> None:
+    """Another thread leads (its write held a moment), two callers queued behind it. The main thread's append
+    is in `_place` (holding the re-entrant group lock) when SIGTERM's handler calls close(): close() waits for
+    the writer, which releases the group lock under `_place`'s feet. Everyone returns, told the truth."""
+    db = tmp_path / "journal.db"
+    store = SQLiteStore(db)
+    appends = store._appends
+    try:
+        case_id = _case(store)
+        store.append(_draft(case_id, "warm"), [])
+        real_write, real_place = appends._write, appends._place
+        release = threading.Event()
+
+        def write(batch: list[Any]) -> None:
+            if any(p.prepared.entry.draft.title == "lead" for p in batch):
+                release.wait(WAIT)
+            real_write(batch)
+
+        def place(p: Any) -> Any:
+            if _main():
+                threading.Timer(0.2, release.set).start()
+                store.close()  # the signal handler, as `_place` is entered
+            return real_place(p)
+
+        appends._write = write  # type: ignore[method-assign]
+        calls = {"lead": _Call(lambda: store.append(_draft(case_id, "lead"), ["x"]))}
+        _until(lambda: appends._writer not in (None, "thread"), "the lead to write")
+        calls.update({f"queued {i}": _Call(lambda i=i: store.append(_draft(case_id, f"queued {i}"), ["x"]))
+                      for i in range(2)})
+        _until(lambda: len(appends._queue) == 2, "the others to queue")
+        appends._place = place  # type: ignore[method-assign]
+        try:
+            told: Entry | BaseException = store.append(_draft(case_id, "main"), ["x"])
+        except StoreError as exc:
+            told = exc
+        appends._place = real_place  # type: ignore[method-assign]
+        release.set()
+        main = _Call(lambda: told)  # type: ignore[arg-type,return-value]
+        calls["main"] = main
+        _assert_told_the_truth(db, case_id, calls)
+    finally:
+        release.set()
+        _release_stuck(store)
+        store.close()
+
+
+class _AfterStatement(_BeforeStatement):
+    """`before()` runs as the batch statement returns (committed), before `_after_write` looks."""
+
+    def execute(self, sql: str, params: Any = ()) -> Any:
+        out = self.conn.execute(sql, params)
+        if sql.startswith("INSERT INTO entry_appends"):
+            self.before()
+        return out
+
+
+@pytest.mark.parametrize("when", [
+    pytest.param(_BeforeStatement, id="before"),
+    pytest.param(_AfterStatement, id="after", marks=pytest.mark.xfail(strict=True, reason=(
+        "MINOR: close() on the writer's own thread closes the connection under the write (store._lock is "
+        "re-entrant); the last connection's close checkpoints and removes the WAL, so `_after_write` reports "
+        "'write-ahead log was deleted ... these entries may be lost. Stop every sharedctx process' about a batch "
+        "that is committed and checkpointed: a false alarm ('unknown' at worst, but a wrong cause and advice)"))),
+])
+def test_close_from_a_signal_handler_around_the_statement(tmp_path: Path, when: type[_BeforeStatement]) -> None:
+    """The main thread leads [lead, other 0..2] on the fast way; SIGTERM's handler calls close() just before
+    the batch statement, or as it returns (inside `store._lock`, which is re-entrant, so close() closes the
+    connection under the write). Everyone returns, told the truth (committed: never 'nothing was recorded')."""
+    db = tmp_path / "journal.db"
+    store = SQLiteStore(db)
+    real = store._conn
+    try:
+        case_id = _case(store)
+        store.append(_draft(case_id, "warm"), [])
+        others = _others_join_the_leads_batch(store, case_id, 3)
+        store._conn = when(real, store.close)  # type: ignore[assignment]
+        try:
+            told: Entry | BaseException = store.append(_draft(case_id, "lead"), ["x"])
+        except StoreError as exc:
+            told = exc
+        calls = {f"other {i}": c for i, c in enumerate(others)}
+        calls["lead"] = _Call(lambda: told)  # type: ignore[arg-type,return-value]
+        assert all(c.done.wait(WAIT) for c in calls.values())
+        committed = _journal(db, case_id)
+        for title, c in calls.items():
+            if title in committed and not isinstance(c.outcome, Entry):
+                assert "nothing was recorded" not in str(c.outcome), (title, c.outcome)
+        _assert_told_the_truth(db, case_id, calls)
+    finally:
+        store._conn = real
+        _release_stuck(store)
+        store.close()
