@@ -384,3 +384,95 @@ def test_close_from_a_signal_handler_around_the_statement(tmp_path: Path, when: 
         store._conn = real
         _release_stuck(store)
         store.close()
+
+
+# -- a Ctrl-C inside Thread.start(): the writer thread started, but not recorded --------------------------------
+class _StartInterrupted(threading.Thread):
+    """A Thread whose start() on the main thread is interrupted as it returns (the Ctrl-C lands in
+    `Thread.start`'s wait for the new thread to signal it started): the thread runs, the caller never knows."""
+
+    def start(self) -> None:
+        super().start()
+        if _main() and not _FIRED:
+            _FIRED.append(True)
+            raise KeyboardInterrupt
+
+
+_FIRED: list[bool] = []
+
+
+class _ThreadingWithInterruptedStart:
+    """`threading` as appends.py sees it, except that its Thread is `_StartInterrupted`."""
+
+    Thread = _StartInterrupted
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(threading, name)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: Ctrl-C inside `thread.start()` in `_start_thread` leaves a running `_drain` thread that "
+    "`self._thread` never records; `_interrupted` then starts a second one: two writer threads drain the same "
+    "queue at once (batches race, close() joins only one)"))
+def test_an_interrupt_inside_thread_start_leaves_one_writer_thread(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The main thread leads [lead, other 0..2]; others queue behind its batch, so it hands the queue to a new
+    writer thread, and Ctrl-C arrives inside Thread.start(). Everyone is told the truth, and exactly one writer
+    thread serves this store."""
+    db = tmp_path / "journal.db"
+    store = SQLiteStore(db)
+    appends = store._appends
+    _FIRED.clear()
+    try:
+        case_id = _case(store)
+        store.append(_draft(case_id, "warm"), [])
+        real_write = appends._write
+        calls: dict[str, _Call] = {}
+
+        def write(batch: list[Any]) -> None:  # while the lead writes its own batch, others queue behind it
+            if _main() and not calls:
+                calls.update({f"queued {i}": _Call(lambda i=i: store.append(_draft(case_id, f"queued {i}"), ["x"]))
+                              for i in range(3)})
+                _until(lambda: len(appends._queue) == 3, "the others to queue")
+            real_write(batch)
+
+        before = {t for t in threading.enumerate() if t.name == "sharedctx-writer"}
+        appends._write = write  # type: ignore[method-assign]
+        monkeypatch.setattr(appends_module, "threading", _ThreadingWithInterruptedStart())
+        with pytest.raises(KeyboardInterrupt):
+            store.append(_draft(case_id, "lead"), ["x"])
+        monkeypatch.undo()
+        assert _FIRED
+        _assert_told_the_truth(db, case_id, calls)
+        writers = [t for t in threading.enumerate() if t.name == "sharedctx-writer" and t not in before]
+        assert len(writers) <= 1, f"{len(writers)} writer threads for one store"
+    finally:
+        _release_stuck(store)
+        store.close()
+
+
+# -- `_after_write`: the journal replaced after the statement, before the look -----------------------------------
+def test_a_journal_replaced_after_the_statement_before_the_check_is_not_acknowledged(tmp_path: Path) -> None:
+    """[lead, other 0..2] commit into the journal, which is swapped for another file as the statement returns
+    (before `_after_write` looks). Nobody is acknowledged. (The journal now at the path is not read back: the swap
+    leaves the old journal's -wal beside it, and SQLite would replay it onto the new file.)"""
+    db = tmp_path / "journal.db"
+    store = SQLiteStore(db)
+    real = store._conn
+    try:
+        case_id = _case(store)
+        store.append(_draft(case_id, "warm"), [])
+        others = _others_join_the_leads_batch(store, case_id, 3)
+        store._conn = _AfterStatement(real, _journal_swap(db))  # type: ignore[assignment]
+        try:
+            told: Entry | BaseException = store.append(_draft(case_id, "lead"), [])
+        except StoreError as exc:
+            told = exc
+        store._conn = real
+        assert all(c.done.wait(WAIT) for c in others)
+        outcomes = [told, *(c.outcome for c in others)]
+        assert all(isinstance(t, StoreError) for t in outcomes), outcomes
+    finally:
+        store._conn = real
+        _release_stuck(store)
+        store.close()
