@@ -49,10 +49,6 @@ def _main() -> bool:
 
 
 # -- a second Ctrl-C while the first is handled ----------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: `_interrupted` empties `_inflight` BEFORE `_settle_all(inflight)`; a second Ctrl-C while that wakes "
-    "the batch (in its `finally: p.finish()` loop) leaves the rest of the batch unfinished, and the re-run of "
-    "`_interrupted` finds `_inflight == []`: those callers wait forever"))
 def test_a_second_interrupt_while_interrupted_wakes_the_batch_leaves_nobody_waiting(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The lead took [lead, other 0..2]; Ctrl-C as it enters `_write` (nothing written). `_interrupted` settles
@@ -94,9 +90,6 @@ def test_a_second_interrupt_while_interrupted_wakes_the_batch_leaves_nobody_wait
         store.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a second Ctrl-C inside `_settle` (after the batch committed) falls to `_settle_all`'s finally, which "
-    "finishes every unsettled caller with the default 'nothing was recorded' although the batch is committed"))
 def test_a_second_interrupt_inside_settle_never_says_nothing_was_recorded_of_a_committed_batch(
         tmp_path: Path) -> None:
     """[lead, other 0..2] committed by the fast statement; Ctrl-C as `_after_write` is entered, and a second
@@ -152,9 +145,6 @@ class _InterruptedAsStatementReturns(_BeforeStatement):
         pass
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: `_settle` swallows the StoreError of `_after_write` ('could not be checked afterwards ... unknown') "
-    "and returns, so the unsettled callers get the default 'nothing was recorded' about a committed batch"))
 def test_settle_that_cannot_check_the_journal_never_says_nothing_was_recorded(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """[lead, other 0..2] commit into the journal at its path; Ctrl-C as the statement returns; `_settle` asks
@@ -192,9 +182,6 @@ def test_settle_that_cannot_check_the_journal_never_says_nothing_was_recorded(
 
 
 # -- the careful way: no look after its COMMIT -----------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: `_tx` checks the journal after BEGIN but not after COMMIT, and `_write_each` never calls "
-    "`_after_write`: a journal replaced during the careful transaction is acknowledged into the old file"))
 def test_a_journal_replaced_during_the_careful_write_is_not_acknowledged(tmp_path: Path) -> None:
     """The cache is stale (another process appended), so the batch is written the careful way. The journal is
     swapped for another file while that transaction runs (after `_tx`'s look at it). The commit lands in the
@@ -280,10 +267,6 @@ def test_a_wal_deleted_mid_statement_then_kill_9_keeps_what_was_acknowledged(tmp
     assert told.startswith("ACK") == recorded, (told, recorded)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: `_after_write` (and `_wal_still_ours`) ignore the result row of `PRAGMA wal_checkpoint(FULL)`: with a "
-    "reader on an older snapshot it returns busy=1 having copied only part of the log, and the batch is "
-    "acknowledged while it is only in the deleted WAL; kill -9 loses it"))
 def test_a_wal_deleted_mid_statement_with_a_reader_then_kill_9_keeps_what_was_acknowledged(tmp_path: Path) -> None:
     """As above, with another connection of the process holding a read snapshot from before the append: the
     FULL checkpoint cannot copy the batch (busy). Acknowledged ⇒ in the journal after kill -9."""
@@ -351,7 +334,8 @@ class _AfterStatement(_BeforeStatement):
 @pytest.mark.parametrize("when", [
     pytest.param(_BeforeStatement, id="before"),
     pytest.param(_AfterStatement, id="after", marks=pytest.mark.xfail(strict=True, reason=(
-        "MINOR: close() on the writer's own thread closes the connection under the write (store._lock is "
+        "KNOWN, left alone (minor): close() on the writer's own thread closes the connection under the write "
+        "(store._lock is "
         "re-entrant); the last connection's close checkpoints and removes the WAL, so `_after_write` reports "
         "'write-ahead log was deleted ... these entries may be lost. Stop every sharedctx process' about a batch "
         "that is committed and checkpointed: a false alarm ('unknown' at worst, but a wrong cause and advice)"))),
@@ -410,10 +394,6 @@ class _ThreadingWithInterruptedStart:
         return getattr(threading, name)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: Ctrl-C inside `thread.start()` in `_start_thread` leaves a running `_drain` thread that "
-    "`self._thread` never records; `_interrupted` then starts a second one: two writer threads drain the same "
-    "queue at once (batches race, close() joins only one)"))
 def test_an_interrupt_inside_thread_start_leaves_one_writer_thread(tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """The main thread leads [lead, other 0..2]; others queue behind its batch, so it hands the queue to a new
@@ -479,10 +459,6 @@ def test_a_journal_replaced_after_the_statement_before_the_check_is_not_acknowle
 
 
 # -- a second Ctrl-C while `_interrupted` fails the queue -------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a second Ctrl-C in `_interrupted`'s loop failing the queue leaves the already-failed appends in "
-    "`_queue`; the re-run hands the queue to a writer thread, and `_write` writes appends that are already "
-    "`done` (told 'nothing was recorded'): committed although their callers were told they were not"))
 def test_a_second_interrupt_while_the_queue_is_failed_never_writes_a_failed_append(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The main thread leads; three callers queue behind its batch. Ctrl-C as it hands the queue over; no writer
@@ -526,7 +502,7 @@ def test_a_second_interrupt_while_the_queue_is_failed_never_writes_a_failed_appe
         with pytest.raises(KeyboardInterrupt):
             store.append(_draft(case_id, "lead"), ["x"])
         monkeypatch.setattr(appends_module._Pending, "finish", real_finish)
-        assert fired and len(starts) == 3
+        assert fired and len(starts) >= 2  # (the fixed code fails the queue out of it: no third start)
         _assert_told_the_truth(db, case_id, calls)
     finally:
         _release_stuck(store)

@@ -47,6 +47,21 @@ _APPEND = f"INSERT INTO entry_appends ({', '.join(_APPEND_COLUMNS)}) VALUES "
 _APPEND_ROW = "(" + ",".join("?" * len(_APPEND_COLUMNS)) + ")"
 _HEAD = "SELECT last_seq, last_hash, status, resolved_at FROM cases WHERE id=?"
 _INTERRUPTED = "the write was interrupted before it committed; nothing was recorded"
+_UNKNOWN = ("the write was interrupted and the journal could not be asked whether it committed: the entry may or "
+            "may not be recorded; check with `sharedctx verify`")
+
+
+def _wake_all(batch: list[_Pending], error: BaseException | None = None) -> None:
+    """Settle and wake every one of `batch`, even when an interrupt lands in the middle (then re-raised)."""
+    interrupted: BaseException | None = None
+    for p in batch:
+        while not p.done:
+            try:
+                p.finish(copy_error(error) if error is not None else None)
+            except BaseException as exc:  # a signal: finish this one and the rest, then let it go on
+                interrupted = interrupted or exc
+    if interrupted is not None:
+        raise interrupted
 
 
 class _Placed(NamedTuple):
@@ -152,7 +167,7 @@ class GroupCommit:
                 # (the writing caller's own thread — a signal handler — cannot wait for itself)
                 self._wake.wait_for(lambda: self._writer is None, timeout=30)
             thread = self._thread
-        if thread is not None:
+        if thread is not None and thread.ident is not None:
             thread.join(30)
 
     def _lead(self, me: _Pending) -> None:
@@ -180,19 +195,19 @@ class GroupCommit:
                 me.finish()
             if self._writer is not me:
                 return
-            inflight, self._inflight = self._inflight, []
+            inflight = self._inflight  # cleared only once settled: a second interrupt settles it again
         self._settle_all(inflight)  # taken by us: committed or not, each caller is told which, and woken
         with self._group:
+            self._inflight = []
             if self._writer is not me:
                 return
             if self._queue and not self._closing and self._start_thread():
                 self._set_writer("thread")
                 return
-            for p in self._queue:
-                p.finish(StoreError("the append was not written: the caller writing its batch was interrupted and "
-                                    "no writer thread could take over; nothing was recorded"))
-            self._queue.clear()
+            queued, self._queue = self._queue, []  # out of the queue first: nobody writes what we fail
             self._set_writer(None)
+        _wake_all(queued, StoreError("the append was not written: the caller writing its batch was interrupted "
+                                     "and no writer thread could take over; nothing was recorded"))
 
     # -- under self._group ------------------------------------------------------------------------
     def _place(self, p: PreparedAppend) -> _Placed | None:
@@ -222,12 +237,13 @@ class GroupCommit:
         """The writer thread, running (started now if need be); False if none can be started."""
         if self._thread is not None and self._thread.is_alive():
             return True
-        thread = threading.Thread(target=self._drain, name="sharedctx-writer", daemon=True)
-        try:
-            thread.start()  # it blocks on self._group (held by our caller) until it is handed the queue
+        before, self._thread = self._thread, threading.Thread(target=self._drain, name="sharedctx-writer",
+                                                              daemon=True)
+        try:  # known before it starts: an interrupt inside start() must not lead to a second one
+            self._thread.start()  # it blocks on self._group (held by our caller) until it is handed the queue
         except RuntimeError:  # "can't start new thread": at the thread limit, or at interpreter shutdown
+            self._thread = before
             return False
-        self._thread = thread
         return True
 
     # -- writing -----------------------------------------------------------------------------------
@@ -248,12 +264,12 @@ class GroupCommit:
                 self._write(batch)  # settles every append of the batch and wakes its caller, whatever happens
             except BaseException as exc:  # not a signal (those reach the main thread): whatever it was, the
                 self._settle_all(batch)  # batch is settled, the queue failed, and the role given back
+                queued: list[_Pending] = []
                 with self._group:
-                    for p in self._queue:
-                        p.finish(StoreError(f"the writer thread failed ({exc!r}); nothing was recorded"))
-                    self._queue.clear()
                     if self._writer == "thread":
+                        queued, self._queue = self._queue, []
                         self._set_writer(None)
+                _wake_all(queued, StoreError(f"the writer thread failed ({exc!r}); nothing was recorded"))
 
     def _read_head(self, case_id: str) -> list[Any] | None:
         try:
@@ -264,6 +280,7 @@ class GroupCommit:
 
     def _write(self, batch: list[_Pending]) -> None:
         """Write `batch`; set each one's entry (only once committed) or error, and wake its caller."""
+        batch = [p for p in batch if not p.done]  # settled already (failed by an interrupted writer): never written
         try:
             placed = [p for p in batch if p.placed is not None]
             if placed and not self._write_placed(placed):
@@ -286,36 +303,40 @@ class GroupCommit:
 
     def _settle_all(self, batch: list[_Pending]) -> None:
         """Every append of `batch` gets its outcome and its caller is woken, whatever happens meanwhile."""
+        left: BaseException | None = None  # what the callers the journal could not answer for are told
         try:
             if any(p.entry is None and p.error is None for p in batch):
-                self._settle(batch)  # a BaseException (KeyboardInterrupt) stopped the write: ask the journal
+                left = StoreError(_UNKNOWN)  # until the journal has answered
+                left = self._settle(batch)  # a BaseException (KeyboardInterrupt) stopped the write: ask the journal
         finally:
-            for p in batch:
-                p.finish()
+            _wake_all(batch, left)
 
-    def _settle(self, batch: list[_Pending]) -> None:
+    def _settle(self, batch: list[_Pending]) -> BaseException | None:
         """After an interrupt: which of the batch's entries did commit (a statement or a COMMIT may have finished
-        just before the signal was raised)? Those callers get their entry; the rest are told nothing was
-        recorded, which is then true."""
+        just before the signal was raised)? Those callers get their entry. Returns what the rest are told:
+        None ("nothing was recorded", now checked), or the reason the journal could not say."""
         tried: dict[str, tuple[_Pending, Entry]] = {}
         for p in batch:
             attempt = p.attempt or (p.placed.entry if p.placed is not None else None)
             if attempt is not None and p.entry is None and p.error is None:
                 tried[attempt.id] = (p, attempt)
         if not tried:
-            return
+            return None
         store = self.store
         try:
             with store._lock:
                 store._rollback_leftover()  # rows of a transaction still open were never committed
-                store._after_write()  # in the journal at our path, or nothing is acknowledged
+                store._after_write()  # in the journal at our path, or nothing is acknowledged (says which)
                 rows = store._conn.execute(
                     f"SELECT id FROM entries WHERE id IN ({','.join('?' * len(tried))})", list(tried)).fetchall()
-        except Exception:  # the journal is gone, replaced or refuses: "interrupted" stands
-            return
+        except StoreError as exc:
+            return exc
+        except sqlite3.Error as exc:
+            return StoreError(f"{_UNKNOWN} ({exc})")
         for (entry_id,) in rows:
             p, entry = tried[entry_id]
             p.entry = entry
+        return None
 
     def _write_placed(self, placed: list[_Pending]) -> bool:
         """The fast way: one statement, its own transaction. False, with nothing written, when SQLite refused

@@ -175,15 +175,25 @@ class SQLiteStore(SQLStore):
                 "the old file, not the journal at that path, so nothing was recorded there. Restart this process"
             )
         if not wal_ok:  # the journal is ours; our batch is in the deleted log: copy it into the journal now
-            try:
-                self._conn.execute("PRAGMA wal_checkpoint(FULL)")
-            except sqlite3.Error as exc:
+            copied = self._checkpoint_all()
+            if copied is not True:
                 raise StoreError(
                     f"the journal's write-ahead log {self.url}-wal was deleted while this batch was written, and "
-                    f"copying it into the journal failed ({exc}): these entries may be lost. Stop every sharedctx "
-                    "process on this journal and restart"
-                ) from exc
+                    f"copying it into the journal did not complete ({copied}): these entries may be lost. Stop "
+                    "every sharedctx process on this journal and restart"
+                )
             # saved: acknowledged; the next write refuses (`_wal_still_ours`)
+
+    def _checkpoint_all(self) -> bool | str:
+        """Copy the whole WAL into the journal: True when every frame was copied, else why not. A reader on an
+        older snapshot makes a FULL checkpoint stop short without raising; only its result row says so."""
+        try:
+            busy, log, done = self._conn.execute("PRAGMA wal_checkpoint(FULL)").fetchone()
+        except sqlite3.Error as exc:
+            return str(exc)
+        if busy or done != log:
+            return f"{done} of {log} pages copied; another connection was still reading"
+        return True
 
     def _file_still_ours(self) -> None:
         """The journal file half of `_still_ours`."""
@@ -222,11 +232,9 @@ class SQLiteStore(SQLStore):
             raise StoreError(explain(self.url, "cannot check the journal's write-ahead log", exc)) from exc
         if same:
             return
-        try:
-            self._conn.execute("PRAGMA wal_checkpoint(FULL)")
-            saved = "what was acknowledged was copied into the journal"
-        except sqlite3.Error as exc:
-            saved = f"copying what was acknowledged into the journal failed ({exc})"
+        copied = self._checkpoint_all()
+        saved = ("what was acknowledged was copied into the journal" if copied is True
+                 else f"copying what was acknowledged into the journal did not complete ({copied})")
         raise StoreError(
             f"the journal's write-ahead log {wal} was deleted or replaced while this process had it open; "
             f"{saved}, and nothing more is recorded here, because other processes cannot see it. "
@@ -289,6 +297,7 @@ class SQLiteStore(SQLStore):
                     with contextlib.suppress(sqlite3.Error):
                         self._conn.execute("ROLLBACK")
                     raise StoreError(explain(self.url, "could not commit to the journal", exc)) from exc
+                self._after_write()  # committed: into the journal at our path? (raises, and says, when not)
 
     def _rollback_leftover(self) -> None:
         """Every write starts outside a transaction. One left open on the connection (an interrupt between
