@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -28,49 +27,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sharedctx.errors import StoreError
-from sharedctx.model import Author, CaseStatus, Entry, EntryDraft, EntryKind
+from sharedctx.model import CaseStatus, Entry, EntryDraft
 from sharedctx.store.base import verify_entries
 from sharedctx.store.sql.journal import JournalSQL
 from sharedctx.store.sqlite import SQLiteStore
 from sharedctx.store.sqlite import appends as appends_module
+from tests.group_commit_kit import WAIT, _Call, _case, _draft, _until
 
 ROOT = Path(__file__).resolve().parents[2]
-PRIMARY = Author(kind="primary", name="attacker")
-WAIT = 10.0  # seconds a caller may take before it counts as left waiting forever (never a timing assertion)
-
-
-def _draft(case_id: str, title: str) -> EntryDraft:
-    return EntryDraft(case_id=case_id, kind=EntryKind.FINDING, title=title, body="body", author=PRIMARY)
-
-
-def _case(store: SQLiteStore, title: str = "case") -> str:
-    case, _ = store.open_case(title=title, service="svc", severity="warning", fingerprint=None, labels={})
-    return case.id
-
-
-def _until(cond: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.002)
-
-
-class _Call:
-    """One append on its own daemon thread; `outcome` is its Entry or exception, `done` whether it returned."""
-
-    def __init__(self, fn: Callable[[], Entry]) -> None:
-        self.outcome: Entry | BaseException | None = None
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
-        self.thread.start()
-
-    def _run(self, fn: Callable[[], Entry]) -> None:
-        try:
-            self.outcome = fn()
-        except BaseException as exc:
-            self.outcome = exc
-        finally:
-            self.done.set()
 
 
 def _titles(db: Path, case_id: str) -> set[str]:
