@@ -64,6 +64,8 @@ LIST_CASES = f"SELECT {CASE_COLS} FROM cases WHERE {{where}} ORDER BY id DESC LI
 # the same case at once queue instead of one overwriting the other's JSON.
 CASE_BINDINGS = "SELECT bindings FROM cases WHERE id = ?{lock}"
 SET_CASE_BINDINGS = "UPDATE cases SET bindings = ? WHERE id = ?"
+# a case's head: what the next entry is placed on (`_write_append`; SQLite's cache of heads, `GroupCommit`)
+CASE_HEAD = "SELECT last_seq, last_hash, status, resolved_at FROM cases WHERE id=?"
 
 
 class JournalSQL(SQLBase):
@@ -185,9 +187,7 @@ class JournalSQL(SQLBase):
         """Place a prepared append on its case's chain inside transaction `c`: read the case's head, write
         the entry (its search row by trigger), one outbox row per backend, and the case's new head."""
         case_id = p.entry.draft.case_id
-        r = c.execute(
-            f"SELECT last_seq, last_hash, status, resolved_at FROM cases WHERE id=?{self.FOR_UPDATE}", (case_id,)
-        ).fetchone()
+        r = c.execute(CASE_HEAD + self.FOR_UPDATE, (case_id,)).fetchone()
         if r is None:
             raise CaseNotFound(f"no case with id {case_id!r}; nothing was recorded")
         entry = p.entry.place(r[0] + 1, r[1])

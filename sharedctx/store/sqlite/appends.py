@@ -35,6 +35,7 @@ from ...errors import StoreError
 from ...model import CaseStatus, Entry, EntryDraft
 from ..sql import ENTRY_COLS, PreparedAppend, head_after
 from ..sql.common import placed_entry_params
+from ..sql.journal import CASE_HEAD
 from .files import append_error, copy_error
 
 if TYPE_CHECKING:
@@ -45,7 +46,6 @@ _APPEND_COLUMNS = [*_ENTRY_COLUMNS, "backends", "queued_at", "head_status", "hea
                    "new_resolved_at"]
 _APPEND = f"INSERT INTO entry_appends ({', '.join(_APPEND_COLUMNS)}) VALUES "
 _APPEND_ROW = "(" + ",".join("?" * len(_APPEND_COLUMNS)) + ")"
-_HEAD = "SELECT last_seq, last_hash, status, resolved_at FROM cases WHERE id=?"
 _INTERRUPTED = "the write was interrupted before it committed; nothing was recorded"
 _UNKNOWN = ("the write was interrupted and the journal could not be asked whether it committed: the entry may or "
             "may not be recorded; check with `sharedctx verify`")
@@ -273,7 +273,7 @@ class GroupCommit:
 
     def _read_head(self, case_id: str) -> list[Any] | None:
         try:
-            rows = self.store._q(_HEAD, (case_id,))
+            rows = self.store._q(CASE_HEAD, (case_id,))
         except sqlite3.Error:
             return None  # `_write_each` reads it again inside its transaction and names the failure
         return list(rows[0]) if rows else None

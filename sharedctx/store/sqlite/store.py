@@ -72,6 +72,19 @@ def fts_expr(match: list[list[list[str]]]) -> str:
     return " OR ".join(clauses)
 
 
+def _identity(path: str, ident: tuple[int, int] | None) -> str:
+    """"ours" when the file at `path` is the one we opened (`ident`: device and inode; None: nothing to
+    compare, an in-memory store or a WAL not yet made), "gone" when there is none, "other" when another file
+    took its place. The one look every identity check of the journal and its WAL shares. OSError: cannot tell."""
+    if ident is None:
+        return "ours"
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "gone"
+    return "ours" if (st.st_dev, st.st_ino) == ident else "other"
+
+
 class SQLiteStore(SQLStore):
     """SQLite implementation of `Store`."""
 
@@ -138,23 +151,11 @@ class SQLiteStore(SQLStore):
 
     def _file_is_ours(self) -> bool:
         """Is the file at our path the journal we have open? (OSError: it cannot be told.)"""
-        if self._ident is None:
-            return True
-        try:
-            st = os.stat(self.url)
-        except FileNotFoundError:
-            return False
-        return (st.st_dev, st.st_ino) == self._ident
+        return _identity(self.url, self._ident) == "ours"
 
     def _wal_is_ours(self) -> bool:
         """Is the write-ahead log at `<journal>-wal` the one our connection writes? (OSError: cannot be told.)"""
-        if self._wal_ident is None:
-            return True
-        try:
-            st = os.stat(self.url + "-wal")
-        except FileNotFoundError:
-            return False
-        return (st.st_dev, st.st_ino) == self._wal_ident
+        return _identity(self.url + "-wal", self._wal_ident) == "ours"
 
     def _after_write(self) -> None:
         """After a batch statement committed: did it reach the journal at our path? The checks before it can be
@@ -197,18 +198,16 @@ class SQLiteStore(SQLStore):
 
     def _file_still_ours(self) -> None:
         """The journal file half of `_still_ours`."""
-        if self._ident is None:
-            return
         try:
-            st = os.stat(self.url)
-        except FileNotFoundError:
+            found = _identity(self.url, self._ident)
+        except OSError as exc:
+            raise StoreError(explain(self.url, "cannot check the journal file", exc)) from exc
+        if found == "gone":
             raise StoreError(
                 f"the journal file {self.url} was deleted while this process had it open; nothing more is "
                 "recorded, because it would be lost. Restore the file (or its backup) and restart this process"
-            ) from None
-        except OSError as exc:
-            raise StoreError(explain(self.url, "cannot check the journal file", exc)) from exc
-        if (st.st_dev, st.st_ino) != self._ident:
+            )
+        if found == "other":
             raise StoreError(
                 f"the journal file {self.url} was replaced by another file while this process had it open; "
                 "nothing more is recorded here. Restart this process to use the file now at that path"
@@ -220,18 +219,12 @@ class SQLiteStore(SQLStore):
         script) SQLite goes on committing to the unlinked inode, other processes never see those entries and
         a crash loses them. Our connection still has the old log open: checkpoint it into the journal (which
         saves what was acknowledged) and refuse further writes."""
-        if self._wal_ident is None:
-            return
         wal = self.url + "-wal"
         try:
-            st = os.stat(wal)
-            same = (st.st_dev, st.st_ino) == self._wal_ident
-        except FileNotFoundError:
-            same = False
+            if self._wal_is_ours():
+                return
         except OSError as exc:
             raise StoreError(explain(self.url, "cannot check the journal's write-ahead log", exc)) from exc
-        if same:
-            return
         copied = self._checkpoint_all()
         saved = ("what was acknowledged was copied into the journal" if copied is True
                  else f"copying what was acknowledged into the journal did not complete ({copied})")
