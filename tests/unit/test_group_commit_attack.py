@@ -32,18 +32,9 @@ from sharedctx.store.base import verify_entries
 from sharedctx.store.sql.journal import JournalSQL
 from sharedctx.store.sqlite import SQLiteStore
 from sharedctx.store.sqlite import appends as appends_module
-from tests.group_commit_kit import WAIT, _Call, _case, _draft, _until
+from tests.group_commit_kit import WAIT, _Call, _case, _draft, _journal, _leave_a_transaction_open, _until
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _titles(db: Path, case_id: str) -> set[str]:
-    """The titles committed to the journal at `db`, read through a fresh store (another process's view)."""
-    other = SQLiteStore(db)
-    try:
-        return {e.title for e in other.entries(case_id)}
-    finally:
-        other.close()
 
 
 # -- nobody is left waiting -------------------------------------------------------------------------------------
@@ -113,7 +104,7 @@ def test_a_writer_thread_that_cannot_start_leaves_nobody_waiting(tmp_path: Path,
         calls = [lead, *others]
         left = [c.outcome for c in calls if not c.done.wait(WAIT)]
         assert not left, ("callers left waiting after a failed hand-over", [c.outcome for c in calls])
-        committed = _titles(db, case_id)
+        committed = set(_journal(db, case_id))
         for title, c in zip(["lead", "queued 0", "queued 1", "queued 2"], calls, strict=True):
             assert isinstance(c.outcome, Entry) == (title in committed), (title, c.outcome)
     finally:
@@ -221,7 +212,7 @@ def test_an_interrupt_after_the_commit_never_tells_a_caller_nothing_was_recorded
         helper.join(WAIT)
         assert others and all(c.done.wait(WAIT) for c in others)
         store._conn = real
-        committed = _titles(db, case_id)
+        committed = set(_journal(db, case_id))
         for i, c in enumerate(others):
             recorded = f"other {i}" in committed
             assert isinstance(c.outcome, Entry) == recorded, (f"other {i}", recorded, c.outcome)
@@ -236,22 +227,13 @@ def test_an_append_after_an_interrupted_transaction_is_committed_or_refused(tmp_
     store = SQLiteStore(db)
     case_id = _case(store)
     store.append(_draft(case_id, "warm"), [])
-    real_begin = store._begin
-
-    def begin_then_interrupt() -> None:  # the signal arrives as BEGIN IMMEDIATE returns
-        real_begin()
-        raise KeyboardInterrupt
-
-    store._begin = begin_then_interrupt  # type: ignore[method-assign]
-    with pytest.raises(KeyboardInterrupt):
-        store.set_binding(case_id, "slack", {"channel": "C1"})
-    store._begin = real_begin  # type: ignore[method-assign]
+    _leave_a_transaction_open(store, case_id)
     try:
         told: Entry | BaseException = store.append(_draft(case_id, "after the interrupt"), ["x"])
     except StoreError as exc:
         told = exc
     store.close()
-    committed = _titles(db, case_id)
+    committed = set(_journal(db, case_id))
     assert isinstance(told, Entry) == ("after the interrupt" in committed), (told, committed)
 
 

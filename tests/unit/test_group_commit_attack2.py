@@ -13,8 +13,7 @@ import gc
 import os
 import sqlite3
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -23,76 +22,26 @@ import pytest
 
 from sharedctx.errors import StoreError
 from sharedctx.model import Entry
-from sharedctx.store.base import verify_entries
 from sharedctx.store.sqlite import SQLiteStore
 from sharedctx.store.sqlite import appends as appends_module
-from tests.group_commit_kit import WAIT, _Call, _case, _draft, _until
+from tests.group_commit_kit import (
+    WAIT,
+    _assert_told_the_truth,
+    _BeforeStatement,
+    _Call,
+    _case,
+    _draft,
+    _journal,
+    _journal_swap,
+    _leave_a_transaction_open,
+    _make_cache_stale,
+    _others_join_the_leads_batch,
+    _release_stuck,
+    _StatFailsAfterStatement,
+    _until,
+)
 
 
-def _others_join_the_leads_batch(store: SQLiteStore, case_id: str, n: int) -> list[_Call]:
-    """Make the next append's caller (the lead) take `n` other callers' appends into its first batch: they queue
-    between its queueing and its `_lead` (a thread switch there). Returns the others' calls (started lazily)."""
-    appends = store._appends
-    real_lead = appends._lead
-    others: list[_Call] = []
-
-    def lead(me: Any) -> None:
-        appends._lead = real_lead  # type: ignore[method-assign]
-        others.extend(_Call(lambda i=i: store.append(_draft(case_id, f"other {i}"), ["x"])) for i in range(n))
-        _until(lambda: len(appends._queue) == n + 1, "the others to queue behind the lead")
-        real_lead(me)
-
-    appends._lead = lead  # type: ignore[method-assign]
-    return others
-
-
-def _release_stuck(store: SQLiteStore) -> None:
-    """Cleanup after a bug left callers parked: wake every pending we can still reach, free the writer role."""
-    appends = store._appends
-    for p in appends._queue:
-        p.finish()
-    appends._queue.clear()
-    appends._writer = None
-
-
-def _journal(db: Path, case_id: str) -> dict[str, Entry]:
-    """The entries committed to the journal at `db`, by title, read through a fresh store."""
-    other = SQLiteStore(db)
-    try:
-        entries = other.entries(case_id)
-        assert verify_entries(case_id, entries).ok
-        assert [e.seq for e in entries] == list(range(1, len(entries) + 1))
-        return {e.title: e for e in entries}
-    finally:
-        other.close()
-
-
-def _assert_told_the_truth(db: Path, case_id: str, calls: dict[str, _Call]) -> None:
-    """Every call returned; an Entry exactly when that entry is committed at the path, AS committed."""
-    deadline = time.monotonic() + WAIT
-    stuck = [t for t, c in calls.items() if not c.done.wait(max(0.0, deadline - time.monotonic()))]
-    assert not stuck, f"callers left waiting forever: {stuck}"
-    stored = _journal(db, case_id)
-    for title, c in calls.items():
-        if isinstance(c.outcome, Entry):
-            e = stored.get(title)
-            assert e is not None, f"{title} acknowledged but not in the journal at {db}"
-            assert (c.outcome.id, c.outcome.seq, c.outcome.hash) == (e.id, e.seq, e.hash), (
-                f"{title} acknowledged as seq {c.outcome.seq} but committed as seq {e.seq}")
-        else:
-            assert title not in stored, f"{title} failed ({c.outcome!r}) but is in the journal"
-
-
-def _make_cache_stale(db: Path, case_id: str) -> None:
-    """Another process appends to the case: every cached placement of `case_id` is now on an old head."""
-    other = SQLiteStore(db)
-    try:
-        other.append(_draft(case_id, "foreign"), [])
-    finally:
-        other.close()
-
-
-# -- an interrupt between taking a batch and settling it --------------------------------------------------------
 def test_an_interrupt_as_the_lead_enters_write_leaves_nobody_of_its_batch_waiting(tmp_path: Path) -> None:
     """The lead took [lead, other 0..2] off the queue; Ctrl-C arrives as it calls `_write`. Nobody is left
     parked: each other caller gets its Entry (if written) or an error (if not)."""
@@ -251,38 +200,6 @@ def test_a_second_interrupt_during_the_rollback_acknowledges_nothing_uncommitted
 
 
 # -- the journal or its WAL replaced mid-write ------------------------------------------------------------------
-class _BeforeStatement:
-    """The store's connection, except that `before()` runs just before a batch statement is handed to SQLite
-    (after `_still_ours()` said the files are ours), and `entering` is set then."""
-
-    def __init__(self, conn: Any, before: Callable[[], None] = lambda: None) -> None:
-        self.conn = conn
-        self.before = before
-        self.entering = threading.Event()
-
-    def execute(self, sql: str, params: Any = ()) -> Any:
-        if sql.startswith("INSERT INTO entry_appends"):
-            self.entering.set()
-            self.before()
-        return self.conn.execute(sql, params)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.conn, name)
-
-
-def _journal_swap(db: Path) -> Callable[[], None]:
-    """An operator swapping the journal for another one (a restored backup): made ready now, done (in
-    microseconds: two renames) when the returned function is called."""
-    fresh = db.parent / "fresh.db"
-    SQLiteStore(fresh).close()
-
-    def swap() -> None:
-        os.replace(db, db.parent / "moved.db")
-        os.replace(fresh, db)
-
-    return swap
-
-
 def test_a_wal_deleted_while_an_append_waits_for_the_write_lock_is_not_acknowledged(tmp_path: Path) -> None:
     """Like the first attack's replaced journal, but `rm journal.db-wal` while the batch statement waits for
     another process's write lock: the commit lands in the unlinked WAL (no other process sees it, a crash loses
@@ -607,16 +524,7 @@ def test_a_leftover_transaction_whose_rollback_fails_is_never_joined(tmp_path: P
     try:
         case_id = _case(store)
         store.append(_draft(case_id, "warm"), [])
-        real_begin = store._begin
-
-        def begin_then_interrupt() -> None:  # the signal arrives as BEGIN IMMEDIATE returns
-            real_begin()
-            raise KeyboardInterrupt
-
-        store._begin = begin_then_interrupt  # type: ignore[method-assign]
-        with pytest.raises(KeyboardInterrupt):
-            store.set_binding(case_id, "slack", {"channel": "C1"})
-        store._begin = real_begin  # type: ignore[method-assign]
+        _leave_a_transaction_open(store, case_id)
         store._conn = _FailingRollback(real)  # type: ignore[assignment]
         try:
             told: Entry | BaseException = store.append(_draft(case_id, "after the interrupt"), ["x"])
@@ -628,23 +536,6 @@ def test_a_leftover_transaction_whose_rollback_fails_is_never_joined(tmp_path: P
         store.close()  # closing a connection inside a transaction rolls it back
     committed = _journal(db, case_id)
     assert isinstance(told, Entry) == ("after the interrupt" in committed), (told, list(committed))
-
-
-class _StatFailsAfterStatement:
-    """`os` as store.py sees it, except that stat() of the journal fails with EACCES once `armed` (an operator's
-    chmod on the folder, an NFS hiccup): the file is still the one we have open, we just cannot tell."""
-
-    def __init__(self, db: Path) -> None:
-        self.db = str(db)
-        self.armed = False
-
-    def stat(self, path: Any, *args: Any, **kwargs: Any) -> Any:
-        if self.armed and str(path) == self.db:
-            raise PermissionError(13, "Permission denied", self.db)
-        return os.stat(path, *args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(os, name)
 
 
 def test_a_check_that_fails_after_the_commit_never_says_nothing_was_recorded(tmp_path: Path,

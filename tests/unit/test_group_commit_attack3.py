@@ -18,9 +18,11 @@ from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from test_group_commit_attack2 import (
+from sharedctx.errors import StoreError
+from sharedctx.model import Entry
+from sharedctx.store.sqlite import SQLiteStore
+from sharedctx.store.sqlite import appends as appends_module
+from tests.group_commit_kit import (
     WAIT,
     _assert_told_the_truth,
     _BeforeStatement,
@@ -35,11 +37,6 @@ from test_group_commit_attack2 import (
     _StatFailsAfterStatement,
     _until,
 )
-
-from sharedctx.errors import StoreError
-from sharedctx.model import Entry
-from sharedctx.store.sqlite import SQLiteStore
-from sharedctx.store.sqlite import appends as appends_module
 
 ROOT = Path(__file__).resolve().parents[2]
 
