@@ -471,10 +471,6 @@ def test_close_twice_from_several_callers_at_once_then_append_fails_cleanly(tmp_
     _assert_told_the_truth(db, case_id, calls)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "KNOWN, not fixed: the writer and checkpoint threads hold the store through bound methods, so a store "
-    "dropped without close() is never collected (2 threads, 2 connections). SharedContext always closes its "
-    "store; weak references in both threads would fix it."))
 def test_a_store_dropped_without_close_leaves_no_thread_behind(tmp_path: Path) -> None:
     """20 stores written by 4 threads (a writer thread started) and then dropped, never closed: once they are
     garbage, their threads (writer, checkpoints) end and their files are closed."""
@@ -491,6 +487,10 @@ def test_a_store_dropped_without_close_leaves_no_thread_behind(tmp_path: Path) -
     gc.collect()
     try:
         _until(lambda: threading.active_count() <= threads, "the dropped stores' threads to end")
+        gc.collect()
+        held = [fd for fd in os.listdir("/proc/self/fd")
+                if os.path.realpath(f"/proc/self/fd/{fd}").startswith(str(db))]
+        assert not held, f"{len(held)} descriptors still open on the dropped stores' journal"
     finally:
         for ref in [o for o in gc.get_objects() if isinstance(o, SQLiteStore) and o.url == str(db)]:
             ref.close()

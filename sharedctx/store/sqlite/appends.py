@@ -28,6 +28,7 @@ import json
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -237,8 +238,8 @@ class GroupCommit:
         """The writer thread, running (started now if need be); False if none can be started."""
         if self._thread is not None and self._thread.is_alive():
             return True
-        before, self._thread = self._thread, threading.Thread(target=self._drain, name="sharedctx-writer",
-                                                              daemon=True)
+        before, self._thread = self._thread, threading.Thread(target=_drain, args=(weakref.ref(self), self._wake),
+                                                              name="sharedctx-writer", daemon=True)
         try:  # known before it starts: an interrupt inside start() must not lead to a second one
             self._thread.start()  # it blocks on self._group (held by our caller) until it is handed the queue
         except RuntimeError:  # "can't start new thread": at the thread limit, or at interpreter shutdown
@@ -247,29 +248,27 @@ class GroupCommit:
         return True
 
     # -- writing -----------------------------------------------------------------------------------
-    def _drain(self) -> None:
-        """The writer thread: write what is queued, batch after batch, until the queue is empty."""
-        while True:
-            batch: list[_Pending] = []
-            try:
-                with self._group:
-                    while self._writer != "thread" and not self._closing:
-                        self._wake.wait()
-                    if self._writer != "thread":  # closing, and nothing handed over
-                        return
-                    batch = self._take()
-                    if not batch:
-                        self._set_writer(None)
-                        continue
-                self._write(batch)  # settles every append of the batch and wakes its caller, whatever happens
-            except BaseException as exc:  # not a signal (those reach the main thread): whatever it was, the
-                self._settle_all(batch)  # batch is settled, the queue failed, and the role given back
-                queued: list[_Pending] = []
-                with self._group:
-                    if self._writer == "thread":
-                        queued, self._queue = self._queue, []
-                        self._set_writer(None)
-                _wake_all(queued, StoreError(f"the writer thread failed ({exc!r}); nothing was recorded"))
+    def _drain_turn(self) -> bool:
+        """One turn of the writer thread (see `_drain`): write one batch of the queue. False: end the thread."""
+        batch: list[_Pending] = []
+        try:
+            with self._group:
+                if self._writer != "thread":  # closing, and nothing handed over: end; else not ours yet: wait
+                    return not self._closing
+                batch = self._take()
+                if not batch:
+                    self._set_writer(None)
+                    return True
+            self._write(batch)  # settles every append of the batch and wakes its caller, whatever happens
+        except BaseException as exc:  # not a signal (those reach the main thread): whatever it was, the
+            self._settle_all(batch)  # batch is settled, the queue failed, and the role given back
+            queued: list[_Pending] = []
+            with self._group:
+                if self._writer == "thread":
+                    queued, self._queue = self._queue, []
+                    self._set_writer(None)
+            _wake_all(queued, StoreError(f"the writer thread failed ({exc!r}); nothing was recorded"))
+        return True
 
     def _read_head(self, case_id: str) -> list[Any] | None:
         try:
@@ -380,3 +379,24 @@ class GroupCommit:
                     c.execute("RELEASE sharedctx_append")
         for p, entry in written:  # committed: now, and only now, each caller gets its entry
             p.entry = entry
+
+
+_IDLE_LOOK = 1.0  # seconds between an idle writer thread's looks at whether its store is still there
+
+
+def _drain(ref: weakref.ref[GroupCommit], wake: threading.Condition) -> None:
+    """The writer thread: write what is queued, batch after batch, for as long as its store lives. While idle it
+    holds the queue only through `ref`, so a store dropped without close() is collected, and the thread ends."""
+    while True:
+        with wake:
+            while True:
+                group = ref()
+                if group is None:
+                    return
+                if group._writer == "thread" or group._closing:
+                    break
+                del group
+                wake.wait(_IDLE_LOOK)
+        if not group._drain_turn():
+            return
+        del group

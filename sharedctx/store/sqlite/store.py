@@ -17,6 +17,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -128,7 +129,8 @@ class SQLiteStore(SQLStore):
             # disk. Left to SQLite, they run inside whichever COMMIT crosses the threshold — that
             # is, inside a `record()`. A background thread takes them off the agents' path.
             c.execute("PRAGMA wal_autocheckpoint=0")
-            threading.Thread(target=self._checkpoints, name="sharedctx-checkpoint", daemon=True).start()
+            threading.Thread(target=_checkpoints, args=(weakref.ref(self), self.url, self._closed),
+                             name="sharedctx-checkpoint", daemon=True).start()
 
     def _journal_id(self) -> str:
         """This journal's identity, minted once and kept inside the file (see `journal_marker`)."""
@@ -236,25 +238,6 @@ class SQLiteStore(SQLStore):
 
     CHECKPOINT_EVERY = 1.0  # seconds between passive checkpoints
     WAL_RESTART_PAGES = 16_384  # ~64 MiB: past this, briefly block writers so the WAL can restart
-
-    def _checkpoints(self) -> None:
-        try:
-            # A short busy timeout: a checkpoint that would have to wait simply tries again next round,
-            # instead of holding the write lock while other connections wait behind it.
-            # mode=rw: never create a file. After the journal was deleted, a checkpointer that re-created
-            # it would leave an empty journal for the next process to trust.
-            conn = sqlite3.connect(uri(self.url, "rw"), uri=True, isolation_level=None, check_same_thread=False,
-                                   timeout=0.05)
-        except sqlite3.Error:
-            return
-        with contextlib.closing(conn):
-            while not self._closed.wait(self.CHECKPOINT_EVERY):
-                try:
-                    _, log, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    if log > self.WAL_RESTART_PAGES:  # constant writing never lets a passive one finish
-                        conn.execute("PRAGMA wal_checkpoint(RESTART)")
-                except sqlite3.Error:
-                    continue  # busy or closing; the next round tries again
 
     # -- plumbing ---------------------------------------------------------------------------------
     @contextmanager
@@ -505,3 +488,31 @@ class SQLiteStore(SQLStore):
         """Group-committed: see `sqlite.appends`."""
         return self._appends.append(draft, backends, status)
 
+
+def _checkpoints(ref: weakref.ref[SQLiteStore], url: str, closed: threading.Event) -> None:
+    """The checkpoint thread. It holds its store only through `ref`, between rounds: a store dropped without
+    close() is collected, and the thread then ends and closes its connection."""
+    try:
+        # A short busy timeout: a checkpoint that would have to wait simply tries again next round,
+        # instead of holding the write lock while other connections wait behind it.
+        # mode=rw: never create a file. After the journal was deleted, a checkpointer that re-created
+        # it would leave an empty journal for the next process to trust.
+        conn = sqlite3.connect(uri(url, "rw"), uri=True, isolation_level=None, check_same_thread=False,
+                               timeout=0.05)
+    except sqlite3.Error:
+        return
+    with contextlib.closing(conn):
+        while True:
+            store = ref()
+            if store is None:
+                return
+            every, restart = store.CHECKPOINT_EVERY, store.WAL_RESTART_PAGES
+            del store
+            if closed.wait(every):
+                return
+            try:
+                _, log, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                if log > restart:  # constant writing never lets a passive one finish
+                    conn.execute("PRAGMA wal_checkpoint(RESTART)")
+            except sqlite3.Error:
+                continue  # busy or closing; the next round tries again
