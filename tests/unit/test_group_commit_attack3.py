@@ -101,11 +101,11 @@ def test_a_second_interrupt_inside_settle_never_says_nothing_was_recorded_of_a_c
         real_after, real_rollback = store._after_write, store._rollback_leftover
         fired: list[str] = []
 
-        def after_write() -> None:
+        def after_write(ids: Any = ()) -> None:
             if _main() and others and not fired:
                 fired.append("after_write")
                 raise KeyboardInterrupt
-            real_after()
+            real_after(ids)
 
         def rollback_leftover() -> None:
             if _main() and fired == ["after_write"]:
@@ -330,12 +330,10 @@ class _AfterStatement(_BeforeStatement):
 
 @pytest.mark.parametrize("when", [
     pytest.param(_BeforeStatement, id="before"),
-    pytest.param(_AfterStatement, id="after", marks=pytest.mark.xfail(strict=True, reason=(
-        "KNOWN, left alone (minor): close() on the writer's own thread closes the connection under the write "
-        "(store._lock is "
-        "re-entrant); the last connection's close checkpoints and removes the WAL, so `_after_write` reports "
-        "'write-ahead log was deleted ... these entries may be lost. Stop every sharedctx process' about a batch "
-        "that is committed and checkpointed: a false alarm ('unknown' at worst, but a wrong cause and advice)"))),
+    # close() on the writer's own thread closes the connection under the write (store._lock is re-entrant); the
+    # last connection's close copies the WAL into the journal and removes it. `_after_write` used to report
+    # "write-ahead log deleted ... may be lost" about that committed, copied batch; it now asks the journal.
+    pytest.param(_AfterStatement, id="after"),
 ])
 def test_close_from_a_signal_handler_around_the_statement(tmp_path: Path, when: type[_BeforeStatement]) -> None:
     """The main thread leads [lead, other 0..2] on the fast way; SIGTERM's handler calls close() just before
@@ -365,6 +363,20 @@ def test_close_from_a_signal_handler_around_the_statement(tmp_path: Path, when: 
         store._conn = real
         _release_stuck(store)
         store.close()
+
+
+def test_after_a_close_mid_write_only_a_batch_the_journal_holds_is_acknowledged(tmp_path: Path) -> None:
+    """The rule behind the test above, both ways: the store closed (its WAL copied and removed by the close),
+    `_after_write` acknowledges a batch only when the journal file holds every one of its entries."""
+    db = tmp_path / "journal.db"
+    store = SQLiteStore(db)
+    case_id = _case(store)
+    entry = store.append(_draft(case_id, "in the journal"), [])
+    store.close()
+    _until(lambda: not Path(f"{db}-wal").exists(), "the last connection's close to remove the WAL")
+    store._after_write([entry.id])  # in the journal: no error
+    with pytest.raises(StoreError, match="may be lost"):
+        store._after_write([entry.id, "01J0000000000000000000NONE"])
 
 
 # -- a Ctrl-C inside Thread.start(): the writer thread started, but not recorded --------------------------------

@@ -350,7 +350,7 @@ class GroupCommit:
                 store._conn.execute(sql, rows)
             except sqlite3.Error:
                 return False
-            store._after_write()  # and one replaced meanwhile is not acknowledged
+            store._after_write([p.placed.entry.id for p in placed if p.placed is not None])  # nor one replaced
         for p in placed:
             assert p.placed is not None
             p.entry = p.placed.entry

@@ -159,11 +159,12 @@ class SQLiteStore(SQLStore):
         """Is the write-ahead log at `<journal>-wal` the one our connection writes? (OSError: cannot be told.)"""
         return _identity(self.url + "-wal", self._wal_ident) == "ours"
 
-    def _after_write(self) -> None:
+    def _after_write(self, ids: Sequence[str] = ()) -> None:
         """After a batch statement committed: did it reach the journal at our path? The checks before it can be
         outrun — the file replaced while the statement waited for another process's write lock, or between
         the look and the statement — so the look is taken again once the batch is in. Raises StoreError, and
-        the batch's callers are told so, when it is not (or may not be) in the journal at the path."""
+        the batch's callers are told so, when it is not (or may not be) in the journal at the path. `ids`, the
+        batch's entries, let the journal itself answer when the log cannot be copied (see `_in_journal`)."""
         try:
             file_ok = self._file_is_ours()
             wal_ok = file_ok and self._wal_is_ours()
@@ -179,13 +180,30 @@ class SQLiteStore(SQLStore):
             )
         if not wal_ok:  # the journal is ours; our batch is in the deleted log: copy it into the journal now
             copied = self._checkpoint_all()
-            if copied is not True:
+            # (closed meanwhile: the last connection's close copied the log and removed it; the journal says)
+            if copied is not True and not (ids and self._closed.is_set() and self._in_journal(ids)):
                 raise StoreError(
                     f"the journal's write-ahead log {self.url}-wal was deleted while this batch was written, and "
                     f"copying it into the journal did not complete ({copied}): these entries may be lost. Stop "
                     "every sharedctx process on this journal and restart"
                 )
             # saved: acknowledged; the next write refuses (`_wal_still_ours`)
+
+    def _in_journal(self, ids: Sequence[str]) -> bool:
+        """Are all of `ids` in the journal file at our path, as a new connection reads it? Asked only when this
+        store was closed during the write (a signal handler's close() on the writing thread) and its WAL is
+        gone: the last connection's close copies the log into the journal and removes it. A batch found there
+        is safe. False when the journal cannot be read. (With the store still open, a log that is gone was
+        deleted by someone else, and a new connection would share our connection's index of the old log: not
+        asked then.)"""
+        try:
+            conn = sqlite3.connect(uri(self.url, "rw"), uri=True, isolation_level=None, timeout=5.0)
+            with contextlib.closing(conn):
+                found = conn.execute(f"SELECT count(*) FROM entries WHERE id IN ({','.join('?' * len(ids))})",
+                                     list(ids)).fetchone()[0]
+        except sqlite3.Error:
+            return False
+        return bool(found == len(set(ids)))
 
     def _checkpoint_all(self) -> bool | str:
         """Copy the whole WAL into the journal: True when every frame was copied, else why not. A reader on an
