@@ -5,7 +5,7 @@ the store writes it. The store calls `Redactor.sanitize` on every model and valu
 choke point; see docs/redaction.md and docs/decisions.md), and the MCP server and the log filter use the
 same `Redactor` on their way out.
 
-    detectors.py   where in one string a credential is, and its type (detect-secrets' formats + ours)
+    detectors/     where in one string a credential is, and its type (detect-secrets' formats + ours)
     decode.py      decoded views of a text (JSON-escaped, doubly escaped, percent-encoded, wrapped lines)
     redactor.py    `Redactor`: text, nested values and whole pydantic models
     logs.py        `RedactingFilter` and `install_log_redaction`

@@ -2,7 +2,7 @@
 
 A credential rarely arrives as plain text. A log line that holds JSON carries `{\\"password\\":\\"…\\"}`, a log
 shipper that wraps that line in JSON again doubles every backslash, a query string percent-encodes it,
-a terminal or a mail client wraps a long token onto two lines. The detectors in `detectors.py` look at one
+a terminal or a mail client wraps a long token onto two lines. The detectors in `detectors/` look at one
 string as it is; this module gives them the same text *decoded*, and maps what they find back to the
 characters of the original, so the redactor replaces the escaped form where it actually sits.
 
