@@ -2,19 +2,26 @@
 
 A journal that vanished must not silently come back empty, and a failure must say what to do about it (a
 read-only mount, a full disk, a missing folder). These rules do not depend on SQL, so they live apart from
-the store's queries.
+the store's queries; so does the thread that copies the WAL back into the file (`checkpoints`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
+import threading
 import urllib.parse
+import weakref
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ...errors import StoreError
 from ...model import format_ts, utcnow
+
+if TYPE_CHECKING:
+    from .store import SQLiteStore
 
 
 def append_error(path: str, exc: BaseException) -> BaseException:
@@ -115,3 +122,45 @@ def claim_marker(path: str, journal_id: str) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump({"journal_id": journal_id, "created_at": format_ts(utcnow()),
                    "note": "sharedctx: marks that a journal lives beside this file; see docs/decisions.md"}, f)
+
+
+def identity(path: str, ident: tuple[int, int] | None) -> str:
+    """"ours" when the file at `path` is the one we opened (`ident`: device and inode; None: nothing to
+    compare, an in-memory store or a WAL not yet made), "gone" when there is none, "other" when another file
+    took its place. The one look every identity check of the journal and its WAL shares. OSError: cannot tell."""
+    if ident is None:
+        return "ours"
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "gone"
+    return "ours" if (st.st_dev, st.st_ino) == ident else "other"
+
+
+def checkpoints(ref: weakref.ref[SQLiteStore], url: str, closed: threading.Event) -> None:
+    """The checkpoint thread. It holds its store only through `ref`, between rounds: a store dropped without
+    close() is collected, and the thread then ends and closes its connection."""
+    try:
+        # A short busy timeout: a checkpoint that would have to wait simply tries again next round,
+        # instead of holding the write lock while other connections wait behind it.
+        # mode=rw: never create a file. After the journal was deleted, a checkpointer that re-created
+        # it would leave an empty journal for the next process to trust.
+        conn = sqlite3.connect(uri(url, "rw"), uri=True, isolation_level=None, check_same_thread=False,
+                               timeout=0.05)
+    except sqlite3.Error:
+        return
+    with contextlib.closing(conn):
+        while True:
+            store = ref()
+            if store is None:
+                return
+            every, restart = store.CHECKPOINT_EVERY, store.WAL_RESTART_PAGES
+            del store
+            if closed.wait(every):
+                return
+            try:
+                _, log, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                if log > restart:  # constant writing never lets a passive one finish
+                    conn.execute("PRAGMA wal_checkpoint(RESTART)")
+            except sqlite3.Error:
+                continue  # busy or closing; the next round tries again

@@ -37,7 +37,7 @@ from ..sql import (
     title_query,
 )
 from .appends import GroupCommit
-from .files import claim_marker, explain, journal_marker, refuse_missing_journal, uri
+from .files import checkpoints, claim_marker, explain, identity, journal_marker, refuse_missing_journal, uri
 
 
 def fts_query(text: str) -> str:
@@ -71,19 +71,6 @@ def fts_expr(match: list[list[list[str]]]) -> str:
         if groups:
             clauses.append(groups[0] if len(groups) == 1 else "(" + " AND ".join(groups) + ")")
     return " OR ".join(clauses)
-
-
-def _identity(path: str, ident: tuple[int, int] | None) -> str:
-    """"ours" when the file at `path` is the one we opened (`ident`: device and inode; None: nothing to
-    compare, an in-memory store or a WAL not yet made), "gone" when there is none, "other" when another file
-    took its place. The one look every identity check of the journal and its WAL shares. OSError: cannot tell."""
-    if ident is None:
-        return "ours"
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return "gone"
-    return "ours" if (st.st_dev, st.st_ino) == ident else "other"
 
 
 class SQLiteStore(SQLStore):
@@ -129,7 +116,7 @@ class SQLiteStore(SQLStore):
             # disk. Left to SQLite, they run inside whichever COMMIT crosses the threshold — that
             # is, inside a `record()`. A background thread takes them off the agents' path.
             c.execute("PRAGMA wal_autocheckpoint=0")
-            threading.Thread(target=_checkpoints, args=(weakref.ref(self), self.url, self._closed),
+            threading.Thread(target=checkpoints, args=(weakref.ref(self), self.url, self._closed),
                              name="sharedctx-checkpoint", daemon=True).start()
 
     def _journal_id(self) -> str:
@@ -153,11 +140,11 @@ class SQLiteStore(SQLStore):
 
     def _file_is_ours(self) -> bool:
         """Is the file at our path the journal we have open? (OSError: it cannot be told.)"""
-        return _identity(self.url, self._ident) == "ours"
+        return identity(self.url, self._ident) == "ours"
 
     def _wal_is_ours(self) -> bool:
         """Is the write-ahead log at `<journal>-wal` the one our connection writes? (OSError: cannot be told.)"""
-        return _identity(self.url + "-wal", self._wal_ident) == "ours"
+        return identity(self.url + "-wal", self._wal_ident) == "ours"
 
     def _after_write(self, ids: Sequence[str] = ()) -> None:
         """After a batch statement committed: did it reach the journal at our path? The checks before it can be
@@ -219,7 +206,7 @@ class SQLiteStore(SQLStore):
     def _file_still_ours(self) -> None:
         """The journal file half of `_still_ours`."""
         try:
-            found = _identity(self.url, self._ident)
+            found = identity(self.url, self._ident)
         except OSError as exc:
             raise StoreError(explain(self.url, "cannot check the journal file", exc)) from exc
         if found == "gone":
@@ -506,31 +493,3 @@ class SQLiteStore(SQLStore):
         """Group-committed: see `sqlite.appends`."""
         return self._appends.append(draft, backends, status)
 
-
-def _checkpoints(ref: weakref.ref[SQLiteStore], url: str, closed: threading.Event) -> None:
-    """The checkpoint thread. It holds its store only through `ref`, between rounds: a store dropped without
-    close() is collected, and the thread then ends and closes its connection."""
-    try:
-        # A short busy timeout: a checkpoint that would have to wait simply tries again next round,
-        # instead of holding the write lock while other connections wait behind it.
-        # mode=rw: never create a file. After the journal was deleted, a checkpointer that re-created
-        # it would leave an empty journal for the next process to trust.
-        conn = sqlite3.connect(uri(url, "rw"), uri=True, isolation_level=None, check_same_thread=False,
-                               timeout=0.05)
-    except sqlite3.Error:
-        return
-    with contextlib.closing(conn):
-        while True:
-            store = ref()
-            if store is None:
-                return
-            every, restart = store.CHECKPOINT_EVERY, store.WAL_RESTART_PAGES
-            del store
-            if closed.wait(every):
-                return
-            try:
-                _, log, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                if log > restart:  # constant writing never lets a passive one finish
-                    conn.execute("PRAGMA wal_checkpoint(RESTART)")
-            except sqlite3.Error:
-                continue  # busy or closing; the next round tries again
