@@ -1,5 +1,5 @@
 """The tools of the shared-context MCP server: each resolves its caller, calls the Python API off the
-event loop, and returns a typed view. No business logic lives here: cases and entries are `context.py`,
+event loop, and returns a typed view. No business logic lives here: cases and entries are `context/`,
 scope and write policy `access.py`, decisions `decisions.py`, the handoff summary `handoff.py`, history
 and similar cases `search`.
 """

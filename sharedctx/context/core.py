@@ -1,32 +1,27 @@
-"""The Python API: `SharedContext` (one journal + its backends) and `Case` (one incident).
+"""`SharedContext`: one journal (store) with its backends, and the one path every write takes.
 
-    ctx = SharedContext.open()                     # sharedctx.toml, or the embedded defaults
-    case = ctx.open_case("Checkout 5xx spike", service="checkout", fingerprint="alert:abc")
-    case.record("finding", "p99 latency up 8x", "Since 10:02, after deploy 4411", evidence=[...])
-    case.resolve("Rolled back deploy 4411; error rate back to baseline")
-
-`record()` validates, redacts and appends locally in one transaction (entry, search index, one
-outbox row per backend) and returns; it never does network I/O. Delivery happens behind, in the
-worker. From asyncio code use `await case.arecord(...)`, which runs the same call in a thread.
+Why a module: everything that touches the journal as a whole lives here: opening and closing it,
+finding cases, `_record` (validate, redact, append and fan out to the outbox in one transaction, with
+the metrics and the span around it), a person's approval carrying out the status change a held entry
+deferred, which backends an entry goes to, and search, verify and drain. `Case` handles and the input
+checks sit beside it (`case`, `entries`) so this file stays the journal's own logic.
 """
 
 from __future__ import annotations
 
 import contextlib
-import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from .backends import make_backend
-from .backends.base import Backend
-from .config import Config, load_config
-from .decisions import HOLD_ATTR, Decision, approves, check_answer, counts, get_decision
-from .errors import (
+from ..backends import make_backend
+from ..backends.base import Backend
+from ..config import Config, load_config
+from ..decisions import HOLD_ATTR, approves, check_answer, counts
+from ..errors import (
     AmbiguousCase,
     CaseNotFound,
     ConfigError,
@@ -35,7 +30,7 @@ from .errors import (
     SharedCtxError,
     validation_problems,
 )
-from .model import (
+from ..model import (
     SYSTEM,
     Author,
     CaseRecord,
@@ -46,183 +41,16 @@ from .model import (
     Evidence,
     VerifyReport,
 )
-from .redact import Redactor
-from .store.base import SearchFilters, Store, open_store
-
-# where a held entry keeps the case status it asked for until a person approves it
-DEFERRED_STATUS_ATTR = "status_on_approval"
+from ..redact import Redactor
+from ..store.base import SearchFilters, Store, open_store
+from .case import Case, NewEntry
+from .entries import _ID_RE, DEFERRED_STATUS_ATTR, _evidence, _kind, _text
 
 FIND_LIMIT = 10  # cases `find_case` reads per kind of match; more than one live one is ambiguous anyway
 
 if TYPE_CHECKING:
-    from .delivery import DrainReport, Worker
-    from .handoff import Handoff
-    from .search import CaseResult, SearchResult
-
-
-_ID_RE = re.compile(r"^[0-9A-Za-z_-]{1,64}$")  # what an entry id can look like (ours are ULIDs)
-
-
-def _text(value: str | bytes, what: str) -> str:
-    """Accept str or UTF-8 bytes; refuse invalid UTF-8 (including lone surrogates) by name."""
-    if isinstance(value, bytes):
-        try:
-            return value.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InvalidEntry(f"{what} is not valid UTF-8 (byte {exc.start}); nothing was recorded") from None
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidEntry(f"{what} is not valid UTF-8 (position {exc.start}); nothing was recorded") from None
-    return value
-
-
-def _kind(kind: str | EntryKind) -> EntryKind:
-    try:
-        return EntryKind(kind)
-    except ValueError:
-        valid = ", ".join(k.value for k in EntryKind)
-        raise InvalidEntry(f"unknown entry kind {kind!r}; valid kinds: {valid}") from None
-
-
-def _evidence(items: Iterable[Evidence | Mapping[str, Any]]) -> tuple[Evidence, ...]:
-    out = []
-    for i, item in enumerate(items):
-        if isinstance(item, Evidence):
-            out.append(item)
-            continue
-        try:
-            out.append(Evidence.model_validate(item))
-        except ValidationError as exc:
-            problems = validation_problems(exc, prefix=f"evidence[{i}]", unknown="unknown field")
-            raise InvalidEntry("; ".join(problems) + "; nothing was recorded") from None
-    return tuple(out)
-
-
-@dataclass(frozen=True)
-class NewEntry:
-    """An entry to record together with a new case: `ctx.open_case(..., first=NewEntry(...))`."""
-
-    kind: str | EntryKind
-    title: str
-    body: str | bytes = ""
-    evidence: Sequence[Evidence | Mapping[str, Any]] = ()
-    author: Author | str | None = None
-    trace_id: str | None = None
-    attrs: Mapping[str, Any] | None = None
-
-
-class Case:
-    """A handle on one case. Cheap to create; every read goes to the store, so it is never stale."""
-
-    def __init__(self, ctx: SharedContext, record: CaseRecord, *, created: bool = False) -> None:
-        self.ctx = ctx
-        self.id = record.id
-        self._record = record
-        self.created = created  # False when `open_case` found an open case with the same fingerprint
-
-    def __repr__(self) -> str:
-        return f"<Case {self.id} {self._record.title!r} {self._record.status.value}>"
-
-    @property
-    def info(self) -> CaseRecord:
-        """The case as stored now (status, bindings, last sequence number)."""
-        self._record = self.ctx.store.get_case(self.id)
-        return self._record
-
-    @property
-    def title(self) -> str:
-        return self._record.title
-
-    @property
-    def status(self) -> CaseStatus:
-        return self.info.status
-
-    def record(
-        self,
-        kind: str | EntryKind,
-        title: str,
-        body: str | bytes = "",
-        *,
-        evidence: Iterable[Evidence | Mapping[str, Any]] = (),
-        author: Author | str | None = None,
-        ref: str | None = None,
-        trace_id: str | None = None,
-        attrs: Mapping[str, Any] | None = None,
-        status: CaseStatus | str | None = None,
-    ) -> Entry:
-        """Append one entry; durable when this returns. Raises `InvalidEntry` and records nothing if bad."""
-        return self.ctx._record(
-            self.id, kind, title, body, evidence=evidence, author=author, ref=ref,
-            trace_id=trace_id, attrs=attrs, status=status,
-        )  # fmt: skip
-
-    async def arecord(self, *args: Any, **kwargs: Any) -> Entry:
-        """`record()` for asyncio code: the same call, off the event loop."""
-        import asyncio  # here, not at the top: a CLI command that never awaits should not import asyncio
-
-        return await asyncio.to_thread(self.record, *args, **kwargs)
-
-    async def request_decision(
-        self,
-        question: str,
-        options: Sequence[str] = ("approve", "reject"),
-        *,
-        timeout: float | None = None,
-        on_timeout: str | None = None,
-        default: str | None = None,
-        body: str = "",
-        author: Author | str | None = None,
-        attrs: Mapping[str, Any] | None = None,
-    ) -> Any:
-        """Ask the people on every backend of this case, then wait (asyncio) for the first authorised
-        answer or the timeout policy. Returns a `sharedctx.decisions.Decision`. See docs/humans.md."""
-        from .decisions import request_decision
-
-        return await request_decision(
-            self, question, options, timeout=timeout, on_timeout=on_timeout, default=default,
-            body=body, author=author, attrs=attrs,
-        )  # fmt: skip
-
-    def timeline(
-        self, *, since: int = 0, kinds: Sequence[str] | None = None, limit: int | None = None
-    ) -> list[Entry]:
-        """Entries in sequence order, after sequence number `since`."""
-        return self.ctx.store.entries(self.id, since_seq=since, kinds=kinds, limit=limit)
-
-    def resolve(
-        self,
-        summary: str,
-        *,
-        title: str = "Resolved",
-        author: Author | str | None = None,
-        evidence: Iterable[Evidence | Mapping[str, Any]] = (),
-        trace_id: str | None = None,
-    ) -> Entry:
-        """Record the resolution; the case becomes `resolved` and each backend closes its thread."""
-        return self.record(
-            EntryKind.RESOLUTION, title, summary, author=author, evidence=evidence,
-            trace_id=trace_id, status=CaseStatus.RESOLVED,
-        )  # fmt: skip
-
-    def handoff(self) -> Handoff:
-        """One screen for whoever picks the case up next: state, findings, actions, pending decisions."""
-        from .handoff import handoff
-
-        return handoff(self.info, self.timeline())
-
-    def decision(self, request_id: str) -> Decision:
-        """Where a decision request of this case stands (`sharedctx.decisions.get_decision`)."""
-        if self.ctx.store.get_entry(request_id).case_id != self.id:
-            raise InvalidEntry(f"decision request {request_id} belongs to another case")
-        return get_decision(self.ctx.store, request_id)
-
-    def verify(self) -> VerifyReport:
-        """Recompute the hash chain and check it against the case's recorded head and the checkpoints;
-        the report names the entry where it breaks (see `sharedctx.verify`)."""
-        from .verify import verify_journal
-
-        return verify_journal(self.ctx.store, self.id)[0]
+    from ..delivery import DrainReport, Worker
+    from ..search import CaseResult, SearchResult
 
 
 class SharedContext:
@@ -255,7 +83,7 @@ class SharedContext:
         """The delivery worker, built on first use: a command that only reads (`case list`) never imports the
         delivery machinery and the metrics and tracing libraries behind it (issue 13, fast CLI)."""
         if self._worker is None:
-            from .delivery import Worker
+            from ..delivery import Worker
 
             self._worker = Worker(self.store, self.backends, self.config.worker)
         return self._worker
@@ -406,7 +234,7 @@ class SharedContext:
     ) -> Entry:
         # imported here (a C-level sys.modules hit after the first call): it loads prometheus-client and
         # OpenTelemetry, which a command that only reads never needs (issue 13, fast CLI)
-        from .observability import RECORD_ERROR, RECORD_OK, span, tracing
+        from ..observability import RECORD_ERROR, RECORD_OK, span, tracing
 
         # What `timed(RECORD_SECONDS, outcome=True)` and `span` do, written out: two generator context managers
         # and a labelled-child lookup per call were ~10% of record()'s Python, and without an SDK the span is
@@ -529,14 +357,14 @@ class SharedContext:
         self, text: str, filters: SearchFilters | Mapping[str, Any] | None = None, *, limit: int = 20
     ) -> SearchResult:
         """Ranked history search (query language, filters), grouped by case; see `sharedctx.search`."""
-        from .search import search
+        from ..search import search
 
         f = filters if isinstance(filters, SearchFilters) or filters is None else SearchFilters(**filters)
         return search(self, text, f, limit=limit)
 
     def similar_cases(self, case_id: str, limit: int = 5) -> list[CaseResult]:
         """Earlier cases like `case_id`, with what was tried, what worked, what humans overrode."""
-        from .search import similar_cases
+        from ..search import similar_cases
 
         return similar_cases(self, case_id, limit)
 
@@ -544,7 +372,7 @@ class SharedContext:
         """Check every case (or one): its chain, its recorded head, and the checkpoints that saw it; with
         `against`, compare the journal with the copies that backend holds instead. A whole-journal check
         that passes is recorded as a checkpoint, so a case deleted later is named by the next check."""
-        from .verify import verify_against, verify_journal
+        from ..verify import verify_against, verify_journal
 
         if against is not None:
             if against not in self.backends:
@@ -559,7 +387,7 @@ class SharedContext:
     def drain(self, timeout: float = 30.0) -> DrainReport:
         """Wait until nothing is due for delivery, then say per backend what was delivered, held, dead or
         stopped. The report is truthy only if everything deliverable was delivered (`if ctx.drain():`)."""
-        from .delivery import BackendDrain, DrainReport
+        from ..delivery import BackendDrain, DrainReport
 
         deadline = time.monotonic() + timeout
         timed_out = True
