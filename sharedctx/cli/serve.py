@@ -1,4 +1,4 @@
-"""The agents and the alert intake: `sharedctx demo`, `serve` and `mcp` (sharedctx/agents, sharedctx/server.py)."""
+"""The agents and the alert intake: `sharedctx demo`, `serve` and `mcp` (sharedctx/agents, sharedctx/server/)."""
 
 from __future__ import annotations
 

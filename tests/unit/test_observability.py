@@ -18,7 +18,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from sharedctx import server as server_mod
 from sharedctx.agents.primary import PrimaryAgent
 from sharedctx.channel import CapabilityInput, PartnerClient
 from sharedctx.config import PartnerSettings
@@ -37,6 +36,7 @@ from sharedctx.errors import (
 from sharedctx.intake_guard import IntakeAuth
 from sharedctx.observability import metrics_registry, render_metrics, serve_metrics, setup_otlp, span
 from sharedctx.server import Dispatcher, build_app
+from sharedctx.server import app as server_app
 from sharedctx.testing import FakeBackend
 from sharedctx.webhooks import webhooks_app
 from tests.channel.partner_app import build as build_partner
@@ -261,7 +261,7 @@ async def test_readyz_is_503_with_a_reason_when_the_store_fails_or_hangs(
         assert resp.status_code == 503 and "connection refused" in resp.json()["reason"]
 
         monkeypatch.setattr(ctx.store, "ping", lambda: time.sleep(1.0))
-        monkeypatch.setattr(server_mod, "READY_TIMEOUT", 0.1)
+        monkeypatch.setattr(server_app, "READY_TIMEOUT", 0.1)
         resp = await c.get("/readyz")
         assert resp.status_code == 503 and "did not answer within" in resp.json()["reason"]
         assert (await c.get("/healthz")).status_code == 200  # alive, just not ready
