@@ -43,6 +43,58 @@ def _all_joined(text: str) -> str:
 _ATOMS = (bool, int, float, Enum, datetime, date, time, timedelta, bytes, type(None))
 
 
+def _surely_clean(text: str) -> bool:
+    """True when no built-in detector can fire on `text` or on any decoded view of it: nothing to decode but
+    wrapped lines, and not even with every line joined does the text pass the precheck. The common case (clean
+    prose and logs) stops after these few cheap looks.
+
+    Every look is a search for a pattern with no anchors, or a substring test, and `_all_joined` of a text
+    joined with NUL is the NUL-join of each part's: so a text made by joining strings with NUL is clean only if
+    each string is (`sanitize` relies on this to look at a whole entry at once)."""
+    return (not may_hold_secret(text) and _JSON_ESCAPES.search(text) is None and _PERCENT.search(text) is None
+            and ("\n" not in text or not may_hold_secret(_all_joined(text))))
+
+
+def _gather(obj: Any, out: list[str]) -> bool:
+    """Append to `out` every string `Redactor._value` would redact in `obj`, walked the same way. False where the
+    walk depends on more than a string's own text (a secret-named key or field, a `str` subclass): then only
+    the full walk can say what changes."""
+    t = type(obj)
+    if t is str:
+        out.append(obj)
+        return True
+    if t in _EXACT_ATOMS or isinstance(obj, _ATOMS):
+        return True
+    if isinstance(obj, str):
+        return False
+    if isinstance(obj, BaseModel):
+        fields = _field_plan(type(obj))
+        if obj.model_extra:
+            fields += tuple((name, _key_kind(name)) for name in obj.model_extra)
+        values = obj.__dict__
+        for name, kind in fields:
+            value = values[name] if name in values else getattr(obj, name, None)
+            if kind is not None:
+                if type(value) in _EXACT_ATOMS and not isinstance(value, int | float) or value is None:
+                    continue
+                return False
+            if not _gather(value, out):
+                return False
+        return True
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if isinstance(k, str):
+                if type(k) is not str or _key_kind(k) is not None:
+                    return False
+                out.append(k)
+            if not _gather(v, out):
+                return False
+        return True
+    if isinstance(obj, list | tuple | set | frozenset):
+        return all(_gather(v, out) for v in obj)
+    return True  # anything else `_value` returns as it is
+
+
 _MAX_PASSES = 8  # each pass that finds something replaces at least one span; 8 is far past any seen
 
 
@@ -73,11 +125,7 @@ class Redactor:
 
         `precheck=False` runs every detector (for tests).
         """
-        if (precheck and not self._user_rules and not may_hold_secret(text)
-                and _JSON_ESCAPES.search(text) is None and _PERCENT.search(text) is None
-                and ("\n" not in text or not may_hold_secret(_all_joined(text)))):
-            # Nothing to decode but wrapped lines, and not even with every line joined does the text pass
-            # the precheck: the common case (clean prose and logs) stops after two cheap looks.
+        if precheck and not self._user_rules and _surely_clean(text):
             return []
         found = scan(text, self._user_rules, precheck=precheck)
         decoded_any = False
@@ -131,6 +179,10 @@ class Redactor:
     def sanitize(self, model: T) -> T:
         """`model` (any pydantic model, or plain data) with every string in it redacted: the store's one
         choke point for secrets. The same object when nothing changed."""
+        if not self._user_rules:
+            texts: list[str] = []
+            if _gather(model, texts) and _surely_clean("\x00".join(texts)):
+                return model  # what the walk below would return: no string in it can change
         result: T = self._value(model, None)
         return result
 

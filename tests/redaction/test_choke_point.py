@@ -3,13 +3,20 @@ unredacted. These call the store directly (no `SharedContext`), on SQLite and Po
 
 from __future__ import annotations
 
+import itertools
+import random
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict
 
 from sharedctx.model import Author, EntryDraft, Evidence
-from sharedctx.redact import default_redactor
+from sharedctx.redact import Redactor, default_redactor
+from sharedctx.redact.redactor import _surely_clean
 from sharedctx.store.base import Store
+
+from .corpus import ENCODINGS, encode, make_secrets
 
 GHP = "ghp_" + "aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dE3fG5"
 BODY = GHP[4:]
@@ -71,3 +78,51 @@ def test_a_new_field_of_any_shape_cannot_bypass_sanitize() -> None:
     assert BODY[:12] not in repr(out) and BODY[:12] not in out.model_dump_json()
     clean = _Future(note="n", tags=frozenset(), pairs=(), inner=Evidence(type="log", source="s"), mapping={})
     assert default_redactor().sanitize(clean) is clean
+
+
+# -- the whole-entry look ----------------------------------------------------------------------------
+# `sanitize` first looks at every string of a model at once (joined with NUL) and returns the model untouched
+# when even the whole cannot hold a secret. These check that shortcut against the string-by-string walk it
+# skips, on strings built to sit on its edges: secrets from the independent corpus in every encoding, cut at
+# random points and spread over fields, dict keys and list items, next to text with line breaks, backslashes,
+# `%` and NULs of its own.
+_SECRETS = make_secrets(random.Random(7))
+_PIECES = [encode(s, e) for s in _SECRETS for e in ENCODINGS]
+_NOISE = st.text(alphabet=st.sampled_from("ab Z_-.=:/@%\\\n\r\t\x00sk3A"), max_size=24)
+
+
+@st.composite
+def _strings(draw: st.DrawFn) -> list[str]:
+    out: list[str] = []
+    for _ in range(draw(st.integers(1, 6))):
+        if draw(st.booleans()):
+            piece = draw(st.sampled_from(_PIECES))
+            cut = sorted(draw(st.lists(st.integers(0, len(piece)), max_size=2)))
+            bounds = [0, *cut, len(piece)]
+            out.extend(piece[a:b] for a, b in itertools.pairwise(bounds))
+        else:
+            out.append(draw(_NOISE))
+    return out
+
+
+@settings(max_examples=400, deadline=None)
+@given(parts=_strings())
+def test_a_joined_text_is_clean_only_if_each_of_its_strings_is(parts: list[str]) -> None:
+    if _surely_clean("\x00".join(parts)):
+        assert all(_surely_clean(p) for p in parts)
+        assert all(default_redactor().redact(p) == p for p in parts)
+
+
+@settings(max_examples=300, deadline=None)
+@given(parts=_strings(), where=st.lists(st.integers(0, 4), min_size=6, max_size=6))
+def test_the_whole_entry_look_changes_exactly_what_the_walk_changes(parts: list[str], where: list[int]) -> None:
+    slots: list[list[str]] = [[] for _ in range(5)]
+    for i, p in enumerate(parts):
+        slots[where[i % len(where)]].append(p)
+    note, tag, key, item, extra = ("".join(s) for s in slots)
+    m = _Future(note=note, tags=frozenset({tag}), pairs=((item, 1),), inner=Evidence(type="log", source=note or "s"),
+                mapping={key: [item, {"k": extra}]}, surprise=extra)  # type: ignore[call-arg]
+    r = Redactor()
+    fast, walked = r.sanitize(m), r._value(m, None)
+    assert fast == walked
+    assert (fast is m) == (walked is m)
