@@ -53,6 +53,7 @@ from .humans import Humans, Poller, WebhookSettings
 from .model import Author, format_ts, parse_ts
 from .observability import WEBHOOKS_TOTAL
 from .render import is_own_echo
+from .store.sql.bindings import SCOPE_PARTS
 
 if TYPE_CHECKING:
     from .context import SharedContext
@@ -111,6 +112,7 @@ def github(name: str, body: bytes, headers: dict[str, str], secret: str, setting
     out = Parsed(headers.get("x-github-delivery"), event)
     action = data.get("action")
     issue = data.get("issue") or {}
+    repo = (data.get("repository") or {}).get("full_name")  # an organisation webhook sends every repo's issues
     if event == "issue_comment" and action == "created":
         c = data.get("comment") or {}
         text = c.get("body") or ""
@@ -119,14 +121,15 @@ def github(name: str, body: bytes, headers: dict[str, str], secret: str, setting
         login = (c.get("user") or {}).get("login") or "unknown"
         out.items.append((str(issue.get("number")), HumanItem(
             backend=name, external_id=str(c["id"]), author=Author(kind="human", name=login), at=c.get("created_at", ""),
-            text=text, url=c.get("html_url"), raw={"login": login, "author_association": c.get("author_association")})))
+            text=text, url=c.get("html_url"),
+            raw={"login": login, "author_association": c.get("author_association"), "repo": repo})))
     elif event == "issues" and action == "closed":
         login = (data.get("sender") or {}).get("login") or "unknown"
         at = issue.get("closed_at") or ""
         out.items.append((str(issue.get("number")), HumanItem(
             backend=name, external_id=f"closed:{issue.get('number')}:{at}", kind="status", text="closed",
             author=Author(kind="human", name=login), at=at, url=issue.get("html_url"),
-            raw={"login": login, "state_reason": issue.get("state_reason")})))
+            raw={"login": login, "state_reason": issue.get("state_reason"), "repo": repo})))
     elif event == "ping":
         pass
     else:
@@ -346,9 +349,11 @@ class WebhookReceiver:
                     out.append({"thread": thread_id, "case": None, "meaning": "not about one of our threads"})
                     continue
                 thread_id, item = got
-            case_id = self.humans.case_for(name, thread_id)
+            scope = next((str(item.raw[k]) for k in SCOPE_PARTS if item.raw.get(k)), None)
+            case_id = self.humans.case_for(name, thread_id, scope)
             if case_id is None:
-                out.append({"thread": thread_id, "case": None, "meaning": "no case is bound to this thread"})
+                where = f" in {scope}" if scope else ""
+                out.append({"thread": thread_id, "case": None, "meaning": f"no case is bound to this thread{where}"})
                 continue
             got = self.humans.ingest(case_id, item, via="webhook")
             out.append({"thread": thread_id, "case": case_id, "duplicate": got.duplicate, "meaning": got.meaning,

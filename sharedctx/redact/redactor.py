@@ -74,8 +74,8 @@ def _gather(obj: Any, out: list[str]) -> bool:
         values = obj.__dict__
         for name, kind in fields:
             value = values[name] if name in values else getattr(obj, name, None)
-            if kind is not None:
-                if type(value) in _EXACT_ATOMS and not isinstance(value, int | float) or value is None:
+            if kind is not None:  # a secret-named field: only what the walk skips unlooked is skipped here
+                if (type(value) in _EXACT_ATOMS or isinstance(value, _ATOMS)) and not isinstance(value, int | float):
                     continue
                 return False
             if not _gather(value, out):

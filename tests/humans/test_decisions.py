@@ -221,6 +221,42 @@ def test_the_same_answer_by_webhook_and_by_polling_counts_once(github_only: Worl
     assert len(case.timeline(kinds=["decision"])) == 1
 
 
+def test_an_organisation_webhook_for_another_repos_issue_with_the_same_number_decides_nothing(
+        github_only: World) -> None:
+    """An organisation webhook delivers the issues of every repo in it, signed with the one secret. Issue
+    numbers are per repo: an approver's "/approve" on issue #N of another repo is not an answer on our #N."""
+    w = github_only
+    w.gh.roles["alice"] = "write"
+
+    async def scenario() -> tuple[Case, dict[str, Any]]:
+        case = w.ctx.open_case("checkout 5xx")
+        task, _ = await ask(w, case, timeout=0.5, on_timeout="escalate")
+        issue = int(w.thread(case.id, "github"))
+        before = case.info.last_seq
+        comment = w.gh.comment_as(issue, "/approve", "alice")
+        payload = github_comment_payload(w.gh, issue, comment)
+        elsewhere = {**payload, "repository": {"full_name": "acme/some-other-repo"},
+                     "issue": {**payload["issue"], "html_url": "https://github.com/acme/some-other-repo/issues/1"}}
+        resp = await w.post("github", *github_hook(SECRETS["github"], "issue_comment", elsewhere))
+        assert resp.status_code == 200, resp.text
+        assert case.info.last_seq == before  # not recorded into our case
+        closed = {"action": "closed", "issue": {**elsewhere["issue"], "closed_at": "2026-01-01T00:00:00Z"},
+                  "repository": elsewhere["repository"], "sender": comment["user"]}
+        await w.post("github", *github_hook(SECRETS["github"], "issues", closed))
+        d = await asyncio.wait_for(task, 20)
+        assert d.status == "pending" and d.outcome is None  # timed out undecided, not approved
+        # the same repo, named as GitHub spells it (another case than the config's): still our thread
+        same = {**payload, "repository": {"full_name": w.gh.repo.upper()}}
+        again = await w.post("github", *github_hook(SECRETS["github"], "issue_comment", same))
+        return case, {"elsewhere": resp.json(), "same": again.json()}
+
+    case, got = asyncio.run(scenario())
+    [result] = got["elsewhere"]["results"]
+    assert result["case"] is None and "acme/some-other-repo" in result["meaning"]
+    assert got["same"]["results"][0]["case"] == case.id
+    assert case.info.status != "resolved"
+
+
 def test_a_forged_signature_is_refused_and_nothing_is_recorded(github_only: World) -> None:
     w = github_only
     w.gh.roles["alice"] = "write"

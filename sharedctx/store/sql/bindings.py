@@ -49,11 +49,11 @@ INDEX_LABEL = "INSERT INTO case_labels (case_id, name, value) VALUES (:case_id, 
 # Two cases bound to one thread (two alerts attached to one incident): the live one hears the human,
 # then the newest.
 CASE_OF_THREAD = """
-SELECT b.case_id
+SELECT b.case_id, b.scope
 FROM bindings b JOIN cases c ON c.id = b.case_id
 WHERE b.value = :key AND b.backend = :backend AND b.part IN ('id', 'number', 'key')
 ORDER BY c.status = 'resolved', b.case_id DESC
-LIMIT 1"""
+LIMIT 50"""
 
 # A poll round: the live cases bound to one backend, with every case's bindings JSON. Live is open or
 # mitigated, or resolved since :since (answers that arrive soon after resolving still count). Driven
@@ -160,11 +160,19 @@ class BindingsSQL(SQLBase):
     def _case(self, r: Sequence[Any]) -> CaseRecord:  # JournalSQL's, earlier in SQLStore's bases
         raise NotImplementedError
 
-    def case_of_thread(self, backend: str, key: str) -> str | None:
+    def case_of_thread(self, backend: str, key: str, scope: str | None = None) -> str | None:
         """The case bound to `backend`'s thread named `key` (an issue number, incident id, Jira key,
-        ServiceNow sys_id or number, Slack ts, Matrix event id); None when no case is bound to it."""
+        ServiceNow sys_id or number, Slack ts, Matrix event id); None when no case is bound to it.
+
+        `scope` is where the event says the thread lives (a GitHub repo, a Slack channel). An issue number
+        names a thread only within its repo: an organisation webhook delivers issue #7 of every repo, and
+        only a binding in the same scope (compared case-insensitively, as GitHub does; a binding that
+        recorded no scope matches any) is that thread. None: the event names no scope."""
         key = self._clean(str(key)) or str(key)  # stored redacted, so looked up redacted
         rows = self._q(CASE_OF_THREAD, {"key": key, "backend": backend})
+        if scope is not None:
+            want = (self._clean(scope) or scope).casefold()
+            rows = [r for r in rows if not r[1] or str(r[1]).casefold() == want]
         return str(rows[0][0]) if rows else None
 
     def live_bindings(self, backend: str, resolved_since: datetime) -> list[tuple[str, dict[str, Any]]]:
