@@ -149,8 +149,22 @@ class GitHubBackend:
         return call(self._client, method, url, service=SERVICE, auth_hint=AUTH_HINT, not_found=not_found,
                     is_rate_limited=self._rate_limited, headers=headers, **kw)
 
+    def _repo_of(self, thread: ThreadRef) -> str:
+        """The repo a thread lives in: the one recorded when the case was bound. After `repo` changes in the
+        config, new cases open in the new repo, while the older cases' issues stay where they are; issue
+        numbers are per repo, so the configured repo would name another issue (or none)."""
+        repo = (thread.model_extra or {}).get("repo")
+        return repo if isinstance(repo, str) and repo.count("/") == 1 else self.options.repo
+
+    def _in_repo(self, thread: ThreadRef, path: str) -> str:
+        """The URL of `path` in the repo a bound thread lives in."""
+        return f"{self.options.base_url.rstrip('/')}/repos/{self._repo_of(thread)}{path}"
+
+    def _issue(self, thread: ThreadRef, tail: str = "") -> str:
+        return self._in_repo(thread, f"/issues/{thread.id}{tail}")
+
     def _gone(self, thread: ThreadRef) -> str:
-        return f"issue #{thread.id} in {self.options.repo} no longer exists (deleted, transferred or hidden)"
+        return f"issue #{thread.id} in {self._repo_of(thread)} no longer exists (deleted, transferred or hidden)"
 
     def _get_cached(self, path: str, *, not_found: str | None = None, params: dict[str, Any] | None = None) -> Any:
         """A conditional GET: send the last ETag; on 304 reuse the body we have. Polling an unchanged thread
@@ -218,7 +232,7 @@ class GitHubBackend:
         page = 1
         while True:
             get = self._get_cached if conditional else (lambda p, **kw: self._call("GET", p, **kw))
-            batch = get(f"/issues/{thread.id}/comments", not_found=self._gone(thread),
+            batch = get(self._issue(thread, "/comments"), not_found=self._gone(thread),
                         params={"per_page": 100, "page": page})
             out += batch or []
             if not batch or len(batch) < 100:
@@ -278,7 +292,8 @@ class GitHubBackend:
                 ids.append(have[k].external_id)
                 urls.append(have[k].url)
                 continue
-            c = self._call("POST", f"/issues/{thread.id}/comments", json={"body": body}, not_found=self._gone(thread))
+            c = self._call("POST", self._issue(thread, "/comments"), json={"body": body},
+                           not_found=self._gone(thread))
             self._learn(c)
             ids.append(str(c["id"]))
             urls.append(c.get("html_url"))
@@ -307,7 +322,7 @@ class GitHubBackend:
             if p:
                 parts.append(CopyPart(*p, external_id=str(cid), url=c.get("html_url"), position=cid))
                 if p[1] == 1 and self.options.read_reactions:
-                    humans += self._reactions(c, p[0])
+                    humans += self._reactions(thread, c, p[0])
             elif cid > after and not is_own_echo(body):
                 login = (c.get("user") or {}).get("login") or "unknown"
                 humans.append(HumanItem(backend=self.name, external_id=str(cid), url=c.get("html_url"),
@@ -319,7 +334,7 @@ class GitHubBackend:
         entries = [e for e in got.entries if max(int(p.external_id) for p in got.refs[e.id]) > after]
         return ReadBack(entries=entries, humans=humans, cursor=str(last) if last else since)
 
-    def _reactions(self, comment: dict[str, Any], entry_id: str) -> list[HumanItem]:
+    def _reactions(self, thread: ThreadRef, comment: dict[str, Any], entry_id: str) -> list[HumanItem]:
         """👍/👎 on one of our comments, as human items answering its entry. Only fetched when the
         comment's reaction rollup (part of the comment list) shows some, so a quiet thread costs nothing.
         Reactions have no cursor: every one is returned each time, and the caller dedupes on the id."""
@@ -327,7 +342,8 @@ class GitHubBackend:
         if not (rollup.get("+1") or rollup.get("-1")):
             return []
         items = []
-        for r in self._get_cached(f"/issues/comments/{comment['id']}/reactions", params={"per_page": 100}) or []:
+        url = self._in_repo(thread, f"/issues/comments/{comment['id']}/reactions")
+        for r in self._get_cached(url, params={"per_page": 100}) or []:
             if r.get("content") not in ("+1", "-1"):
                 continue
             login = (r.get("user") or {}).get("login") or "unknown"
@@ -339,7 +355,7 @@ class GitHubBackend:
 
     def _closed_by_human(self, thread: ThreadRef, comments: list[dict[str, Any]]) -> list[HumanItem]:
         """A closed issue without our resolution note was closed by a person: a human resolution."""
-        issue = self._get_cached(f"/issues/{thread.id}", not_found=self._gone(thread))
+        issue = self._get_cached(self._issue(thread), not_found=self._gone(thread))
         if not issue or issue.get("state") != "closed":
             return []
         if any(f"<!-- {RESOLVED_MARK}" in (c.get("body") or "") for c in comments):
@@ -363,14 +379,14 @@ class GitHubBackend:
         return hits
 
     def resolve(self, thread: ThreadRef, summary: Entry) -> None:
-        issue = self._call("GET", f"/issues/{thread.id}", not_found=self._gone(thread))
+        issue = self._call("GET", self._issue(thread), not_found=self._gone(thread))
         if issue.get("state") == "closed":
             return
         mark = f"<!-- {RESOLVED_MARK}:{summary.id} -->"
         if not any(mark in (c.get("body") or "") for c in self._comments(thread)):
             body = f"**Resolved** — {summary.title} (summary entry `{summary.id}`)\n\n{mark}"
-            self._call("POST", f"/issues/{thread.id}/comments", json={"body": body}, not_found=self._gone(thread))
-        self._call("PATCH", f"/issues/{thread.id}", json={"state": "closed", "state_reason": "completed"},
+            self._call("POST", self._issue(thread, "/comments"), json={"body": body}, not_found=self._gone(thread))
+        self._call("PATCH", self._issue(thread), json={"state": "closed", "state_reason": "completed"},
                    not_found=self._gone(thread))
 
     # ---- Checkable (`sharedctx backends check`) ------------------------------------------------------

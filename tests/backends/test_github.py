@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from tests.backends import harness
@@ -95,3 +96,46 @@ def test_the_double_enforces_githubs_secondary_limit(monkeypatch: pytest.MonkeyP
     with pytest.raises(Retryable):
         b.append(thread, entries[2])
     assert svc.double.secondary_violations == 1
+
+
+def test_after_the_configured_repo_changes_older_cases_stay_in_the_repo_they_were_bound_in(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Switching a backend is a config change: a team moves `repo` to a new repository. Issue numbers are per
+    repo, so the new repo's issue #1 is someone else's thread; the cases bound before the switch must go on
+    writing, reading and resolving their own issue #1 in the old repo."""
+    from sharedctx.backends.base import ThreadRef
+    from sharedctx.backends.github import GitHubBackend, GitHubOptions
+    from tests.backends.conftest import make_case, make_chain
+    from tests.doubles.github import GitHubDouble
+
+    monkeypatch.setenv("GITHUB_TOKEN", "gh-test-token")
+    old, new = GitHubDouble(repo="acme/incidents"), GitHubDouble(repo="acme/incidents-2026")
+
+    def route(request: httpx.Request) -> httpx.Response:
+        return (new if request.url.path.startswith("/repos/acme/incidents-2026/") else old).handle(request)
+
+    def backend(repo: str) -> GitHubBackend:
+        return GitHubBackend("github", GitHubOptions(repo=repo, token="env:GITHUB_TOKEN", max_block=0.0),
+                             client=httpx.Client(transport=httpx.MockTransport(route)))
+
+    case = make_case()
+    first, second, third = make_chain(case.id, 3)
+    bound = backend("acme/incidents").bind(case)
+    backend("acme/incidents").append(bound, first)
+    stored = bound.model_dump(exclude_none=True)  # what the store keeps as the case's binding
+    assert stored["repo"] == "acme/incidents"
+
+    theirs = new.add_issue("another team's incident")  # the same number, in the new repo
+    assert str(theirs) == bound.id
+    after = backend("acme/incidents-2026")
+    thread = ThreadRef.model_validate(stored)
+    after.append(thread, second)
+    old.add_human_comment(int(bound.id), "rollback done", login="bob")
+    got = after.read_back(thread)
+    assert [e.id for e in got.entries] == [first.id, second.id]
+    assert [h.text for h in got.humans] == ["rollback done"]
+    after.resolve(thread, third)
+    assert old.issues[int(bound.id)]["state"] == "closed"
+    assert new.comments_of(theirs) == [] and new.issues[theirs]["state"] == "open"  # theirs untouched
+    fresh = after.bind(make_case())  # a new case opens in the new repo
+    assert fresh.model_dump()["repo"] == "acme/incidents-2026" and int(fresh.id) in new.issues
