@@ -20,8 +20,13 @@
    Step lengths of 2 ms, 20 ms and 100 ms are measured side by side (`--work`), since the ratio
    depends on how long a step is: the cost of a `record()` is fixed, the work around it is not.
 
+4. Thread scaling (issue 13): 4-thread against 1-thread `record()` throughput on SQLite, as several pairs of
+   runs taken back to back on fresh journals. Throughput on a shared VM swings 2× from one second to the next,
+   so one pair decides nothing: the median of the pairs' ratios is the figure, printed with its spread.
+
 Targets (issue 3): SQLite `record()` p99 ≤ 1 ms and p50 ≤ 1.5× the floor's p50 (1 thread); overhead
-ratio ≤ 1.05 in all three backend states. Each is printed with PASS or MISS as measured.
+ratio ≤ 1.05 in all three backend states. Issue 13: 4 threads ≥ 1.5× one thread. Each is printed with PASS
+or MISS as measured.
 """
 
 from __future__ import annotations
@@ -333,15 +338,45 @@ class Sizes:
     warmup: int
     steps: int
     reps: int
+    pairs: int  # interleaved 1-thread / 4-thread runs for the scaling ratio
+    pair_entries: int  # entries per run of a pair (all threads together)
 
 
     loop_seconds: float  # each loop is about this long, so long steps mean fewer of them
 
 
 FULL = Sizes(per_thread_1=5000, per_thread_4=1500, pg_per_thread=1000, floor=5000, warmup=200, steps=200, reps=3,
-             loop_seconds=2.0)  # fmt: skip
+             pairs=7, pair_entries=2400, loop_seconds=2.0)  # fmt: skip
 QUICK = Sizes(per_thread_1=800, per_thread_4=300, pg_per_thread=200, floor=800, warmup=50, steps=100, reps=1,
-              loop_seconds=1.0)  # fmt: skip
+              pairs=2, pair_entries=800, loop_seconds=1.0)  # fmt: skip
+
+
+@dataclass
+class Scaling:
+    """4-thread against 1-thread throughput, as pairs of runs taken one right after the other. On a shared VM
+    one-thread throughput alone swings 2x from one second to the next, so a single pair says little; the
+    median of several interleaved pairs is the figure, and the spread is shown beside it."""
+
+    one: list[float]
+    four: list[float]
+
+    @property
+    def ratios(self) -> list[float]:
+        return [b / a for a, b in zip(self.one, self.four, strict=True)]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.ratios)
+
+
+def measure_scaling(root: Path, sizes: Sizes, log: Callable[[str], None]) -> Scaling:
+    out = Scaling([], [])
+    for i in range(sizes.pairs):
+        log(f"thread scaling: pair {i + 1} of {sizes.pairs}")
+        for threads, rates in ((1, out.one), (4, out.four)):
+            with SharedContext.open(bench_config(root / f"pair{i}-{threads}", "journal.db"), worker=False) as ctx:
+                rates.append(measure_record(ctx, threads, sizes.pair_entries // threads, sizes.warmup).per_second)
+    return out
 
 
 def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
@@ -357,6 +392,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
             folder = root / f"sqlite{threads}"
             with SharedContext.open(bench_config(folder, "journal.db"), worker=False) as ctx:
                 out["record"][f"sqlite/{threads}"] = measure_record(ctx, threads, n, sizes.warmup)
+        out["scaling"] = measure_scaling(root / "scaling", sizes, log)
         if args.pg:
             try:
                 with temp_pg_database(args.pg) as url:
@@ -386,6 +422,9 @@ def targets(res: dict[str, Any]) -> list[tuple[str, str, bool]]:
         ("SQLite record() p99 ≤ 1 ms (1 thread)", fmt_ms(sq.p99), sq.p99 <= 1e-3),
         ("SQLite record() p50 ≤ 1.5× floor p50", fmt_ratio(sq.p50 / floor.p50), sq.p50 <= 1.5 * floor.p50),
     ]
+    sc: Scaling = res["scaling"]
+    rows.append(("SQLite record() 4 threads ≥ 1.5× 1 thread (issue 13; median of interleaved pairs)",
+                 f"{sc.median:.2f}× ({min(sc.ratios):.2f}–{max(sc.ratios):.2f}×)", sc.median >= 1.5))
     for (work, state), loop in res["loop"].items():
         if loop.target:
             rows.append(
@@ -441,6 +480,17 @@ def report(res: dict[str, Any], plain: bool) -> None:
         caption=caption,
     )
 
+    sc: Scaling = res["scaling"]
+    print_table(
+        f"thread scaling: {len(sc.one)} interleaved pairs of runs ({res['sizes']['pair_entries']:,} entries each)",
+        ["pair", "1 thread", "4 threads", "4 / 1"],
+        [[str(i + 1), fmt_rate(a), fmt_rate(b), f"{r:.2f}×"]
+         for i, (a, b, r) in enumerate(zip(sc.one, sc.four, sc.ratios, strict=True))]
+        + [["median", fmt_rate(statistics.median(sc.one)), fmt_rate(statistics.median(sc.four)),
+            f"{sc.median:.2f}×"]],
+        plain=plain,
+    )  # fmt: skip
+
     s = res["sizes"]
     loop_rows = []
     for (work, state), loop in res["loop"].items():
@@ -465,7 +515,7 @@ def report(res: dict[str, Any], plain: bool) -> None:
         loop_rows, plain=plain,
     )  # fmt: skip
     print_table(
-        "targets (issue 3)",
+        "targets (issue 3; the scaling row is issue 13's)",
         ["target", "measured", "result"],
         [[t, m, verdict(ok)] for t, m, ok in targets(res)],
         plain=plain,
@@ -478,6 +528,8 @@ def to_json(res: dict[str, Any]) -> dict[str, Any]:
         "floor": res["floor"].as_dict(),
         "floor_case_row": res["floor_case"].as_dict(),
         "record": {k: v.as_dict() for k, v in res["record"].items()},
+        "scaling": {"one_thread": res["scaling"].one, "four_threads": res["scaling"].four,
+                    "ratios": res["scaling"].ratios, "median": res["scaling"].median},
         "loop": [{"work_s": w, "backend": st, "steps": v.steps, "baseline_s": v.baseline, "recording_s": v.recording,
                   "ratio": v.ratio, "delivered": v.delivered, "attempts": v.attempts}
                  for (w, st), v in res["loop"].items()],
