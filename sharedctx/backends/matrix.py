@@ -150,8 +150,25 @@ class MatrixBackend:
         self._power: tuple[float, dict[str, Any]] | None = None
         self._lock = threading.Lock()
         self._sync_token: str | None = None
-        self._sync_filter = json.dumps({
-            "room": {"rooms": [options.room_id], "timeline": {"limit": 50, "types": ["m.room.message", "m.reaction"]},
+        self._rooms = {options.room_id}  # what `wait_for_activity` watches: the configured room, and every
+        # room a bound thread was read or written in
+
+    def _room_of(self, thread: ThreadRef) -> str:
+        """The room a thread lives in: the one recorded when the case was bound. After `room_id` changes in
+        the config, new cases open in the new room, while the older cases' threads stay where they are. Every
+        call is made through a room: through the configured one, reading an older thread is a 404 and a reply
+        to it is refused (Synapse: "Relations must be in the same room")."""
+        room = (thread.model_extra or {}).get("room")
+        room = room if isinstance(room, str) and room.startswith("!") and len(room) > 1 else self.options.room_id
+        with self._lock:
+            self._rooms.add(room)
+        return room
+
+    def _sync_filter(self) -> str:
+        with self._lock:
+            rooms = sorted(self._rooms)
+        return json.dumps({
+            "room": {"rooms": rooms, "timeline": {"limit": 50, "types": ["m.room.message", "m.reaction"]},
                      "state": {"types": []}, "ephemeral": {"types": []}, "account_data": {"types": []}},
             "presence": {"types": []}, "account_data": {"types": []}})
 
@@ -174,28 +191,31 @@ class MatrixBackend:
         return call(self._client, method, f"{self._base}/{version}{path}", service=SERVICE, auth_hint=AUTH_HINT,
                     not_found=not_found, is_rate_limited=self._rate_limited, headers=headers, **kw)
 
-    def _send(self, event_type: str, txn: str, content: dict[str, Any]) -> str:
-        """PUT one event; the txnId makes a repeat of the same write return the same event."""
-        got = self._call("PUT", f"{self._room}/send/{event_type}/{_q(txn)}", json=content,
-                         not_found=f"room {self.options.room_id} is unknown to the homeserver")
+    def _send(self, event_type: str, txn: str, content: dict[str, Any], room: str | None = None) -> str:
+        """PUT one event (in `room`, default the configured one); the txnId makes a repeat of the same write
+        return the same event."""
+        room = room or self.options.room_id
+        got = self._call("PUT", f"/rooms/{_q(room)}/send/{event_type}/{_q(txn)}", json=content,
+                         not_found=f"room {room} is unknown to the homeserver")
         return str(got["event_id"])
 
-    def url(self, event_id: str) -> str:
-        return f"https://matrix.to/#/{_q(self.options.room_id)}/{_q(event_id)}"
+    def url(self, event_id: str, room: str | None = None) -> str:
+        return f"https://matrix.to/#/{_q(room or self.options.room_id)}/{_q(event_id)}"
 
     def me(self) -> str:
         if self._me is None:
             self._me = str(self._call("GET", "/account/whoami")["user_id"])
         return self._me
 
-    def _thread_events(self, root: str) -> list[dict[str, Any]]:
+    def _thread_events(self, thread: ThreadRef) -> list[dict[str, Any]]:
         """Every reply in the thread, oldest first."""
-        path = f"{self._room}/relations/{_q(root)}/m.thread"
+        root, room = thread.id, self._room_of(thread)
+        path = f"/rooms/{_q(room)}/relations/{_q(root)}/m.thread"
         params: dict[str, Any] = {"dir": "f", "limit": 100}
         out: list[dict[str, Any]] = []
         while True:
             page = self._call("GET", path, version="v1", params=params,
-                              not_found=f"thread {root} no longer exists in {self.options.room_id}")
+                              not_found=f"thread {root} no longer exists in {room}")
             out += page.get("chunk") or []
             nxt = page.get("next_batch")
             if not nxt:
@@ -232,17 +252,17 @@ class MatrixBackend:
     def _parts(self, thread: ThreadRef, entry_id: str) -> dict[int, CopyPart]:
         """The parts of `entry_id` the bot itself sent: anyone in the room can send any content, and a copy
         forged by someone else must not make the worker think an entry was delivered."""
-        me = self.me()
+        me, room = self.me(), self._room_of(thread)
         found: dict[int, CopyPart] = {}
-        for ev in self._thread_events(thread.id):
+        for ev in self._thread_events(thread):
             p = _copy_of(ev.get("content") or {})
             if p and p[0] == entry_id and ev.get("sender") == me:
-                found.setdefault(p[1], CopyPart(*p, external_id=ev["event_id"], url=self.url(ev["event_id"])))
+                found.setdefault(p[1], CopyPart(*p, external_id=ev["event_id"], url=self.url(ev["event_id"], room)))
         return found
 
     def append(self, thread: ThreadRef, entry: Entry) -> ExternalRef:
         parts = self.render(entry)
-        n = len(parts)
+        n, room = len(parts), self._room_of(thread)
         # txnIds already make each part's send idempotent; a multi-part entry is also checked against the
         # thread, so a half-written one is completed even if the homeserver no longer remembers the txnIds.
         have = self._parts(thread, entry.id) if n > 1 else {}
@@ -255,15 +275,15 @@ class MatrixBackend:
                                        "m.in_reply_to": {"event_id": ids[-1] if ids else thread.id}}
             if entry.kind != EntryKind.DECISION_REQUEST:
                 content["msgtype"] = self.options.msgtype
-            ids.append(self._send("m.room.message", f"sharedctx.{entry.id}.{k}of{n}", content))
-        return ExternalRef(backend=self.name, id=ids[0], url=self.url(ids[0]), parts=ids)
+            ids.append(self._send("m.room.message", f"sharedctx.{entry.id}.{k}of{n}", content, room))
+        return ExternalRef(backend=self.name, id=ids[0], url=self.url(ids[0], room), parts=ids)
 
     def lookup(self, thread: ThreadRef, entry_id: str) -> ExternalRef | None:
         found = self._parts(thread, entry_id)
         if not found or len(found) != next(iter(found.values())).total:
             return None  # none, or only some parts: `append` sends the missing ones
         ids = [found[k].external_id for k in sorted(found)]
-        return ExternalRef(backend=self.name, id=ids[0], url=self.url(ids[0]), parts=ids)
+        return ExternalRef(backend=self.name, id=ids[0], url=self.url(ids[0], self._room_of(thread)), parts=ids)
 
     def read_back(self, thread: ThreadRef, since: str | None = None) -> ReadBack:
         """Our entries from the thread's relations; what is new since the cursor from the room's timeline.
@@ -273,18 +293,18 @@ class MatrixBackend:
         through `/relations?recurse=true`: Synapse caches that answer per root and does not invalidate it
         when a reaction lands on a reply (measured: stale for good), so they come from the timeline too.
         """
-        me = self.me()
+        me, room = self.me(), self._room_of(thread)
         parts: dict[str, CopyPart] = {}
         entry_of: dict[str, str] = {}  # event id -> entry id: what a reaction or an explicit reply answers
-        for ev in self._thread_events(thread.id):
-            self._collect(ev, me, parts, entry_of)
+        for ev in self._thread_events(thread):
+            self._collect(ev, me, parts, entry_of, room)
         token = since if since and not since.startswith("{") else None
         if token is None:
-            token = str(self._call("GET", f"{self._room}/context/{_q(thread.id)}", params={"limit": 0},
-                                   not_found=f"thread {thread.id} no longer exists in {self.options.room_id}")["end"])
+            token = str(self._call("GET", f"/rooms/{_q(room)}/context/{_q(thread.id)}", params={"limit": 0},
+                                   not_found=f"thread {thread.id} no longer exists in {room}")["end"])
         new: list[dict[str, Any]] = []
         while True:
-            page = self._call("GET", f"{self._room}/messages", params={
+            page = self._call("GET", f"/rooms/{_q(room)}/messages", params={
                 "dir": "f", "from": token, "limit": 100, "filter": TIMELINE_FILTER})
             chunk = page.get("chunk") or []
             new += chunk
@@ -298,38 +318,40 @@ class MatrixBackend:
             rel = content.get("m.relates_to") or {}
             if ev.get("type") == "m.room.message" and rel.get("rel_type") == "m.thread" \
                     and rel.get("event_id") == thread.id:
-                ours = self._collect(ev, me, parts, entry_of)
+                ours = self._collect(ev, me, parts, entry_of, room)
                 if ours:
                     fresh.add(ours)
                 elif sender != me and not any(k in content for k in OURS) and content.get("body"):
                     replied = (rel.get("m.in_reply_to") or {}).get("event_id")
                     explicit = replied if replied and not rel.get("is_falling_back") else None
-                    humans.append(self._human(ev, "comment", str(content["body"]), entry_of.get(explicit or "")))
+                    humans.append(self._human(ev, "comment", str(content["body"]), entry_of.get(explicit or ""), room))
             elif ev.get("type") == "m.reaction" and rel.get("rel_type") == "m.annotation" and sender != me:
                 key = THUMBS.get(str(rel.get("key", "")).replace("\ufe0f", ""))
                 target = entry_of.get(str(rel.get("event_id", "")))
                 if key and target:
-                    humans.append(self._human(ev, "reaction", key, target))
+                    humans.append(self._human(ev, "reaction", key, target, room))
         got = assemble(parts.values())
         entries = got.entries if since is None else [e for e in got.entries if e.id in fresh]
         return ReadBack(entries=entries, humans=humans, cursor=token)
 
-    def _collect(self, ev: dict[str, Any], me: str, parts: dict[str, CopyPart], entry_of: dict[str, str]) -> str | None:
-        """Take one of our entry events into `parts`; its entry id, or None if it is not ours."""
+    def _collect(self, ev: dict[str, Any], me: str, parts: dict[str, CopyPart], entry_of: dict[str, str],
+                 room: str) -> str | None:
+        """Take one of our entry events (in `room`) into `parts`; its entry id, or None if it is not ours."""
         p = _copy_of(ev.get("content") or {})
         if not p or ev.get("sender") != me:
             return None
         eid = str(ev["event_id"])
-        parts.setdefault(eid, CopyPart(*p, external_id=eid, url=self.url(eid), position=ev.get("origin_server_ts")))
+        parts.setdefault(eid, CopyPart(*p, external_id=eid, url=self.url(eid, room),
+                                       position=ev.get("origin_server_ts")))
         entry_of[eid] = p[0]
         return p[0]
 
-    def _human(self, ev: dict[str, Any], kind: str, text: str, in_reply_to: str | None) -> HumanItem:
+    def _human(self, ev: dict[str, Any], kind: str, text: str, in_reply_to: str | None, room: str) -> HumanItem:
         sender = str(ev["sender"])
         return HumanItem(backend=self.name, external_id=ev["event_id"], kind=kind, text=text,
                          author=Author(kind="human", name=sender), at=_at(ev.get("origin_server_ts", 0)),
-                         url=self.url(ev["event_id"]), in_reply_to=in_reply_to,
-                         raw={"user_id": sender, "room_id": self.options.room_id})
+                         url=self.url(ev["event_id"], room), in_reply_to=in_reply_to,
+                         raw={"user_id": sender, "room_id": room})
 
     def search(self, text: str, limit: int = 20) -> list[Hit]:
         """The homeserver's full-text search over the room, keeping our own events (roots and entries)."""
@@ -361,9 +383,10 @@ class MatrixBackend:
         return hits
 
     def resolve(self, thread: ThreadRef, summary: Entry) -> None:
-        me = self.me()
-        marks = self._call("GET", f"{self._room}/relations/{_q(thread.id)}/m.annotation/m.reaction", version="v1",
-                           params={"limit": 100}, not_found=f"thread {thread.id} no longer exists")
+        me, room = self.me(), self._room_of(thread)
+        marks = self._call("GET", f"/rooms/{_q(room)}/relations/{_q(thread.id)}/m.annotation/m.reaction",
+                           version="v1", params={"limit": 100},
+                           not_found=f"thread {thread.id} no longer exists in {room}")
         if any(ev.get("sender") == me and (ev.get("content", {}).get("m.relates_to") or {}).get("key") == DONE
                for ev in marks.get("chunk") or []):
             return  # the ✅ goes last, so it also says the final message is there
@@ -372,20 +395,21 @@ class MatrixBackend:
             "msgtype": "m.text", "body": md, "format": "org.matrix.custom.html", "formatted_body": to_html(md),
             RESOLVED_KEY: {"entry": summary.id},
             "m.relates_to": {"rel_type": "m.thread", "event_id": thread.id, "is_falling_back": True,
-                             "m.in_reply_to": {"event_id": thread.id}}})
+                             "m.in_reply_to": {"event_id": thread.id}}}, room)
         try:
             self._send("m.reaction", f"sharedctx.done.{thread.id}",
-                       {"m.relates_to": {"rel_type": "m.annotation", "event_id": thread.id, "key": DONE}})
+                       {"m.relates_to": {"rel_type": "m.annotation", "event_id": thread.id, "key": DONE}}, room)
         except Rejected as exc:
             if "M_DUPLICATE_ANNOTATION" not in str(exc):
                 raise
 
     def wait_for_activity(self, timeout: float = 25.0) -> bool:
         """Long-poll `/sync` (room-only filter, saved `next_batch`) until someone other than the bot posts or
-        reacts in the room, or `timeout` passes. True means "read the threads back now": `sharedctx worker`
-        uses it to wake the poller, so a 👍 reaches the agents in well under a second, not a poll interval.
+        reacts in the room (or in the room of an older case's thread read since), or `timeout` passes. True means
+        "read the threads back now": `sharedctx worker` uses it to wake the poller, so a 👍 reaches the agents in
+        well under a second, not a poll interval.
         The first call only takes the current position and returns False."""
-        params: dict[str, Any] = {"filter": self._sync_filter, "timeout": int(timeout * 1000)}
+        params: dict[str, Any] = {"filter": self._sync_filter(), "timeout": int(timeout * 1000)}
         if self._sync_token is None:
             params["timeout"] = 0
         else:
@@ -396,8 +420,11 @@ class MatrixBackend:
         if first:
             return False
         me = self.me()
-        room = ((data.get("rooms") or {}).get("join") or {}).get(self.options.room_id) or {}
-        return any(ev.get("sender") != me for ev in (room.get("timeline") or {}).get("events") or [])
+        with self._lock:
+            rooms = set(self._rooms)
+        joined = (data.get("rooms") or {}).get("join") or {}
+        return any(ev.get("sender") != me for room_id, room in joined.items() if room_id in rooms
+                   for ev in ((room or {}).get("timeline") or {}).get("events") or [])
 
     def close(self) -> None:
         if self._owns_client:

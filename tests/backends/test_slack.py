@@ -308,3 +308,69 @@ def test_a_person_quoting_our_marker_is_still_a_person_and_the_bots_own_reaction
     back = b.read_back(thread)
     (item,) = back.humans
     assert item.text.startswith("/approve") and back.entries == [e]
+
+
+def test_after_the_configured_channel_changes_older_cases_stay_in_the_channel_they_were_bound_in(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Switching a backend is a config change: a team moves `channel` to a new channel. A thread ts names a
+    message only within its channel, so the new channel's message with the same ts is someone else's thread;
+    the cases bound before the switch must go on writing, reading and resolving their own thread in the old
+    channel, with links, reaction ids and the channel people answer in naming the old one."""
+    import httpx
+
+    from sharedctx.backends.base import HumanItem, ThreadRef
+    from sharedctx.backends.slack import SlackBackend, SlackOptions
+    from sharedctx.model import Author
+    from tests.backends.conftest import make_case, make_chain
+    from tests.doubles.slack import SlackDouble
+
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-test-token")
+    old, new = SlackDouble(channel="C0INCIDENT1"), SlackDouble(channel="C0INCIDENT2")
+
+    def route(request: httpx.Request) -> httpx.Response:
+        channel = {**dict(request.url.params), **SlackDouble._form(request)}.get("channel")
+        return (new if channel == new.channel else old).handle(request)
+
+    def backend(channel: str) -> SlackBackend:
+        return SlackBackend("slack", SlackOptions(channel=channel, token="env:SLACK_BOT_TOKEN", posts_per_second=1000,
+                                                  max_block=0.0),
+                            client=httpx.Client(transport=httpx.MockTransport(route)))
+
+    case = make_case()
+    first, second, third = make_chain(case.id, 3)
+    bound = backend(old.channel).bind(case)
+    ref = backend(old.channel).append(bound, first)
+    stored = bound.model_dump(exclude_none=True)  # what the store keeps as the case's binding
+    assert stored["channel"] == old.channel
+
+    theirs = new.add_message("another team's incident")["ts"]  # the same ts, in the new channel
+    assert theirs == bound.id
+    after = backend(new.channel)
+    thread = ThreadRef.model_validate(stored)
+    got_ref = after.append(thread, second)
+    assert f"/archives/{old.channel}/" in str(got_ref.url)
+    old.add_human_reply(bound.id, "rollback done", user="U0BOB00001")
+    old.add_reaction(ref.id, "+1", "U0ALICE001")
+    got = after.read_back(thread)
+    assert [e.id for e in got.entries] == [first.id, second.id]
+    (reply,) = [h for h in got.humans if h.kind == "comment"]
+    assert reply.text == "rollback done" and reply.raw["channel"] == old.channel
+    assert f"/archives/{old.channel}/" in str(reply.url)
+    (thumb,) = [h for h in got.humans if h.kind == "reaction"]  # the id the Events API builds for it
+    assert thumb.external_id == f"reaction:{old.channel}:{ref.id}:U0ALICE001:+1"
+    assert after.lookup(thread, second.id) is not None
+    after.resolve(thread, third)
+    assert "Resolved" in old.replies(bound.id)[-1]["text"]
+    assert new.replies(theirs) == []  # theirs untouched
+
+    # a reply in the old thread arriving by the Events API is passed on (the receiver looks the thread up in
+    # the old channel); a reaction there is left to polling
+    event = HumanItem(backend="slack", external_id="1760000999.000001", author=Author(kind="human", name="U0BOB00001"),
+                      at="", text="any update?", raw={"user_id": "U0BOB00001", "channel": old.channel,
+                                                     "thread_ts": bound.id, "ts": "1760000999.000001"})
+    taken = after.complete_item(bound.id, event)
+    assert taken is not None and taken[0] == bound.id and f"/archives/{old.channel}/" in str(taken[1].url)
+    assert after.complete_item("", thumb.model_copy(update={"url": None})) is None
+
+    fresh = after.bind(make_case())  # a new case opens in the new channel
+    assert fresh.model_dump()["channel"] == new.channel and fresh.id in new.messages

@@ -1,4 +1,6 @@
 """A Slack Web API double: one channel's messages and threads, reactions, message metadata, users.
+Any other channel is `channel_not_found`; two channels are two doubles behind one transport, routed by the
+`channel` argument (message ts are per channel, so both may hold the same ts).
 
 Accepts what Slack accepts and refuses what it refuses, as far as the connector uses it:
 - auth: `Authorization: Bearer <token>` or a `token` form/query field; anything else is HTTP 200
@@ -60,7 +62,8 @@ class SlackDouble(ServiceDouble):
     )
 
     def __init__(self, *, token: str = "xoxb-test-token", validate: bool = True, max_text: int = 40_000,
-                 scopes: str = SCOPES, enforce_rate: bool = False, clock: Any = time.monotonic) -> None:
+                 scopes: str = SCOPES, enforce_rate: bool = False, clock: Any = time.monotonic,
+                 channel: str = CHANNEL) -> None:
         """`enforce_rate`: answer `ratelimited` (429, Retry-After 1) to a second chat.postMessage in the channel
         within one second on `clock`, counting each in `rate_violations` (the bench wants zero)."""
         super().__init__(validate=validate)
@@ -68,6 +71,7 @@ class SlackDouble(ServiceDouble):
         self.post_times: list[float] = []
         self.rate_violations = 0
         self.token = token
+        self.channel = channel
         self.max_text = max_text
         self.scopes = scopes
         self.member = True
@@ -230,7 +234,7 @@ class SlackDouble(ServiceDouble):
         return handler(args)
 
     def _channel_ok(self, args: dict[str, Any], *, write: bool = False) -> httpx.Response | None:
-        if args.get("channel") != CHANNEL:
+        if args.get("channel") != self.channel:
             return self.fail("channel_not_found")
         if write and self.archived:
             return self.fail("is_archived")
@@ -278,7 +282,7 @@ class SlackDouble(ServiceDouble):
         msg = self.add_message(text, bot=True, thread_ts=thread_ts, metadata=meta, blocks=blocks)
         if str(args.get("reply_broadcast", "")).lower() in ("true", "1"):
             msg["subtype"] = "thread_broadcast"
-        return self.ok({"channel": CHANNEL, "ts": msg["ts"], "message": self._public(msg, False)})
+        return self.ok({"channel": self.channel, "ts": msg["ts"], "message": self._public(msg, False)})
 
     @staticmethod
     def _page(items: list[dict[str, Any]], args: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
@@ -313,10 +317,10 @@ class SlackDouble(ServiceDouble):
                         "response_metadata": {"next_cursor": nxt}})
 
     def _info(self, args: dict[str, Any]) -> httpx.Response:
-        if args.get("channel") != CHANNEL:
+        if args.get("channel") != self.channel:
             return self.fail("channel_not_found")
         return self.ok({"channel": {
-            "id": CHANNEL, "name": "incidents", "created": 1_700_000_000, "creator": "U0ALICE001",
+            "id": self.channel, "name": "incidents", "created": 1_700_000_000, "creator": "U0ALICE001",
             "is_archived": self.archived, "is_channel": True, "is_general": False, "is_mpim": False,
             "is_group": False, "is_org_shared": False, "is_im": False, "is_shared": False, "is_private": False,
             "is_member": self.member, "name_normalized": "incidents",
@@ -330,7 +334,7 @@ class SlackDouble(ServiceDouble):
         msg = self.messages.get(args.get("timestamp") or "")
         if msg is None:
             return self.fail("message_not_found")
-        return self.ok({"type": "message", "channel": CHANNEL, "message": self._public(msg, False)})
+        return self.ok({"type": "message", "channel": self.channel, "message": self._public(msg, False)})
 
     def _users_info(self, args: dict[str, Any]) -> httpx.Response:
         uid = args.get("user") or ""

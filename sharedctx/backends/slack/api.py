@@ -200,10 +200,12 @@ class SlackApi:
             self._me = self._call("auth.test")
         return self._me
 
-    def permalink(self, ts: str, thread_ts: str | None = None) -> str:
+    def permalink(self, ts: str, thread_ts: str | None = None, channel: str | None = None) -> str:
+        """`channel`: where the message is (default: the configured channel)."""
+        channel = channel or self.options.channel
         base = str(self.whoami().get("url") or "https://slack.com/").rstrip("/")
-        link = f"{base}/archives/{self.options.channel}/p{ts.replace('.', '')}"
-        return link + (f"?thread_ts={thread_ts}&cid={self.options.channel}" if thread_ts and thread_ts != ts else "")
+        link = f"{base}/archives/{channel}/p{ts.replace('.', '')}"
+        return link + (f"?thread_ts={thread_ts}&cid={channel}" if thread_ts and thread_ts != ts else "")
 
     def name_of(self, user: str) -> str:
         if not self.options.resolve_names or not user:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from ...store.base import RateLimits
 
 PERMALINK_TS = re.compile(r"/p(\d{10})(\d{6})")
+CHANNEL_ID = re.compile(r"[CG][A-Z0-9]{8,}")  # as `SlackOptions.channel`
 
 
 class SlackBackend(SlackApi):
@@ -41,7 +42,16 @@ class SlackBackend(SlackApi):
         """`limits`: the store that counts shared budgets; `clock`/`sleep` drive the pacers (tests and
         benches run them on a scaled clock)."""
         super().__init__(name, options, client=client, limits=limits, clock=clock, sleep=sleep)
-        self._located: dict[str, tuple[str, str | None]] = {}  # message ts -> (thread ts, entry id) of ours
+        # (channel, message ts) -> (thread ts, entry id) of ours: a ts names a message only within its channel
+        self._located: dict[tuple[str, str], tuple[str, str | None]] = {}
+
+    def _channel_of(self, thread: ThreadRef) -> str:
+        """The channel a thread lives in: the one recorded when the case was bound. After `channel` changes in
+        the config, new cases open in the new channel, while the older cases' threads stay where they are; a
+        thread ts names a message only within its channel, so the configured channel would name another
+        thread (or none, and a reply there is `thread_not_found`)."""
+        channel = (thread.model_extra or {}).get("channel")
+        return channel if isinstance(channel, str) and CHANNEL_ID.fullmatch(channel) else self.options.channel
 
     def _messages(self, thread: ThreadRef, *, not_found: str | None = None) -> list[dict[str, Any]]:
         """Every message of the thread, root first (conversations.replies, paged, with metadata)."""
@@ -49,7 +59,7 @@ class SlackBackend(SlackApi):
         cursor: str | None = None
         while True:
             data = self._call("conversations.replies", pacer="read", not_found=not_found or self._gone(thread),
-                              channel=self.options.channel, ts=thread.id, limit=200, cursor=cursor,
+                              channel=self._channel_of(thread), ts=thread.id, limit=200, cursor=cursor,
                               include_all_metadata="true")
             out += data.get("messages") or []
             cursor = (data.get("response_metadata") or {}).get("next_cursor") or None
@@ -57,7 +67,7 @@ class SlackBackend(SlackApi):
                 return out
 
     def _gone(self, thread: ThreadRef) -> str:
-        return f"the thread {thread.id} in {self.options.channel} no longer exists (its root message was deleted)"
+        return f"the thread {thread.id} in {self._channel_of(thread)} no longer exists (its root message was deleted)"
 
     # ---- Backend -----------------------------------------------------------------------------------
     def bind(self, case: CaseRecord) -> ThreadRef:
@@ -95,7 +105,8 @@ class SlackBackend(SlackApi):
         return ThreadRef(backend=self.name, id=ts, url=self.permalink(ts), channel=self.options.channel)
 
     def _post(self, thread: ThreadRef | None, msg: dict[str, Any], *, broadcast: bool = False) -> dict[str, Any]:
-        args: dict[str, Any] = {"channel": self.options.channel, "text": msg["text"],
+        channel = self._channel_of(thread) if thread is not None else self.options.channel  # None: a new root
+        args: dict[str, Any] = {"channel": channel, "text": msg["text"],
                                 "blocks": json.dumps(msg["blocks"], ensure_ascii=False)}
         if "metadata" in msg and self.options.machine_copy == "metadata":
             args["metadata"] = json.dumps(msg["metadata"], ensure_ascii=False)
@@ -149,21 +160,23 @@ class SlackBackend(SlackApi):
                         ids.append(have[k].external_id)
                         continue
                     ids.append(str(self._post(thread, msg)["ts"]))
-                    self._located[ids[-1]] = (thread.id, entry.id)
+                    self._located[self._channel_of(thread), ids[-1]] = (thread.id, entry.id)
             except MessageTooLong:
                 smaller = int(max(size(m) for m in parts) * 0.6)
                 if smaller < 2_000:
                     raise
                 self._limit = min(self._limit, smaller)  # keep it: the next long entry needs it too
                 continue
-            return ExternalRef(backend=self.name, id=ids[0], url=self.permalink(ids[0], thread.id), parts=ids)
+            url = self.permalink(ids[0], thread.id, self._channel_of(thread))
+            return ExternalRef(backend=self.name, id=ids[0], url=url, parts=ids)
 
     def lookup(self, thread: ThreadRef, entry_id: str) -> ExternalRef | None:
         found = self._parts(thread, entry_id)
         if not found:
             return None  # none, or only some parts: `append` sends the missing ones
         ids = [found[k].external_id for k in sorted(found)]
-        return ExternalRef(backend=self.name, id=ids[0], url=self.permalink(ids[0], thread.id), parts=ids)
+        url = self.permalink(ids[0], thread.id, self._channel_of(thread))
+        return ExternalRef(backend=self.name, id=ids[0], url=url, parts=ids)
 
     def read_back(self, thread: ThreadRef, since: str | None = None) -> ReadBack:
         after = ts_key(since) if since else (0, 0)
@@ -179,7 +192,7 @@ class SlackBackend(SlackApi):
             p = parse_message(m)
             if p is not None:
                 parts.append(p)
-                self._located[ts] = (thread.id, p.entry_id)
+                self._located[self._channel_of(thread), ts] = (thread.id, p.entry_id)
                 continue
             if ts == thread.id or is_ours(m, bot) or m.get("subtype") not in (None, "thread_broadcast"):
                 continue
@@ -195,10 +208,11 @@ class SlackBackend(SlackApi):
         return ReadBack(entries=entries, humans=humans, cursor=last)
 
     def _human(self, thread: ThreadRef, m: dict[str, Any]) -> HumanItem:
-        ts, user = str(m["ts"]), str(m.get("user") or "")
+        ts, user, channel = str(m["ts"]), str(m.get("user") or ""), self._channel_of(thread)
         return HumanItem(backend=self.name, external_id=ts, author=Author(kind="human", name=self.name_of(user)),
-                         at=ts_iso(ts), text=plain(str(m.get("text") or "")), url=self.permalink(ts, thread.id),
-                         raw={"user_id": user, "channel": self.options.channel, "thread_ts": thread.id})
+                         at=ts_iso(ts), text=plain(str(m.get("text") or "")),
+                         url=self.permalink(ts, thread.id, channel),
+                         raw={"user_id": user, "channel": channel, "thread_ts": thread.id})
 
     def _reactions(self, thread: ThreadRef, msg: dict[str, Any], entry: Entry) -> list[HumanItem]:
         """👍/👎 on the first part of one of our entries. Inline reaction lists in conversations.replies may
@@ -212,7 +226,7 @@ class SlackBackend(SlackApi):
         thumbs = any(reaction_sign(str(r.get("name") or "")) for r in reactions)
         if entry.kind == EntryKind.DECISION_REQUEST and thumbs:
             got = self._call("reactions.get", pacer="reactions", not_found=self._gone(thread),
-                             channel=self.options.channel, timestamp=ts, full="true")
+                             channel=self._channel_of(thread), timestamp=ts, full="true")
             reactions = (got.get("message") or {}).get("reactions") or []
         items = []
         for r in reactions:
@@ -222,20 +236,24 @@ class SlackBackend(SlackApi):
             for user in r.get("users") or []:
                 if user == self.whoami().get("user_id"):
                     continue  # the bot's own reaction is not a person's
-                items.append(self.reaction_item(thread.id, ts, str(user), sign, entry.id, at=ts_iso(ts)))
+                items.append(self.reaction_item(thread.id, ts, str(user), sign, entry.id, at=ts_iso(ts),
+                                                channel=self._channel_of(thread)))
         return items
 
     def reaction_item(self, thread_ts: str, ts: str, user: str, sign: str, entry_id: str | None,
-                      *, at: str) -> HumanItem:
-        return HumanItem(backend=self.name, external_id=reaction_id(self.options.channel, ts, user, sign),
+                      *, at: str, channel: str | None = None) -> HumanItem:
+        """`channel`: the thread's (default: the configured one); the id must equal the Events API's."""
+        channel = channel or self.options.channel
+        return HumanItem(backend=self.name, external_id=reaction_id(channel, ts, user, sign),
                          kind="reaction", author=Author(kind="human", name=self.name_of(user)), at=at, text=sign,
-                         url=self.permalink(ts, thread_ts), in_reply_to=entry_id,
-                         raw={"user_id": user, "channel": self.options.channel, "ts": ts})
+                         url=self.permalink(ts, thread_ts, channel), in_reply_to=entry_id,
+                         raw={"user_id": user, "channel": channel, "ts": ts})
 
     def locate(self, ts: str) -> tuple[str, str | None] | None:
         """(thread ts, entry id) of one of our messages, for a reaction event that names only the message."""
-        if ts in self._located:
-            return self._located[ts]
+        key = (self.options.channel, ts)
+        if key in self._located:
+            return self._located[key]
         try:
             messages = self._messages(ThreadRef(backend=self.name, id=ts))
         except Rejected:
@@ -244,15 +262,22 @@ class SlackBackend(SlackApi):
             if str(m.get("ts")) == ts:
                 thread_ts = str(m.get("thread_ts") or ts)
                 p = parse_message(m)
-                self._located[ts] = (thread_ts, p.entry_id if p else None)
-                return self._located[ts]
+                self._located[key] = (thread_ts, p.entry_id if p else None)
+                return self._located[key]
         return None
 
     def complete_item(self, thread_id: str, item: HumanItem) -> tuple[str, HumanItem] | None:
         """Fill in what an Events API item lacks, so it equals the item polling builds (see events.py): the
-        thread and entry of a reacted-to message, the person's name. None drops it: another channel, or the
-        bot itself, or a reaction on something that is not one of our entries."""
-        if item.raw.get("channel") != self.options.channel:
+        thread and entry of a reacted-to message, the person's name. None drops it: the bot itself, a reaction
+        on something that is not one of our entries, or a reaction in another channel.
+
+        A reply or a button click names its thread, and is taken from any channel: the cases bound before
+        `channel` changed live in the old one, and a click is seen only here. The receiver looks the thread
+        up in the channel the event names (every Slack binding records its channel), so a thread ts from an
+        unrelated channel matches no case. A reaction names only its message, and finding its thread costs a
+        read; outside the configured channel that is left to polling, which reads each bound thread."""
+        channel = str(item.raw.get("channel") or "")
+        if not channel or (channel != self.options.channel and (item.kind == "reaction" or not thread_id)):
             return None
         user = str(item.raw.get("user_id") or "")
         if user and user == self.whoami().get("user_id"):
@@ -266,7 +291,7 @@ class SlackBackend(SlackApi):
             thread_id, update["in_reply_to"] = found
             update["url"] = self.permalink(ts, thread_id)
         elif not item.url:
-            update["url"] = self.permalink(str(item.raw.get("ts") or thread_id), thread_id)
+            update["url"] = self.permalink(str(item.raw.get("ts") or thread_id), thread_id, channel)
         return thread_id, item.model_copy(update=update)
 
     def search(self, text: str, limit: int = 20) -> list[Hit]:
