@@ -62,15 +62,15 @@ def fixed_now(name: str, cases: list[dict[str, Any]]) -> datetime:
 @contextlib.contextmanager
 def _clock(holder: list[datetime]) -> Iterator[None]:
     """Record with the set's original times: the store's clock reads `holder[0]` while loading."""
-    import sharedctx.store.base as base
+    import sharedctx.store.chain as chain
     import sharedctx.store.sql.journal as sql
 
-    saved = base.utcnow, sql.utcnow
-    base.utcnow = sql.utcnow = lambda: holder[0]  # type: ignore[assignment]
+    saved = chain.utcnow, sql.utcnow
+    chain.utcnow = sql.utcnow = lambda: holder[0]  # type: ignore[assignment]
     try:
         yield
     finally:
-        base.utcnow, sql.utcnow = saved  # type: ignore[assignment]
+        chain.utcnow, sql.utcnow = saved  # type: ignore[assignment]
 
 
 def load(store: Store, cases: list[dict[str, Any]]) -> dict[str, str]:

@@ -4,7 +4,7 @@ A hash chain alone proves that the entries it holds fit together; it cannot tell
 or whole cases, were removed (the chain that is left is still a valid chain). So `verify` checks three
 things, each against a record kept apart from the entries themselves:
 
-1. each case's chain: gap-free sequence, prev-hash links, every hash (`store.base.verify_entries`);
+1. each case's chain: gap-free sequence, prev-hash links, every hash (`store.chain.verify_entries`);
 2. each case's chain against its recorded head: `cases.last_seq`/`last_hash`, bumped in the same
    transaction as every append. Deleting the last entries leaves a head that points past the chain;
 3. the checkpoint chain: batches of case heads, each chained to the one before (`SQLStore.write_checkpoint`).
@@ -21,7 +21,8 @@ from collections.abc import Sequence
 
 from .backends.base import Backend, ListsThreads, ThreadRef
 from .model import GENESIS_HASH, CaseRecord, ChainIssue, Entry, VerifyReport
-from .store.base import Checkpoint, Store, verify_entries
+from .store.base import Checkpoint, Store
+from .store.chain import verify_entries
 
 CHECKPOINTS = "(checkpoints)"  # the report that speaks for the checkpoint chain itself
 

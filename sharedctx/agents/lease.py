@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from ..errors import SharedCtxError
 from ..model import CaseStatus, EntryDraft
 from ..store.base import InvestigationLease
-from .primary import Investigation, PendingEntry, Step
+from .primary.state import Investigation, PendingEntry, Step
 
 if TYPE_CHECKING:
     from ..context import SharedContext

@@ -1,6 +1,6 @@
 """What the primary agent thinks with: the `Reasoner` protocol and its deterministic, rule-based default.
 
-The state machine in `primary.py` owns *when* things happen and *what is recorded*; a reasoner only
+The state machine in `primary/` owns *when* things happen and *what is recorded*; a reasoner only
 decides. Every method is async and takes plain data, so an LLM-backed reasoner can implement the
 same protocol (prompt with the alert and findings, parse the answer into these models) and drop in
 with `PrimaryAgent(reasoner=...)`. The rule-based one needs no network and gives the same answer

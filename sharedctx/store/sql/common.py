@@ -21,7 +21,7 @@ from ...model import (
     parse_ts,
 )
 from ...redact import Redactor, default_redactor
-from ..base import PreparedEntry, trusted
+from ..chain import PreparedEntry, trusted
 
 ENTRY_COLS = (
     "id, case_id, seq, ts, author_kind, author_name, kind, title, body, evidence, ref, trace_id, attrs, "

@@ -22,11 +22,8 @@ from ...model import (
     parse_ts,
     utcnow,
 )
-from ..base import (
-    Checkpoint,
-    PreparedEntry,
-    checkpoint_hash,
-)
+from ..base import Checkpoint
+from ..chain import PreparedEntry, checkpoint_hash
 from .bindings import index_binding, index_labels
 from .common import (
     CASE_COLS,

@@ -1,60 +1,29 @@
-"""The reference primary agent: the seven steps of an investigation as an explicit state machine.
+"""`PrimaryAgent`: drives an investigation's state machine, one step handler per `Step`, and commits each step.
 
-    (1) alert            recorded by the intake, which opens or finds the case
-    (2) triage           own tools: the alert itself, similar earlier cases
-    (3)+(4) consult      every `[[partners]]` entry at once; each answers with findings, or fails
-    (5) correlate        own data + partners' findings -> a cause, with a confidence
-        remediate        a runbook chosen by the reasoner (dry run by default)
-    (6) record           each step above writes its entry; then a one-screen handoff summary
-    (7) verify + close   when the alert resolves: partners re-check, then resolve the case
-
-`investigate()` runs (2)-(6) and stops at AWAITING_RECOVERY; `verify_and_close()` runs (7). Each
-state's handler returns the next state, so the flow is readable in `_handlers`.
-
-A handler does not write to the journal itself: it queues its entries, and `run()` commits them
-together with the next step (`_commit`). Under `sharedctx serve` that commit is the store's fenced
-`advance_investigation` (see `sharedctx.agents.lease`): a step's entries and its checkpoint are one
-transaction, valid only while this replica holds the case's lease, so a crashed, drained or
-superseded replica is resumed from the checkpoint by another one without any step recorded twice.
-Outside `serve` (no checkpoint), the queued entries are simply recorded. Decisions come from a `Reasoner`
-(rule-based by default); actions from runbooks. A partner that is slow, dead or answers garbage
-becomes a recorded note, and the investigation goes on with what it has.
+See the package docstring for the seven steps; the state it persists is in `state`, the partner
+calls of (3)+(4) in `consult`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import timedelta
-from enum import StrEnum
 from typing import Any
 
-import anyio
+from ...channel import CapabilityInfo, PartnerClient
+from ...channel.trace import child_traceparent, new_traceparent
+from ...config import PartnerSettings
+from ...context import Case
+from ...intake import Alert
+from ...model import Author, CaseStatus, EntryKind, Evidence
+from ..reasoning import Question, Reasoner, RuleBasedReasoner
+from ..runbooks import DEFAULT_RUNBOOKS, Runbook, RunbookResult
+from .consult import PartnerConsultation
+from .state import _STOPS, Investigation, LeaseLost, PendingEntry, Step
 
-from ..access import INVITE_ATTR, Access
-from ..channel import CapabilityInfo, CapabilityInput, Finding, PartnerClient
-from ..channel.trace import child_traceparent, new_traceparent, parse_traceparent
-from ..config import PartnerSettings
-from ..context import Case
-from ..errors import PartnerBadOutput, PartnerTimeout, PartnerUnavailable
-from ..intake import Alert
-from ..model import Author, CaseStatus, EntryKind, Evidence, utcnow
-from .reasoning import (
-    Correlation,
-    PartnerAnswer,
-    Question,
-    Reasoner,
-    RemediationPlan,
-    RuleBasedReasoner,
-    Triage,
-    Verdict,
-)
-from .runbooks import DEFAULT_RUNBOOKS, Runbook, RunbookResult
-
-__all__ = ["Checkpoint", "Investigation", "LeaseLost", "PendingEntry", "PrimaryAgent", "Step"]
+__all__ = ["PrimaryAgent"]
 
 log = logging.getLogger("sharedctx.agents.primary")
 
@@ -62,119 +31,11 @@ OnEvent = Callable[[str, str], None]
 """`on_event(step, message)`: progress for a terminal or a log; must not block."""
 
 
-class Step(StrEnum):
-    TRIAGE = "triage"
-    CONSULT = "consult"
-    CORRELATE = "correlate"
-    REMEDIATE = "remediate"
-    HANDOFF = "handoff"
-    AWAITING_RECOVERY = "awaiting-recovery"
-    VERIFY = "verify"
-    CLOSED = "closed"
-    FAILED = "failed"  # a step raised; the case is left for a human (the failure is recorded)
-
-
-_STOPS = {Step.AWAITING_RECOVERY, Step.CLOSED, Step.FAILED}
-
-
-class LeaseLost(Exception):
-    """This replica no longer owns the investigation: its step was not recorded, another replica resumes it."""
-
-
-@dataclass(frozen=True)
-class PendingEntry:
-    """An entry a step has queued; recorded when the step commits (`PrimaryAgent._commit`)."""
-
-    kind: EntryKind
-    title: str
-    body: str
-    kwargs: dict[str, Any]  # evidence, attrs, status: what `Case.record` takes besides the above
-
-
-Checkpoint = Callable[["Investigation", Step, list[PendingEntry]], Awaitable[bool]]
-"""`checkpoint(inv, finished, entries)`: record `entries` and persist `inv` (at its next step) as one
-transaction; False if this replica lost the investigation's lease (then nothing was recorded)."""
-
-
-@dataclass
-class Investigation:
-    """Everything the agent has learned about one case so far; the state machine's memory.
-
-    `to_state()`/`from_state()` are what is persisted between steps: enough to run any later step."""
-
-    case: Case
-    alert: Alert
-    traceparent: str
-    step: Step = Step.TRIAGE
-    triage: Triage | None = None
-    answers: list[PartnerAnswer] = field(default_factory=list)
-    correlation: Correlation | None = None
-    plan: RemediationPlan | None = None
-    result: RunbookResult | None = None
-    resolved_alert: Alert | None = None
-    checks: list[PartnerAnswer] = field(default_factory=list)
-    verdict: Verdict | None = None
-    history: list[Step] = field(default_factory=list)
-    invited: bool = False  # the partners' invitations are recorded (a checkpoint inside CONSULT)
-    pending: list[PendingEntry] = field(default_factory=list)
-    checkpoint: Checkpoint | None = None  # None: entries are recorded as they are committed, nothing persisted
-    should_stop: Callable[[], bool] | None = None  # checked between steps: True stops (drain) at a checkpoint
-
-    @property
-    def trace_id(self) -> str | None:
-        parsed = parse_traceparent(self.traceparent)
-        return parsed.trace_id if parsed else None
-
-    def to_state(self) -> dict[str, Any]:
-        """What the finished steps learned, as JSON: with the step, all a replica needs to resume."""
-
-        def dump(m: Any) -> Any:
-            return m.model_dump(mode="json") if m is not None else None
-
-        return {"alert": dump(self.alert), "traceparent": self.traceparent, "triage": dump(self.triage),
-                "answers": [dump(a) for a in self.answers], "correlation": dump(self.correlation),
-                "plan": dump(self.plan), "result": dump(self.result), "checks": [dump(a) for a in self.checks],
-                "verdict": dump(self.verdict), "history": [h.value for h in self.history],
-                "invited": self.invited}  # fmt: skip
-
-    @classmethod
-    def from_state(
-        cls, case: Case, step: str, state: Mapping[str, Any], resolved: Mapping[str, Any] | None = None
-    ) -> Investigation:
-        """The investigation as a checkpoint left it (`to_state`), at `step`, with a waiting resolved alert."""
-
-        def load(model: Any, value: Any) -> Any:
-            return model.model_validate(value) if value is not None else None
-
-        alert = Alert.model_validate(state["alert"])
-        return cls(
-            case=case, alert=alert, traceparent=state.get("traceparent") or new_traceparent(), step=Step(step),
-            triage=load(Triage, state.get("triage")),
-            answers=[PartnerAnswer.model_validate(a) for a in state.get("answers") or []],
-            correlation=load(Correlation, state.get("correlation")), plan=load(RemediationPlan, state.get("plan")),
-            result=load(RunbookResult, state.get("result")),
-            resolved_alert=Alert.model_validate(resolved) if resolved else None,
-            checks=[PartnerAnswer.model_validate(a) for a in state.get("checks") or []],
-            verdict=load(Verdict, state.get("verdict")), history=[Step(h) for h in state.get("history") or []],
-            invited=bool(state.get("invited")),
-        )  # fmt: skip
-
-
-def _error_kind(exc: BaseException) -> str:
-    if isinstance(exc, PartnerTimeout | TimeoutError):
-        return "timeout"
-    if isinstance(exc, PartnerUnavailable):
-        return "unavailable"
-    if isinstance(exc, PartnerBadOutput):
-        return "bad_output"
-    return "error"
-
-
 def _pct(x: float) -> str:
     return f"{x:.0%}"
 
 
-class PrimaryAgent:
+class PrimaryAgent(PartnerConsultation):
     """Runs investigations for cases, talking to the partners named in `[[partners]]`."""
 
     def __init__(
@@ -308,117 +169,7 @@ class PrimaryAgent:
                            "\n".join(body), attrs={"hypotheses": t.hypotheses, "similar": t.similar})  # fmt: skip
         return Step.CONSULT
 
-    # -- (3)+(4) consult the partners -----------------------------------------------------------------
-
-    def _input(self, inv: Investigation, q: Question, *, recovery: bool = False) -> CapabilityInput:
-        now = utcnow()
-        start = now - timedelta(minutes=5) if recovery else (inv.alert.starts_at or now) - self.window
-        return CapabilityInput(case_id=inv.case.id, service=inv.alert.service, start=min(start, now), end=now,
-                               question=q.question, params=q.params)  # fmt: skip
-
-    async def _ask_partner(
-        self,
-        inv: Investigation,
-        settings: PartnerSettings,
-        plan: Callable[[str, list[CapabilityInfo]], Awaitable[list[Question]]],
-        recovery: bool,
-    ) -> list[PartnerAnswer]:
-        """Connect to one partner, ask what `plan` says, and turn every failure into an answer."""
-        name = settings.name
-        answers: list[PartnerAnswer] = []
-
-        async def ask(client: PartnerClient, q: Question) -> None:
-            tp = child_traceparent(inv.traceparent)
-            self._emit("consult", f"asking {name}: {q.capability}")
-
-            def progress(done: float, total: float | None, message: str | None) -> None:
-                self._emit("progress", f"{name}/{q.capability}: {message or f'{done:g}/{total or 0:g}'}")
-
-            try:
-                finding: Finding = await client.call(q.capability, self._input(inv, q, recovery=recovery),
-                                                     traceparent=tp, on_progress=progress)  # fmt: skip
-                answers.append(PartnerAnswer(partner=name, capability=q.capability, finding=finding,
-                                             trace_id=inv.trace_id))  # fmt: skip
-                self._emit("finding", f"{name}/{q.capability}: {finding.summary}")
-            except Exception as exc:  # PartnerError and anything unexpected: record it, carry on
-                answers.append(PartnerAnswer(partner=name, capability=q.capability, error=str(exc) or repr(exc),
-                                             error_kind=_error_kind(exc), trace_id=inv.trace_id))  # fmt: skip
-                self._emit("partner-failed", f"{name}/{q.capability}: {exc}")
-
-        try:
-            async with self.client_factory(settings) as client:
-                offered = await client.capabilities()
-                questions = await plan(name, offered)
-                if not questions:
-                    answers.append(PartnerAnswer(partner=name, capability="(none)", error_kind="error",
-                                                 error=f"offers nothing relevant ({', '.join(c.name for c in offered)})"))  # noqa: E501
-                async with anyio.create_task_group() as tg:
-                    for q in questions:
-                        tg.start_soon(ask, client, q)
-        except Exception as exc:  # could not connect, or the capability list failed
-            what = "could not connect or list capabilities" if not answers else "the connection failed"
-            answers.append(PartnerAnswer(partner=name, capability="(connect)", error=f"{what}: {exc}",
-                                         error_kind=_error_kind(exc), trace_id=inv.trace_id))  # fmt: skip
-            self._emit("partner-failed", f"{name}: {exc}")
-        return answers
-
-    async def _ask_all(
-        self,
-        inv: Investigation,
-        plan: Callable[[str, list[CapabilityInfo]], Awaitable[list[Question]]],
-        *,
-        recovery: bool = False,
-    ) -> list[PartnerAnswer]:
-        results: list[list[PartnerAnswer]] = [[] for _ in self.partners]
-
-        async def one(i: int, s: PartnerSettings) -> None:
-            results[i] = await self._ask_partner(inv, s, plan, recovery)
-
-        async with anyio.create_task_group() as tg:
-            for i, s in enumerate(self.partners):
-                tg.start_soon(one, i, s)
-        return [a for r in results for a in r]
-
-    async def _invite_partners(self, inv: Investigation) -> None:
-        """Passing the case id to a partner is the invitation: record it, so the partner may read and
-        write this case (and only this one) through the shared-context MCP server.
-
-        Committed before any partner is called (a checkpoint inside CONSULT, `inv.invited`), so a partner
-        that writes at once is already allowed to, and a resumed CONSULT does not invite again."""
-        if inv.invited:
-            return
-        if inv.checkpoint is None:  # no checkpoint: Access.invite, idempotent by reading the case
-            ctx = inv.case.ctx
-            access = Access(ctx.config, ctx.store)
-            for s in self.partners:
-                await anyio.to_thread.run_sync(
-                    functools.partial(access.invite, ctx, inv.case.id, s.name, by=self.author, trace_id=inv.trace_id)
-                )
-            inv.invited = True
-            return
-        notes = await asyncio.to_thread(inv.case.timeline, kinds=[EntryKind.NOTE.value])
-        done = {e.attrs.get(INVITE_ATTR) for e in notes if e.author.kind != "partner"}
-        for s in self.partners:
-            if s.name not in done:
-                inv.pending.append(PendingEntry(EntryKind.NOTE, f"Invited partner {s.name} into this case",
-                                                f"{self.author} invited the partner agent `{s.name}` to read and "
-                                                "write this case.",
-                                                {"author": self.author, "trace_id": inv.trace_id,
-                                                 "attrs": {INVITE_ATTR: s.name}}))  # fmt: skip
-        inv.invited = True
-        await self._commit(inv, Step.CONSULT)
-
-    async def _record_failures(self, inv: Investigation, answers: list[PartnerAnswer]) -> None:
-        for a in answers:
-            if a.error is not None:
-                what = {"timeout": "did not answer in time", "unavailable": "is unavailable",
-                        "bad_output": "answered with malformed output"}.get(a.error_kind or "", "failed")  # fmt: skip
-                where = "" if a.capability.startswith("(") else f" ({a.capability})"
-                await self._record(
-                    inv, EntryKind.NOTE, f"Partner {a.partner} {what}{where}",
-                    f"{a.error}\n\nThe investigation continues without this answer.",
-                    attrs={"partner": a.partner, "capability": a.capability, "error_kind": a.error_kind},
-                )  # fmt: skip
+    # -- (3)+(4) consult the partners (connecting and asking them: `consult.PartnerConsultation`) ----
 
     async def _consult_partners(self, inv: Investigation) -> Step:
         if not self.partners:
