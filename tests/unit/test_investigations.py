@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 
 from sharedctx.agents.primary import Investigation, PrimaryAgent, Step
+from sharedctx.agents.reasoning import Correlation, RemediationPlan, RuleBasedReasoner
+from sharedctx.agents.runbooks import RunbookResult
 from sharedctx.context import SharedContext
 from sharedctx.intake import Alert
 from sharedctx.model import Author, EntryDraft, EntryKind
@@ -273,3 +275,68 @@ async def test_a_case_opened_by_a_replica_that_died_before_beginning_its_investi
     [again] = await disp.submit([alert])  # once investigated, a repeat adds nothing and begins nothing
     assert again.action == "repeat" and not disp.running
     assert [e.kind.value for e in case.timeline()].count("handoff") == 1
+
+
+class ActingAgent(PrimaryAgent):
+    """The primary agent allowed to act (`dry_run=False`), with one runbook that acts at once and then takes
+    `delay` seconds to report (a rollout being watched), and a reasoner that always chooses it."""
+
+    def __init__(self, delay: float, acted: list[str], who: str) -> None:
+        super().__init__([], runbooks={"rollback_deploy": self._rollback}, dry_run=False, reasoner=_AlwaysRollBack())
+        self.delay, self.acted, self.who = delay, acted, who
+
+    async def _consult_partners(self, inv: Investigation) -> Step:
+        return Step.CORRELATE
+
+    async def _rollback(self, args: dict[str, Any], *, dry_run: bool) -> RunbookResult:
+        assert not dry_run
+        self.acted.append(self.who)  # `kubectl rollout undo` has run: done twice, it undoes itself
+        await asyncio.sleep(self.delay)
+        return RunbookResult(done=True, summary="Rolled back checkout.")
+
+
+class _AlwaysRollBack(RuleBasedReasoner):
+    async def remediate(self, correlation: Correlation, runbooks: list[str]) -> RemediationPlan | None:
+        return RemediationPlan(runbook="rollback_deploy", args={"service": "checkout"}, rationale="the deploy")
+
+
+@pytest.mark.anyio
+async def test_a_runbook_started_by_a_replica_that_stopped_is_never_started_again_by_the_one_that_resumes(
+    ctx: SharedContext,
+) -> None:
+    acted: list[str] = []
+    a = Dispatcher(ctx, ActingAgent(30.0, acted, "replica-a"), owner="replica-a", lease_seconds=60.0)
+    b = Dispatcher(ctx, ActingAgent(0.0, acted, "replica-b"), owner="replica-b", lease_seconds=60.0)
+    [opened] = await a.submit([ALERT])
+    cid = opened.case_id
+    assert cid is not None
+    for _ in range(200):
+        if acted:
+            break
+        await asyncio.sleep(0.05)
+    assert acted == ["replica-a"]
+    await a.shutdown(grace=0.2)  # SIGTERM while the rollback is being watched: its outcome is never recorded
+    got = ctx.store.get_investigation(cid)
+    assert got is not None and (got.step, got.owner) == ("remediate", None)
+    assert await b.scan() == 1
+    assert await b.idle(20)
+    assert acted == ["replica-a"]  # not run a second time
+    timeline = ctx.case(cid).timeline()
+    [started] = [e for e in timeline if e.kind == EntryKind.ACTION]
+    assert started.title == "Starting runbook rollback_deploy"
+    [ask] = [e for e in timeline if e.kind == EntryKind.DECISION_REQUEST]
+    assert "may or may not have run" in ask.title and "not started again" in ask.title
+    assert not [e for e in timeline if e.kind == EntryKind.REMEDIATION]  # nobody claims it was done
+    counts = step_titles(ctx, cid)
+    assert max(counts.values()) == 1, counts
+
+
+@pytest.mark.anyio
+async def test_a_runbook_that_finishes_is_recorded_once_after_its_start(ctx: SharedContext) -> None:
+    acted: list[str] = []
+    a = Dispatcher(ctx, ActingAgent(0.0, acted, "replica-a"), owner="replica-a", lease_seconds=60.0)
+    [opened] = await a.submit([ALERT])
+    assert opened.case_id is not None and await a.idle(20)
+    kinds = [e.kind.value for e in ctx.case(opened.case_id).timeline()]
+    assert kinds == ["alert", "triage", "finding", "action", "remediation", "handoff"], kinds
+    assert acted == ["replica-a"] and ctx.case(opened.case_id).status == "mitigated"

@@ -18,7 +18,7 @@ from ...config import PartnerSettings
 from ...context import Case
 from ...intake import Alert
 from ...model import Author, CaseStatus, EntryKind, Evidence
-from ..reasoning import Question, Reasoner, RuleBasedReasoner
+from ..reasoning import Question, Reasoner, RemediationPlan, RuleBasedReasoner
 from ..runbooks import DEFAULT_RUNBOOKS, Runbook, RunbookResult
 from .consult import PartnerConsultation
 from .state import _STOPS, Investigation, LeaseLost, PendingEntry, Step
@@ -219,18 +219,23 @@ class PrimaryAgent(PartnerConsultation):
         return Step.REMEDIATE
 
     async def _remediate(self, inv: Investigation) -> Step:
+        """Choose a runbook and run it. A runbook that acts for real is at most once per investigation: under
+        `serve` its start (the plan, and an entry saying so) is committed before it runs, so a replica that
+        resumes this step after a crash or a lost lease finds it started and asks a person instead of running
+        it again (a second `kubectl rollout undo` would undo the first: the bad deploy back)."""
         assert inv.correlation is not None
-        inv.plan = plan = await self.reasoner.remediate(inv.correlation, sorted(self.runbooks))
-        if plan is None or plan.runbook not in self.runbooks:
-            reason = "the reasoner chose no action" if plan is None else f"no runbook named {plan.runbook!r}"
-            inv.result = RunbookResult(done=False, needs_human=True, summary=f"No remediation: {reason}.")
+        plan = inv.plan
+        if inv.acting and plan is not None:
+            inv.result = RunbookResult(done=False, needs_human=True, summary=(
+                f"Runbook {plan.runbook} was started by a server that stopped before recording its outcome, so it may "
+                "or may not have run. It is not started again: check its effect, then act by hand."))  # fmt: skip
         else:
-            self._emit("remediate", f"{plan.runbook}({plan.args}) dry_run={self.dry_run}")
-            try:
-                inv.result = await self.runbooks[plan.runbook](plan.args, dry_run=self.dry_run)
-            except Exception as exc:
-                why = f"Runbook {plan.runbook} failed: {type(exc).__name__}: {exc}"
-                inv.result = RunbookResult(done=False, needs_human=True, summary=why)
+            inv.plan = plan = await self.reasoner.remediate(inv.correlation, sorted(self.runbooks))
+            if plan is None or plan.runbook not in self.runbooks:
+                reason = "the reasoner chose no action" if plan is None else f"no runbook named {plan.runbook!r}"
+                inv.result = RunbookResult(done=False, needs_human=True, summary=f"No remediation: {reason}.")
+            else:
+                inv.result = await self._run_runbook(inv, plan)
         r = inv.result
         body = [r.summary]
         if plan is not None:
@@ -248,6 +253,20 @@ class PrimaryAgent(PartnerConsultation):
                                status=CaseStatus.MITIGATED if r.done else None)  # fmt: skip
         self._emit("remediate", r.summary)
         return Step.HANDOFF
+
+    async def _run_runbook(self, inv: Investigation, plan: RemediationPlan) -> RunbookResult:
+        if not self.dry_run and inv.checkpoint is not None:
+            inv.acting = True
+            await self._record(inv, EntryKind.ACTION, f"Starting runbook {plan.runbook}",
+                               f"Running `{plan.runbook}` with {plan.args} for real (not a dry run).\n\n"
+                               f"Why: {plan.rationale}", attrs={"runbook": plan.runbook, "args": plan.args})
+            await self._commit(inv, Step.REMEDIATE)  # durable before it acts (see `_remediate`)
+        self._emit("remediate", f"{plan.runbook}({plan.args}) dry_run={self.dry_run}")
+        try:
+            return await self.runbooks[plan.runbook](plan.args, dry_run=self.dry_run)
+        except Exception as exc:
+            why = f"Runbook {plan.runbook} failed: {type(exc).__name__}: {exc}"
+            return RunbookResult(done=False, needs_human=True, summary=why)
 
     # -- (6) the handoff summary ------------------------------------------------------------------
 

@@ -77,6 +77,7 @@ class Investigation:
     verdict: Verdict | None = None
     history: list[Step] = field(default_factory=list)
     invited: bool = False  # the partners' invitations are recorded (a checkpoint inside CONSULT)
+    acting: bool = False  # `plan` was started for real (a checkpoint inside REMEDIATE): never started again
     pending: list[PendingEntry] = field(default_factory=list)
     checkpoint: Checkpoint | None = None  # None: entries are recorded as they are committed, nothing persisted
     should_stop: Callable[[], bool] | None = None  # checked between steps: True stops (drain) at a checkpoint
@@ -96,7 +97,7 @@ class Investigation:
                 "answers": [dump(a) for a in self.answers], "correlation": dump(self.correlation),
                 "plan": dump(self.plan), "result": dump(self.result), "checks": [dump(a) for a in self.checks],
                 "verdict": dump(self.verdict), "history": [h.value for h in self.history],
-                "invited": self.invited}  # fmt: skip
+                "invited": self.invited, "acting": self.acting}  # fmt: skip
 
     @classmethod
     def from_state(
@@ -117,5 +118,5 @@ class Investigation:
             resolved_alert=Alert.model_validate(resolved) if resolved else None,
             checks=[PartnerAnswer.model_validate(a) for a in state.get("checks") or []],
             verdict=load(Verdict, state.get("verdict")), history=[Step(h) for h in state.get("history") or []],
-            invited=bool(state.get("invited")),
+            invited=bool(state.get("invited")), acting=bool(state.get("acting")),
         )  # fmt: skip
