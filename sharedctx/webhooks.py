@@ -112,7 +112,10 @@ def github(name: str, body: bytes, headers: dict[str, str], secret: str, setting
     out = Parsed(headers.get("x-github-delivery"), event)
     action = data.get("action")
     issue = data.get("issue") or {}
-    repo = (data.get("repository") or {}).get("full_name")  # an organisation webhook sends every repo's issues
+    # an organisation webhook sends every repo's issues; a repository that names none is left to the receiver
+    repository = data.get("repository")
+    repo = repository.get("full_name") if isinstance(repository, dict) else None
+    repo = repo if isinstance(repo, str) else None
     if event == "issue_comment" and action == "created":
         c = data.get("comment") or {}
         text = c.get("body") or ""
@@ -341,7 +344,8 @@ class WebhookReceiver:
 
     def _take(self, name: str, parsed: Parsed) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
-        complete = getattr(self.ctx.backends.get(name), "complete_item", None)
+        backend = self.ctx.backends.get(name)
+        complete = getattr(backend, "complete_item", None)
         for thread_id, item in parsed.items:
             if complete is not None:  # the backend fills in what the event lacks (Slack: a reaction's thread)
                 got = complete(thread_id, item)
@@ -349,10 +353,14 @@ class WebhookReceiver:
                     out.append({"thread": thread_id, "case": None, "meaning": "not about one of our threads"})
                     continue
                 thread_id, item = got
-            scope = next((str(item.raw[k]) for k in SCOPE_PARTS if item.raw.get(k)), None)
-            case_id = self.humans.case_for(name, thread_id, scope)
+            # Where the event says the thread lives; an event that names nowhere is taken to be from the
+            # backend's own repo / channel (`home_scope`), as the backend reads a binding that recorded none:
+            # it must not match every repo's issue #N. Backends without scopes have no `home_scope`.
+            home = getattr(backend, "home_scope", None)
+            named = next((str(item.raw[k]) for k in SCOPE_PARTS if item.raw.get(k)), None)
+            case_id = self.humans.case_for(name, thread_id, named or home, home)
             if case_id is None:
-                where = f" in {scope}" if scope else ""
+                where = f" in {named}" if named else ""
                 out.append({"thread": thread_id, "case": None, "meaning": f"no case is bound to this thread{where}"})
                 continue
             got = self.humans.ingest(case_id, item, via="webhook")

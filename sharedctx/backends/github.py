@@ -60,7 +60,10 @@ AUTH_HINT = (
     "Check that the token in the configured environment variable is valid and may write issues in the repo "
     "(fine-grained token: Issues read/write, Metadata read; classic: `repo` or `public_repo`)."
 )
-ISSUE_URL = re.compile(r"/issues/(\d+)/?$")
+# An issue URL, on github.com or the API (`.../repos/owner/name/issues/N`): the repo it names, and its number
+ISSUE_URL = re.compile(r"/(?:repos/)?([\w.-]+/[\w.-]+)/issues/(\d+)/?$")
+# What a repo recorded in a binding may be before it becomes part of a URL: owner/name, no dot segment
+REPO_NAME = re.compile(r"(?!\.\.?/)[A-Za-z0-9_.-]+/(?!\.\.?$)[A-Za-z0-9_.-]+")
 PERMISSION_LEVELS = {"none": 0, "read": 1, "triage": 2, "write": 3, "maintain": 4, "admin": 5}
 
 
@@ -146,15 +149,25 @@ class GitHubBackend:
         if method != "GET":
             self.pacer.acquire()
         url = path if path.startswith("http") else self._api + path
+        # A renamed or transferred repo answers its old name with a redirect (301, 307 for writes), and the
+        # cases bound before keep that name (`_repo_of`): follow it, as GitHub asks clients to. httpx drops
+        # the token on a redirect to another host. (`check` reads without following, to report the rename.)
         return call(self._client, method, url, service=SERVICE, auth_hint=AUTH_HINT, not_found=not_found,
-                    is_rate_limited=self._rate_limited, headers=headers, **kw)
+                    is_rate_limited=self._rate_limited, headers=headers, follow_redirects=True, **kw)
+
+    @property
+    def home_scope(self) -> str:
+        """Where a thread whose binding recorded no repo lives (`_repo_of`'s fallback): the webhook receiver
+        scopes such bindings, and events that name no repo, to it."""
+        return self.options.repo
 
     def _repo_of(self, thread: ThreadRef) -> str:
         """The repo a thread lives in: the one recorded when the case was bound. After `repo` changes in the
         config, new cases open in the new repo, while the older cases' issues stay where they are; issue
         numbers are per repo, so the configured repo would name another issue (or none)."""
         repo = (thread.model_extra or {}).get("repo")
-        return repo if isinstance(repo, str) and repo.count("/") == 1 else self.options.repo
+        # only a plain owner/name: `../user` or `a/b?x=` would send our token's writes to another API path
+        return repo if isinstance(repo, str) and REPO_NAME.fullmatch(repo) else self.options.repo
 
     def _in_repo(self, thread: ThreadRef, path: str) -> str:
         """The URL of `path` in the repo a bound thread lives in."""
@@ -179,7 +192,8 @@ class GitHubBackend:
         cached = self._etags.get(key)
         if cached:
             headers["If-None-Match"] = cached[0]
-        resp = send(self._client, "GET", url, service=SERVICE, headers=headers, params=params)
+        resp = send(self._client, "GET", url, service=SERVICE, headers=headers, params=params,
+                    follow_redirects=True)  # a renamed repo: see `_call`
         if resp.status_code == 304 and cached:
             self.conditional_hits += 1
             return cached[1]
@@ -247,7 +261,12 @@ class GitHubBackend:
         given = case.labels.get("github.issue")
         if given:
             m = ISSUE_URL.search(given)
-            number = m.group(1) if m else given.strip().lstrip("#")
+            if m and m.group(1).lower() != self.options.repo.lower():
+                # issue numbers are per repo: our #N would be someone else's thread, and the case's journal
+                # would be posted into it
+                raise Rejected(f"label github.issue={given!r} names an issue in another repo ({m.group(1)}); "
+                               f"this backend writes to {self.options.repo}")
+            number = m.group(2) if m else given.strip().lstrip("#")
             if not number.isdigit():
                 raise Rejected(f"label github.issue={given!r} is neither an issue number nor an issue URL")
             issue = self._call("GET", f"/issues/{number}",

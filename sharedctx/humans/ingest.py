@@ -58,12 +58,13 @@ class Humans:
         self._guard = threading.Lock()
 
     # -- which case -------------------------------------------------------------------------------
-    def case_for(self, backend: str, thread_id: str, scope: str | None = None) -> str | None:
+    def case_for(self, backend: str, thread_id: str, scope: str | None = None, home: str | None = None) -> str | None:
         """The case bound to a backend thread (issue number, incident id, Jira key...) in `scope` (the repo or
-        channel the event came from; see `Store.case_of_thread`): one lookup in the store's bindings index
-        per webhook item, hit or miss, however many cases the journal holds. Not cached: a rebinding is seen
-        at once, and the lookup costs less than the entry it leads to."""
-        return self.ctx.store.case_of_thread(backend, str(thread_id), scope)
+        channel the event came from; `home`: where the backend takes a binding without one to live; see
+        `Store.case_of_thread`): one lookup in the store's bindings index per webhook item, hit or miss,
+        however many cases the journal holds. Not cached: a rebinding is seen at once, and the lookup costs
+        less than the entry it leads to."""
+        return self.ctx.store.case_of_thread(backend, str(thread_id), scope, home)
 
     def _lock(self, case_id: str) -> threading.Lock:
         with self._guard:

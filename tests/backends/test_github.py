@@ -139,3 +139,77 @@ def test_after_the_configured_repo_changes_older_cases_stay_in_the_repo_they_wer
     assert new.comments_of(theirs) == [] and new.issues[theirs]["state"] == "open"  # theirs untouched
     fresh = after.bind(make_case())  # a new case opens in the new repo
     assert fresh.model_dump()["repo"] == "acme/incidents-2026" and int(fresh.id) in new.issues
+
+
+def test_an_issue_url_naming_another_repo_is_refused_not_bound_to_our_issue_with_that_number(svc: Harness) -> None:
+    """`github.issue` may be an issue URL. Issue numbers are per repo: a URL of another repo's #N names a
+    thread we do not write to, and binding the configured repo's #N instead would post the case (its
+    journal, its decisions) into someone else's issue. Refused; a URL of the configured repo, however GitHub
+    spells its case, binds."""
+    from sharedctx.errors import Rejected
+    from tests.backends.conftest import make_case
+
+    theirs = svc.double.add_issue("another team's incident in our repo")
+    b = svc.backend
+    for url in (f"https://github.com/acme/secret-project/issues/{theirs}",
+                f"https://api.github.com/repos/acme/secret-project/issues/{theirs}/",
+                f"https://github.com/someone-else/payments/issues/{theirs}"):
+        with pytest.raises(Rejected, match="another repo"):
+            b.bind(make_case(**{"github.issue": url}))
+    assert svc.double.comments_of(theirs) == []
+    for url in (f"https://github.com/ACME/Payments/issues/{theirs}",
+                f"https://api.github.com/repos/acme/payments/issues/{theirs}", f"#{theirs}", str(theirs)):
+        bound = b.bind(make_case(**{"github.issue": url}))
+        assert bound.id == str(theirs) and bound.model_dump()["repo"] == "acme/payments"
+
+
+def test_a_recorded_repo_that_is_not_owner_slash_name_never_becomes_part_of_a_url(svc: Harness) -> None:
+    """`_repo_of` builds every URL of a bound thread from the binding's repo. Anything but a plain
+    owner/name (dot segments, a query, a fragment) would send our token's writes to another API path
+    (httpx resolves `/repos/../user/issues/1` to `/user/issues/1`); such a value is not a repo, and the
+    thread is taken to live in the configured one, as a binding without a repo is."""
+    from sharedctx.backends.base import ThreadRef
+
+    b = svc.backend
+    for bad in ("../user", "acme/..", "./payments", "acme/payments?x=", "acme/payments#", "acme/pay ments",
+                "acme/payments\n"):
+        thread = ThreadRef.model_validate({"backend": "github", "id": "1", "repo": bad})
+        url = httpx.URL(b._issue(thread, "/comments"))
+        assert url.path == "/repos/acme/payments/issues/1/comments" and not url.query, (bad, url)
+    ok = ThreadRef.model_validate({"backend": "github", "id": "1", "repo": "acme-corp/incidents.2026_old"})
+    assert httpx.URL(b._issue(ok)).path == "/repos/acme-corp/incidents.2026_old/issues/1"
+
+
+def test_after_the_repo_is_renamed_older_cases_follow_githubs_redirect(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A renamed (or transferred) repo keeps its issues and numbers; GitHub answers the old name with a
+    redirect (301 for GET, 307 for writes) and `check` tells the operator to set `repo` to the new name.
+    The cases bound before keep the old name in their binding: their writes, reads and resolve must follow
+    the redirect, not fail as 'the service will not accept this request' (which strands them)."""
+    from sharedctx.backends.base import ThreadRef
+    from sharedctx.backends.github import GitHubBackend, GitHubOptions
+    from tests.backends.conftest import make_case, make_chain
+    from tests.doubles.github import GitHubDouble
+
+    monkeypatch.setenv("GITHUB_TOKEN", "gh-test-token")
+    d = GitHubDouble(repo="acme/incidents-prod")  # the repo after the rename
+
+    def route(request: httpx.Request) -> httpx.Response:
+        if request.url.path.startswith("/repos/acme/incidents/"):
+            moved = request.url.copy_with(path=request.url.path.replace("/repos/acme/incidents/",
+                                                                        "/repos/acme/incidents-prod/", 1))
+            return httpx.Response(301 if request.method == "GET" else 307, headers={"location": str(moved)},
+                                  json={"message": "Moved Permanently", "url": str(moved)})
+        return d.handle(request)
+
+    b = GitHubBackend("github", GitHubOptions(repo="acme/incidents-prod", token="env:GITHUB_TOKEN", max_block=0.0),
+                      client=httpx.Client(transport=httpx.MockTransport(route)))
+    case = make_case()
+    first, second = make_chain(case.id, 2)
+    number = d.add_issue("bound before the rename")
+    thread = ThreadRef.model_validate({"backend": "github", "id": str(number), "repo": "acme/incidents"})
+    b.append(thread, first)
+    d.add_human_comment(number, "rollback done", login="bob")
+    got = b.read_back(thread)
+    assert [e.id for e in got.entries] == [first.id] and [h.text for h in got.humans] == ["rollback done"]
+    b.resolve(thread, second)
+    assert d.issues[number]["state"] == "closed"

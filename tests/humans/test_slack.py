@@ -226,3 +226,41 @@ def test_our_own_posts_and_other_channels_are_not_taken_for_people(sw: SlackWorl
     assert sw.send(*signed(edit)).status_code == 202
     sw.poller.poll_once()
     assert human_notes(case) == []
+
+
+def test_a_button_click_in_another_channel_on_a_thread_with_our_ts_decides_nothing(sw: SlackWorld) -> None:
+    """Clicks are taken from any channel (older cases live in the channel they were bound in), so the
+    channel the click names is what keeps them apart: a thread ts names a message only within its channel.
+    A click carrying our request id, in another channel's thread with our thread's ts, or naming no
+    channel at all, reaches no case; the same click in our channel decides."""
+    async def scenario() -> tuple[Decision, list[dict[str, Any]]]:
+        case = sw.ctx.open_case("checkout 5xx", service="checkout")
+        task = asyncio.create_task(case.request_decision("Fail over?", ("approve", "reject"), timeout=60))
+        (req,) = await eventually(lambda: case.timeline(kinds=["decision-request"]), "the request is recorded")
+        await asyncio.to_thread(sw.deliver)
+        msg, thread = sw.message_of(case.id, req), sw.thread(case.id)
+
+        def click(channel: str | None) -> bytes:
+            c: dict[str, Any] = {
+                "type": "block_actions", "user": {"id": ALICE, "username": "alice"}, "trigger_id": "1.2.3",
+                "container": {"type": "message", "message_ts": msg["ts"], "thread_ts": thread},
+                "message": {"ts": msg["ts"], "thread_ts": thread},
+                "actions": [{"action_id": "sharedctx_approve", "value": req.id, "action_ts": f"{time.time():.6f}",
+                             "type": "button"}]}
+            if channel is not None:
+                c["container"]["channel_id"] = channel
+                c["channel"] = {"id": channel}
+            return urlencode({"payload": json.dumps(c)}).encode()
+
+        answers = []
+        for channel in ("C0ELSEWHER1", "G0PRIVATE01", "D0DIRECTMSG", None):
+            resp = await sw.post(*signed(click(channel), form=True))
+            assert resp.status_code == 200, resp.text
+            answers.append(resp.json())
+        assert not task.done() and case.timeline(kinds=["decision"]) == []
+        assert (await sw.post(*signed(click(CHANNEL), form=True))).status_code == 200
+        return await asyncio.wait_for(task, 20), answers
+
+    d, answers = asyncio.run(scenario())
+    assert [r["case"] for a in answers for r in a["results"]] == [None] * 4
+    assert d.approved and d.decided_by == "alice"

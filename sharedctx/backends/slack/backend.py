@@ -45,6 +45,12 @@ class SlackBackend(SlackApi):
         # (channel, message ts) -> (thread ts, entry id) of ours: a ts names a message only within its channel
         self._located: dict[tuple[str, str], tuple[str, str | None]] = {}
 
+    @property
+    def home_scope(self) -> str:
+        """Where a thread whose binding recorded no channel lives (`_channel_of`'s fallback): the webhook
+        receiver scopes such bindings, and events that name no channel, to it."""
+        return self.options.channel
+
     def _channel_of(self, thread: ThreadRef) -> str:
         """The channel a thread lives in: the one recorded when the case was bound. After `channel` changes in
         the config, new cases open in the new channel, while the older cases' threads stay where they are; a

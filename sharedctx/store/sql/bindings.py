@@ -45,15 +45,19 @@ INDEX_LABEL = "INSERT INTO case_labels (case_id, name, value) VALUES (:case_id, 
 
 # -- reading it -------------------------------------------------------------------------------------
 
-# A webhook: the case a backend's thread belongs to, by the id / number / key the service names it with.
-# Two cases bound to one thread (two alerts attached to one incident): the live one hears the human,
-# then the newest.
+# A webhook: the case a backend's thread belongs to, by the id / number / key the service names it with,
+# within the scope the event names ({scope}: nothing, `IN_SCOPE` or `IN_SCOPE_OR_UNSCOPED`). The scope is
+# part of the query, not a filter over its first rows: any number of cases bound to the same number in
+# other repos cannot push ours out. Two cases bound to one thread (two alerts attached to one incident):
+# the live one hears the human, then the newest.
 CASE_OF_THREAD = """
-SELECT b.case_id, b.scope
+SELECT b.case_id
 FROM bindings b JOIN cases c ON c.id = b.case_id
-WHERE b.value = :key AND b.backend = :backend AND b.part IN ('id', 'number', 'key')
+WHERE b.value = :key AND b.backend = :backend AND b.part IN ('id', 'number', 'key'){scope}
 ORDER BY c.status = 'resolved', b.case_id DESC
-LIMIT 50"""
+LIMIT 1"""
+IN_SCOPE = " AND lower(b.scope) = :scope"
+IN_SCOPE_OR_UNSCOPED = " AND (lower(b.scope) = :scope OR b.scope = '')"
 
 # A poll round: the live cases bound to one backend, with every case's bindings JSON. Live is open or
 # mitigated, or resolved since :since (answers that arrive soon after resolving still count). Driven
@@ -160,19 +164,26 @@ class BindingsSQL(SQLBase):
     def _case(self, r: Sequence[Any]) -> CaseRecord:  # JournalSQL's, earlier in SQLStore's bases
         raise NotImplementedError
 
-    def case_of_thread(self, backend: str, key: str, scope: str | None = None) -> str | None:
+    def case_of_thread(self, backend: str, key: str, scope: str | None = None, home: str | None = None) -> str | None:
         """The case bound to `backend`'s thread named `key` (an issue number, incident id, Jira key,
         ServiceNow sys_id or number, Slack ts, Matrix event id); None when no case is bound to it.
 
         `scope` is where the event says the thread lives (a GitHub repo, a Slack channel). An issue number
         names a thread only within its repo: an organisation webhook delivers issue #7 of every repo, and
-        only a binding in the same scope (compared case-insensitively, as GitHub does; a binding that
-        recorded no scope matches any) is that thread. None: the event names no scope."""
+        only a binding in the same scope (compared case-insensitively, as GitHub does) is that thread.
+        None: the event names no scope, and any binding matches.
+
+        `home` is where the backend itself takes a binding that recorded no scope to live (its configured
+        repo / channel: `GitHubBackend._repo_of` falls back to it). Such a binding matches only an event
+        from there; with no `home` known it matches any scope."""
         key = self._clean(str(key)) or str(key)  # stored redacted, so looked up redacted
-        rows = self._q(CASE_OF_THREAD, {"key": key, "backend": backend})
+        params: dict[str, Any] = {"key": key, "backend": backend}
+        where = ""
         if scope is not None:
-            want = (self._clean(scope) or scope).casefold()
-            rows = [r for r in rows if not r[1] or str(r[1]).casefold() == want]
+            params["scope"] = (self._clean(scope) or scope).lower()  # as SQL's lower(): ASCII names alike
+            unscoped = home is None or (self._clean(home) or home).lower() == params["scope"]
+            where = IN_SCOPE_OR_UNSCOPED if unscoped else IN_SCOPE
+        rows = self._q(CASE_OF_THREAD.format(scope=where), params)
         return str(rows[0][0]) if rows else None
 
     def live_bindings(self, backend: str, resolved_since: datetime) -> list[tuple[str, dict[str, Any]]]:
