@@ -234,8 +234,9 @@ class PrimaryAgent(PartnerConsultation):
         if inv.acting:  # with or without its plan (a state that lost it): choosing afresh could run it twice
             which = f"Runbook {plan.runbook}" if plan is not None else "A runbook (its plan was not kept)"
             inv.result = RunbookResult(done=False, needs_human=True, summary=(
-                f"{which} was started by a server that stopped before recording its outcome, so it may "
-                "or may not have run. It is not started again: check its effect, then act by hand."))  # fmt: skip
+                f"{which} was started by a server that did not record its outcome (it stopped, or lost this "
+                "investigation and may still be running it), so it may or may not have run. It is not started "
+                "again: check its effect, then act by hand."))  # fmt: skip
         else:
             inv.plan = plan = await self.reasoner.remediate(inv.correlation, sorted(self.runbooks))
             if plan is None or plan.runbook not in self.runbooks:
