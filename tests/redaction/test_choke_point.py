@@ -3,16 +3,21 @@ unredacted. These call the store directly (no `SharedContext`), on SQLite and Po
 
 from __future__ import annotations
 
+import enum
 import itertools
 import random
+import re
+import time
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict
 
 from sharedctx.model import Author, EntryDraft, Evidence
 from sharedctx.redact import Redactor, default_redactor
+from sharedctx.redact.detectors import may_hold_secret
 from sharedctx.redact.redactor import _surely_clean
 from sharedctx.store.base import Store
 
@@ -126,3 +131,65 @@ def test_the_whole_entry_look_changes_exactly_what_the_walk_changes(parts: list[
     fast, walked = r.sanitize(m), r._value(m, None)
     assert fast == walked
     assert (fast is m) == (walked is m)
+
+
+class _Kind(enum.StrEnum):
+    TOKEN = "ghp_aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dE3fG5"  # a str, but an Enum: the walk leaves enums alone
+
+
+class _Level(enum.IntEnum):
+    HIGH = 12345678
+
+
+class _Text(str):
+    """A `str` subclass: the walk redacts it like a str; the whole-entry look must leave it to the walk."""
+
+
+# `re`'s IGNORECASE matches 'ſ' (long s) to 's' but `str.lower()` keeps it: `classify_key` calls this key secret
+# while no string of the entry passes the precheck. Only the walk's key rule redacts its value.
+_LONG_S = "pa\u017f\u017fword"
+_SK = "sk-" + "aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dE3fG5hJ7k"  # a secret that the precheck sees only at a string's start
+
+
+@pytest.mark.parametrize("value", [
+    [_SK], ["clean", _SK], {"note": _SK}, {_SK: "v"}, {("k", _SK): "v"}, {1: [_SK]},
+    {"x": Evidence(type="log", source=_SK)}, {"token": _Kind.TOKEN}, {"password": _Level.HIGH},
+    {"password": 12345678}, {"secret": True}, {"n": _Text(GHP)}, {_LONG_S: "hunter2x"},
+    {"outer": {_LONG_S: {"v": "hunter2x"}}}, [_Text("clean"), "x"], frozenset({("a", _SK)}),
+    ({"k": ({"k": (_SK,)},)},), _Kind.TOKEN, b"bytes " + GHP.encode(),
+    _Future(note="n", tags=frozenset({_SK}), pairs=(), inner=Evidence(type="log", source="s"), mapping={}),
+    _Future(note="n", tags=frozenset(), pairs=(), inner=Evidence(type="log", source="s"), mapping={},
+            api_key=_Level.HIGH, token=_Kind.TOKEN, password=None, secret=12345678),  # type: ignore[call-arg]
+    _Future(note="n", tags=frozenset(), pairs=(), inner=Evidence(type="log", source="s"), mapping={},
+            **{_LONG_S: "hunter2x"}),
+], ids=repr)  # fmt: skip
+def test_the_whole_entry_look_agrees_with_the_walk_on_every_shape_the_walk_treats_specially(value: Any) -> None:
+    """Enums that are strs, str subclasses, non-str keys, numbers and enums under secret-named keys or extra
+    fields, a secret at the very start of a string (`sk-`: the precheck's `startswith`): the shortcut returns
+    exactly what the walk returns, and the same object exactly when the walk does."""
+    r = Redactor()
+    fast, walked = r.sanitize(value), r._value(value, None)
+    assert fast == walked
+    assert (fast is value) == (walked is value)
+
+
+def test_the_whole_entry_look_is_linear_in_the_entry_not_quadratic() -> None:
+    """The precheck's `user:pass@` branch (`://[^\\s/@]*:[^\\s/]*@`) backtracked over every `:` of a run with no
+    space, `/` or `@`: quadratic. NUL is none of those, so joining an entry's strings let one `://` in the title
+    run it over a colon-filled body: 64 KB took seconds (a 256 KB body minutes) where the walk takes
+    milliseconds. The branch now stops at the first `:` (the same texts match; see rules.py)."""
+    draft = EntryDraft(case_id="c", kind="note", title="see x://host", body=":" * 64_000)
+    r = Redactor()
+    started = time.perf_counter()
+    assert r.sanitize(draft) is draft
+    assert r.redact("x://" + ":" * 64_000) is not None  # one string alone was quadratic too
+    assert time.perf_counter() - started < 1.0
+
+
+_QUADRATIC_URL = re.compile(r"://[^\s/@]*:[^\s/]*@")  # the precheck's old `user:pass@` branch
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=st.text(alphabet=st.sampled_from(":/@ a\x00\n\t"), max_size=24).map(lambda s: "://" + s))
+def test_the_linear_url_precheck_lets_through_every_text_the_old_one_did(text: str) -> None:
+    assert may_hold_secret(text) or _QUADRATIC_URL.search(text) is None

@@ -31,6 +31,12 @@ OnEvent = Callable[[str, str], None]
 """`on_event(step, message)`: progress for a terminal or a log; must not block."""
 
 
+# What the handoff adds when the runbook did not report done. A runbook started for real (`acting`) that did not
+# report done may have acted anyway (resumed after its server stopped, or failed half way through a rollback):
+# telling the person "Nothing was changed." there would send them to act on a system already changed.
+_UNCHANGED = {False: " Nothing was changed.", True: " It was started for real: check what it changed before acting."}
+
+
 def _pct(x: float) -> str:
     return f"{x:.0%}"
 
@@ -225,10 +231,12 @@ class PrimaryAgent(PartnerConsultation):
         it again (a second `kubectl rollout undo` would undo the first: the bad deploy back)."""
         assert inv.correlation is not None
         plan = inv.plan
-        if inv.acting and plan is not None:
+        if inv.acting:  # with or without its plan (a state that lost it): choosing afresh could run it twice
+            which = f"Runbook {plan.runbook}" if plan is not None else "A runbook (its plan was not kept)"
             inv.result = RunbookResult(done=False, needs_human=True, summary=(
-                f"Runbook {plan.runbook} was started by a server that stopped before recording its outcome, so it may "
-                "or may not have run. It is not started again: check its effect, then act by hand."))  # fmt: skip
+                f"{which} was started by a server that did not record its outcome (it stopped, or lost this "
+                "investigation and may still be running it), so it may or may not have run. It is not started "
+                "again: check its effect, then act by hand."))  # fmt: skip
         else:
             inv.plan = plan = await self.reasoner.remediate(inv.correlation, sorted(self.runbooks))
             if plan is None or plan.runbook not in self.runbooks:
@@ -279,7 +287,7 @@ class PrimaryAgent(PartnerConsultation):
         lines = [
             f"**What fired:** {a.title} — service {a.service or '?'}, severity {a.severity}, since {since}.",
             f"**What we think:** {c.summary} (confidence {_pct(c.confidence)}).",
-            f"**What was done:** {r.summary}" + (" Nothing was changed." if not r.done else ""),
+            f"**What was done:** {r.summary}" + ("" if r.done else _UNCHANGED[inv.acting]),
             f"**Partners:** answered: {', '.join(answered) or 'none'}"
             + (f"; failed: {', '.join(failed)}." if failed else "."),
             "**Next:** "
