@@ -301,21 +301,27 @@ class _AlwaysRollBack(RuleBasedReasoner):
         return RemediationPlan(runbook="rollback_deploy", args={"service": "checkout"}, rationale="the deploy")
 
 
+async def two_replicas_one_acting(ctx: SharedContext, delay: float, lease: float
+                                  ) -> tuple[Dispatcher, Dispatcher, str, list[str]]:
+    """Replica a (its runbook `delay` s long) takes ALERT and has started the rollback; b stands by."""
+    acted: list[str] = []
+    a = Dispatcher(ctx, ActingAgent(delay, acted, "replica-a"), owner="replica-a", lease_seconds=lease)
+    b = Dispatcher(ctx, ActingAgent(0.0, acted, "replica-b"), owner="replica-b", lease_seconds=lease)
+    [opened] = await a.submit([ALERT])
+    assert opened.case_id is not None
+    for _ in range(400):
+        if acted:
+            break
+        await asyncio.sleep(0.02)
+    assert acted == ["replica-a"]
+    return a, b, opened.case_id, acted
+
+
 @pytest.mark.anyio
 async def test_a_runbook_started_by_a_replica_that_stopped_is_never_started_again_by_the_one_that_resumes(
     ctx: SharedContext,
 ) -> None:
-    acted: list[str] = []
-    a = Dispatcher(ctx, ActingAgent(30.0, acted, "replica-a"), owner="replica-a", lease_seconds=60.0)
-    b = Dispatcher(ctx, ActingAgent(0.0, acted, "replica-b"), owner="replica-b", lease_seconds=60.0)
-    [opened] = await a.submit([ALERT])
-    cid = opened.case_id
-    assert cid is not None
-    for _ in range(200):
-        if acted:
-            break
-        await asyncio.sleep(0.05)
-    assert acted == ["replica-a"]
+    a, b, cid, acted = await two_replicas_one_acting(ctx, 30.0, 60.0)
     await a.shutdown(grace=0.2)  # SIGTERM while the rollback is being watched: its outcome is never recorded
     got = ctx.store.get_investigation(cid)
     assert got is not None and (got.step, got.owner) == ("remediate", None)
@@ -417,16 +423,7 @@ async def test_a_frozen_replica_that_finishes_its_runbook_after_a_takeover_recor
 ) -> None:
     """Replica a starts the rollback, then freezes (no heartbeat); b takes over after the lease expired, asks a
     person, and hands off; a's rollback then finishes and its commit is fenced. The resolved alert closes it."""
-    acted: list[str] = []
-    a = Dispatcher(ctx, ActingAgent(2.5, acted, "replica-a"), owner="replica-a", lease_seconds=1.0)
-    b = Dispatcher(ctx, ActingAgent(0.0, acted, "replica-b"), owner="replica-b", lease_seconds=1.0)
-    [opened] = await a.submit([ALERT])
-    cid = opened.case_id
-    assert cid is not None
-    for _ in range(200):
-        if acted:
-            break
-        await asyncio.sleep(0.02)
+    a, b, cid, acted = await two_replicas_one_acting(ctx, 2.5, 1.0)
     for t in asyncio.all_tasks():  # a freezes: its heartbeat stops, its runbook goes on
         if t.get_coro().__qualname__.startswith("HeldInvestigation.heartbeat"):  # type: ignore[union-attr]
             t.cancel()
