@@ -19,8 +19,9 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import SharedCtxError
 from ..model import CaseStatus, EntryDraft
@@ -56,17 +57,23 @@ class HeldInvestigation:
 
     async def checkpoint(self, inv: Investigation, finished: Step, entries: list[PendingEntry]) -> bool:
         """Record `entries` and persist `inv` at its next step, in one fenced transaction."""
+        return await self.advance(inv.step, inv.to_state(), entries, clear_resolved=finished == Step.VERIFY)
+
+    async def advance(self, step: Step, state: Mapping[str, Any], entries: list[PendingEntry], *,
+                      clear_resolved: bool = False) -> bool:
+        """`checkpoint` for a state given as it is stored (also what parks a state this code cannot read)."""
         ctx = self.ctx
+        case_id = self.lease.case_id
         drafts: list[tuple[EntryDraft, list[str], CaseStatus | None]] = []
         for p in entries:
             kw = p.kwargs
-            draft, status = ctx._draft(inv.case.id, p.kind, p.title, p.body, evidence=kw.get("evidence", ()),
+            draft, status = ctx._draft(case_id, p.kind, p.title, p.body, evidence=kw.get("evidence", ()),
                                        author=kw.get("author"), ref=kw.get("ref"), trace_id=kw.get("trace_id"),
                                        attrs=kw.get("attrs"), status=kw.get("status"))  # fmt: skip
             drafts.append((draft, ctx.deliver_to(draft), status))
         recorded = await asyncio.to_thread(
-            ctx.store.advance_investigation, inv.case.id, self.owner, self.lease.token, step=inv.step.value,
-            state=inv.to_state(), entries=drafts, clear_resolved=finished == Step.VERIFY, lease_seconds=self.seconds,
+            ctx.store.advance_investigation, case_id, self.owner, self.lease.token, step=step.value,
+            state=dict(state), entries=drafts, clear_resolved=clear_resolved, lease_seconds=self.seconds,
         )  # fmt: skip
         if recorded is None:
             return False

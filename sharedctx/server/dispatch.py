@@ -229,8 +229,12 @@ class Dispatcher:
 
         True if the investigation now waits for recovery (a resolved alert may be waiting already)."""
         held = HeldInvestigation(self.ctx, lease, self.lease_seconds)
+        try:
+            inv = Investigation.from_state(case, lease.step, lease.state, lease.resolved)
+        except Exception as exc:  # whatever a corrupt or foreign checkpoint raises
+            await self._unreadable(held, exc)
+            return False
         self._held[case.id] = held
-        inv = Investigation.from_state(case, lease.step, lease.state, lease.resolved)
         inv.checkpoint = held.checkpoint
         inv.should_stop = lambda: self._draining
         log.info("case %s: %s the investigation at %s (lease %d)", case.id,
@@ -257,6 +261,24 @@ class Dispatcher:
             if release:
                 held.release()
         return inv.step == Step.AWAITING_RECOVERY
+
+    async def _unreadable(self, held: HeldInvestigation, exc: Exception) -> None:
+        """A checkpoint this code cannot read (a corrupt row, a state written by another version): no step is
+        guessed from it (a REMEDIATE that was acting must never choose and run a runbook again). It is parked
+        at `failed` with a note saying why, its stored state kept as it was for a person to read, and released;
+        otherwise every scan would take it again and nothing would say why it never moves."""
+        lease = held.lease
+        log.error("case %s: the checkpoint at %s cannot be read, parked at failed: %s", lease.case_id, lease.step, exc)
+        title = f"The primary agent could not resume this investigation: {type(exc).__name__}"
+        note = PendingEntry(EntryKind.NOTE, title,
+                            f"Its checkpoint (at step `{lease.step}`) does not read: {exc}\n\nNo step was run from it; "
+                            "the case is left as it is for a human to pick up.", {"author": self.agent.author})
+        try:
+            await held.advance(Step.FAILED, lease.state, [note])
+        except Exception:  # the store is away: the lease expires, and the next scan tries again
+            log.exception("case %s: could not park the unreadable investigation", lease.case_id)
+            return
+        held.release()
 
     async def _failed(self, inv: Investigation, exc: Exception) -> None:
         """A step raised: record that (fenced, like any step) and stop the investigation for a human."""
