@@ -374,3 +374,19 @@ def test_after_the_configured_channel_changes_older_cases_stay_in_the_channel_th
 
     fresh = after.bind(make_case())  # a new case opens in the new channel
     assert fresh.model_dump()["channel"] == new.channel and fresh.id in new.messages
+
+
+def test_a_permalink_naming_another_channel_is_refused_not_bound_to_our_message_with_that_ts(svc: Harness) -> None:
+    """`slack.thread` may be a message permalink. A ts names a message only within its channel: a permalink
+    into another channel is refused, not bound to whatever message of ours has that ts."""
+    from sharedctx.errors import Rejected
+    from tests.backends.conftest import make_case
+
+    ts = svc.double.add_message("an existing alert thread")["ts"]
+    b = svc.backend
+    other = f"https://acme.slack.com/archives/C0OTHERTEAM/p{ts.replace('.', '')}"
+    with pytest.raises(Rejected, match="another channel"):
+        b.bind(make_case(**{"slack.thread": other}))
+    ours = f"https://acme.slack.com/archives/{b.options.channel}/p{ts.replace('.', '')}"
+    assert b.bind(make_case(**{"slack.thread": ours})).id == ts
+    assert b.bind(make_case(**{"slack.thread": ts})).id == ts

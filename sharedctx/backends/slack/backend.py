@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from ...store.base import RateLimits
 
 PERMALINK_TS = re.compile(r"/p(\d{10})(\d{6})")
+PERMALINK_CHANNEL = re.compile(r"/archives/([A-Z0-9]+)/p\d")  # the channel a message permalink names
 CHANNEL_ID = re.compile(r"[CG][A-Z0-9]{8,}")  # as `SlackOptions.channel`
 
 
@@ -83,6 +84,12 @@ class SlackBackend(SlackApi):
         given = case.labels.get("slack.thread")
         if given:
             m = PERMALINK_TS.search(given)
+            named = PERMALINK_CHANNEL.search(given)
+            if named and named.group(1) != self.options.channel:
+                # a ts names a message only within its channel: ours with that ts would be someone else's
+                # thread (or none), and the case's journal would be posted into it
+                raise Rejected(f"label slack.thread={given!r} names a message in another channel ({named.group(1)}); "
+                               f"this backend writes to {self.options.channel}")
             ts = f"{m.group(1)}.{m.group(2)}" if m else given.strip()
             if not re.fullmatch(r"\d{10}\.\d{6}", ts):
                 raise Rejected(f"label slack.thread={given!r} is neither a message ts nor a message permalink")
