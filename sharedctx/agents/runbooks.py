@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-__all__ = ["DEFAULT_RUNBOOKS", "Runbook", "RunbookResult", "escalate", "rollback_deploy"]
+__all__ = ["CHANGES_NOTHING", "DEFAULT_RUNBOOKS", "Runbook", "RunbookResult", "escalate", "rollback_deploy"]
 
 
 class RunbookResult(BaseModel):
@@ -63,3 +63,7 @@ async def escalate(args: dict[str, Any], *, dry_run: bool) -> RunbookResult:
 
 
 DEFAULT_RUNBOOKS: dict[str, Runbook] = {"rollback_deploy": rollback_deploy, "escalate": escalate}
+
+CHANGES_NOTHING: set[Runbook] = {escalate}
+"""Runbooks that change nothing outside sharedctx, so running one again is harmless: the primary agent does not
+record their start before running them (see `PrimaryAgent._run_runbook`). Add your own read-only ones."""

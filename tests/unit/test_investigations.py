@@ -459,3 +459,29 @@ async def test_an_acting_remediation_whose_stored_plan_is_corrupt_is_parked_for_
     assert got.state.get("plan") == {"runbook": 5}  # kept as it was, for a person to read
     assert got.owner is None  # released, not left to expire
     assert await b.scan() == 0  # parked: no replica takes it again
+
+
+class _AlwaysEscalate(RuleBasedReasoner):
+    async def remediate(self, correlation: Correlation, runbooks: list[str]) -> RemediationPlan | None:
+        return RemediationPlan(runbook="escalate", args={"service": "checkout"}, rationale="no safe action")
+
+
+class EscalatingAgent(PrimaryAgent):
+    def __init__(self) -> None:
+        super().__init__([], dry_run=False, reasoner=_AlwaysEscalate())
+
+    async def _consult_partners(self, inv: Investigation) -> Step:
+        return Step.CORRELATE
+
+
+@pytest.mark.anyio
+async def test_a_runbook_that_changes_nothing_is_not_announced_as_acting_for_real(ctx: SharedContext) -> None:
+    """`escalate` only hands the case to a person: "Starting runbook escalate … for real" would tell the
+    on-call human something was about to change. Runbooks in `CHANGES_NOTHING` run without that record."""
+    a = Dispatcher(ctx, EscalatingAgent(), owner="replica-a", lease_seconds=60.0)
+    [opened] = await a.submit([ALERT])
+    assert opened.case_id is not None and await a.idle(20)
+    kinds = [e.kind.value for e in ctx.case(opened.case_id).timeline()]
+    assert kinds == ["alert", "triage", "finding", "decision-request", "handoff"], kinds
+    got = ctx.store.get_investigation(opened.case_id)
+    assert got is not None and not got.state.get("acting")

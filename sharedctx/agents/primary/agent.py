@@ -19,7 +19,7 @@ from ...context import Case
 from ...intake import Alert
 from ...model import Author, CaseStatus, EntryKind, Evidence
 from ..reasoning import Question, Reasoner, RemediationPlan, RuleBasedReasoner
-from ..runbooks import DEFAULT_RUNBOOKS, Runbook, RunbookResult
+from ..runbooks import CHANGES_NOTHING, DEFAULT_RUNBOOKS, Runbook, RunbookResult
 from .consult import PartnerConsultation
 from .state import _STOPS, Investigation, LeaseLost, PendingEntry, Step
 
@@ -263,7 +263,8 @@ class PrimaryAgent(PartnerConsultation):
         return Step.HANDOFF
 
     async def _run_runbook(self, inv: Investigation, plan: RemediationPlan) -> RunbookResult:
-        if not self.dry_run and inv.checkpoint is not None:
+        runbook = self.runbooks[plan.runbook]
+        if not self.dry_run and inv.checkpoint is not None and runbook not in CHANGES_NOTHING:
             inv.acting = True
             await self._record(inv, EntryKind.ACTION, f"Starting runbook {plan.runbook}",
                                f"Running `{plan.runbook}` with {plan.args} for real (not a dry run).\n\n"
@@ -271,7 +272,7 @@ class PrimaryAgent(PartnerConsultation):
             await self._commit(inv, Step.REMEDIATE)  # durable before it acts (see `_remediate`)
         self._emit("remediate", f"{plan.runbook}({plan.args}) dry_run={self.dry_run}")
         try:
-            return await self.runbooks[plan.runbook](plan.args, dry_run=self.dry_run)
+            return await runbook(plan.args, dry_run=self.dry_run)
         except Exception as exc:
             why = f"Runbook {plan.runbook} failed: {type(exc).__name__}: {exc}"
             return RunbookResult(done=False, needs_human=True, summary=why)
