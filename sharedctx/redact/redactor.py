@@ -40,6 +40,8 @@ def _all_joined(text: str) -> str:
     """`text` with every line joined (and every `\\`, `\r` dropped): a superset of decode's wrap view."""
     joined = _BREAKS.sub("", text)
     return joined.replace("\r", "").replace("\\", "") if "\r" in joined or "\\" in joined else joined
+
+
 _ATOMS = (bool, int, float, Enum, datetime, date, time, timedelta, bytes, type(None))
 
 
