@@ -7,6 +7,7 @@ owns retries, backoff, ordering and dead letters, so every backend behaves the s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -21,6 +22,14 @@ class ThreadRef(BaseModel):
     backend: str
     id: str
     url: str | None = None
+
+    def lives_in(self, part: str, valid: Callable[[str], object], configured: str) -> str:
+        """Where this thread lives: the `part` (repo, channel, room) recorded when the case was bound, if
+        `valid` accepts it, else `configured`. A backend's repo/channel/room may change in the config while
+        older cases stay open, and a thread's number or ts names it only within its own place; a recorded value
+        that `valid` refuses never becomes part of a URL."""
+        value = (self.model_extra or {}).get(part)
+        return value if isinstance(value, str) and valid(value) else configured
 
 
 class HumanItem(BaseModel):

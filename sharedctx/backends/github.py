@@ -165,9 +165,8 @@ class GitHubBackend:
         """The repo a thread lives in: the one recorded when the case was bound. After `repo` changes in the
         config, new cases open in the new repo, while the older cases' issues stay where they are; issue
         numbers are per repo, so the configured repo would name another issue (or none)."""
-        repo = (thread.model_extra or {}).get("repo")
         # only a plain owner/name: `../user` or `a/b?x=` would send our token's writes to another API path
-        return repo if isinstance(repo, str) and REPO_NAME.fullmatch(repo) else self.options.repo
+        return thread.lives_in("repo", REPO_NAME.fullmatch, self.options.repo)
 
     def _in_repo(self, thread: ThreadRef, path: str) -> str:
         """The URL of `path` in the repo a bound thread lives in."""

@@ -158,8 +158,7 @@ class MatrixBackend:
         the config, new cases open in the new room, while the older cases' threads stay where they are. Every
         call is made through a room: through the configured one, reading an older thread is a 404 and a reply
         to it is refused (Synapse: "Relations must be in the same room")."""
-        room = (thread.model_extra or {}).get("room")
-        room = room if isinstance(room, str) and room.startswith("!") and len(room) > 1 else self.options.room_id
+        room = thread.lives_in("room", lambda r: r.startswith("!") and len(r) > 1, self.options.room_id)
         with self._lock:
             self._rooms.add(room)
         return room

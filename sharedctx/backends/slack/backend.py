@@ -57,8 +57,7 @@ class SlackBackend(SlackApi):
         the config, new cases open in the new channel, while the older cases' threads stay where they are; a
         thread ts names a message only within its channel, so the configured channel would name another
         thread (or none, and a reply there is `thread_not_found`)."""
-        channel = (thread.model_extra or {}).get("channel")
-        return channel if isinstance(channel, str) and CHANNEL_ID.fullmatch(channel) else self.options.channel
+        return thread.lives_in("channel", CHANNEL_ID.fullmatch, self.options.channel)
 
     def _messages(self, thread: ThreadRef, *, not_found: str | None = None) -> list[dict[str, Any]]:
         """Every message of the thread, root first (conversations.replies, paged, with metadata)."""
