@@ -49,8 +49,24 @@ from .entries import _ID_RE, DEFERRED_STATUS_ATTR, _evidence, _kind, _text
 FIND_LIMIT = 10  # cases `find_case` reads per kind of match; more than one live one is ambiguous anyway
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
     from ..delivery import DrainReport, Worker
     from ..search import CaseResult, SearchResult
+
+_OBSERVABILITY: ModuleType | None = None
+
+
+def _observability() -> ModuleType:
+    """`sharedctx.observability`, imported on the first `record()`: it loads prometheus-client and
+    OpenTelemetry, which a command that only reads never needs (issue 13, fast CLI). Kept here after that: a
+    `from ... import` inside `record()` cost ~5% of its Python (the import machinery runs on every call)."""
+    global _OBSERVABILITY
+    if _OBSERVABILITY is None:
+        from .. import observability
+
+        _OBSERVABILITY = observability
+    return _OBSERVABILITY
 
 
 class SharedContext:
@@ -232,9 +248,7 @@ class SharedContext:
         attrs: Mapping[str, Any] | None,
         status: CaseStatus | str | None,
     ) -> Entry:
-        # imported here (a C-level sys.modules hit after the first call): it loads prometheus-client and
-        # OpenTelemetry, which a command that only reads never needs (issue 13, fast CLI)
-        from ..observability import RECORD_ERROR, RECORD_OK, span, tracing
+        obs = _observability()
 
         # What `timed(RECORD_SECONDS, outcome=True)` and `span` do, written out: two generator context managers
         # and a labelled-child lookup per call were ~10% of record()'s Python, and without an SDK the span is
@@ -249,8 +263,8 @@ class SharedContext:
         start = time.perf_counter()
         ok = False
         try:
-            if tracing():
-                with span("sharedctx.record", trace_id, {"sharedctx.case_id": case_id}) as s:
+            if obs.tracing():
+                with obs.span("sharedctx.record", trace_id, {"sharedctx.case_id": case_id}) as s:
                     entry = append()
                     s.set_attribute("sharedctx.entry_id", entry.id)
                     s.set_attribute("sharedctx.kind", entry.kind.value)
@@ -258,7 +272,7 @@ class SharedContext:
                 entry = append()
             ok = True
         finally:
-            (RECORD_OK if ok else RECORD_ERROR).observe(time.perf_counter() - start)
+            (obs.RECORD_OK if ok else obs.RECORD_ERROR).observe(time.perf_counter() - start)
         self._appended = True
         if entry.kind == EntryKind.DECISION:
             self._apply_approved_status(entry)

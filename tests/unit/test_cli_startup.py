@@ -24,7 +24,7 @@ from sharedctx.model import EntryKind
 
 # What `--help` must not pay for: each costs tens of milliseconds or pulls in a tree that does.
 HEAVY = ("httpx", "mcp", "psycopg", "pydantic", "pydantic_core", "detect_secrets", "requests", "anyio",
-         "starlette", "uvicorn", "ulid", "sharedctx.store", "sharedctx.context", "sharedctx.config",
+         "starlette", "uvicorn", "sharedctx.store", "sharedctx.context", "sharedctx.config",
          "sharedctx.model", "sharedctx.backends", "sharedctx.redact", "sharedctx.delivery", "sharedctx.server",
          "sharedctx.agents", "sharedctx.search", "sharedctx.mcp_server", "sharedctx.mcp")
 
@@ -102,10 +102,9 @@ def test_commands_still_load_what_they_need(tmp_path: Path) -> None:
 
 
 # What a read-only command (`case list`) must not pay for: the secret detectors (detect-secrets pulls in
-# requests), the HTTP client, asyncio, the delivery worker with the metrics and tracing libraries behind it, and
-# ulid (it reads package metadata at import; only a write mints an id).
+# requests), the HTTP client, asyncio, and the delivery worker with the metrics and tracing libraries behind it.
 NOT_FOR_READING = ("detect_secrets", "requests", "httpx", "asyncio", "prometheus_client", "opentelemetry",
-                   "sharedctx.delivery", "sharedctx.observability", "sharedctx.backends.github", "mcp", "ulid")
+                   "sharedctx.delivery", "sharedctx.observability", "sharedctx.backends.github", "mcp")
 
 
 def test_case_list_opens_the_journal_without_the_write_and_delivery_machinery(tmp_path: Path) -> None:

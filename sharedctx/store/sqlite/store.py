@@ -123,7 +123,7 @@ class SQLiteStore(SQLStore):
         """This journal's identity, minted once and kept inside the file (see `journal_marker`)."""
         with self._lock:
             row = self._conn.execute("SELECT value FROM journal_meta WHERE key='journal_id'").fetchone()
-            if row is not None:  # the usual case: no new id minted (that imports ulid, ~10 ms of a CLI command)
+            if row is not None:  # the usual case: the id minted when the journal was created
                 return str(row[0])
             self._conn.execute("INSERT OR IGNORE INTO journal_meta (key, value) VALUES ('journal_id', ?)",
                                (new_id(),))
