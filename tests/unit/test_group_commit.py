@@ -5,8 +5,9 @@ gap-free and verifies with threads AND processes writing the same cases at once,
 fails only its own caller, and what was acknowledged survives a kill -9 in the middle of batches.
 
 Batches are forced where a test is about them: the test holds the first batch before it writes, so the other
-callers queue behind it; on release the writer thread takes all of them as one batch. A spy on
-`GroupCommit._write` proves the batch really formed.
+callers queue behind it; on release the writer thread takes all of them as one batch (the helper lets it: the
+store itself would leave half of them for a next batch while the first batch's callers are still inside
+`append`). A spy on `GroupCommit._write` proves the batch really formed.
 """
 
 from __future__ import annotations
@@ -93,7 +94,12 @@ def _forced_batch(store: SQLiteStore, calls: list[Callable[[], Entry]], seen: li
         except BaseException as exc:
             out[i] = exc
 
+    def take_all() -> list[Any]:  # a whole forced batch, whoever is still on the way out of `append`
+        batch, appends._queue = appends._queue[: appends.MAX_BATCH], appends._queue[appends.MAX_BATCH:]
+        return batch
+
     appends._write = hold  # type: ignore[method-assign]
+    appends._take = take_all  # type: ignore[method-assign]
     try:
         threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
         for t in threads:
@@ -111,6 +117,7 @@ def _forced_batch(store: SQLiteStore, calls: list[Callable[[], Entry]], seen: li
         appends._write = spied  # type: ignore[method-assign]
     for t in threads:
         t.join(10)
+    del appends._take
     assert all(r is not None for r in out)
     return [r for r in out if r is not None]
 
@@ -490,3 +497,48 @@ def test_construct_entry_is_model_construct() -> None:
     with pytest.raises(ValidationError):  # still frozen
         fast.seq = 4  # type: ignore[misc]
     assert fast.model_copy(update={"seq": 4}).seq == 4 and fast.seq == 3
+
+
+# -- who writes, and how much at a time (issue 13: 4 threads ≥ 1.5× one) ----------------------------------------
+def test_a_lone_caller_writes_its_own_batches_and_a_caller_with_company_leaves_it_to_the_thread(tmp_path: Path) -> None:
+    """One thread recording pays for no hand-off: its appends are written on its own thread. A caller that is
+    not alone never writes for the others: it would stop preparing while SQLite works."""
+    store = SQLiteStore(tmp_path / "journal.db")
+    try:
+        case_id = _case(store)
+        writers: set[str] = set()
+        real = store._appends._write
+
+        def spy(batch: list[Any]) -> None:
+            writers.add(threading.current_thread().name)
+            real(batch)
+
+        store._appends._write = spy  # type: ignore[method-assign]
+        for i in range(20):
+            store.append(_draft(case_id, f"e{i}"), [])
+        assert writers == {threading.current_thread().name} and store._appends._thread is None
+        other = object()  # another caller, preparing its entry: now the writer thread writes, and we wait
+        store._appends._present.add(other)
+        writers.clear()
+        store.append(_draft(case_id, "with company"), [])
+        store._appends._present.discard(other)
+        assert writers == {"sharedctx-writer"}
+        assert [e.title for e in store.entries(case_id)][-1] == "with company"
+    finally:
+        store.close()
+
+
+def test_while_callers_prepare_a_batch_takes_half_of_them_and_with_none_preparing_all(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "journal.db")
+    try:
+        group = store._appends
+        queued: list[Any] = [object() for _ in range(3)]
+        group._queue = list(queued)
+        group._present = {object() for _ in range(4)}  # three queued, one still preparing
+        assert group._take() == queued[:2] and group._queue == queued[2:]
+        group._queue = list(queued)
+        group._present = {object() for _ in range(3)}  # everyone inside `append` is queued
+        assert group._take() == queued and group._queue == []
+        group._present = set()
+    finally:
+        store.close()

@@ -14,9 +14,13 @@ into it as rarely as possible:
   but the case's current head, and then the batch is written again the careful way (`_write_each`: heads read
   inside `BEGIN IMMEDIATE`, one SAVEPOINT per append). Another process, or another write path, costs a retry,
   never a forked chain.
-- The first caller to find nobody writing writes its own batch (a lone caller: no hand-off, no thread wake-up).
-  If others queued meanwhile, a writer thread takes over and drains the queue while the callers go back to
-  preparing their next entries: SQLite stays busy, and the batches grow with the number of callers.
+- A lone caller (nobody else inside `append`) writes its own batch: no hand-off, no thread wake-up. With other
+  callers about, the writer thread writes, so that no caller spends its turn inside SQLite instead of preparing
+  (when the first caller in line wrote for the others, 2 threads recorded 2,701/s against one thread's 3,536/s).
+- While callers are still preparing, the writer takes at most half of the callers in `append` per batch, and the
+  others prepare while SQLite writes it. Taking the whole queue left every caller waiting on the same write with
+  nobody holding the GIL (batches of 3 then 1 with 4 threads); halves keep both the GIL and SQLite busy. With
+  nobody left preparing, the whole queue goes in one batch.
 
 What does not change: `append` returns only after the COMMIT that holds its entry; a failed append fails only its
 own caller; a failure of the write itself fails every caller of that batch, none of them acknowledged.
@@ -132,8 +136,17 @@ class GroupCommit:
         self._thread: threading.Thread | None = None
         self._closing = False
         self._heads: dict[str, list[Any]] = {}  # case id -> [last_seq, last_hash, status, resolved_at], as queued
+        self._present: set[object] = set()  # a token per caller inside `append` (add/discard: atomic, no lock)
 
     def append(self, draft: EntryDraft, backends: Sequence[str], status: CaseStatus | None) -> Entry:
+        token = object()
+        try:
+            self._present.add(token)
+            return self._append(draft, backends, status)
+        finally:
+            self._present.discard(token)
+
+    def _append(self, draft: EntryDraft, backends: Sequence[str], status: CaseStatus | None) -> Entry:
         me = _Pending(self.store._prepare_append(draft, backends, status))
         head = None if me.case_id in self._heads else self._read_head(me.case_id)
         try:
@@ -144,8 +157,11 @@ class GroupCommit:
                     self._heads.setdefault(me.case_id, head)
                 me.placed = self._place(me.prepared)
                 self._queue.append(me)
-                if self._writer is None:
-                    self._writer = me
+                if self._writer is None:  # alone: write it ourselves; else the thread writes (module docstring)
+                    if len(self._present) > 1 and not self._closing and self._start_thread():
+                        self._set_writer("thread")
+                    else:
+                        self._writer = me
             if self._writer is me:  # only we set it to `me`, and nobody else changes it until we let go
                 self._lead(me)
             else:
@@ -226,8 +242,13 @@ class GroupCommit:
         return _Placed(entry, row)
 
     def _take(self) -> list[_Pending]:
-        batch = self._queue[: self.MAX_BATCH]
-        del self._queue[: self.MAX_BATCH]
+        """The next batch. While other callers are still preparing, at most half of the callers inside `append`:
+        the rest prepare while SQLite writes (see the module docstring); with nobody preparing, everything."""
+        n = self.MAX_BATCH
+        if len(self._present) > len(self._queue):
+            n = min(n, max(1, len(self._present) // 2))
+        batch = self._queue[:n]
+        del self._queue[:n]
         return batch
 
     def _set_writer(self, writer: _Pending | str | None) -> None:
