@@ -51,7 +51,8 @@ def _check(db: Path, cases: list[str], ledger: _Ledger) -> None:
             assert (told.id, told.seq, told.hash) == (e.id, e.seq, e.hash), f"{title} acknowledged as another entry"
         elif isinstance(told, StoreError) and _NOTHING in str(told):
             assert title not in stored, f"{title}: told {told!r} but it is in the journal"
-        elif not (isinstance(told, KeyboardInterrupt) or isinstance(told, StoreError) and "may or may not" in str(told)):
+        elif not (isinstance(told, KeyboardInterrupt)
+                  or (isinstance(told, StoreError) and "may or may not" in str(told))):
             raise AssertionError(f"{title}: unexpected outcome {told!r}")
 
 
@@ -352,14 +353,19 @@ def _child(fn: Any) -> tuple[str | None, bool]:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
-def test_ids_minted_by_parent_and_forked_child_in_the_same_millisecond_differ(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("step_back_ms", [0, 5000])
+def test_ids_minted_by_parent_and_forked_child_in_the_same_millisecond_differ(
+        monkeypatch: pytest.MonkeyPatch, step_back_ms: int) -> None:
     """A process that mints an id and forks (a pre-fork server, multiprocessing's default start method on Linux):
     both go on from the same `_last_id`, so their next ids of that millisecond are the same id (entry ids are
     the journal's primary key; a second process appending to the same journal gets a constraint failure, or two
-    journals get entries with one id). Also after a clock step back, for as long as the clock is behind."""
-    now = time.time_ns()
-    monkeypatch.setattr(model, "time", types.SimpleNamespace(time_ns=lambda: now))  # one millisecond
+    journals get entries with one id). With a clock step back (5000), for as long as the clock is behind: every
+    id is the last one + 1 in both processes (python-ulid drew fresh randomness for any other millisecond)."""
+    monkeypatch.setattr(model, "_last_id", [0, 0])  # (and the state this leaves behind is thrown away)
+    clock = [time.time_ns()]
+    monkeypatch.setattr(model, "time", types.SimpleNamespace(time_ns=lambda: clock[0]))  # one millisecond
     model.new_id()
+    clock[0] -= step_back_ms * 1_000_000
     child, finished = _child(model.new_id)
     parent = model.new_id()
     assert finished
@@ -370,6 +376,7 @@ def test_ids_minted_by_parent_and_forked_child_in_the_same_millisecond_differ(mo
 def test_a_child_forked_while_another_thread_mints_an_id_can_mint(monkeypatch: pytest.MonkeyPatch) -> None:
     """`_id_lock` held by another thread at the moment of fork stays held for ever in the child (no
     `os.register_at_fork` hook): the child's first `record()` hangs in `new_id()`."""
+    monkeypatch.setattr(model, "_last_id", [0, 0])
     held, release = threading.Event(), threading.Event()
 
     def minting() -> None:  # a thread inside new_id's `with _id_lock:` at the moment of fork
@@ -393,6 +400,7 @@ def test_ids_across_threads_sort_in_minting_order_under_a_clock_that_goes_back_a
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Ids minted under one lock-step order (a shared counter taken under a lock with the mint) sort in that order
     across threads, while the clock jumps back and forth by up to a second."""
+    monkeypatch.setattr(model, "_last_id", [0, 0])  # (the state this leaves 1 s ahead is thrown away)
     base = time.time_ns()
     rng = random.Random(7)
     monkeypatch.setattr(model, "time", types.SimpleNamespace(
