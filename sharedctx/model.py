@@ -133,6 +133,17 @@ _last_id = [0, 0]  # the last id's milliseconds and randomness, for ids minted w
 _id_lock = threading.Lock()
 
 
+def _forget_ids_in_child() -> None:
+    """After `os.fork`: a child continuing its parent's `last + 1` would mint the parent's next ids, and a lock
+    held by another thread at the fork would stay held. Start over with fresh randomness and a new lock."""
+    global _id_lock
+    _last_id[:] = [0, 0]
+    _id_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_ids_in_child)
+
+
 def new_id() -> str:
     """A ULID: unique, and sorts by creation time, so ids double as a coarse clock.
 

@@ -102,7 +102,6 @@ RECORD_ERROR = RECORD_SECONDS.labels("error")
 
 # -- spans -----------------------------------------------------------------------------------------
 _traced = False  # a real provider was seen: OpenTelemetry lets the global provider be set only once
-_ENV_PROVIDER = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ  # the API's other way to name one, read at start-up
 
 
 def tracing() -> bool:
@@ -114,8 +113,8 @@ def tracing() -> bool:
     global _traced
     if _traced:
         return True
-    if getattr(trace, "_TRACER_PROVIDER", True) is None and not _ENV_PROVIDER:
-        return False
+    if getattr(trace, "_TRACER_PROVIDER", True) is None and "OTEL_PYTHON_TRACER_PROVIDER" not in os.environ:
+        return False  # (the environment variable is the API's other way to name a provider)
     _traced = not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider)
     return _traced
 

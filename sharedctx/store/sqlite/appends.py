@@ -214,17 +214,23 @@ class GroupCommit:
                 return
             inflight = self._inflight  # cleared only once settled: a second interrupt settles it again
         self._settle_all(inflight)  # taken by us: committed or not, each caller is told which, and woken
-        with self._group:
-            self._inflight = []
-            if self._writer is not me:
-                return
-            if self._queue and not self._closing and self._start_thread():
-                self._set_writer("thread")
-                return
-            queued, self._queue = self._queue, []  # out of the queue first: nobody writes what we fail
-            self._set_writer(None)
-        _wake_all(queued, StoreError("the append was not written: the caller writing its batch was interrupted "
-                                     "and no writer thread could take over; nothing was recorded"))
+        while True:
+            with self._group:
+                self._inflight = []  # settled and woken (the batch above, or the queue failed below)
+                if self._writer is not me:
+                    return
+                if not self._queue:
+                    self._set_writer(None)
+                    return
+                if not self._closing and self._start_thread():
+                    self._set_writer("thread")
+                    return
+                # Out of the queue first: nobody writes what we fail. In flight until woken, and the role still
+                # ours, so that a second interrupt (which runs this again) wakes them and gives the role back.
+                queued, self._queue = self._queue, []
+                self._inflight = queued
+            _wake_all(queued, StoreError("the append was not written: the caller writing its batch was "
+                                         "interrupted and no writer thread could take over; nothing was recorded"))
 
     # -- under self._group ------------------------------------------------------------------------
     def _place(self, p: PreparedAppend) -> _Placed | None:
