@@ -430,9 +430,9 @@ def test_a_second_interrupt_as_the_interrupted_lead_fails_the_queue_leaves_nobod
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, second: str) -> None:
     """The main thread leads; others queue behind it; no writer thread can be had (thread limit). Ctrl-C as the
     lead enters `_write` (1st), and again as `_interrupted` hands the failed queue on — at the call of
-    `_set_writer(None)`, or of `_wake_all` — (2nd: a user hammering Ctrl-C). `_interrupted` already took the queue
-    (`queued, self._queue = self._queue, []`) into a local; the second `_interrupted(me)` finds an empty queue,
-    and the callers of `queued` are never woken."""
+    `_set_writer(None)`, or of `_wake_all` — (2nd: a user hammering Ctrl-C). `_interrupted` used to take the
+    queue into a local (`queued, self._queue = self._queue, []`); the second `_interrupted(me)` found an empty
+    queue, and the callers of `queued` were never woken. Now the failed queue stays in `_inflight` until woken."""
     from tests.group_commit_kit import _assert_told_the_truth, _others_join_the_leads_batch
 
     db = tmp_path / "journal.db"
