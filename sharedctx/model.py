@@ -158,7 +158,7 @@ def new_id() -> str:
         if ms <= last_ms and last_rand < (1 << 80) - 1:
             ms, rand = last_ms, last_rand + 1
         else:
-            ms, rand = max(ms, last_ms + (ms <= last_ms)), int.from_bytes(os.urandom(10), "big")
+            ms, rand = ms if ms > last_ms else last_ms + 1, int.from_bytes(os.urandom(10), "big")
         _last_id[0], _last_id[1] = ms, rand
     value = (ms << 80) | rand  # 128 bits, written as 26 characters of 5 bits (the first holds 3), 2 at a time
     return "".join([_PAIRS[(value >> shift) & 1023] for shift in _SHIFTS])

@@ -30,9 +30,6 @@ from ..model import (
 
 
 def checkpoint_hash(prev_hash: str, at: str, heads: dict[str, tuple[int, str]]) -> str:
-    import hashlib
-    import json
-
     body = json.dumps({"at": at, "heads": {k: list(v) for k, v in sorted(heads.items())}},
                       sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(prev_hash.encode("ascii") + body.encode("utf-8")).hexdigest()
