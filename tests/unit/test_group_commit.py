@@ -94,8 +94,11 @@ def _forced_batch(store: SQLiteStore, calls: list[Callable[[], Entry]], seen: li
         except BaseException as exc:
             out[i] = exc
 
-    def take_all() -> list[Any]:  # a whole forced batch, whoever is still on the way out of `append`
-        batch, appends._queue = appends._queue[: appends.MAX_BATCH], appends._queue[appends.MAX_BATCH:]
+    def take_all() -> list[Any]:
+        # The first batch is the first append alone (the writer thread may start after several queued); the
+        # next one is all the rest, whoever is still on the way out of `append`.
+        n = 1 if not held else appends.MAX_BATCH
+        batch, appends._queue = appends._queue[:n], appends._queue[n:]
         return batch
 
     appends._write = hold  # type: ignore[method-assign]
