@@ -146,12 +146,14 @@ class SQLiteStore(SQLStore):
         """Is the write-ahead log at `<journal>-wal` the one our connection writes? (OSError: cannot be told.)"""
         return identity(self.url + "-wal", self._wal_ident) == "ours"
 
-    def _after_write(self, ids: Sequence[str] = ()) -> None:
+    def _after_write(self, ids: Sequence[str] = ()) -> bool:
         """After a batch statement committed: did it reach the journal at our path? The checks before it can be
         outrun — the file replaced while the statement waited for another process's write lock, or between
         the look and the statement — so the look is taken again once the batch is in. Raises StoreError, and
         the batch's callers are told so, when it is not (or may not be) in the journal at the path. `ids`, the
-        batch's entries, let the journal itself answer when the log cannot be copied (see `_in_journal`)."""
+        batch's entries, let the journal itself answer when the log cannot be copied (see `_in_journal`). True
+        when both files were found ours; False when the batch was saved by copying a deleted log into the journal
+        (acknowledged, and the next write must look again and refuse)."""
         try:
             file_ok = self._file_is_ours()
             wal_ok = file_ok and self._wal_is_ours()
@@ -174,7 +176,8 @@ class SQLiteStore(SQLStore):
                     f"copying it into the journal did not complete ({copied}): these entries may be lost. Stop "
                     "every sharedctx process on this journal and restart"
                 )
-            # saved: acknowledged; the next write refuses (`_wal_still_ours`)
+            return False  # saved: acknowledged; the next write refuses (`_wal_still_ours`)
+        return True
 
     def _in_journal(self, ids: Sequence[str]) -> bool:
         """Are all of `ids` in the journal file at our path, as a new connection reads it? Asked only when this
