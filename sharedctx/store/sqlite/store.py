@@ -80,6 +80,7 @@ class SQLiteStore(SQLStore):
         self.url = str(path)
         self._ident: tuple[int, int] | None = None
         self._wal_ident: tuple[int, int] | None = None
+        self._wal_path = self.url + "-wal"  # until SQLite says which file it writes (see below)
         self._closed = threading.Event()
         self._lock = threading.RLock()
         self._appends = GroupCommit(self)
@@ -108,8 +109,13 @@ class SQLiteStore(SQLStore):
         if not memory:
             st = os.stat(self.url)
             self._ident = (st.st_dev, st.st_ino)
+            # SQLite keeps its log beside the file it opened, with symlinks resolved: a journal path that is a
+            # symlink (a data volume linked into place) has its log beside the target, not at `<path>-wal`.
+            opened = {row[1]: row[2] for row in c.execute("PRAGMA database_list")}.get("main")
+            if opened:
+                self._wal_path = opened + "-wal"
             with contextlib.suppress(OSError):  # exists from the first transaction until the last connection closes
-                wal = os.stat(self.url + "-wal")
+                wal = os.stat(self._wal_path)
                 self._wal_ident = (wal.st_dev, wal.st_ino)
             claim_marker(self.url, self.journal_id)
             # Checkpoints copy the WAL back into the database and fsync it: milliseconds on a busy
@@ -144,7 +150,7 @@ class SQLiteStore(SQLStore):
 
     def _wal_is_ours(self) -> bool:
         """Is the write-ahead log at `<journal>-wal` the one our connection writes? (OSError: cannot be told.)"""
-        return identity(self.url + "-wal", self._wal_ident) == "ours"
+        return identity(self._wal_path, self._wal_ident) == "ours"
 
     def _after_write(self, ids: Sequence[str] = ()) -> bool:
         """After a batch statement committed: did it reach the journal at our path? The checks before it can be
@@ -172,7 +178,7 @@ class SQLiteStore(SQLStore):
             # (closed meanwhile: the last connection's close copied the log and removed it; the journal says)
             if copied is not True and not (ids and self._closed.is_set() and self._in_journal(ids)):
                 raise StoreError(
-                    f"the journal's write-ahead log {self.url}-wal was deleted while this batch was written, and "
+                    f"the journal's write-ahead log {self._wal_path} was deleted while this batch was written, and "
                     f"copying it into the journal did not complete ({copied}): these entries may be lost. Stop "
                     "every sharedctx process on this journal and restart"
                 )
@@ -229,7 +235,7 @@ class SQLiteStore(SQLStore):
         script) SQLite goes on committing to the unlinked inode, other processes never see those entries and
         a crash loses them. Our connection still has the old log open: checkpoint it into the journal (which
         saves what was acknowledged) and refuse further writes."""
-        wal = self.url + "-wal"
+        wal = self._wal_path
         try:
             if self._wal_is_ours():
                 return
