@@ -138,8 +138,9 @@ def identity(path: str, ident: tuple[int, int] | None) -> str:
 
 
 def checkpoints(ref: weakref.ref[SQLiteStore], url: str, closed: threading.Event) -> None:
-    """The checkpoint thread. It holds its store only through `ref`, between rounds: a store dropped without
-    close() is collected, and the thread then ends and closes its connection."""
+    """The checkpoint thread: each round, the index's merging (`SQLiteStore._merge_index`), then a checkpoint.
+    It holds its store only through `ref`, between rounds: a store dropped without close() is collected, and the
+    thread then ends and closes its connection."""
     try:
         # A short busy timeout: a checkpoint that would have to wait simply tries again next round,
         # instead of holding the write lock while other connections wait behind it.
@@ -158,6 +159,11 @@ def checkpoints(ref: weakref.ref[SQLiteStore], url: str, closed: threading.Event
             del store
             if closed.wait(every):
                 return
+            store = ref()
+            if store is None:
+                return
+            store._merge_index()  # the index's merging, kept out of the writes (migration 0020)
+            del store
             try:
                 _, log, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 if log > restart:  # constant writing never lets a passive one finish

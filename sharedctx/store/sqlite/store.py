@@ -100,7 +100,7 @@ class SQLiteStore(SQLStore):
             c = self._conn
             c.execute("PRAGMA journal_mode=WAL")
             c.execute(f"PRAGMA synchronous={os.environ.get('SHAREDCTX_SQLITE_SYNC', 'NORMAL')}")
-            c.execute("PRAGMA busy_timeout=30000")
+            c.execute(f"PRAGMA busy_timeout={int(self.BUSY_WAIT * 1000)}")
             c.execute("PRAGMA foreign_keys=ON")
             self.migrate()
             self.journal_id = self._journal_id()
@@ -249,6 +249,34 @@ class SQLiteStore(SQLStore):
             f"{saved}, and nothing more is recorded here, because other processes cannot see it. "
             "Stop every sharedctx process on this journal and restart"
         )
+
+    MERGE_PAGES = 64  # FTS5 pages of index merging per checkpoint round (`_merge_index`): a few ms under the lock
+    MERGE_BUSY_MS = 50  # how long a merge waits for another process's write lock before it skips the round
+
+    def _merge_index(self) -> None:
+        """Merge the full-text index's segments, between writes rather than inside one (migration 0020).
+
+        Run by the checkpoint thread, on this store's connection and under its lock: a `record()` that comes
+        meanwhile waits on that lock and goes the moment the merge is done, instead of sleeping in SQLite's busy
+        handler. Another process's write lock is waited for only briefly: the next round merges. A journal
+        that is no longer ours is left alone."""
+        with self._lock:
+            if self._closed.is_set() or self._conn.in_transaction:
+                return
+            try:
+                if not (self._file_is_ours() and self._wal_is_ours()):
+                    return
+            except OSError:
+                return
+            c = self._conn
+            try:
+                c.execute(f"PRAGMA busy_timeout={self.MERGE_BUSY_MS}")
+                c.execute("INSERT INTO entries_fts (entries_fts, rank) VALUES ('merge', ?)", (self.MERGE_PAGES,))
+            except sqlite3.Error:
+                pass  # busy, or closing: the next round merges; a write that needs it merges itself (`crisismerge`)
+            finally:
+                with contextlib.suppress(sqlite3.Error):
+                    c.execute(f"PRAGMA busy_timeout={int(self.BUSY_WAIT * 1000)}")
 
     CHECKPOINT_EVERY = 1.0  # seconds between passive checkpoints
     WAL_RESTART_PAGES = 16_384  # ~64 MiB: past this, briefly block writers so the WAL can restart
