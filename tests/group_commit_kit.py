@@ -183,3 +183,25 @@ def _leave_a_transaction_open(store: SQLiteStore, case_id: str) -> None:
             store.set_binding(case_id, "slack", {"channel": "C1"})
     finally:
         store._begin = real_begin  # type: ignore[method-assign]
+
+
+# What the look before a write says when the journal's files changed under a running store, by kind of change.
+REFUSALS = {
+    "delete": "was deleted while this process had it open",
+    "replace": "was replaced by another file while this process had it open",
+    "delete-wal": "write-ahead log .* was deleted or replaced while this process had it open",
+}
+
+
+def _fault(kind: str, db: Path) -> None:
+    """One of `REFUSALS`' changes, made to the journal at `db`: deleted, replaced by another journal, or its
+    write-ahead log deleted."""
+    if kind == "delete":
+        db.unlink()
+    elif kind == "replace":
+        other = db.parent / "other"
+        other.mkdir()
+        SQLiteStore(other / "journal.db").close()
+        os.replace(other / "journal.db", db)
+    else:
+        Path(f"{db}-wal").unlink()

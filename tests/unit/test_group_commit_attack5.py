@@ -27,9 +27,7 @@ import pytest
 
 from sharedctx.errors import StoreError
 from sharedctx.store.sqlite import SQLiteStore
-from tests.group_commit_kit import _Call, _case, _draft, _until
-
-WAL_REFUSAL = "write-ahead log .* was deleted or replaced while this process had it open"
+from tests.group_commit_kit import REFUSALS, _Call, _case, _draft, _fault, _until
 
 
 def _linked_journal(tmp_path: Path) -> tuple[Path, Path]:
@@ -103,25 +101,6 @@ def test_an_acknowledged_append_to_a_symlinked_journal_survives_the_process(tmp_
 
 
 # -- what held: the skipped look before, attacked directly (these pass at 1167fdc) ------------------------------
-
-REFUSALS = {
-    "delete": "was deleted while this process had it open",
-    "replace": "was replaced by another file while this process had it open",
-    "delete-wal": WAL_REFUSAL,
-}
-
-
-def _fault(kind: str, db: Path) -> None:
-    if kind == "delete":
-        db.unlink()
-    elif kind == "replace":
-        other = db.parent / "other"
-        other.mkdir()
-        SQLiteStore(other / "journal.db").close()
-        os.replace(other / "journal.db", db)
-    else:
-        Path(f"{db}-wal").unlink()
-
 
 def _written(store: SQLiteStore, title: str) -> int:
     with store._lock:

@@ -9,7 +9,6 @@ serves the next one. What that must not weaken, with other threads keeping the w
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,28 +17,9 @@ import pytest
 
 from sharedctx.errors import StoreError
 from sharedctx.store.sqlite import SQLiteStore
-from tests.group_commit_kit import _Call, _case, _draft, _until
+from tests.group_commit_kit import REFUSALS, _Call, _case, _draft, _fault, _until
 
 ROUNDS = 6
-REFUSALS = {
-    "delete": "was deleted while this process had it open",
-    "replace": "was replaced by another file while this process had it open",
-    "delete-wal": "write-ahead log .* was deleted or replaced while this process had it open",
-}
-
-
-def _fault(kind: str, db: Path) -> None:
-    if kind == "delete":
-        db.unlink()
-    elif kind == "replace":
-        other = db.parent / "other"
-        other.mkdir()
-        SQLiteStore(other / "journal.db").close()
-        os.replace(other / "journal.db", db)
-    else:
-        Path(f"{db}-wal").unlink()
-
-
 def _one_round(db: Path, kind: str) -> None:
     db.parent.mkdir()
     store = SQLiteStore(db)
