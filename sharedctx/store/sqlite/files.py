@@ -162,7 +162,8 @@ def checkpoints(ref: weakref.ref[SQLiteStore], url: str, closed: threading.Event
             store = ref()
             if store is None:
                 return
-            store._merge_index()  # the index's merging, kept out of the writes (migration 0020)
+            with contextlib.suppress(Exception):  # whatever it was, the checkpoints below must go on
+                store._merge_index()  # the index's merging, kept out of the writes (migration 0020)
             del store
             try:
                 _, log, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
