@@ -258,25 +258,35 @@ class SQLiteStore(SQLStore):
 
         Run by the checkpoint thread, on this store's connection and under its lock: a `record()` that comes
         meanwhile waits on that lock and goes the moment the merge is done, instead of sleeping in SQLite's busy
-        handler. Another process's write lock is waited for only briefly: the next round merges. A journal
-        that is no longer ours is left alone."""
-        with self._lock:
+        handler. Everything it waits for is brief, and on a busy round it skips: our lock (one of our writers may
+        hold it for as long as another process keeps the write lock, and the checkpoint after the merge must not
+        wait that long), and another process's write lock. The journal's files are checked with the write lock
+        held, as `_tx` does: a journal deleted or replaced meanwhile is not written."""
+        wait = self.MERGE_BUSY_MS / 1000
+        if not self._lock.acquire(timeout=wait):
+            return
+        try:
             if self._closed.is_set() or self._conn.in_transaction:
-                return
-            try:
-                if not (self._file_is_ours() and self._wal_is_ours()):
-                    return
-            except OSError:
                 return
             c = self._conn
             try:
                 c.execute(f"PRAGMA busy_timeout={self.MERGE_BUSY_MS}")
-                c.execute("INSERT INTO entries_fts (entries_fts, rank) VALUES ('merge', ?)", (self.MERGE_PAGES,))
-            except sqlite3.Error:
-                pass  # busy, or closing: the next round merges; a write that needs it merges itself (`crisismerge`)
+                c.execute("BEGIN IMMEDIATE")
+                try:
+                    if self._file_is_ours() and self._wal_is_ours():
+                        c.execute("INSERT INTO entries_fts (entries_fts, rank) VALUES ('merge', ?)",
+                                  (self.MERGE_PAGES,))
+                        c.execute("COMMIT")
+                finally:
+                    if c.in_transaction:
+                        c.execute("ROLLBACK")
+            except (sqlite3.Error, OSError):
+                pass  # busy, or the files cannot be told: the next round merges (and a write that needs it merges)
             finally:
                 with contextlib.suppress(sqlite3.Error):
                     c.execute(f"PRAGMA busy_timeout={int(self.BUSY_WAIT * 1000)}")
+        finally:
+            self._lock.release()
 
     CHECKPOINT_EVERY = 1.0  # seconds between passive checkpoints
     WAL_RESTART_PAGES = 16_384  # ~64 MiB: past this, briefly block writers so the WAL can restart
