@@ -205,3 +205,24 @@ def _fault(kind: str, db: Path) -> None:
         os.replace(other / "journal.db", db)
     else:
         Path(f"{db}-wal").unlink()
+
+
+def _filled(store: SQLiteStore, n: int) -> str:
+    """A new case of `store` with `n` entries, each with a word of its own (`zq<i>`): a full-text index to merge."""
+    case_id = _case(store)
+    for i in range(n):
+        store.append(_draft(case_id, f"entry {i} zq{i}"), [], None)
+    return case_id
+
+
+def _segments(store: SQLiteStore) -> int:
+    """Rows of the full-text index's segment data: fewer after a merge that merged something."""
+    with store._lock:
+        return int(store._conn.execute("SELECT count(*) FROM entries_fts_data").fetchone()[0])
+
+
+def _written(store: SQLiteStore, title: str) -> int:
+    """Entries titled `title` as the store's own connection reads them: it still has a deleted or replaced
+    journal's files open, so this counts what went into them."""
+    with store._lock:
+        return int(store._conn.execute("SELECT count(*) FROM entries WHERE title = ?", (title,)).fetchone()[0])

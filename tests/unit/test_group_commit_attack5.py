@@ -27,7 +27,7 @@ import pytest
 
 from sharedctx.errors import StoreError
 from sharedctx.store.sqlite import SQLiteStore
-from tests.group_commit_kit import REFUSALS, _Call, _case, _draft, _fault, _until
+from tests.group_commit_kit import REFUSALS, _Call, _case, _draft, _fault, _until, _written
 
 
 def _linked_journal(tmp_path: Path) -> tuple[Path, Path]:
@@ -54,9 +54,7 @@ def test_a_record_begun_after_the_wal_of_a_symlinked_journal_was_deleted_is_refu
             outcome = store.append(_draft(case_id, "begun after the change"), [], None)
         except StoreError as exc:
             outcome = exc
-        with store._lock:  # the connection still has the old log open: it reads what went into it
-            written = store._conn.execute(
-                "SELECT count(*) FROM entries WHERE title = 'begun after the change'").fetchone()[0]
+        written = _written(store, "begun after the change")  # what went into the old log
     finally:
         store.close()
     assert isinstance(outcome, StoreError), f"acknowledged into a deleted write-ahead log: {outcome!r}"
@@ -101,10 +99,6 @@ def test_an_acknowledged_append_to_a_symlinked_journal_survives_the_process(tmp_
 
 
 # -- what held: the skipped look before, attacked directly (these pass at 1167fdc) ------------------------------
-
-def _written(store: SQLiteStore, title: str) -> int:
-    with store._lock:
-        return int(store._conn.execute("SELECT count(*) FROM entries WHERE title = ?", (title,)).fetchone()[0])
 
 
 def _two_stores_round(db: Path, kind: str) -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from sharedctx.errors import StoreError
 from sharedctx.store.sqlite import SQLiteStore
-from tests.group_commit_kit import REFUSALS, _Call, _case, _draft, _fault, _until
+from tests.group_commit_kit import REFUSALS, _Call, _case, _draft, _fault, _until, _written
 
 ROUNDS = 6
 def _one_round(db: Path, kind: str) -> None:
@@ -50,9 +50,7 @@ def _one_round(db: Path, kind: str) -> None:
         stop.set()
         for t in threads:
             t.join(10)
-    with store._lock:  # the connection still has the old files open: it reads what went into them
-        written = store._conn.execute(
-            "SELECT count(*) FROM entries WHERE title = 'begun after the change'").fetchone()[0]
+    written = _written(store, "begun after the change")  # what went into the old files
     store.close()
     assert written == 0, f"{db}: the refused entry was written into the old {kind} files"
 
@@ -89,9 +87,6 @@ def test_an_append_queued_during_the_look_after_a_batch_is_not_covered_by_it(tmp
         assert late[0].done.wait(10), "the late append was never settled"
         outcome = late[0].outcome
         assert isinstance(outcome, StoreError) and REFUSALS["delete"] in str(outcome), outcome
-        with store._lock:
-            written = store._conn.execute(
-                "SELECT count(*) FROM entries WHERE title = 'queued after the look'").fetchone()[0]
-        assert written == 0
+        assert _written(store, "queued after the look") == 0
     finally:
         store.close()

@@ -13,12 +13,7 @@ import threading
 from pathlib import Path
 
 from sharedctx.store.sqlite import SQLiteStore
-from tests.group_commit_kit import _case, _draft
-
-
-def _segments(store: SQLiteStore) -> int:
-    with store._lock:
-        return int(store._conn.execute("SELECT count(*) FROM entries_fts_data").fetchone()[0])
+from tests.group_commit_kit import _case, _draft, _filled, _segments
 
 
 def test_writes_leave_the_merging_to_the_background_and_every_entry_stays_findable(tmp_path: Path) -> None:
@@ -48,9 +43,7 @@ def test_a_merge_does_not_wait_behind_another_process_write_lock(tmp_path: Path)
     db = tmp_path / "journal.db"
     store = SQLiteStore(db)
     try:
-        case_id = _case(store)
-        for i in range(40):
-            store.append(_draft(case_id, f"entry {i}"), [], None)
+        case_id = _filled(store, 40)
         other = sqlite3.connect(db, isolation_level=None)
         other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
         merged = threading.Event()
@@ -72,9 +65,7 @@ def test_a_journal_deleted_under_the_store_is_not_merged(tmp_path: Path) -> None
     db = tmp_path / "journal.db"
     store = SQLiteStore(db)
     try:
-        case_id = _case(store)
-        for i in range(200):
-            store.append(_draft(case_id, f"entry {i} zq{i}"), [], None)
+        _filled(store, 200)
         before = _segments(store)
         os.unlink(db)
         for _ in range(5):

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from sharedctx.store.sqlite import SQLiteStore
-from tests.group_commit_kit import _case, _draft
+from tests.group_commit_kit import _case, _draft, _filled, _segments
 
 
 def _wal_progress(db: Path) -> tuple[int, int]:
@@ -65,10 +65,6 @@ def test_checkpoints_go_on_while_a_writer_of_ours_waits_for_another_process(tmp_
         store.close()
 
 
-def _segments(store: SQLiteStore) -> int:
-    with store._lock:
-        return int(store._conn.execute("SELECT count(*) FROM entries_fts_data").fetchone()[0])
-
 
 def test_a_journal_deleted_while_the_merge_waits_for_the_write_lock_is_not_merged(tmp_path: Path) -> None:
     """The merge waits (busy timeout, widened here so that nothing depends on the scheduler) for another process's
@@ -78,9 +74,7 @@ def test_a_journal_deleted_while_the_merge_waits_for_the_write_lock_is_not_merge
     store = SQLiteStore(db)
     store.CHECKPOINT_EVERY = 3600  # only our own merge call
     try:
-        case_id = _case(store)
-        for i in range(200):
-            store.append(_draft(case_id, f"entry {i} zq{i}"), [], None)
+        _filled(store, 200)
         before = _segments(store)
         store.MERGE_BUSY_MS = 10_000
         other = sqlite3.connect(db, isolation_level=None)
@@ -115,9 +109,7 @@ def test_control_the_same_merge_without_the_delete_does_merge(tmp_path: Path) ->
     store = SQLiteStore(db)
     store.CHECKPOINT_EVERY = 3600
     try:
-        case_id = _case(store)
-        for i in range(200):
-            store.append(_draft(case_id, f"entry {i} zq{i}"), [], None)
+        _filled(store, 200)
         before = _segments(store)
         store._merge_index()
         assert _segments(store) != before

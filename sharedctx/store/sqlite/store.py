@@ -149,7 +149,7 @@ class SQLiteStore(SQLStore):
         return identity(self.url, self._ident) == "ours"
 
     def _wal_is_ours(self) -> bool:
-        """Is the write-ahead log at `<journal>-wal` the one our connection writes? (OSError: cannot be told.)"""
+        """Is the write-ahead log SQLite writes (`_wal_path`) still the one we opened? (OSError: cannot be told.)"""
         return identity(self._wal_path, self._wal_ident) == "ours"
 
     def _after_write(self, ids: Sequence[str] = ()) -> bool:
